@@ -1,0 +1,1 @@
+"""Performance measurements (run by hand or by `python -m demo bench`; never timed in tests)."""

@@ -1,0 +1,229 @@
+"""The command line: a thin map from subcommands to library functions.
+
+Every command exits 0 on success and 2 with one clear line on bad input (a
+:class:`demo.errors.DemoError`); ``--json`` prints machine-readable results.
+Heavy imports happen inside the command functions so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from demo.errors import DemoError
+
+log = logging.getLogger("demo")
+Command = Callable[[argparse.Namespace], int]
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="embedded (default, offline) or webvid; env DEMO_PRESET")
+    p.add_argument("--model", help="CLIP4Clip checkpoint folder or hub id (default: the index's model)")
+    p.add_argument("--pooling", choices=["meanP", "seqTransf"], help="override the checkpoint's pooling")
+    p.add_argument("--index", help="index folder (default: the preset's)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from demo.search import open_searcher
+
+    searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
+    hits = searcher.search_text(args.text, k=args.k, exact=args.exact, rerank=args.rerank)
+    _print_hits(hits, args.json)
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from demo.search import open_searcher
+
+    searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
+    hits = searcher.describe_video(args.video, k=args.k)
+    _print_hits(hits, args.json)
+    return 0
+
+
+def _print_hits(hits: Sequence[Any], as_json: bool) -> None:
+    from demo.search import hit_to_dict
+
+    rows = [hit_to_dict(h) for h in hits]
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        where = row.get("path_or_url") or row["id"]
+        print(f"{row['rank']:>3}  {row['score']:.4f}  {row['caption']}  [{where}]")
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from demo.classify import XClipClassifier
+    from demo.labels import load_preset, parse_labels
+    from demo.presets import resolve_preset
+
+    preset = resolve_preset(args.preset, xclip=args.xclip)
+    labels = parse_labels(args.labels) if args.labels else load_preset(args.label_preset or preset.labels)
+    classifier = XClipClassifier.from_pretrained(preset.xclip, device=args.device)
+    result = classifier.classify(args.video, labels, template=args.template, k=args.k)
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    for label, prob in zip(result.labels, result.probs, strict=True):
+        print(f"{prob:7.2%}  {label}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from demo.encoders import Clip4ClipEncoder
+    from demo.index_build import build_index, items_from_csv, items_from_folder
+    from demo.presets import resolve_preset
+
+    source = Path(args.source)
+    if source.is_dir():
+        items = items_from_folder(source, captions_csv=args.captions)
+    elif source.is_file():
+        items = items_from_csv(source)
+    else:
+        raise DemoError(f"source {source} is neither a folder of videos nor a CSV file")
+    model = args.model or resolve_preset(args.preset).model
+    encoder = Clip4ClipEncoder.from_pretrained(model, pooling=args.pooling, device=args.device)
+    report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
+                         num_workers=2, model_path=model)
+    resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
+    print(f"indexed {report.indexed} videos into {args.out}{resumed}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} file(s) that could not be decoded:")
+        for path, reason in report.skipped:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+def cmd_index_import(args: argparse.Namespace) -> int:
+    from demo.index_import import import_precomputed
+
+    index = import_precomputed(args.embeddings, args.metadata, args.out, model=args.model,
+                               binary=args.binary, pooling=args.pooling, frames=args.frames,
+                               image_size=args.image_size, sample_fps=args.sample_fps,
+                               caption_column=args.caption_column, url_column=args.url_column,
+                               encode_captions=not args.no_captions, overwrite=args.overwrite)
+    print(f"imported {len(index)} videos into {args.out}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from demo.world import WorldConfig, synth
+
+    config = WorldConfig(seed=args.seed)
+    written = synth(args.out, config, splits=tuple(args.splits), limit=args.limit, workers=args.workers)
+    for split, path in written.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from demo.recipes import train_command
+
+    return train_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="text -> videos")
+    p.add_argument("text")
+    _model_args(p)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--exact", action="store_true", help="exact cosine search (default: binary + rerank)")
+    p.add_argument("--rerank", type=int, default=None, help="binary candidates to rerank by cosine")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("describe", help="video -> captions")
+    p.add_argument("video")
+    _model_args(p)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("classify", help="zero-shot classification of a clip with X-CLIP")
+    p.add_argument("video")
+    p.add_argument("--labels", help='comma- or newline-separated, e.g. "moving left, growing"')
+    p.add_argument("--label-preset", help="kinetics400 or embedded-events (default: the preset's)")
+    p.add_argument("--template", default="{}", help='prompt template, e.g. "a video of {}"')
+    p.add_argument("--preset")
+    p.add_argument("--xclip", help="X-CLIP checkpoint folder or hub id")
+    p.add_argument("--device")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_classify)
+
+    index = sub.add_parser("index", help="build or import a video index").add_subparsers(
+        dest="index_command", required=True)
+    p = index.add_parser("build", help="embed a folder of videos or a CSV of path,caption")
+    p.add_argument("source")
+    p.add_argument("--out", required=True)
+    p.add_argument("--captions", help="sidecar CSV (path,caption) for a folder source")
+    p.add_argument("--preset")
+    p.add_argument("--model")
+    p.add_argument("--pooling", choices=["meanP", "seqTransf"])
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_index_build)
+
+    p = index.add_parser("import", help="turn precomputed embeddings into an index")
+    p.add_argument("--embeddings", required=True, help="float N x D .npy")
+    p.add_argument("--binary", help="sign-binarised packed N x D/8 uint8 .npy")
+    p.add_argument("--metadata", required=True, help="CSV with a caption and a path/URL column")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", required=True, help="the model that made the embeddings")
+    p.add_argument("--pooling", default="meanP")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--sample-fps", type=float, default=1.0)
+    p.add_argument("--caption-column")
+    p.add_argument("--url-column")
+    p.add_argument("--no-captions", action="store_true", help="skip caption embeddings (no video -> text)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_index_import)
+
+    p = sub.add_parser("synth", help="render the embedded world's clips")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--limit", type=int, help="only the first N clips of each split")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
+    from demo.recipes import add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except DemoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; rerun the same command to continue", file=sys.stderr)
+        return 130

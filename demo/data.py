@@ -1,0 +1,138 @@
+"""Training data: (video, captions) samples and a decoded-frame cache.
+
+Two sources share one sample type:
+
+* a CSV with ``path,caption`` columns (WebVid / MSR-VTT style; several rows with
+  the same path are several captions of one clip), and
+* the embedded world's ``<split>.jsonl`` (which adds still-frame captions for
+  image-text pretraining and the time-reversal pair ids).
+
+Clips are decoded once, through the same path as any user video
+(:func:`demo.video.load_clip4clip_clip`), and kept in memory as float16, so an
+epoch costs only the model's forward and backward passes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from demo.errors import DemoError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One clip with its captions (the first is the canonical one used for validation)."""
+
+    path: Path
+    captions: tuple[str, ...]
+    still_captions: tuple[str, ...] = ()
+    pair: str | None = None  # clips sharing a pair id differ only in the direction of time
+    attributes: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+
+def read_samples(source: str | Path, limit: int | None = None) -> list[Sample]:
+    """Read a ``.csv`` (path, caption) or world ``.jsonl`` file into samples."""
+    source = Path(source)
+    if not source.is_file():
+        raise InputError(f"training data {source} does not exist")
+    samples = _read_jsonl(source) if source.suffix == ".jsonl" else _read_csv(source)
+    if not samples:
+        raise InputError(f"no (video, caption) pairs in {source}")
+    return samples[:limit] if limit else samples
+
+
+def _read_csv(path: Path) -> list[Sample]:
+    captions: dict[Path, list[str]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "caption"} - set(reader.fieldnames or ())
+        if missing:
+            raise InputError(f"{path} needs columns path,caption; missing {sorted(missing)}")
+        for row in reader:
+            video = (path.parent / row["path"]).resolve()
+            if row["caption"].strip():
+                captions.setdefault(video, []).append(row["caption"].strip())
+    return [Sample(p, tuple(c)) for p, c in captions.items()]
+
+
+def _read_jsonl(path: Path) -> list[Sample]:
+    samples = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        attributes = row.get("attributes") or {}
+        samples.append(Sample((path.parent / row["path"]).resolve(), tuple(row["captions"]),
+                              tuple(row.get("still_captions") or ()), attributes.get("pair"), attributes))
+    return samples
+
+
+class FrameCache:
+    """Every sample's sampled, preprocessed frames: (N, T, 3, S, S) float16 and (N, T) masks.
+
+    Samples whose file cannot be decoded are dropped (and logged), never fatal.
+    """
+
+    def __init__(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
+                 workers: int = 2, progress: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        from demo.video import load_clip4clip_clip
+
+        def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor] | str:
+            try:
+                return load_clip4clip_clip(sample.path, image_size=image_size,
+                                           sample_fps=sample_fps, max_frames=max_frames)
+            except DemoError as err:
+                return str(err)
+
+        frames = torch.zeros(len(samples), max_frames, 3, image_size, image_size, dtype=torch.float16)
+        masks = torch.zeros(len(samples), max_frames, dtype=torch.bool)
+        keep = np.zeros(len(samples), dtype=bool)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = pool.map(load, samples)
+            for i, result in enumerate(tqdm(results, total=len(samples), desc="decoding clips",
+                                            disable=not progress, unit="clip")):
+                if isinstance(result, str):
+                    log.warning("skipping %s", result)
+                    continue
+                frames[i], masks[i] = result[0].to(torch.float16), result[1]
+                keep[i] = True
+        if not keep.any():
+            raise InputError(f"none of the {len(samples)} training clips could be decoded")
+        index = torch.from_numpy(np.flatnonzero(keep))
+        self.samples = [samples[i] for i in index.tolist()]
+        self.frames, self.masks = frames[index], masks[index]
+        self.skipped = len(samples) - len(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def epoch_order(samples: list[Sample], seed: int, epoch: int) -> np.ndarray:
+    """A shuffled order of sample indices in which time-reversal pairs stay adjacent.
+
+    Keeping a clip and its reversal in one batch makes each the other's hardest
+    negative: the only way to tell them apart is the order of the frames.
+    """
+    groups: dict[str, list[int]] = {}
+    singles: list[list[int]] = []
+    for i, sample in enumerate(samples):
+        if sample.pair:
+            groups.setdefault(sample.pair, []).append(i)
+        else:
+            singles.append([i])
+    units = singles + list(groups.values())
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(units))
+    return np.array([i for u in order for i in units[u]], dtype=np.int64)

@@ -1,0 +1,214 @@
+"""Retrieval metrics over similarity matrices (pure numpy).
+
+Convention everywhere: rows are queries, columns are candidates, higher is more
+similar. A query's rank is ``1 + the number of OTHER candidates that score >= its
+ground truth``, so ties count against the query: a model that gives every
+candidate the same score gets the worst rank, not the best. (CLIP4Clip's own
+``compute_metrics`` sorts and looks the ground truth up, which lets ties fall
+either way; these functions do not copy it.)
+
+Recalls are percentages, ``MdR``/``MnR`` are the median and mean rank (1 = best).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+RECALL_AT = (1, 5, 10)
+
+
+def _check_matrix(sim: np.ndarray, name: str = "sim") -> np.ndarray:
+    sim = np.asarray(sim)
+    if sim.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D similarity matrix, got shape {sim.shape}")
+    if not np.issubdtype(sim.dtype, np.number) or np.issubdtype(sim.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {sim.dtype}")
+    if sim.size and not np.isfinite(sim).all():
+        bad = np.argwhere(~np.isfinite(sim))
+        raise ValueError(
+            f"{name} holds {len(bad)} NaN/inf value(s), first at (row, col) = {tuple(bad[0].tolist())}; "
+            "metrics over non-finite scores are meaningless"
+        )
+    return sim
+
+
+def _check_gt(gt: np.ndarray | Sequence[int], num_queries: int, num_candidates: int) -> np.ndarray:
+    gt = np.asarray(gt)
+    if gt.shape != (num_queries,):
+        raise ValueError(f"gt must have shape ({num_queries},), got {gt.shape}")
+    if gt.size and not np.issubdtype(gt.dtype, np.integer):
+        raise ValueError(f"gt must hold integer column indices, got dtype {gt.dtype}")
+    gt = gt.astype(np.int64)
+    if gt.size and (gt.min() < 0 or gt.max() >= num_candidates):
+        raise ValueError(f"gt indices must lie in [0, {num_candidates}), got min {gt.min()} max {gt.max()}")
+    return gt
+
+
+def ranks_for(sim: np.ndarray, gt: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Rank (1 = best) of each row's ground-truth column; ties count against the query.
+
+    sim: (Q, N) scores; gt: (Q,) column index of each row's ground truth.
+    Returns (Q,) int64: ``1 + #{j != gt[i] : sim[i, j] >= sim[i, gt[i]]}``.
+    """
+    sim = _check_matrix(sim)
+    gt = _check_gt(gt, sim.shape[0], sim.shape[1])
+    gt_score = sim[np.arange(sim.shape[0]), gt]
+    # Counting ">=" over the whole row includes the ground truth itself exactly
+    # once, which supplies the "1 +".
+    return (sim >= gt_score[:, None]).sum(axis=1).astype(np.int64)
+
+
+def metrics_from_ranks(ranks: np.ndarray | Sequence[int]) -> dict[str, float]:
+    """``{"R@1", "R@5", "R@10"}`` in percent plus ``"MdR"``/``"MnR"`` from (Q,) ranks >= 1."""
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1 or ranks.size == 0:
+        raise ValueError(f"ranks must be a non-empty 1-D array, got shape {ranks.shape}")
+    if not np.isfinite(ranks).all() or ranks.min() < 1:
+        raise ValueError(f"ranks must be finite and >= 1, got min {ranks.min()}")
+    out = {f"R@{k}": float(100.0 * np.mean(ranks <= k)) for k in RECALL_AT}
+    out["MdR"] = float(np.median(ranks))
+    out["MnR"] = float(np.mean(ranks))
+    return out
+
+
+def retrieval_metrics(sim: np.ndarray) -> dict[str, float]:
+    """Recall@1/5/10 (percent), median and mean rank for a square matrix, gt on the diagonal.
+
+    sim: (N, N), ``sim[i, j]`` = score of candidate j for query i.
+
+    >>> sim = np.array([[0.9, 0.1, 0.0],
+    ...                 [0.5, 0.5, 0.0],   # tie with a wrong candidate: rank 2
+    ...                 [0.0, 0.8, 0.3]])  # one candidate above the truth: rank 2
+    >>> m = retrieval_metrics(sim)
+    >>> round(m["R@1"], 2), m["R@5"], m["MdR"], round(m["MnR"], 3)
+    (33.33, 100.0, 2.0, 1.667)
+    """
+    sim = _check_matrix(sim)
+    if sim.shape[0] != sim.shape[1]:
+        raise ValueError(
+            f"retrieval_metrics needs a square matrix (ground truth on the diagonal), got {sim.shape}; "
+            "use multi_caption_metrics for several captions per video"
+        )
+    return metrics_from_ranks(ranks_for(sim, np.arange(sim.shape[0])))
+
+
+def _check_caption_video(
+    caption_video: np.ndarray | Sequence[int], num_captions: int, num_videos: int
+) -> np.ndarray:
+    cv = _check_gt(caption_video, num_captions, num_videos)
+    missing = np.setdiff1d(np.arange(num_videos), cv)
+    if missing.size:
+        raise ValueError(
+            f"{missing.size} video(s) have no caption, e.g. video {missing[:5].tolist()}; "
+            "video->text needs at least one caption per video"
+        )
+    return cv
+
+
+def v2t_ranks(sim: np.ndarray, caption_video: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Video->text ranks when videos have several captions.
+
+    sim: (C, V) caption x video scores; caption_video: (C,) video index of each caption.
+    Returns (V,) int64: ``1 + #{captions of other videos scoring >= the best caption of v}``.
+    """
+    sim = _check_matrix(sim)
+    cv = _check_caption_video(caption_video, sim.shape[0], sim.shape[1])
+    scores = sim.T  # (V, C)
+    own = cv[None, :] == np.arange(sim.shape[1])[:, None]
+    best = np.where(own, scores, -np.inf).max(axis=1)
+    return 1 + ((scores >= best[:, None]) & ~own).sum(axis=1).astype(np.int64)
+
+
+def multi_caption_metrics(
+    sim: np.ndarray, caption_video: np.ndarray | Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Metrics for C captions over V videos, several captions per video.
+
+    sim: (C, V) caption x video scores; caption_video: (C,) video index of caption c.
+    Every caption is a text->video query; for video->text a video's hit is its
+    best-scoring caption, ranked against the captions of all other videos.
+    Returns ``{"t2v": {...}, "v2t": {...}}`` with the keys of :func:`metrics_from_ranks`.
+    """
+    sim = _check_matrix(sim)
+    cv = _check_caption_video(caption_video, sim.shape[0], sim.shape[1])
+    return {
+        "t2v": metrics_from_ranks(ranks_for(sim, cv)),
+        "v2t": metrics_from_ranks(v2t_ranks(sim, cv)),
+    }
+
+
+def _as_float_pair(queries: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    q = _check_matrix(queries, "queries")
+    c = _check_matrix(candidates, "candidates")
+    if q.shape[1] != c.shape[1]:
+        raise ValueError(f"queries are {q.shape[1]}-d but candidates are {c.shape[1]}-d")
+    dtype = np.promote_types(np.result_type(q, c), np.float32)  # float16 indexes score in float32
+    return q.astype(dtype, copy=False), c.astype(dtype, copy=False)
+
+
+def _paired_scores(a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
+    """Row-wise dot products ``a[i] . b[i]`` computed with the same matmul as the blocks.
+
+    Taking them from a (chunk, chunk) matmul rather than an elementwise sum keeps the
+    rounding consistent with the blocks they are compared against, so exact
+    duplicates of the ground truth still tie.
+    """
+    out = np.empty(a.shape[0], dtype=a.dtype)
+    for s in range(0, a.shape[0], chunk):
+        e = min(s + chunk, a.shape[0])
+        out[s:e] = np.diagonal(a[s:e] @ b[s:e].T)
+    return out
+
+
+def chunked_ranks(
+    queries: np.ndarray, candidates: np.ndarray, gt: np.ndarray | Sequence[int], chunk: int = 4096
+) -> np.ndarray:
+    """:func:`ranks_for` of ``queries @ candidates.T`` without building the (Q, N) matrix.
+
+    queries: (Q, D); candidates: (N, D); gt: (Q,) candidate index per query.
+    Memory is bounded by one (chunk, chunk) block. The ground truth column is
+    excluded explicitly, so its own rounding never changes a rank.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    q, c = _as_float_pair(queries, candidates)
+    gt = _check_gt(gt, q.shape[0], c.shape[0])
+    gt_score = _paired_scores(q, c[gt], chunk)
+    ranks = np.ones(q.shape[0], dtype=np.int64)
+    for qs in range(0, q.shape[0], chunk):
+        qe = min(qs + chunk, q.shape[0])
+        thr, g = gt_score[qs:qe, None], gt[qs:qe, None]
+        for cs in range(0, c.shape[0], chunk):
+            ce = min(cs + chunk, c.shape[0])
+            block = q[qs:qe] @ c[cs:ce].T
+            hit = (block >= thr) & (np.arange(cs, ce)[None, :] != g)
+            ranks[qs:qe] += hit.sum(axis=1)
+    return ranks
+
+
+def chunked_v2t_ranks(
+    videos: np.ndarray, captions: np.ndarray, caption_video: np.ndarray | Sequence[int], chunk: int = 4096
+) -> np.ndarray:
+    """:func:`v2t_ranks` of ``captions @ videos.T`` computed in (chunk, chunk) blocks.
+
+    videos: (V, D); captions: (C, D); caption_video: (C,) video index of each caption.
+    Returns (V,) int64 ranks.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    v, c = _as_float_pair(videos, captions)
+    cv = _check_caption_video(caption_video, c.shape[0], v.shape[0])
+    own_score = _paired_scores(c, v[cv], chunk)
+    best = np.full(v.shape[0], -np.inf, dtype=own_score.dtype)
+    np.maximum.at(best, cv, own_score)
+    ranks = np.ones(v.shape[0], dtype=np.int64)
+    for vs in range(0, v.shape[0], chunk):
+        ve = min(vs + chunk, v.shape[0])
+        thr, vid = best[vs:ve, None], np.arange(vs, ve)[:, None]
+        for cs in range(0, c.shape[0], chunk):
+            ce = min(cs + chunk, c.shape[0])
+            block = v[vs:ve] @ c[cs:ce].T
+            ranks[vs:ve] += ((block >= thr) & (cv[None, cs:ce] != vid)).sum(axis=1)
+    return ranks

@@ -1,0 +1,180 @@
+"""The CLIP4Clip model: Hugging Face CLIP towers plus a temporal head.
+
+The checkpoint format is an ordinary Hugging Face CLIP folder (``config.json``,
+``model.safetensors``, tokenizer files), which is what the WebVid CLIP4Clip
+checkpoints on the hub are, plus ``clip4clip.json`` and, for seqTransf,
+``temporal_head.safetensors``. So ``CLIPTextModelWithProjection.from_pretrained``
+and ``CLIPVisionModelWithProjection.from_pretrained`` load every model this
+project uses or trains, from the hub or from disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from demo.errors import ModelLoadError
+from demo.temporal import HEAD_FILE, Clip4ClipSettings, SeqTransfHead, build_head, pool
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-key load report (a CLIP folder read as one tower
+    lists the other tower's weights as 'unexpected', which is by design here)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class Clip4Clip(nn.Module):
+    """Text tower, vision tower, temporal head and the learned temperature."""
+
+    def __init__(self, text: Any, vision: Any, settings: Clip4ClipSettings,
+                 head: SeqTransfHead | None = None, logit_scale: float = math.log(1 / 0.07)) -> None:
+        super().__init__()
+        self.text = text  # CLIPTextModelWithProjection
+        self.vision = vision  # CLIPVisionModelWithProjection
+        self.settings = settings
+        self.head = head
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+
+    @property
+    def dim(self) -> int:
+        return int(self.text.config.projection_dim)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vision.config.image_size)
+
+    @classmethod
+    def from_config(cls, text_config: dict[str, Any], vision_config: dict[str, Any],
+                    settings: Clip4ClipSettings) -> Clip4Clip:
+        """A randomly initialised model (the embedded model starts here)."""
+        from transformers import (
+            CLIPTextConfig,
+            CLIPTextModelWithProjection,
+            CLIPVisionConfig,
+            CLIPVisionModelWithProjection,
+        )
+
+        text = CLIPTextModelWithProjection(CLIPTextConfig(**text_config))
+        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_config))
+        if text.config.projection_dim != vision.config.projection_dim:
+            raise ValueError(f"text projection_dim {text.config.projection_dim} != vision "
+                             f"projection_dim {vision.config.projection_dim}")
+        return cls(text, vision, settings, build_head(settings, int(text.config.projection_dim or 0)))
+
+    @classmethod
+    def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
+                        dtype: torch.dtype = torch.float32) -> Clip4Clip:
+        """Load a CLIP or CLIP4Clip checkpoint folder or hub id.
+
+        ``pooling`` overrides the checkpoint's own head: asking a seqTransf
+        checkpoint for ``meanP`` drops the head (the backbone is shared), asking a
+        checkpoint without head weights for ``seqTransf`` fails.
+        """
+        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+        source = str(id_or_dir)
+        folder = Path(source)
+        settings = Clip4ClipSettings.load(folder) if folder.is_dir() else Clip4ClipSettings()
+        if pooling is not None and pooling != settings.pooling:
+            settings = Clip4ClipSettings(**{**settings.__dict__, "pooling": pooling})
+        try:
+            with quiet_transformers():
+                text = CLIPTextModelWithProjection.from_pretrained(source, dtype=dtype)
+                vision = CLIPVisionModelWithProjection.from_pretrained(source, dtype=dtype)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(err)}") from err
+        head = build_head(settings, int(text.config.projection_dim or 0))
+        if head is not None:
+            head_path = folder / HEAD_FILE
+            if not head_path.is_file():
+                raise ModelLoadError(f"{source!r} has no {HEAD_FILE}: it cannot run seqTransf pooling")
+            from safetensors.torch import load_file
+
+            head.load_state_dict(load_file(str(head_path)))
+            head.to(dtype)
+        model = cls(text, vision, settings, head, logit_scale=read_logit_scale(folder))
+        return model.eval()
+
+    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write a CLIP-format folder (loadable by both tower classes) plus the head."""
+        from safetensors.torch import save_file
+        from transformers import CLIPConfig, CLIPModel
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        config = CLIPConfig(text_config=self.text.config.to_dict(),
+                            vision_config=self.vision.config.to_dict(), projection_dim=self.dim)
+        with torch.device("meta"):
+            clip = CLIPModel(config)
+        clip.text_model, clip.text_projection = self.text.text_model, self.text.text_projection
+        clip.vision_model, clip.visual_projection = self.vision.vision_model, self.vision.visual_projection
+        clip.logit_scale = nn.Parameter(self.logit_scale.detach().clone())
+        # Cast copies, not the live weights: training goes on after a checkpoint is saved.
+        state = {k: v.detach().to(dtype or v.dtype) for k, v in clip.state_dict().items()}
+        with quiet_transformers():
+            clip.save_pretrained(out, state_dict=state)
+        self.settings.save(out)
+        if self.head is not None:
+            state = {k: v.detach().to(dtype or v.dtype).contiguous()
+                     for k, v in self.head.state_dict().items()}
+            save_file(state, str(out / HEAD_FILE))
+        return out
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, D) unit-length text embeddings."""
+        out = self.text(input_ids=input_ids, attention_mask=attention_mask)
+        return nn.functional.normalize(out.text_embeds, dim=-1)
+
+    def frame_embeddings(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) frames -> (B, T, D) projected embeddings; padded frames stay zero.
+
+        Only real frames go through the vision tower, so short clips cost less.
+        """
+        b, t = mask.shape
+        real = self.vision(pixel_values=frames[mask]).image_embeds
+        out = real.new_zeros(b, t, real.shape[-1])
+        out[mask] = real
+        return out
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) frames and (B, T) bool mask -> (B, D) unit-length video embeddings."""
+        return pool(self.head, self.frame_embeddings(frames, mask), mask)
+
+
+def read_logit_scale(folder: Path) -> float:
+    """The learned temperature stored in a CLIP folder, or CLIP's initial value."""
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            if "logit_scale" in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                return float(f.get_tensor("logit_scale").float())
+    return math.log(1 / 0.07)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception message (hub errors run to many lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

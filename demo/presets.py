@@ -1,0 +1,64 @@
+"""Named set-ups of models and index: ``embedded`` (offline default) and ``webvid``.
+
+A preset only names where things are; everything loads through the same
+``from_pretrained`` / ``VideoIndex.load`` path, so a hub id and a local folder
+are interchangeable (``--model``, ``--index`` and ``--xclip`` override a preset).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from demo.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+PRECOMPUTED = ROOT / "precomputed"
+ASSETS = ROOT / "assets"
+PRESET_ENV = "DEMO_PRESET"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: str  # CLIP4Clip checkpoint: hub id or folder
+    index: str | None  # index folder (None: must be given)
+    xclip: str  # X-CLIP checkpoint: hub id or folder
+    labels: str  # label preset for the classification tab
+    pooling: str | None = None  # None: the checkpoint's own
+    description: str = ""
+
+
+EMBEDDED = Preset(
+    name="embedded",
+    model=str(PRECOMPUTED / "clip4clip-world"),
+    index=str(PRECOMPUTED / "index-world"),
+    xclip=str(PRECOMPUTED / "xclip-world"),
+    labels="embedded-events",
+    description="small CLIP4Clip and X-CLIP trained by this project on its rendered world (offline)",
+)
+WEBVID = Preset(
+    name="webvid",
+    model="Searchium-ai/clip4clip-webvid150k",
+    index=str(PRECOMPUTED / "index-webvid"),
+    xclip="microsoft/xclip-base-patch32",
+    labels="kinetics400",
+    pooling="meanP",
+    description="CLIP4Clip trained on 150k WebVid clips, X-CLIP on Kinetics-400 "
+    "(needs the hub or a local copy)",
+)
+PRESETS = {p.name: p for p in (EMBEDDED, WEBVID)}
+
+
+def resolve_preset(name: str | None = None, model: str | None = None, index: str | None = None,
+                   xclip: str | None = None, pooling: str | None = None) -> Preset:
+    """The preset called ``name`` (default: ``$DEMO_PRESET`` or ``embedded``) with overrides."""
+    name = name or os.environ.get(PRESET_ENV) or "embedded"
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    overrides = {k: v for k, v in dict(model=model, index=index, xclip=xclip, pooling=pooling).items() if v}
+    if overrides:
+        preset = replace(preset, name=preset.name if not (model or index) else "custom", **overrides)
+    return preset

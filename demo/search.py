@@ -1,0 +1,131 @@
+"""Text -> video and video -> text search over one index with one model.
+
+:func:`open_searcher` resolves a preset (or explicit ``--model`` / ``--index``),
+loads the model the index was built with unless told otherwise, and refuses an
+index whose manifest does not match the model. The CLI and the app both search
+through :class:`Searcher`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demo.encoders import Clip4ClipEncoder
+from demo.errors import IndexFormatError, InputError
+from demo.index import MANIFEST, CaptionHit, Hit, VideoIndex
+
+log = logging.getLogger(__name__)
+MAX_QUERY_CHARS = 1000  # longer text is cut here; the tokenizer then truncates to the model's context
+
+
+def hit_to_dict(hit: Hit | CaptionHit) -> dict[str, Any]:
+    """A flat JSON-able row: rank, id, score, caption, path_or_url, then the metadata."""
+    if isinstance(hit, CaptionHit):
+        return {"rank": hit.rank, "id": hit.video_id, "score": round(hit.score, 6), "caption": hit.caption}
+    row = {"rank": hit.rank, "id": hit.id, "score": round(hit.score, 6), "caption": hit.caption,
+           "path_or_url": hit.path_or_url}
+    row.update({k: v for k, v in hit.metadata.items() if k not in row})
+    return row
+
+
+def clean_query(text: str | None) -> str:
+    """Strip and bound a query; an empty one is an InputError with a hint."""
+    query = " ".join((text or "").split())
+    if not query:
+        raise InputError("the query is empty: type what should happen in the video, "
+                         "e.g. 'a red circle moving left'")
+    return query[:MAX_QUERY_CHARS]
+
+
+def read_manifest(index_dir: str | Path) -> dict[str, Any]:
+    path = Path(index_dir) / MANIFEST
+    if not path.is_file():
+        if not Path(index_dir).exists():
+            raise IndexFormatError(f"index folder {index_dir} does not exist; build one with "
+                                   "`python -m demo index build SOURCE --out DIR`")
+        raise IndexFormatError(f"{index_dir} is not a finished index (no {MANIFEST})")
+    return dict(json.loads(path.read_text()))
+
+
+@dataclass
+class Timed:
+    """Results plus how long the model and the index took, in milliseconds."""
+
+    hits: list[Any]
+    encode_ms: float
+    search_ms: float
+
+
+class Searcher:
+    """One encoder and the index it built; both loaded once."""
+
+    def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str) -> None:
+        self.encoder, self.index, self.model_source = encoder, index, model_source
+
+    def search_text(self, text: str, k: int = 10, exact: bool = False,
+                    rerank: int | None = None) -> list[Hit]:
+        return self.search_text_timed(text, k, exact, rerank).hits
+
+    def search_text_timed(self, text: str, k: int = 10, exact: bool = False,
+                          rerank: int | None = None) -> Timed:
+        query = clean_query(text)
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        t0 = time.perf_counter()
+        vec = self.encoder.encode_texts([query])[0]
+        t1 = time.perf_counter()
+        hits = self.index.search(vec, k=k, exact=exact, rerank=rerank or 100)[0]
+        t2 = time.perf_counter()
+        return Timed(hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def embed_video(self, path: str | Path) -> np.ndarray:
+        """(D,) embedding of one clip (VideoDecodeError if it is not a video)."""
+        frames, mask = self.encoder.load_video(path)
+        return self.encoder.encode_frames(frames[None], mask[None])[0]
+
+    def describe_video(self, path: str | Path, k: int = 10) -> list[CaptionHit]:
+        return self.describe_video_timed(path, k).hits
+
+    def describe_video_timed(self, path: str | Path, k: int = 10) -> Timed:
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        t0 = time.perf_counter()
+        vec = self.embed_video(path)
+        t1 = time.perf_counter()
+        hits = self.index.describe(vec, k=k)
+        return Timed(hits, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
+
+    def summary(self) -> dict[str, Any]:
+        manifest = self.index.manifest()
+        return {"model": self.model_source, "model_name": self.encoder.name, "pooling": self.encoder.pooling,
+                "index": str(self.index.root), "videos": manifest["count"], "captions": manifest["captions"],
+                "dim": self.encoder.dim, "device": self.encoder.device,
+                "frames": self.encoder.max_frames, "sample_fps": self.encoder.sample_fps}
+
+
+def open_searcher(preset: str | None = None, model: str | None = None, index: str | None = None,
+                  pooling: str | None = None, device: str | None = None) -> Searcher:
+    """Load the index and its model (``model`` overrides the one the manifest names)."""
+    from demo.presets import resolve_preset
+
+    chosen = resolve_preset(preset, model=model, index=index, pooling=pooling)
+    if chosen.index is None:
+        raise InputError("no index given: pass --index DIR (build one with `python -m demo index build`)")
+    manifest = read_manifest(chosen.index)
+    source = model or manifest.get("model_path") or chosen.model
+    if not model and manifest.get("model_path") and not Path(str(source)).exists() \
+            and Path(chosen.model).exists():
+        source = chosen.model  # the index was built elsewhere; the preset's copy of the model is here
+    encoder = Clip4ClipEncoder.from_pretrained(source, pooling=pooling or manifest.get("pooling"),
+                                               device=device)
+    loaded = VideoIndex.load(chosen.index, expect=encoder.fingerprint)
+    log.info("loaded %s with %d videos, model %s", chosen.index, len(loaded), encoder.name)
+    return Searcher(encoder, loaded, str(source))
+

@@ -1,0 +1,332 @@
+"""CLIP4Clip training on any (video, caption) data: the embedded world or a user's CSV.
+
+Two stages share one loop:
+
+* ``image``: single frames with captions of what a still frame shows: the
+  stand-in for CLIP's image-text pretraining when starting from random weights.
+* ``video``: clips with captions, pooled by ``meanP``, ``seqTransf`` or ``both``
+  (one backbone, both heads trained on the sum of their losses, so the two
+  poolings are compared on exactly the same frame features).
+
+Symmetric InfoNCE with a learned temperature; CLIP parameters at a lower
+learning rate than new ones; linear warm-up then cosine decay; gradient clipping
+and accumulation; AMP on CUDA, fp32 on CPU. Each epoch is validated with the
+retrieval metrics, the best checkpoint is kept, and ``resume=True`` continues from
+the last one. Outputs: ``out/best`` (a checkpoint folder the encoders load),
+``out/last`` (+ trainer state), ``out/log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from demo.data import FrameCache, epoch_order, read_samples
+from demo.errors import InputError
+from demo.losses import multi_positive_infonce
+from demo.model import Clip4Clip
+from demo.temporal import Clip4ClipSettings, masked_mean
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train: str  # CSV with path,caption or a world <split>.jsonl
+    out: str
+    val: str | None = None  # same formats; default: hold out 5% of train
+    init: str | None = None  # HF CLIP/CLIP4Clip folder or id to start from
+    model_config: str | None = None  # JSON {"text": {...}, "vision": {...}} for random init
+    stage: str = "video"  # "image" (frames + still captions) or "video"
+    pooling: str = "seqTransf"  # meanP | seqTransf | both
+    epochs: int = 5
+    batch_size: int = 64
+    accum_steps: int = 1  # micro-batches per optimiser step
+    lr: float = 1e-3  # new parameters: temporal head, temperature
+    clip_lr: float = 1e-4  # CLIP towers (lower, as CLIP4Clip does); = lr when training from scratch
+    weight_decay: float = 0.05
+    warmup: float = 0.1  # fraction of all steps spent warming up linearly
+    grad_clip: float = 1.0
+    sample_fps: float | None = None  # None: keep the initial checkpoint's setting
+    max_frames: int | None = None
+    max_words: int = 32  # CLIP4Clip trains with 32 tokens
+    head_layers: int = 4
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True  # mixed precision, used only on CUDA
+    workers: int = 2
+    limit: int | None = None  # use only the first N training clips (smoke tests)
+    resume: bool = False
+    save_dtype: str = "float16"  # weights are stored in this dtype; training runs in fp32
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("image", "video"):
+            raise InputError(f"stage must be 'image' or 'video', got {self.stage!r}")
+        if self.pooling not in ("meanP", "seqTransf", "both"):
+            raise InputError(f"pooling must be meanP, seqTransf or both, got {self.pooling!r}")
+        if (self.init is None) == (self.model_config is None):
+            raise InputError("give exactly one of init (a checkpoint) or model_config (random init)")
+
+
+def build_model(config: TrainConfig) -> Clip4Clip:
+    """The model to train, with the head and frame settings the config asks for."""
+    head_pooling = "meanP" if config.stage == "image" or config.pooling == "meanP" else "seqTransf"
+    if config.model_config is not None:
+        spec = json.loads(Path(config.model_config).read_text())
+        base = Clip4ClipSettings(**spec.get("clip4clip", {}))
+        settings = _settings(base, config, head_pooling)
+        return Clip4Clip.from_config(spec["text"], spec["vision"], settings)
+    assert config.init is not None
+    model = Clip4Clip.from_pretrained(config.init, pooling="meanP")
+    settings = _settings(model.settings, config, head_pooling)
+    fresh = Clip4Clip(model.text, model.vision, settings, None, float(model.logit_scale))
+    if head_pooling == "seqTransf":
+        from demo.temporal import build_head
+
+        fresh.head = build_head(settings, model.dim)
+    return fresh
+
+
+def _settings(base: Clip4ClipSettings, config: TrainConfig, pooling: str) -> Clip4ClipSettings:
+    values = {**asdict(base), "pooling": pooling, "max_words": config.max_words,
+              "head_layers": config.head_layers}
+    if config.sample_fps is not None:
+        values["sample_fps"] = config.sample_fps
+    if config.max_frames is not None:
+        values["max_frames"] = config.max_frames
+    return Clip4ClipSettings(**values)
+
+
+def param_groups(model: Clip4Clip, config: TrainConfig) -> list[dict[str, Any]]:
+    """CLIP weights at clip_lr, new weights at lr; no weight decay on gains, biases, embeddings."""
+    scratch = config.model_config is not None
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        is_clip = name.startswith(("text.", "vision.")) and not scratch
+        no_decay = param.ndim < 2 or "embedding" in name or name == "logit_scale"
+        groups.setdefault((is_clip, no_decay), []).append(param)
+    return [{"params": params, "lr": config.clip_lr if is_clip else config.lr,
+             "weight_decay": 0.0 if no_decay else config.weight_decay}
+            for (is_clip, no_decay), params in groups.items()]
+
+
+def lr_factor(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up for the first ``warmup`` fraction of steps, then cosine to zero."""
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Owns the model, the optimiser and the data for one training run."""
+
+    def __init__(self, config: TrainConfig, progress: bool = True) -> None:
+        from transformers import AutoTokenizer
+
+        self.config, self.progress = config, progress
+        self.out = Path(config.out)
+        self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(config.seed)
+        self.model = build_model(config).to(self.device)
+        if config.init is None:  # random init: the real CLIP vocabulary, built from its merge list
+            from demo.tokenizer import build_clip_tokenizer_files
+
+            tokenizer_source = str(build_clip_tokenizer_files(self.out / "tokenizer"))
+        else:
+            tokenizer_source = config.init
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        settings = self.model.settings
+        train = read_samples(config.train, config.limit)
+        if config.val:
+            val = read_samples(config.val)
+        else:  # hold out 5% (at least one clip) for model selection
+            cut = max(1, len(train) // 20)
+            train, val = train[cut:], train[:cut]
+        cache: dict[str, Any] = dict(image_size=self.model.image_size, sample_fps=settings.sample_fps,
+                     max_frames=settings.max_frames, workers=config.workers, progress=progress)
+        self.train_data = FrameCache(train, **cache)
+        self.val_data = FrameCache(val, **cache)
+        if config.stage == "image" and not all(s.still_captions for s in self.train_data.samples):
+            raise InputError("stage 'image' needs still-frame captions (a world .jsonl file)")
+        self.steps_per_epoch = max(1, len(self.train_data) // (config.batch_size * config.accum_steps))
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, config), betas=(0.9, 0.98), eps=1e-6)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        use_amp = config.amp and self.device.startswith("cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        self.autocast_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.use_amp = use_amp
+        self.epoch, self.step, self.best = 0, 0, -1.0
+        self.rng = np.random.default_rng(config.seed)
+
+    # -- one optimisation step -------------------------------------------------------------
+    def _captions(self, indices: np.ndarray) -> list[str]:
+        samples = self.train_data.samples
+        if self.config.stage == "image":
+            return [str(self.rng.choice(samples[i].still_captions)) for i in indices]
+        return [str(self.rng.choice(samples[i].captions)) for i in indices]
+
+    def _frames(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(indices)
+        frames, masks = self.train_data.frames[idx].float(), self.train_data.masks[idx]
+        if self.config.stage == "image":  # one frame from the middle half of each clip
+            counts = masks.sum(1).numpy()
+            pick = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
+            frames = frames[torch.arange(len(idx)), torch.tensor(pick)].unsqueeze(1)
+            masks = torch.ones(len(idx), 1, dtype=torch.bool)
+        return frames.to(self.device), masks.to(self.device)
+
+    def _loss(self, indices: np.ndarray) -> torch.Tensor:
+        captions = self._captions(indices)
+        tokens = self.tokenizer(captions, padding=True, truncation=True,
+                                max_length=self.model.settings.max_words, return_tensors="pt")
+        # Identical caption strings in one batch are positives for each other's clips.
+        _, groups = np.unique(np.array(captions), return_inverse=True)
+        group_ids = torch.from_numpy(groups).to(self.device)
+        frames, masks = self._frames(indices)
+        with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
+            text = self.model.encode_text(tokens["input_ids"].to(self.device),
+                                          tokens["attention_mask"].to(self.device))
+            per_frame = self.model.frame_embeddings(frames, masks)
+            scale = self.model.logit_scale.clamp(max=math.log(100)).exp()
+            videos = []
+            if self.config.pooling in ("meanP", "both") or self.config.stage == "image":
+                videos.append(masked_mean(per_frame, masks))
+            if self.model.head is not None:
+                videos.append(self.model.head(per_frame, masks))
+            losses = [multi_positive_infonce(scale * text.float() @ v.float().t(), group_ids) for v in videos]
+        return torch.stack(losses).mean()
+
+    def _optimizer_step(self, order: np.ndarray, step_in_epoch: int) -> float:
+        cfg = self.config
+        factor = lr_factor(self.step, self.total_steps, cfg.warmup)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+        total = 0.0
+        for micro in range(cfg.accum_steps):
+            start = (step_in_epoch * cfg.accum_steps + micro) * cfg.batch_size
+            loss = self._loss(order[start:start + cfg.batch_size]) / cfg.accum_steps
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    # -- validation, checkpoints, loop ---------------------------------------------------------
+    @torch.inference_mode()
+    def validate(self) -> dict[str, dict[str, float]]:
+        """Text->video and video->text metrics on the validation clips (canonical captions)."""
+        from demo.metrics import retrieval_metrics
+
+        self.model.eval()
+        samples = self.val_data.samples
+        use_still = self.config.stage == "image"
+        captions = [s.still_captions[0] if use_still else s.captions[0] for s in samples]
+        tokens = self.tokenizer(captions, padding=True, truncation=True,
+                                max_length=self.model.settings.max_words, return_tensors="pt")
+        text = self.model.encode_text(tokens["input_ids"].to(self.device),
+                                      tokens["attention_mask"].to(self.device))
+        per_frame = torch.cat([
+            self.model.frame_embeddings(self.val_data.frames[i:i + 64].float().to(self.device),
+                                        self.val_data.masks[i:i + 64].to(self.device))
+            for i in range(0, len(samples), 64)])
+        masks = self.val_data.masks.to(self.device)
+        heads = {"meanP": masked_mean(per_frame, masks)}
+        if self.model.head is not None:
+            heads["seqTransf"] = self.model.head(per_frame, masks)
+        results = {}
+        for name, video in heads.items():
+            sim = (text @ video.t()).float().cpu().numpy()
+            results[name] = {"t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T)}
+        self.model.train()
+        return {f"{name}/{d}": m for name, r in results.items() for d, m in r.items()}
+
+    def _selection_key(self, metrics: dict[str, dict[str, float]]) -> float:
+        head = "seqTransf" if self.model.head is not None else "meanP"
+        t2v, v2t = metrics[f"{head}/t2v"], metrics[f"{head}/v2t"]
+        return t2v["R@1"] + t2v["R@5"] + v2t["R@1"] + v2t["R@5"]
+
+    def save(self, name: str) -> Path:
+        """Write a checkpoint folder atomically (temp folder, then rename)."""
+        final = self.out / name
+        tmp = self.out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, dtype=getattr(torch, self.config.save_dtype))
+        self.tokenizer.save_pretrained(tmp)
+        if name == "last":
+            torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                        "epoch": self.epoch, "step": self.step, "best": self.best,
+                        "rng": self.rng.bit_generator.state, "fp32": self.model.state_dict(),
+                        "config": asdict(self.config)}, tmp / STATE_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final
+
+    def try_resume(self) -> None:
+        state_path = self.out / "last" / STATE_FILE
+        if not (self.config.resume and state_path.is_file()):
+            return
+        state = torch.load(state_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["fp32"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        self.rng.bit_generator.state = state["rng"]
+        log.info("resumed from %s at epoch %d (step %d)", state_path.parent, self.epoch, self.step)
+
+    def fit(self) -> Path:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        self.try_resume()
+        self.model.train()
+        log_path = self.out / "log.jsonl"
+        while self.epoch < cfg.epochs:
+            order = epoch_order(self.train_data.samples, cfg.seed, self.epoch)
+            started, losses = time.time(), []
+            bar = tqdm(range(self.steps_per_epoch), desc=f"{cfg.stage} epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not self.progress, unit="step")
+            for step_in_epoch in bar:
+                losses.append(self._optimizer_step(order, step_in_epoch))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
+                                temp=f"{float(self.model.logit_scale.exp()):.1f}")
+            self.epoch += 1
+            metrics = self.validate()
+            key = self._selection_key(metrics)
+            record = {"epoch": self.epoch, "step": self.step, "loss": float(np.mean(losses)),
+                      "seconds": round(time.time() - started, 1), "val": metrics}
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            summary = "  ".join(f"{k} R@1 {v['R@1']:.1f}" for k, v in metrics.items())
+            log.info("epoch %d loss %.3f  %s", self.epoch, record["loss"], summary)
+            if key > self.best:
+                self.best = key
+                self.save("best")
+            self.save("last")
+        return self.out / "best"
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Run one training stage; returns the best checkpoint folder."""
+    if len(read_samples(config.train, config.limit)) < 2:
+        raise InputError("training needs at least two clips")
+    return Trainer(config, progress=progress).fit()
+

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny random models saved with save_pretrained, and synthetic clips.
+
+Everything here is made on the fly and offline, so the real ``from_pretrained``
+loading path runs in every test without the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+TINY_TEXT = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2, max_position_embeddings=32, projection_dim=16)
+TINY_VISION = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                   num_hidden_layers=2, num_attention_heads=2, projection_dim=16)
+
+
+def save_tiny_clip4clip(folder: Path, pooling: str = "seqTransf", seed: int = 0) -> Path:
+    """A random CLIP4Clip checkpoint in the shipped format (HF CLIP folder + head + tokenizer)."""
+    import torch
+
+    from demo.model import Clip4Clip
+    from demo.temporal import Clip4ClipSettings
+    from demo.tokenizer import build_clip_tokenizer_files
+
+    torch.manual_seed(seed)
+    settings = Clip4ClipSettings(pooling=pooling, sample_fps=4.0, max_frames=6, max_words=32,
+                                 head_layers=1, head_heads=2)
+    model = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, settings)
+    if model.head is not None:  # a fresh head is the identity; make it do something
+        for p in model.head.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+    model.save_pretrained(folder)
+    build_clip_tokenizer_files(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip4clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_clip4clip(tmp_path_factory.mktemp("models") / "tiny-c4c")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip4clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, different model (for 'index built with another model' checks)."""
+    return save_tiny_clip4clip(tmp_path_factory.mktemp("models") / "other-c4c", pooling="meanP", seed=1)
+
+
+def moving_square_clip(path: Path, direction: int = 1, colour: tuple[int, int, int] = (255, 40, 40),
+                       frames: int = 24, size: int = 64, fps: float = 12.0) -> Path:
+    """A square sliding left (-1) or right (+1) over a dark background."""
+    from demo.video import write_mp4
+
+    video = np.full((frames, size, size, 3), 20, dtype=np.uint8)
+    for t in range(frames):
+        x = int((t / max(1, frames - 1)) * (size - 16))
+        x = x if direction > 0 else size - 16 - x
+        video[t, 24:40, x:x + 16] = colour
+    write_mp4(path, video, fps)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small clips and a captions CSV (path,caption)."""
+    folder = tmp_path_factory.mktemp("clips")
+    colours = {"red": (255, 40, 40), "green": (40, 220, 60), "blue": (50, 80, 255)}
+    rows = []
+    for name, rgb in colours.items():
+        for direction, word in ((1, "right"), (-1, "left")):
+            path = moving_square_clip(folder / f"{name}_{word}.mp4", direction, rgb)
+            rows.append((path.name, f"a {name} square moving {word}"))
+    with (folder / "captions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "caption"])
+        writer.writerows(rows)
+    return folder
