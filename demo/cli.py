@@ -90,15 +90,15 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     source = Path(args.source)
     if source.is_dir():
-        items = items_from_folder(source, captions_csv=args.captions)
+        items, media_root = items_from_folder(source, captions_csv=args.captions), source
     elif source.is_file():
-        items = items_from_csv(source)
+        items, media_root = items_from_csv(source), source.parent
     else:
         raise DemoError(f"source {source} is neither a folder of videos nor a CSV file")
     model = args.model or resolve_preset(args.preset).model
     encoder = Clip4ClipEncoder.from_pretrained(model, pooling=args.pooling, device=args.device)
     report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
-                         num_workers=2, model_path=model)
+                         num_workers=2, model_path=model, media_root=media_root)
     resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
     print(f"indexed {report.indexed} videos into {args.out}{resumed}")
     if report.skipped:
@@ -134,6 +134,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     from demo.recipes import train_command
 
     return train_command(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from demo import evaluate as ev
+    from demo.evaluate_report import command_line, write_benchmarks
+    from demo.presets import ROOT
+
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose")}
+    as_typed = Path(sys.argv[0]).parent.name == "demo"  # python -m demo ...: record argv as typed
+    command = shlex.join(["python", "-m", "demo", *sys.argv[1:]]) if as_typed else command_line(options)
+    rerank = tuple(args.rerank)
+    cache = None if args.no_cache else args.cache
+    if args.write_benchmarks and (args.features or args.suite != "embedded"):
+        raise DemoError("--write-benchmarks is for the embedded suite only")
+    run = dict(device=args.device, batch_size=args.batch_size, workers=args.workers, cache=cache)
+    if args.features:
+        result = ev.evaluate_features(*args.features, rerank=rerank, command=command)
+    elif args.suite == "webvid":
+        if not args.data or not args.videos:
+            raise DemoError("the webvid suite needs --data CSV and --videos DIR")
+        models = ev.webvid_models(args.models, hub=not args.no_hub, rerank=rerank)
+        result = ev.evaluate_webvid(args.data, args.videos, models, limit=args.limit,
+                                    id_column=args.id_column, caption_column=args.caption_column,
+                                    path_column=args.path_column,
+                                    command=command, **run)
+    else:
+        zero_shot = None if args.zero_shot == "none" else (args.zero_shot or ev.ZERO_SHOT_WORLD)
+        clip4clip = args.clip4clip or ev.CLIP4CLIP_WORLD
+        result = ev.evaluate_embedded(args.world, zero_shot, clip4clip, limit=args.limit, rerank=rerank,
+                                      command=command, **run)
+    written = result.save(args.out or f"results/evaluate-{result.suite}")
+    if args.write_benchmarks:
+        write_benchmarks(result, args.benchmarks or ROOT / "BENCHMARKS.md", Path(clip4clip) / "eval.json")
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.to_markdown())
+        print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N clips of each split")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("evaluate", help="rerun the retrieval table (R@1, R@5, R@10, MdR, MnR)")
+    p.add_argument("--suite", choices=["embedded", "webvid"], default="embedded")
+    p.add_argument("--features", nargs=2, metavar=("TEXT.npy", "VIDEO.npy"),
+                   help="table from precomputed (N, D) embeddings, row i of each a pair (no model)")
+    p.add_argument("--world", default="work/embedded/world",
+                   help="embedded: world folder (missing test clips are rendered)")
+    p.add_argument("--zero-shot", help="embedded: image-pretrained model (default: shipped; 'none' to skip)")
+    p.add_argument("--clip4clip", help="embedded: CLIP4Clip model with a seqTransf head (default: shipped)")
+    p.add_argument("--data", help="webvid: CSV with video ids and captions")
+    p.add_argument("--videos", help="webvid: folder of <videoid>.mp4")
+    p.add_argument("--models", nargs="+", default=[], help="webvid: extra models, ID or ID:meanP/seqTransf")
+    p.add_argument("--no-hub", action="store_true", help="webvid: skip the default hub models")
+    p.add_argument("--id-column", default="videoid")
+    p.add_argument("--caption-column", default="name")
+    p.add_argument("--path-column", help="video file column (URL file name or path under --videos)")
+    p.add_argument("--limit", type=int, help="only the first N test videos")
+    p.add_argument("--rerank", type=int, nargs="+", default=[100, 500], help="binarised rows: rerank depths")
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=4, help="decoding threads")
+    p.add_argument("--cache", default="cache/evaluate", help="frame-feature cache folder")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--out", help="results folder (default results/evaluate-<suite>)")
+    p.add_argument("--write-benchmarks", action="store_true",
+                   help="embedded: update BENCHMARKS.md and <clip4clip>/eval.json")
+    p.add_argument("--benchmarks", help="the BENCHMARKS.md to update (default: the repository's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
     from demo.recipes import add_train_arguments

@@ -42,8 +42,14 @@ MANIFEST = "manifest.json"
 METADATA = "metadata.jsonl"
 ARRAY_FILES = ("embeddings.npy", "codes.npy", "caption_embeddings.npy", "caption_video.npy")
 PARTIAL_SUFFIX = ".partial"
-INFO_FIELDS = ("model_path", "source")  # optional manifest fields kept through save/load
+INFO_FIELDS = ("model_path", "source", "media_root")  # optional manifest fields kept through save/load
 _SCAN_ROWS = 65536  # float rows scored per block in exact search (bounds memory on a memmap)
+DEFAULT_RERANK = 100  # Hamming candidates reranked by cosine when search() is not told (see BENCHMARKS.md)
+# Binary scans of at most this many queries run on ONE OpenMP thread: one 1M-code scan is
+# memory-bound (~2 ms), and a second thread only adds OpenMP's barrier, which collapses to
+# 100+ ms when another process holds the other core (measured on a 2-core machine).
+_SINGLE_THREAD_QUERIES = 32
+_RERANK_PAIRS = 16384  # (query, candidate) pairs scored at once in rerank_rows (~32 MB at D=512)
 
 
 @dataclass(frozen=True)
@@ -136,8 +142,67 @@ def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.
     if scores.shape[1] > k:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         scores, ids = np.take_along_axis(scores, part, 1), np.take_along_axis(ids, part, 1)
-    order = np.stack([np.lexsort((i, -s)) for s, i in zip(scores, ids, strict=True)]).astype(np.int64)
+    # Two stable sorts instead of a per-row lexsort: by id, then by score.
+    by_id = np.argsort(ids, axis=1, kind="stable")
+    scores, ids = np.take_along_axis(scores, by_id, 1), np.take_along_axis(ids, by_id, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def build_binary_index(codes: np.ndarray, dim: int) -> Any:
+    """A ``faiss.IndexBinaryFlat`` over (N, dim/8) uint8 sign codes (faiss keeps its own copy)."""
+    import faiss
+
+    index = faiss.IndexBinaryFlat(dim)
+    index.add(np.ascontiguousarray(codes, dtype=np.uint8))
+    return index
+
+
+def hamming_search(binary_index: Any, queries: np.ndarray, r: int) -> np.ndarray:
+    """(Q, D) float queries -> (Q, r) int64 rows nearest in Hamming distance of the sign
+    codes, nearest first; faiss pads with -1 when the index holds fewer than ``r`` rows."""
+    import faiss
+
+    codes = binarize(queries)
+    if len(codes) > _SINGLE_THREAD_QUERIES:
+        return np.asarray(binary_index.search(codes, r)[1], dtype=np.int64)
+    # The OpenMP thread count is per calling thread, so this does not leak into other threads.
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return np.asarray(binary_index.search(codes, r)[1], dtype=np.int64)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def rerank_rows(
+    embeddings: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-``k`` of each query among its own candidate rows.
+
+    embeddings: (N, D) float rows (a float16 memmap is fine); queries: (Q, D) float32,
+    unit length; candidates: (Q, R) int64 rows, -1 for none. Per chunk of queries the union
+    of their candidates is read once, in ascending row order (front to back through a
+    memmap). Scores come from numpy's own loops, not BLAS: these products are small, and
+    BLAS threads stall when another process holds the other cores. Returns scores
+    (Q, min(k, R)) float32 and rows (Q, min(k, R)) int64 sorted by score desc then row asc;
+    missing slots are -inf / -1.
+    """
+    q = np.asarray(queries, dtype=np.float32)
+    cand = np.asarray(candidates, dtype=np.int64)
+    k = min(k, cand.shape[1])
+    out_s = np.full((len(q), k), -np.inf, np.float32)
+    out_i = np.full((len(q), k), -1, np.int64)
+    step = max(1, _RERANK_PAIRS // max(1, cand.shape[1]))
+    for s in range(0, len(q), step):
+        c = cand[s : s + step]
+        valid = c >= 0
+        rows, where = np.unique(np.where(valid, c, 0), return_inverse=True)
+        vecs = np.asarray(embeddings[rows], dtype=np.float32)[where.reshape(c.shape)]  # (chunk, R, D)
+        scores = np.einsum("qrd,qd->qr", vecs, q[s : s + step])
+        scores[~valid] = -np.inf
+        out_s[s : s + len(c)], out_i[s : s + len(c)] = _top_k(scores, c, k)
+    return out_s, out_i
 
 
 def _json_default(o: Any) -> Any:
@@ -174,7 +239,8 @@ class VideoIndex:
         info: dict[str, Any] | None = None,
     ) -> None:
         self.fingerprint = fingerprint
-        # Extra manifest fields: "model_path" (how to load the model that built it), "source".
+        # Extra manifest fields: "model_path" (how to load the model that built it), "source",
+        # "media_root" (the folder that relative metadata paths are relative to).
         self.info: dict[str, Any] = dict(info or {})
         self.embeddings = embeddings  # (N, D) float16, a read-only memmap when loaded
         self.codes = codes  # (N, D/8) uint8
@@ -315,48 +381,57 @@ class VideoIndex:
             best_s, best_i = _top_k(np.concatenate([best_s, block.T], 1), np.concatenate([best_i, ids], 1), k)
         return best_s, best_i
 
+    def _binary_index(self) -> Any:
+        """The faiss IndexBinaryFlat over the codes, built on first use."""
+        with self._lock:
+            if self._binary is None:
+                self._binary = build_binary_index(self.codes, self.fingerprint.dim)
+                if isinstance(self.codes, np.memmap) and self.codes.filename:
+                    # faiss holds its own copy now; reopening drops the code pages the build
+                    # mapped into this process, so the codes are resident once, not twice.
+                    self.codes = np.load(self.codes.filename, mmap_mode="r")
+        return self._binary
+
     def hamming_candidates(self, queries: np.ndarray, r: int) -> list[np.ndarray]:
         """Per (Q, D) query, up to ``r`` row ids nearest in Hamming distance of the sign codes.
 
         faiss pads with id -1 when fewer than ``r`` rows exist; those are dropped.
         """
-        import faiss
+        ids = hamming_search(self._binary_index(), np.asarray(queries, dtype=np.float32), r)
+        return [row[row >= 0] for row in ids]
 
-        with self._lock:
-            if self._binary is None:
-                self._binary = faiss.IndexBinaryFlat(self.fingerprint.dim)
-                self._binary.add(np.ascontiguousarray(self.codes))
-        _, ids = self._binary.search(binarize(queries), r)
-        return [row[row >= 0].astype(np.int64) for row in ids]
-
-    def search(
-        self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int = 100
-    ) -> list[list[Hit]]:
-        """Text->video search. queries: (D,) or (Q, D) float32 embeddings.
-
-        exact=True: cosine over every float row. Otherwise Hamming search over the sign
-        codes for the ``max(rerank, k)`` nearest rows, reranked by cosine on just those rows.
-        Returns per query a list of at most ``k`` hits (a (D,) query gives a list of one list).
-        """
+    def search_rows(
+        self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`search` but returns arrays: scores (Q, k) float32 and rows (Q, k) int64
+        into ``metadata`` (row -1 / score -inf where fewer than k were found)."""
+        rerank = DEFAULT_RERANK if rerank is None else rerank
         if k < 1 or rerank < 1:
             raise InputError(f"k and rerank must be >= 1, got k={k} rerank={rerank}")
         q = self._queries(queries)
         k = min(k, len(self))
         if k == 0:
-            return [[] for _ in q]
-        results: list[tuple[np.ndarray, np.ndarray]] = []
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if exact:
-            scores, rows = self._exact(self.embeddings, q, k)
-            results = list(zip(scores, rows, strict=True))
-        else:
-            for qi, cand in zip(q, self.hamming_candidates(q, min(max(rerank, k), len(self))), strict=True):
-                cand = np.sort(cand)  # sorted rows read the memmap front to back
-                s = np.asarray(self.embeddings[cand], dtype=np.float32) @ qi
-                ts, ti = _top_k(s[None], cand[None], min(k, len(cand)))
-                results.append((ts[0], ti[0]))
+            return self._exact(self.embeddings, q, k)
+        cand = hamming_search(self._binary_index(), q, min(max(rerank, k), len(self)))
+        return rerank_rows(self.embeddings, q, cand, k)
+
+    def search(
+        self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int | None = None
+    ) -> list[list[Hit]]:
+        """Text->video search. queries: (D,) or (Q, D) float32 embeddings.
+
+        exact=True: cosine over every float row. Otherwise Hamming search over the sign
+        codes for the ``max(rerank, k)`` nearest rows (``rerank`` None: ``DEFAULT_RERANK``),
+        reranked by cosine on just those rows, read in row order from the (memory-mapped)
+        float embeddings. Returns per query a list of at most ``k`` hits (a (D,) query
+        gives a list of one list).
+        """
+        scores, rows = self.search_rows(queries, k, exact, rerank)
         return [
-            [self._hit(n, int(i), float(s)) for n, (s, i) in enumerate(zip(*r, strict=True), 1)]
-            for r in results
+            [self._hit(n, int(i), float(s)) for n, (s, i) in enumerate(zip(sr, ir, strict=True), 1) if i >= 0]
+            for sr, ir in zip(scores, rows, strict=True)
         ]
 
     def caption_text(self, c: int) -> str:
@@ -491,11 +566,13 @@ class VideoIndex:
             raise IndexFormatError(f"{root / MANIFEST} is unreadable or lacks a field: {e!r}") from e
         if expect is not None:
             clash = fp.conflicts(expect)
+            where = f" ({manifest['model_path']})" if manifest.get("model_path") else ""
             if clash:
                 raise IndexFormatError(
                     f"index {root} was built with {fp.describe()} but the loaded model is "
-                    f"{expect.describe()} ({', '.join(clash)} differ); rebuild it with "
-                    f"`python -m demo index build --model {expect.model} ...` or load {fp.model!r}"
+                    f"{expect.describe()} ({', '.join(clash)} differ); rebuild the index with this "
+                    f"model (`python -m demo index build SOURCE --out DIR --model ...`) or load the "
+                    f"model it was built with{where}"
                 )
             if fp != expect:
                 log.warning("index %s was built with %s, the loaded model uses %s", root, fp, expect)

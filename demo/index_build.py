@@ -58,11 +58,16 @@ class VideoItem:
     path: str
     captions: Sequence[str] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What the index records as the path when it differs from ``path``: a CSV's relative
+    # path stays relative (to the manifest's "media_root"), so an index and its clips
+    # can move together.
+    stored_path: str | None = None
 
     def row(self) -> dict[str, Any]:
         """The index's metadata row for this video."""
         extra = {k: v for k, v in self.metadata.items() if k not in ("id", "path", "captions")}
-        return {"id": self.id, "path": self.path, "captions": list(self.captions), **extra}
+        path = self.stored_path or self.path
+        return {"id": self.id, "path": path, "captions": list(self.captions), **extra}
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,8 @@ def items_from_csv(
                 if k not in (path_column, caption_column, id_column) and str(v).strip()
             }
             vid = rec[id_column].strip() if id_column else raw
-            items[raw] = {"id": vid, "path": path, "captions": [], "metadata": meta}
+            items[raw] = {"id": vid, "path": path, "captions": [], "metadata": meta,
+                          "stored_path": None if path == raw else raw}
         caption = rec[caption_column].strip()
         if caption and caption not in items[raw]["captions"]:
             items[raw]["captions"].append(caption)
@@ -346,6 +352,7 @@ def build_index(
     text_batch_size: int = 64,
     num_workers: int = 0,
     model_path: str | None = None,
+    media_root: str | Path | None = None,
 ) -> BuildReport:
     """Encode ``items`` with ``encoder`` into an index at ``out_dir``, resumably.
 
@@ -444,6 +451,8 @@ def build_index(
     index = VideoIndex.from_arrays(fp, np.stack([done[it.id] for it in kept]), rows, cap_emb, cap_rows)
     if model_path:
         index.info["model_path"] = model_path
+    if media_root:
+        index.info["media_root"] = str(Path(media_root).resolve())
     index.save(out, overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
     log.info("indexed %d videos into %s (%d skipped, %d resumed)", len(kept), out, len(skipped), resumed_from)

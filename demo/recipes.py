@@ -41,8 +41,8 @@ class EmbeddedRecipe:
     work: str = "work/embedded"  # world clips, stage checkpoints, logs
     out: str = str(PRECOMPUTED)
     seed: int = 0
-    image_epochs: int = 6
-    video_epochs: int = 8
+    image_epochs: int = 12
+    video_epochs: int = 7
     batch_size: int = 64
     image_lr: float = 1e-3
     video_lr: float = 1e-3  # temporal head
@@ -82,7 +82,51 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder, target, ignore=shutil.ignore_patterns("trainer_state.pt"))
     log.info("trained the embedded models in %.1f min", (time.time() - started) / 60)
-    return {name: out / name for name in shipped}
+    index = build_embedded_index(work / "world", out / "clip4clip-world", out / "index-world",
+                                 progress=progress)
+    log.info("built the embedded index at %.1f min", (time.time() - started) / 60)
+    return {**{name: out / name for name in shipped}, "index-world": index}
+
+
+def build_embedded_index(world_dir: str | Path, model_dir: str | Path, out: str | Path,
+                         n_train: int = 1000, progress: bool = True) -> Path:
+    """Index the embedded corpus (test + val + the first ``n_train`` training clips).
+
+    Goes through the same ``index build`` path as any user folder: a ``path,caption`` CSV
+    of rendered clips, decoded and embedded by the shipped model. Paths stay relative to
+    the world folder, so the app can re-render a missing clip from its id.
+    """
+    import csv
+
+    from demo.encoders import Clip4ClipEncoder
+    from demo.index_build import build_index, items_from_csv
+
+    world = Path(world_dir)
+    corpus = world / "corpus.csv"
+    train_ids: set[str] = set()
+    with corpus.open("w", newline="", encoding="utf-8") as f:
+        writer: csv.DictWriter[str] | None = None
+        for split in ("test", "val", "train"):
+            with (world / f"{split}.csv").open(newline="", encoding="utf-8") as src:
+                for row in csv.DictReader(src):
+                    if split == "train":
+                        if row["id"] not in train_ids and len(train_ids) >= n_train:
+                            continue
+                        train_ids.add(row["id"])
+                    if writer is None:
+                        writer = csv.DictWriter(f, fieldnames=list(row))
+                        writer.writeheader()
+                    writer.writerow(row)
+    encoder = Clip4ClipEncoder.from_pretrained(model_dir)
+    relative = Path(model_dir).resolve()
+    try:
+        relative = relative.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    report = build_index(items_from_csv(corpus), out, encoder, batch_size=16, progress=progress,
+                         overwrite=True, num_workers=2, model_path=str(relative), media_root=world)
+    log.info("indexed %d clips into %s (%d skipped)", report.indexed, out, len(report.skipped))
+    return Path(out)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

@@ -89,7 +89,7 @@ def build_model(config: TrainConfig) -> Clip4Clip:
     assert config.init is not None
     model = Clip4Clip.from_pretrained(config.init, pooling="meanP")
     settings = _settings(model.settings, config, head_pooling)
-    fresh = Clip4Clip(model.text, model.vision, settings, None, float(model.logit_scale))
+    fresh = Clip4Clip(model.text, model.vision, settings, None, float(model.logit_scale.detach()))
     if head_pooling == "seqTransf":
         from demo.temporal import build_head
 
@@ -307,7 +307,7 @@ class Trainer:
             for step_in_epoch in bar:
                 losses.append(self._optimizer_step(order, step_in_epoch))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
-                                temp=f"{float(self.model.logit_scale.exp()):.1f}")
+                                temp=f"{float(self.model.logit_scale.detach().exp()):.1f}")
             self.epoch += 1
             metrics = self.validate()
             key = self._selection_key(metrics)

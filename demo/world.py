@@ -13,8 +13,8 @@ symmetric under swapping ``a, b`` and ``i, n - i``, so reversing a clip's attrib
 reverses its frames exactly. Held-out (colour, shape) combinations never appear in train.
 
 Positions and radii in attributes are pixels of a 128-pixel frame (``REF``); other
-frame sizes scale them. The tiny models see 64x64 frames, so nothing is thinner than
-~3 px at 128.
+frame sizes scale them. The tiny models see 64x64 frames, so the finest details (a small
+cross's arms, a small diamond's width) are still ~4 px wide there.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ _REVERSE = {
 
 @dataclass(frozen=True)
 class WorldConfig:
+    """Which world to build: the seed, split sizes, frame format and held-out combinations."""
+
     seed: int = 0
     n_train: int = 8000
     n_val: int = 500
@@ -87,7 +90,15 @@ class WorldConfig:
     pair_fraction: float = 0.3  # share of clips that belong to a time-reversal pair
     heldout_fraction: float = 0.15  # share of val/test clips with a held-out combination
 
+    def __post_init__(self) -> None:
+        bad = [(c, s) for c, s in self.heldout if c not in COLOURS or s not in SHAPES]
+        if bad:
+            raise ValueError(f"held-out combinations must be (colour, shape) from the vocabulary, got {bad}")
+        if self.size < 16 or self.size % 2 or self.fps < 1:
+            raise ValueError(f"need an even size >= 16 and fps >= 1, got size={self.size} fps={self.fps}")
+
     def count(self, split: str) -> int:
+        """Number of clips in ``split``."""
         if split not in _SPLIT_CODE:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return int(getattr(self, f"n_{split}"))
@@ -569,41 +580,47 @@ def synth(
     object per clip: id, path, captions, still_captions, attributes). ``limit`` keeps
     the first N clips of each split.
     """
-    import io
+    import contextlib
     import multiprocessing
-
-    from tqdm import tqdm
 
     out = Path(out_dir)
     written: dict[str, Path] = {}
-    for split in splits:
-        specs = clip_specs(config, split)[:limit]
-        (out / "clips" / split).mkdir(parents=True, exist_ok=True)
-        rel = {s.id: f"clips/{split}/{s.id}.mp4" for s in specs}
-        jobs = [(s, str(out / rel[s.id])) for s in specs if not (out / rel[s.id]).exists()]
-        log.info("%s: %d clips, %d to render", split, len(specs), len(jobs))
-        bar = tqdm(total=len(jobs), desc=f"synth {split}", disable=not progress or not jobs)
-        if workers > 1 and len(jobs) > 1:
-            # spawn: safe even when the caller has torch's thread pools running.
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                for _ in pool.imap_unordered(_render_job, jobs, chunksize=4):
-                    bar.update()
-        else:
-            for job in jobs:
-                _render_job(job)
-                bar.update()
-        bar.close()
-        table = io.StringIO()
-        writer = csv.writer(table, lineterminator="\n")
-        writer.writerow(["path", "caption", "id", "split", "attributes"])
-        lines = []
-        for s in specs:
-            attrs = json.dumps(s.attributes, sort_keys=True)
-            writer.writerows([rel[s.id], c, s.id, split, attrs] for c in s.captions)
-            row = {"id": s.id, "path": rel[s.id], "captions": s.captions,
-                   "still_captions": s.still_captions, "attributes": s.attributes}  # fmt: skip
-            lines.append(json.dumps(row))
-        _write_atomic(out / f"{split}.csv", table.getvalue())
-        _write_atomic(out / f"{split}.jsonl", "\n".join(lines) + "\n")
-        written[split] = out / f"{split}.csv"
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:  # spawn: safe even when the caller runs torch's thread pools
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+        for split in splits:
+            written[split] = _synth_split(out, config, split, limit, pool, progress)
     return written
+
+
+def _synth_split(
+    out: Path, config: WorldConfig, split: str, limit: int | None, pool: Pool | None, progress: bool
+) -> Path:
+    """Render the missing clips of one split and (re)write its CSV and JSONL."""
+    import io
+
+    from tqdm import tqdm
+
+    specs = clip_specs(config, split)[:limit]
+    (out / "clips" / split).mkdir(parents=True, exist_ok=True)
+    rel = {s.id: f"clips/{split}/{s.id}.mp4" for s in specs}
+    jobs = [(s, str(out / rel[s.id])) for s in specs if not (out / rel[s.id]).exists()]
+    log.info("%s: %d clips, %d to render", split, len(specs), len(jobs))
+    with tqdm(total=len(jobs), desc=f"synth {split}", disable=not progress or not jobs) as bar:
+        results = pool.imap_unordered(_render_job, jobs, chunksize=4) if pool else map(_render_job, jobs)
+        for _ in results:
+            bar.update()
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["path", "caption", "id", "split", "attributes"])
+    lines = []
+    for s in specs:
+        attrs = json.dumps(s.attributes)
+        writer.writerows([rel[s.id], c, s.id, split, attrs] for c in s.captions)
+        row = {"id": s.id, "path": rel[s.id], "captions": s.captions,
+               "still_captions": s.still_captions, "attributes": s.attributes}  # fmt: skip
+        lines.append(json.dumps(row))
+    _write_atomic(out / f"{split}.csv", table.getvalue())
+    _write_atomic(out / f"{split}.jsonl", "\n".join(lines) + "\n")
+    return out / f"{split}.csv"

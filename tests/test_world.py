@@ -87,6 +87,15 @@ def test_render_shape_and_visible_objects() -> None:
             assert np.abs(pixel - expected).max() < 12, (spec.id, obj, pixel, expected)
 
 
+def test_other_frame_sizes_and_bad_configs() -> None:
+    spec = dataclasses.replace(clip_specs(SMALL, "test")[0], size=64)
+    assert render(spec).shape == (spec.num_frames, 64, 64, 3)
+    with pytest.raises(ValueError, match="held-out"):
+        WorldConfig(heldout=(("grey", "star"),))
+    with pytest.raises(ValueError, match="split"):
+        clip_specs(SMALL, "dev")
+
+
 def test_canonical_caption_states_every_attribute() -> None:
     for spec in clip_specs(SMALL, "test"):
         attrs, canonical = spec.attributes, spec.captions[0]

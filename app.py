@@ -1,0 +1,70 @@
+"""The front door: ``python app.py`` serves the video search demo (embedded models by default).
+
+Builds the page from :mod:`demo.ui` around a :class:`demo.service.DemoService` and
+launches it; no model code lives here. Private by default: no analytics, no share link
+unless ``--share``, nothing fetched from the hub for the embedded preset.
+
+    python app.py                      # the embedded preset, offline
+    python app.py --preset webvid      # the WebVid models (or DEMO_PRESET=webvid)
+    python app.py --model DIR --index DIR --xclip DIR --port 7861
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported anywhere
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Video search demo: CLIP4Clip search and X-CLIP classification")
+    p.add_argument("--preset", help="embedded (default, offline) or webvid; env DEMO_PRESET")
+    p.add_argument("--model", help="CLIP4Clip checkpoint folder or hub id (default: the index's model)")
+    p.add_argument("--index", help="index folder built by `python -m demo index build`")
+    p.add_argument("--xclip", help="X-CLIP checkpoint folder or hub id")
+    p.add_argument("--pooling", choices=["meanP", "seqTransf"], help="override the checkpoint's pooling")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--cache", help="folder for rendered world clips (default: $DEMO_CACHE or cache/world)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (0.0.0.0: every interface; env GRADIO_SERVER_NAME)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests served at once per action")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if (args.preset or os.environ.get("DEMO_PRESET") or "embedded") == "embedded":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never ask the hub
+
+    from demo.errors import DemoError
+    from demo.service import AppConfig, DemoService
+    from demo.ui import build_demo, launch_options
+
+    config = AppConfig(preset=args.preset, model=args.model, index=args.index, xclip=args.xclip,
+                       pooling=args.pooling, device=args.device, cache_dir=args.cache)
+    try:
+        service = DemoService.load(config)
+    except DemoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    demo = build_demo(service)
+    # A small queue: parallel users wait their turn instead of running N models at once.
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
+                **launch_options(service))
+    logging.getLogger("app").info("ready in %.1f s at %s", time.perf_counter() - started, demo.local_url)
+    demo.block_thread()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

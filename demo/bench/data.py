@@ -1,0 +1,227 @@
+"""Embedding sets for the search benchmark, written to disk as an index keeps them.
+
+Each set is a float16 (N, D) ``.npy`` (memory-mapped by the binary search, as
+:meth:`demo.index.VideoIndex.load` does), its packed sign codes, and (Q, D) queries:
+
+- ``clustered``: points around ``clusters`` random centres on the sphere; queries are
+  noisy copies of random members.
+- ``realistic``: the embedded index's video embeddings (its caption embeddings are the
+  queries: real text -> video), replicated with noise up to N. Without a shipped index a
+  random-init CLIP4Clip with 512-d projections embeds rendered world clips instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from demo.index import binarize, l2_normalize
+
+if TYPE_CHECKING:
+    from demo.encoders import Clip4ClipEncoder
+
+log = logging.getLogger(__name__)
+_CHUNK = 65536  # rows generated and written at a time (bounds memory at 1M x 512)
+
+
+@dataclass
+class SearchSet:
+    """One data set at one size; ``emb_path`` and ``codes_path`` are .npy files."""
+
+    name: str
+    n: int
+    dim: int
+    emb_path: Path  # (n, dim) float16, unit rows
+    codes_path: Path  # (n, dim/8) uint8
+    queries: np.ndarray  # (Q, dim) float32, unit rows
+    note: str = ""
+
+
+@dataclass
+class RealBase:
+    """Real embeddings to replicate: videos (V, D), caption queries (C, D), the model."""
+
+    videos: np.ndarray
+    captions: np.ndarray
+    caption_texts: list[str]
+    encoder: Clip4ClipEncoder | None  # None when the index came without a loadable model
+    note: str
+
+
+def _write(path: Path, n: int, dim: int, rows: Iterable[np.ndarray]) -> tuple[Path, Path]:
+    """Stream (chunk, dim) float32 blocks from the iterator ``rows`` into float16 + codes files."""
+    from numpy.lib.format import open_memmap
+
+    emb = open_memmap(path.with_suffix(".f16.npy"), mode="w+", dtype=np.float16, shape=(n, dim))
+    codes = open_memmap(path.with_suffix(".codes.npy"), mode="w+", dtype=np.uint8, shape=(n, dim // 8))
+    start = 0
+    for block in rows:
+        half = l2_normalize(block).astype(np.float16)
+        emb[start : start + len(half)] = half
+        codes[start : start + len(half)] = binarize(half)
+        start += len(half)
+    if start != n:
+        raise RuntimeError(f"wrote {start} rows, expected {n}")
+    emb.flush()
+    codes.flush()
+    del emb, codes
+    return path.with_suffix(".f16.npy"), path.with_suffix(".codes.npy")
+
+
+def clustered_sets(workdir: Path, sizes: tuple[int, ...], dim: int = 512, clusters: int = 1000,
+                   spread: float = 1.0, query_noise: float = 0.75, queries: int = 500,
+                   seed: int = 0) -> list[SearchSet]:
+    """``clusters`` gaussian clusters on the unit sphere, one set per size (smaller sizes
+    are prefixes of the largest, so they share clusters and queries).
+
+    A member is centre + noise of norm ~``spread`` (cosine ~0.7 to its centre at 1.0); a
+    query is a member of the smallest set + noise of norm ~``query_noise`` (cosine ~0.8).
+    """
+    rng = np.random.default_rng(seed)
+    centres = l2_normalize(rng.standard_normal((clusters, dim), dtype=np.float32))
+    n_max = max(sizes)
+
+    def rows() -> Iterator[np.ndarray]:
+        gen = np.random.default_rng(seed + 1)
+        for s in range(0, n_max, _CHUNK):
+            m = min(_CHUNK, n_max - s)
+            noise = gen.standard_normal((m, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
+            yield centres[gen.integers(0, clusters, m)] + noise
+
+    emb_path, codes_path = _write(workdir / f"clustered_{n_max}", n_max, dim, rows())
+    members = np.load(emb_path, mmap_mode="r")
+    picked = np.sort(rng.choice(min(sizes), size=queries, replace=False))
+    noise = rng.standard_normal((queries, dim), dtype=np.float32) * np.float32(query_noise / np.sqrt(dim))
+    q = l2_normalize(np.asarray(members[picked], dtype=np.float32) + noise)
+    note = (f"{clusters} gaussian clusters on the sphere (member-centre cosine "
+            f"~{1 / np.hypot(1, spread):.2f}); queries: members + noise "
+            f"(cosine ~{1 / np.hypot(1, query_noise):.2f} to their member)")
+    return _prefix_sets("clustered", sizes, dim, emb_path, codes_path, q, note)
+
+
+def _prefix_sets(name: str, sizes: tuple[int, ...], dim: int, emb_path: Path, codes_path: Path,
+                 queries: np.ndarray, note: str) -> list[SearchSet]:
+    """One SearchSet per size; smaller sizes get their own files holding the first rows."""
+    n_max = max(sizes)
+    out = []
+    for n in sorted(sizes):
+        if n == n_max:
+            out.append(SearchSet(name, n, dim, emb_path, codes_path, queries, note))
+            continue
+        small_emb = emb_path.with_name(f"{name}_{n}.f16.npy")
+        small_codes = codes_path.with_name(f"{name}_{n}.codes.npy")
+        np.save(small_emb, np.load(emb_path, mmap_mode="r")[:n])
+        np.save(small_codes, np.load(codes_path, mmap_mode="r")[:n])
+        out.append(SearchSet(name, n, dim, small_emb, small_codes, queries, note))
+    return out
+
+
+def nn_cosine(x: np.ndarray) -> float:
+    """Median over rows of the cosine to the nearest other row (x: (V, D) unit rows)."""
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return float(np.median(sims.max(axis=1)))
+
+
+def realistic_sets(workdir: Path, base: RealBase, sizes: tuple[int, ...], queries: int = 500,
+                   seed: int = 0) -> list[SearchSet]:
+    """The base videos, then noisy copies of them up to each size.
+
+    A copy is as far from its source as a real video is from its nearest neighbour: the
+    noise norm makes cosine(copy, source) equal the base's median nearest-neighbour cosine.
+    """
+    videos = l2_normalize(base.videos)
+    v, dim = videos.shape
+    target = min(max(nn_cosine(videos), 0.05), 0.9999)
+    scale = np.float32(np.sqrt(1 / target**2 - 1) / np.sqrt(dim))
+    n_max = max(sizes)
+
+    def rows() -> Iterator[np.ndarray]:
+        gen = np.random.default_rng(seed + 2)
+        for s in range(0, n_max, _CHUNK):
+            ids = np.arange(s, min(s + _CHUNK, n_max))
+            block = videos[ids % v].copy()
+            copy = ids >= v  # the first V rows are the real videos themselves
+            block[copy] += gen.standard_normal((int(copy.sum()), dim), dtype=np.float32) * scale
+            yield block
+
+    emb_path, codes_path = _write(workdir / f"realistic_{n_max}", n_max, dim, rows())
+    rng = np.random.default_rng(seed + 3)
+    caps = l2_normalize(base.captions)
+    picked = np.sort(rng.choice(len(caps), size=min(queries, len(caps)), replace=False))
+    note = (f"{base.note}; {v} real video embeddings + noisy copies (cosine {target:.3f} to their "
+            f"source = the median nearest-neighbour cosine of the real ones); queries: "
+            f"{len(picked)} caption embeddings")
+    return _prefix_sets("realistic", sizes, dim, emb_path, codes_path, caps[picked], note)
+
+
+def real_base(workdir: Path, fallback_videos: int = 500, seed: int = 0) -> RealBase:
+    """Video and caption embeddings of the embedded index, or of a fallback model.
+
+    The fallback is a random-init CLIP4Clip (2 layers per tower, 512 wide, 512-d projection)
+    run over ``fallback_videos`` rendered world test clips and their captions.
+    """
+    from demo.presets import EMBEDDED
+
+    if Path(EMBEDDED.index or "").joinpath("manifest.json").is_file():
+        from demo.index import VideoIndex
+
+        index = VideoIndex.load(EMBEDDED.index or "")
+        texts = [index.caption_text(c) for c in range(len(index.caption_video))]
+        encoder = None
+        if Path(EMBEDDED.model).is_dir():
+            from demo.encoders import Clip4ClipEncoder
+
+            encoder = Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu")
+        note = f"embedded index ({len(index)} videos, {index.fingerprint.describe()})"
+        return RealBase(np.asarray(index.embeddings, np.float32),
+                        np.asarray(index.caption_embeddings, np.float32), texts, encoder, note)
+    encoder = fallback_encoder(workdir, seed)
+    videos, captions, texts = embed_world(encoder, fallback_videos)
+    note = (f"FALLBACK: {EMBEDDED.index} is missing; a random-init CLIP4Clip (512-d) embedded "
+            f"{len(videos)} rendered world clips and their captions")
+    return RealBase(videos, captions, texts, encoder, note)
+
+
+def fallback_encoder(workdir: Path, seed: int = 0) -> Clip4ClipEncoder:
+    """Random-init CLIP4Clip, 2 layers per tower, 512 wide, 512-d, 32x32 frames (fast)."""
+    from demo.bench.common import random_encoder
+
+    text = dict(vocab_size=49408, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
+                num_attention_heads=8, max_position_embeddings=77, projection_dim=512)
+    vision = dict(image_size=32, patch_size=8, hidden_size=512, intermediate_size=1024,
+                  num_hidden_layers=2, num_attention_heads=8, projection_dim=512)
+    return random_encoder(text, vision, workdir, seed=seed, name="fallback-random-512",
+                          sample_fps=3.0, max_frames=8, max_words=32)
+
+
+def embed_world(encoder: Clip4ClipEncoder, count: int, batch: int = 32
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Render ``count`` world test clips in memory and embed them and their captions.
+
+    Returns videos (count, D), captions (C, D) and the C caption texts.
+    """
+    import torch
+
+    from demo.video import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
+    from demo.world import WorldConfig, clip_specs, render
+
+    specs = clip_specs(WorldConfig(), "test")[:count]
+    s, t = encoder.image_size, encoder.max_frames
+    videos = []
+    for start in range(0, len(specs), batch):
+        frames = torch.zeros((min(batch, len(specs) - start), t, 3, s, s))
+        mask = torch.zeros(frames.shape[:2], dtype=torch.bool)
+        for j, spec in enumerate(specs[start : start + batch]):
+            clip = render(spec)
+            idx = clip4clip_indices(len(clip), spec.fps, encoder.sample_fps, t)
+            x = preprocess(clip[idx], s, CLIP_MEAN, CLIP_STD)
+            frames[j, : len(x)], mask[j, : len(x)] = x, True
+        videos.append(encoder.encode_frames(frames, mask))
+    texts = [c for spec in specs for c in spec.captions]
+    return np.concatenate(videos), encoder.encode_texts(texts), texts

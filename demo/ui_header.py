@@ -1,0 +1,47 @@
+"""The page header: what is loaded, and what the embedded model can understand."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+VOCAB_KINDS = (("colours", "colours"), ("shapes", "shapes"), ("sizes", "sizes"), ("events", "events"),
+               ("relations", "two objects"), ("backgrounds", "backgrounds"))
+
+
+def _chip(key: str, value: str, title: str = "") -> str:
+    tip = f' title="{html.escape(title)}"' if title else ""
+    return f'<span class="vs-chip"{tip}><b>{html.escape(key)}</b> {html.escape(value)}</span>'
+
+
+def header_html(info: dict[str, Any], vocabulary: dict[str, list[str]] | None, device: str) -> str:
+    """Title, one chip per loaded thing, and (for the embedded world) its whole vocabulary."""
+    xclip = info.get("xclip") or "not loaded"
+    chips = [
+        _chip("preset", str(info["preset"]), str(info.get("preset_description") or "")),
+        _chip("CLIP4Clip", f"{info['model_source_name']} · {info['pooling']} · {info['frames']} frames",
+              str(info["model"])),
+        _chip("index", f"{info['index_name']} · {int(info['videos']):,} videos · "
+              f"{int(info['captions']):,} captions", str(info["index"])),
+        _chip("X-CLIP", str(xclip), str(info.get("xclip_error") or "")),
+        _chip("device", device),
+    ]
+    parts = [
+        '<div class="vs-head">',
+        '<div class="vs-title"><h1>Video search</h1>',
+        "<p>Find clips from a sentence, describe a clip in words, and label it zero-shot — "
+        "with CLIP4Clip and X-CLIP.</p></div>",
+        f'<div class="vs-chips">{"".join(chips)}</div>',
+    ]
+    if vocabulary:
+        rows = "".join(
+            f"<div><dt>{html.escape(label)}</dt><dd>{html.escape(', '.join(vocabulary.get(key, [])))}</dd></div>"
+            for key, label in VOCAB_KINDS
+        )
+        parts.append(
+            '<details class="vs-vocab" open><summary>What the embedded model knows: a rendered world of '
+            "coloured shapes in motion, and nothing else (it has never seen a dog).</summary>"
+            f"<dl>{rows}</dl></details>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
