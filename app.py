@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -30,6 +31,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=["meanP", "seqTransf"], help="override the checkpoint's pooling")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--cache", help="folder for rendered world clips (default: $DEMO_CACHE or cache/world)")
+    p.add_argument("--eval-limit", type=int, help="test clips a CPU rerun of the benchmark scores (default: all)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (0.0.0.0: every interface; env GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
@@ -47,21 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from demo.errors import DemoError
     from demo.service import AppConfig, DemoService
-    from demo.ui import build_demo, launch_options
 
     config = AppConfig(preset=args.preset, model=args.model, index=args.index, xclip=args.xclip,
-                       pooling=args.pooling, device=args.device, cache_dir=args.cache)
+                       pooling=args.pooling, device=args.device, cache_dir=args.cache,
+                       eval_limit=args.eval_limit)
     try:
         service = DemoService.load(config)
     except DemoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from demo.ui import build_demo, launch_options  # gradio: imported once there is something to serve
+
     demo = build_demo(service)
     # A small queue: parallel users wait their turn instead of running N models at once.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
                 **launch_options(service))
     logging.getLogger("app").info("ready in %.1f s at %s", time.perf_counter() - started, demo.local_url)
+    threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
     demo.block_thread()
     return 0
 

@@ -138,6 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import shlex
+    from dataclasses import replace
     from pathlib import Path
 
     from demo import evaluate as ev
@@ -167,6 +168,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         clip4clip = args.clip4clip or ev.CLIP4CLIP_WORLD
         result = ev.evaluate_embedded(args.world, zero_shot, clip4clip, limit=args.limit, rerank=rerank,
                                       command=command, **run)
+        index = Path(args.index or ROOT / "precomputed" / "index-world")
+        if (index / "manifest.json").is_file():
+            import json
+
+            from demo.evaluate_queries import evaluate_freeform
+
+            tests = [json.loads(line)["attributes"]
+                     for line in (Path(args.world) / "test.jsonl").read_text().splitlines() if line.strip()]
+            result = replace(result, freeform=evaluate_freeform(index, tests, device=args.device))
     written = result.save(args.out or f"results/evaluate-{result.suite}")
     if args.write_benchmarks:
         write_benchmarks(result, args.benchmarks or ROOT / "BENCHMARKS.md", Path(clip4clip) / "eval.json")
@@ -175,6 +185,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(result.to_markdown())
         print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from demo.bench.runner import SECTIONS, BenchConfig, run_bench
+
+    chosen = [*args.sections, *(args.only or [])]
+    config = BenchConfig(sections=tuple(chosen) or SECTIONS, quick=args.quick, out=Path(args.out),
+                         markdown=Path(args.markdown) if args.markdown else None,
+                         index=Path(args.index) if args.index else None)
+    print(run_bench(config)["markdown"])
     return 0
 
 
@@ -257,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedded: world folder (missing test clips are rendered)")
     p.add_argument("--zero-shot", help="embedded: image-pretrained model (default: shipped; 'none' to skip)")
     p.add_argument("--clip4clip", help="embedded: CLIP4Clip model with a seqTransf head (default: shipped)")
+    p.add_argument("--index", help="embedded: index for the free-form query check (default: shipped)")
     p.add_argument("--data", help="webvid: CSV with video ids and captions")
     p.add_argument("--videos", help="webvid: folder of <videoid>.mp4")
     p.add_argument("--models", nargs="+", default=[], help="webvid: extra models, ID or ID:meanP/seqTransf")
@@ -277,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", help="the BENCHMARKS.md to update (default: the repository's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
+    p.add_argument("sections", nargs="*", metavar="SECTION",
+                   help="search query indexing app decode (default: all)")
+    p.add_argument("--only", nargs="+", metavar="SECTION", help="same as the positional sections")
+    p.add_argument("--quick", action="store_true", help="N=20k, few repetitions, tiny models, no app (CI)")
+    p.add_argument("--out", default="work/bench", help="folder for bench.json and bench.md")
+    p.add_argument("--markdown", help="file whose bench section is replaced (default: BENCHMARKS.md "
+                   "after a full run)")
+    p.add_argument("--index", help="index replicated for the realistic search set (default: the embedded one)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
     from demo.recipes import add_train_arguments

@@ -90,6 +90,7 @@ class EvalResult:
     suite: str  # "embedded", "webvid" or "features"
     rows: list[EvalRow]
     info: dict[str, Any] = field(default_factory=dict)
+    freeform: dict[str, Any] | None = None  # demo.evaluate_queries.hit_rate over the shipped index
 
     def table(self, task: str) -> list[EvalRow]:
         return [r for r in self.rows if r.task == task]
@@ -131,6 +132,15 @@ class EvalResult:
                        "reranked by cosine; a ground truth outside those R keeps its Hamming rank (> R, "
                        "ties against it).")
         out.append("")
+        if self.freeform:
+            f = self.freeform
+            k = next(key for key in f if key.startswith("hit@") and key != "hit@1")
+            out += [f"**Free-form queries** ({f['queries']} queries in phrasings no training caption uses, "
+                    f"over the shipped index of {f['index_size']} clips): a matching clip at rank 1 for "
+                    f"{f['hit@1']:.1f}% of queries, in the top {k[4:]} for {f[k]:.1f}%. Examples:", ""]
+            out += [f"- \"{e['query']}\": first match at rank {e['first_match_rank'] or '> ' + k[4:]}"
+                    for e in f["examples"][:8]]
+            out.append("")
         for key, value in self.info.items():
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                 out.append(f"- {key}:")
@@ -143,7 +153,7 @@ class EvalResult:
         rows = [{"name": r.name, "task": r.task, "metrics": r.metrics, "queries": r.queries,
                  "notes": r.notes, "published": r.published, "delta": r.delta(),
                  "recall_curve": [round(x, 4) for x in r.recall_curve]} for r in self.rows]
-        return {"suite": self.suite, "info": self.info, "rows": rows, "tasks": TASKS,
+        return {"suite": self.suite, "info": self.info, "rows": rows, "tasks": TASKS, "freeform": self.freeform,
                 "published": {"source": PUBLISHED_SOURCE, "rows": PUBLISHED_WEBVID10K}}
 
     def plot(self, path: str | Path) -> Path:

@@ -41,12 +41,16 @@ class EmbeddedRecipe:
     work: str = "work/embedded"  # world clips, stage checkpoints, logs
     out: str = str(PRECOMPUTED)
     seed: int = 0
-    image_epochs: int = 12
-    video_epochs: int = 7
+    image_epochs: int = 5
+    image_schedule_epochs: int = 12  # the shipped model ran the first 5 epochs of a 12-epoch cosine schedule
+    video_epochs: int = 6
     batch_size: int = 64
     image_lr: float = 1e-3
     video_lr: float = 1e-3  # temporal head
-    video_clip_lr: float = 2e-4  # pretrained towers, lower as in CLIP4Clip
+    video_clip_lr: float = 5e-4  # pretrained towers, lower than the new head as in CLIP4Clip
+    order_epochs: int = 2  # stage 3: seqTransf-only fine-tuning
+    order_lr: float = 2e-3
+    order_clip_lr: float = 2e-4
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -65,6 +69,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     jsonl = {split: Path(str(path)).with_suffix(".jsonl") for split, path in world.items()}
     image = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "image"),
                               model_config=str(spec_path), stage="image", epochs=recipe.image_epochs,
+                              schedule_epochs=recipe.image_schedule_epochs,
                               batch_size=recipe.batch_size, lr=recipe.image_lr, clip_lr=recipe.image_lr,
                               seed=recipe.seed, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
@@ -75,6 +80,14 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
                               resume=True), progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
+    # Stage 3: seqTransf alone, so the backbone is rewarded for features that carry frame order
+    # (under the joint loss, meanP pulls towards order-free features).
+    video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video2"),
+                              init=str(video), stage="video", pooling="seqTransf",
+                              head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
+                              epochs=recipe.order_epochs, batch_size=recipe.batch_size, lr=recipe.order_lr,
+                              clip_lr=recipe.order_clip_lr, seed=recipe.seed, resume=True), progress=progress)
+    log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     shipped = {"clip-world-image": image, "clip4clip-world": video}
     for name, folder in shipped.items():
@@ -129,8 +142,51 @@ def build_embedded_index(world_dir: str | Path, model_dir: str | Path, out: str 
     return Path(out)
 
 
+@dataclass(frozen=True)
+class XClipRecipe:
+    """The shipped X-CLIP: starts from the shipped CLIP4Clip and trains on the same world."""
+
+    work: str = "work/embedded"
+    out: str = str(PRECOMPUTED)
+    init: str | None = None  # default: <out>/clip4clip-world
+    seed: int = 0
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    limit: int | None = 4000  # unambiguous training clips (sized for ~15 min on 2 CPU cores)
+    benchmarks: str = str(PRECOMPUTED.parent / "BENCHMARKS.md")
+
+
+def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
+    """Train X-CLIP from the shipped CLIP4Clip on the world, ship it with a model card and
+    write its test accuracy into BENCHMARKS.md (see :mod:`demo.train_xclip`)."""
+    from demo import train_xclip as tx
+    from demo.world import WorldConfig, synth
+
+    init = Path(recipe.init) if recipe.init else Path(recipe.out) / "clip4clip-world"
+    if not (init / "config.json").is_file():
+        raise InputError(f"the embedded X-CLIP starts from the embedded CLIP4Clip model, but {init} has "
+                         "none: run `python -m demo train --preset embedded` first (or pass --init DIR)")
+    work = Path(recipe.work)
+    synth(work / "world", WorldConfig(seed=recipe.seed), progress=progress)  # renders only what is missing
+    config = tx.XClipTrainConfig(world=str(work / "world"), init=str(init), out=str(work / "xclip"),
+                                 epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                                 limit=recipe.limit, seed=recipe.seed)
+    best = tx.train_xclip(config, progress=progress)
+    target = Path(recipe.out) / "xclip-world"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(best, target)
+    results = [tx.evaluate_xclip(target, work / "world", "test", reworded=r, progress=progress)
+               for r in (False, True)]
+    command = "python -m demo train --preset embedded-xclip"
+    tx.write_model_card(target, config, results, command)
+    tx.write_benchmarks(results, command, recipe.benchmarks)
+    return target
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=["embedded"], help="rebuild the shipped embedded models")
+    p.add_argument("--preset", choices=["embedded", "embedded-xclip"],
+                   help="rebuild the shipped embedded models (embedded-xclip: the X-CLIP, after embedded)")
     p.add_argument("--train", help="CSV (path,caption) or world .jsonl")
     p.add_argument("--val", help="validation data (default: 5%% of --train)")
     p.add_argument("--out", help="output folder (checkpoints, log)")
@@ -141,7 +197,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         if f.name in {"train", "val", "out", "init", "model_config", "resume", "amp"}:
             continue
         kind: Any = type(f.default) if f.default is not None else (
-            float if f.name in {"sample_fps"} else int if f.name in {"max_frames", "limit"} else str)
+            float if f.name in {"sample_fps"} else int if f.name in {"max_frames", "limit", "schedule_epochs"} else str)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     p.add_argument("--resume", action="store_true", help="continue from out/last")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -154,6 +210,11 @@ def train_command(args: argparse.Namespace) -> int:
         recipe = EmbeddedRecipe(**{k: v for k, v in values.items() if k in recipe_fields})
         for name, path in train_embedded(recipe).items():
             print(f"{name}: {path}")
+        return 0
+    if args.preset == "embedded-xclip":
+        xclip_fields = {f.name for f in fields(XClipRecipe)}
+        xclip = XClipRecipe(**{k: v for k, v in values.items() if k in xclip_fields})
+        print(f"xclip-world: {train_embedded_xclip(xclip)}")
         return 0
     if not args.train or not args.out:
         raise InputError("train needs --train DATA and --out DIR (or --preset embedded)")

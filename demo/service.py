@@ -17,14 +17,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from demo.errors import DemoError, InputError, ModelLoadError, VideoDecodeError
-from demo.service_media import MediaResolver
+from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
 from demo.presets import ASSETS, ROOT, Preset, resolve_preset
+from demo.service_media import MediaResolver
 
 if TYPE_CHECKING:
     from demo.classify import Classification, XClipClassifier
@@ -116,24 +115,39 @@ class DemoService:
 
     @classmethod
     def load(cls, config: AppConfig = AppConfig()) -> DemoService:  # noqa: B008
-        """Load searcher and classifier (in parallel: most of the time is file reading and
-        torch start-up). A missing X-CLIP leaves the classification tab with a message
-        instead of stopping the app; a missing model or index stops it (DemoError)."""
+        """Load the searcher (model + index), then the classifier. A missing X-CLIP leaves the
+        classification tab with a message instead of stopping the app; a missing model or
+        index stops it (DemoError). Sequential on purpose: loading both in threads would
+        import transformers' modules from two threads at once, which is not safe."""
         from demo.classify import XClipClassifier
+        from demo.encoders import default_device
         from demo.search import open_searcher
 
         preset = resolve_preset(config.preset, config.model, config.index, config.xclip, config.pooling)
+        if preset.index and not Path(preset.index).is_dir():  # say so before seconds of torch imports
+            how = {"embedded": "build the shipped models and index with `python -m demo train --preset embedded`",
+                   "webvid": "import WebVid embeddings with `python -m demo index import ...`"}
+            raise IndexFormatError(f"index folder {preset.index} does not exist: "
+                                   f"{how.get(preset.name, 'build one with `python -m demo index build`')}, "
+                                   "or pass --index DIR")
         started = time.perf_counter()
-        with ThreadPoolExecutor(2) as pool:
-            xclip = pool.submit(XClipClassifier.from_pretrained, preset.xclip, config.device or "cpu")
-            searcher = open_searcher(config.preset, config.model, config.index, config.pooling, config.device)
-            try:
-                classifier, error = xclip.result(), None
-            except (ModelLoadError, OSError) as err:
-                classifier, error = None, str(err)
-                log.warning("classification is off: %s", err)
+        searcher = open_searcher(config.preset, config.model, config.index, config.pooling, config.device)
+        classifier, error = None, None
+        try:
+            classifier = XClipClassifier.from_pretrained(preset.xclip, config.device or default_device())
+        except (ModelLoadError, OSError) as err:
+            error = str(err)
+            log.warning("classification is off: %s", err)
         log.info("models and index loaded in %.1f s", time.perf_counter() - started)
         return cls(searcher, classifier, preset, config, error)
+
+    def warm_up(self) -> None:
+        """One throwaway search, so the first person does not wait for lazy set-up
+        (the binary index, torch's first kernels, the world's clip specs)."""
+        try:
+            self.search_text("a red circle moving left", k=1)
+        except DemoError as err:  # pragma: no cover - only a broken index gets here
+            log.warning("warm-up search failed: %s", err)
 
     # ------------------------------------------------------------------ info
 
@@ -144,11 +158,16 @@ class DemoService:
                 "index_name": Path(summary["index"]).name, "model_source_name": Path(summary["model"]).name,
                 "xclip": Path(self.preset.xclip).name if self.classifier else None,
                 "xclip_error": self.xclip_error, "label_preset": self.preset.labels,
-                "world": self.media.is_world()}
+                "world": self.knows_world()}
+
+    def knows_world(self) -> bool:
+        """Whether the loaded model is one of the embedded world's: the embedded preset, or an
+        index of world clips (world paths or world ids such as ``test-000123``)."""
+        return self.preset.name == "embedded" or self.media.is_world() or self.media.has_world_ids()
 
     def vocabulary(self) -> dict[str, list[str]] | None:
         """The embedded world's words (None for an index of other videos)."""
-        if not self.media.is_world():
+        if not self.knows_world():
             return None
         from demo.world import vocabulary
 
@@ -250,7 +269,7 @@ class DemoService:
         import json
 
         model = Path(self.searcher.model_source)
-        if not self.media.is_world() or not model.is_dir():
+        if not self.knows_world() or not model.is_dir():
             raise InputError("the app reruns the embedded suite only; evaluate other models and test sets "
                              "with `python -m demo evaluate`")
         if not self._eval_lock.acquire(blocking=False):
@@ -262,7 +281,8 @@ class DemoService:
             result = evaluate_embedded(
                 self.config.cache_path(), zero_shot=self._zero_shot(),
                 clip4clip=model, limit=None if device.startswith("cuda") else self.config.eval_limit,
-                device=device, progress=progress, command="app.py: Benchmark tab, Rerun")
+                device=device, cache=self.config.cache_path().parent / "evaluate", progress=progress,
+                command="app.py: Benchmark tab, Rerun")
             out = self.eval_files()[1]
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.name}.tmp")

@@ -46,6 +46,10 @@ class MediaResolver:
         self._world = bool(sample) and all(_WORLD_PATH.fullmatch(p.replace("\\", "/")) and
                                            world_path(i) == p.replace("\\", "/") for i, p in sample)
 
+    def has_world_ids(self) -> bool:
+        """Whether the rows are named like world clips (an index built from world files)."""
+        return bool(self._paths) and all(world_path(i) for i in list(self._paths)[:50])
+
     def is_world(self) -> bool:
         """Whether the index holds clips of the embedded world (renderable from their ids)."""
         return self._world

@@ -71,15 +71,15 @@ def _warn(err: Exception) -> str:
 
 
 def _text_to_video(service: DemoService) -> None:
+    examples = WORLD_QUERIES if service.vocabulary() else OPEN_QUERIES
     with gr.Row(equal_height=True):
-        query = gr.Textbox(label="Describe the video you want", placeholder="e.g. " + WORLD_QUERIES[0],
+        query = gr.Textbox(label="Describe the video you want", placeholder="e.g. " + examples[0],
                            scale=5, autofocus=True, max_length=1000, elem_id="vs-query")
         button = gr.Button("Search", variant="primary", scale=1, elem_id="vs-search")
     with gr.Row():
         k = gr.Slider(1, MAX_K, value=10, step=1, label="Results (top-k)", scale=2)
         mode = gr.Radio(list(MODES), value=MODES[0], label="Search", scale=2,
                         info="binary: Hamming search on sign codes, then cosine rerank of the top 100")
-    examples = WORLD_QUERIES if service.vocabulary() else OPEN_QUERIES
     tries = gr.Examples([[q] for q in examples], inputs=[query], label="Try one of these")
     status = gr.Markdown(elem_classes="vs-status")
     results = gr.HTML(fmt.message_html("Results appear here: type a query or click an example."),
@@ -91,7 +91,7 @@ def _text_to_video(service: DemoService) -> None:
     def search(text: str | None, top_k: float, how: str) -> tuple[str, list[dict[str, Any]], str]:
         if not (text or "").strip():
             hint = f"Type what should happen in the video first, e.g. “{examples[0]}”."
-            return fmt.message_html(hint), [], hint
+            return fmt.message_html(hint), [], ""
         try:
             result = service.search_text(text, top_k, how)
         except DemoError as err:
@@ -118,24 +118,25 @@ def _video_to_text(service: DemoService) -> None:
             status = gr.Markdown("Pick or upload a clip to see the captions that match it best.",
                                  elem_classes="vs-status")
             table = gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
-                                 interactive=False, wrap=True, label="Ranked captions",
-                                 column_widths=["8%", "10%", "54%", "14%", "14%"])
+                                 interactive=False, wrap=True, label="Ranked captions", max_height=720,
+                                 elem_classes="vs-table",
+                                 column_widths=["8%", "11%", "53%", "17%", "11%"])
 
-    def describe(clip: str | None, clip_id: str | None, top_k: float) -> tuple[list[list[Any]], str]:
+    def describe(clip: str | None, clip_id: str | None, top_k: float) -> tuple[Any, str]:
         if not clip and not clip_id:
             return [], "Upload a clip or pick one from the corpus first."
         try:
             result = service.search_video(clip, clip_id, top_k)
         except DemoError as err:
             return [], _warn(err)
-        return fmt.caption_rows(result), fmt.describe_status(result)
+        return fmt.caption_table(result), fmt.describe_status(result)
 
-    def picked(clip_id: str | None, top_k: float) -> tuple[str | None, list[list[Any]], str]:
+    def picked(clip_id: str | None, top_k: float) -> tuple[Any, ...]:
         if not clip_id:
             return None, [], "Pick a clip."
         return (service.clip_file(clip_id), *describe(None, clip_id, top_k))
 
-    def uploaded(clip: str | None, top_k: float) -> tuple[None, list[list[Any]], str]:
+    def uploaded(clip: str | None, top_k: float) -> tuple[Any, ...]:
         return (None, *describe(clip, None, top_k))
 
     button.click(describe, [video, pick, k], [table, status], api_name="search_video")
@@ -161,7 +162,7 @@ def _classification(service: DemoService) -> None:
             button = gr.Button("Classify", variant="primary", elem_id="vs-classify")
         with gr.Column(scale=3):
             top = gr.Label(num_top_classes=5, label="Top 5", elem_id="vs-label")
-            bars = gr.BarPlot(x="label", y="probability", sort="-y", y_lim=[0, 1], label="Probabilities",
+            bars = gr.BarPlot(x="label", y="probability", sort="-y", y_lim=[0, None], label="Probabilities",
                               x_label_angle=-30, height=260)
             notes = gr.Markdown(elem_classes="vs-status")
 
@@ -192,13 +193,14 @@ def _benchmark(service: DemoService, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             table = gr.Dataframe(headers=fmt.BENCH_HEADERS, interactive=False, wrap=True, label="Retrieval",
+                                 elem_classes="vs-table",
                                  column_widths=["40%", "12%", "12%", "12%", "12%", "12%"])
             status = gr.Markdown(elem_classes="vs-status")
             with gr.Row():
                 rerun = gr.Button("Rerun evaluation", variant="secondary", scale=0, min_width=200)
                 gr.Markdown(f"Train the embedded models again: `{fmt.TRAIN_COMMAND}`")
         with gr.Column(scale=2):
-            curve = gr.Plot(label="Recall at K", format="png")
+            curve = gr.Plot(label="Recall at K", show_label=False, format="png")
     with gr.Accordion("Every table of the stored run", open=False):
         details = gr.Markdown()
     outputs = [table, curve, status, details]

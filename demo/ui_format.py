@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from demo.service import BenchmarkView, DescribeResult, SearchResult
 
 BENCH_HEADERS = ["Model", *METRICS]
-CAPTION_HEADERS = ["Rank", "Score", "Caption", "From clip", "Own caption"]
+CAPTION_HEADERS = ["Rank", "Score", "Caption", "From clip", "Own"]
 TRAIN_COMMAND = "python -m demo train --preset embedded"
 
 
@@ -58,8 +58,9 @@ def results_html(result: SearchResult) -> str:
 
 
 def results_json(result: SearchResult) -> list[dict[str, Any]]:
-    return [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "caption": h.caption, "video": h.src}
-            for h in result.hits]
+    """One dict per hit; ``video`` is the URL the page plays (relative to the app for local files)."""
+    return [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "caption": h.caption,
+             "video": media_url(h.src) if h.src else None} for h in result.hits]
 
 
 def search_status(result: SearchResult) -> str:
@@ -72,6 +73,17 @@ def caption_rows(result: DescribeResult) -> list[list[Any]]:
     return [[h.rank, round(h.score, 4), h.caption, h.video_id,
              "★ own" if result.clip_id is not None and h.video_id == result.clip_id else ""]
             for h in result.captions]
+
+
+def caption_table(result: DescribeResult) -> Any:
+    """The rows as a styled table: the clip's own captions highlighted."""
+    import pandas as pd
+
+    frame = pd.DataFrame(caption_rows(result), columns=CAPTION_HEADERS)
+    own = frame["Own"] != ""
+    return frame.style.apply(
+        lambda row: ["background-color: rgba(99, 102, 241, 0.14); font-weight: 600" if own[row.name] else ""
+                     for _ in row], axis=1).format({"Score": "{:.4f}"})
 
 
 def describe_status(result: DescribeResult) -> str:
@@ -125,7 +137,10 @@ def recall_figure(view: BenchmarkView) -> Any:
     for name, m in PUBLISHED_WEBVID10K.items():
         ax.plot([1, 5, 10], [m["R@1"], m["R@5"], m["R@10"]], ":", marker="o", ms=3, alpha=0.55,
                 label=f"WebVid-10k: {name}")
-    ax.set(xlabel="K", ylabel="R@K (%)", ylim=(0, 101), xlim=(1, 50 if view.rows else 10))
+    ax.set_xscale("log")  # K = 1, 5, 10 (the table's columns) spread out; the tail to 50 stays visible
+    ticks = [1, 2, 5, 10, 20, 50] if view.rows else [1, 2, 5, 10]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlabel="K", ylabel="R@K (%)", ylim=(0, 101), xlim=(1, ticks[-1]))
     ax.set_title("Text → video recall at K", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

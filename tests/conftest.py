@@ -82,3 +82,58 @@ def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer.writerow(["path", "caption"])
         writer.writerows(rows)
     return folder
+
+
+XCLIP_NUM_FRAMES = 8
+XCLIP_IMAGE_SIZE = 32
+
+def tiny_xclip(path: Path, seed: int = 0, processor: bool = True) -> Path:
+    """Save a tiny random XCLIPModel with the real CLIP tokenizer (and an XCLIPProcessor) to ``path``."""
+    import torch
+    from transformers import CLIPTokenizer, VideoMAEImageProcessorPil, XCLIPConfig, XCLIPModel, XCLIPProcessor
+
+    from demo.tokenizer import build_clip_tokenizer_files
+    from demo.video import IMAGENET_MEAN, IMAGENET_STD
+
+    proj = 32  # X-CLIP needs vision mit_hidden_size == projection_dim, set in both sub-configs too
+    config = XCLIPConfig(
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            projection_dim=proj,
+        ),
+        vision_config=dict(
+            image_size=XCLIP_IMAGE_SIZE,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_frames=XCLIP_NUM_FRAMES,
+            mit_hidden_size=proj,
+            mit_intermediate_size=37,
+            mit_num_attention_heads=4,
+            projection_dim=proj,
+        ),
+        projection_dim=proj,
+        prompt_layers=1,
+        prompt_num_attention_heads=4,
+    )
+    torch.manual_seed(seed)
+    XCLIPModel(config).save_pretrained(path)
+    build_clip_tokenizer_files(path)
+    if processor:
+        # What microsoft/xclip-base-patch32 ships: a VideoMAE image processor with ImageNet
+        # mean/std. The PIL class is the one transformers 5 uses without torchvision; it
+        # saves as "VideoMAEImageProcessor" inside processor_config.json.
+        image_processor = VideoMAEImageProcessorPil(
+            size={"shortest_edge": XCLIP_IMAGE_SIZE},
+            crop_size={"height": XCLIP_IMAGE_SIZE, "width": XCLIP_IMAGE_SIZE},
+            image_mean=list(IMAGENET_MEAN),
+            image_std=list(IMAGENET_STD),
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(path)
+        XCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path

@@ -15,8 +15,9 @@ from demo.labels import LABEL_PRESETS, MAX_LABELS, apply_template, load_preset, 
 from demo.tokenizer import build_clip_tokenizer_files
 from demo.video import IMAGENET_MEAN, IMAGENET_STD, write_mp4
 
-NUM_FRAMES = 8
-IMAGE_SIZE = 32
+from tests.conftest import XCLIP_IMAGE_SIZE as IMAGE_SIZE  # noqa: E402
+from tests.conftest import XCLIP_NUM_FRAMES as NUM_FRAMES  # noqa: E402
+from tests.conftest import tiny_xclip  # noqa: E402
 
 # The world's event classes, used only if demo.world is not there yet.
 FALLBACK_EVENTS = parse_labels(
@@ -25,52 +26,6 @@ FALLBACK_EVENTS = parse_labels(
 )
 
 
-def tiny_xclip(path: Path, seed: int = 0, processor: bool = True) -> Path:
-    """Save a tiny random XCLIPModel with the real CLIP tokenizer (and an XCLIPProcessor) to ``path``."""
-    from transformers import CLIPTokenizer, VideoMAEImageProcessorPil, XCLIPConfig, XCLIPModel, XCLIPProcessor
-
-    proj = 32  # X-CLIP needs vision mit_hidden_size == projection_dim, set in both sub-configs too
-    config = XCLIPConfig(
-        text_config=dict(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            projection_dim=proj,
-        ),
-        vision_config=dict(
-            image_size=IMAGE_SIZE,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_frames=NUM_FRAMES,
-            mit_hidden_size=proj,
-            mit_intermediate_size=37,
-            mit_num_attention_heads=4,
-            projection_dim=proj,
-        ),
-        projection_dim=proj,
-        prompt_layers=1,
-        prompt_num_attention_heads=4,
-    )
-    torch.manual_seed(seed)
-    XCLIPModel(config).save_pretrained(path)
-    build_clip_tokenizer_files(path)
-    if processor:
-        # What microsoft/xclip-base-patch32 ships: a VideoMAE image processor with ImageNet
-        # mean/std. The PIL class is the one transformers 5 uses without torchvision; it
-        # saves as "VideoMAEImageProcessor" inside processor_config.json.
-        image_processor = VideoMAEImageProcessorPil(
-            size={"shortest_edge": IMAGE_SIZE},
-            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-            image_mean=list(IMAGENET_MEAN),
-            image_std=list(IMAGENET_STD),
-        )
-        tokenizer = CLIPTokenizer.from_pretrained(path)
-        XCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

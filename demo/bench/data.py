@@ -40,6 +40,7 @@ class SearchSet:
     codes_path: Path  # (n, dim/8) uint8
     queries: np.ndarray  # (Q, dim) float32, unit rows
     note: str = ""
+    fallback: bool = False  # made from a random-init model: recall here says nothing about a trained one
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RealBase:
     caption_texts: list[str]
     encoder: Clip4ClipEncoder | None  # None when the index came without a loadable model
     note: str
+    fallback: bool = False
 
 
 def _write(path: Path, n: int, dim: int, rows: Iterable[np.ndarray]) -> tuple[Path, Path]:
@@ -105,19 +107,19 @@ def clustered_sets(workdir: Path, sizes: tuple[int, ...], dim: int = 512, cluste
 
 
 def _prefix_sets(name: str, sizes: tuple[int, ...], dim: int, emb_path: Path, codes_path: Path,
-                 queries: np.ndarray, note: str) -> list[SearchSet]:
+                 queries: np.ndarray, note: str, fallback: bool = False) -> list[SearchSet]:
     """One SearchSet per size; smaller sizes get their own files holding the first rows."""
     n_max = max(sizes)
     out = []
     for n in sorted(sizes):
         if n == n_max:
-            out.append(SearchSet(name, n, dim, emb_path, codes_path, queries, note))
+            out.append(SearchSet(name, n, dim, emb_path, codes_path, queries, note, fallback))
             continue
         small_emb = emb_path.with_name(f"{name}_{n}.f16.npy")
         small_codes = codes_path.with_name(f"{name}_{n}.codes.npy")
         np.save(small_emb, np.load(emb_path, mmap_mode="r")[:n])
         np.save(small_codes, np.load(codes_path, mmap_mode="r")[:n])
-        out.append(SearchSet(name, n, dim, small_emb, small_codes, queries, note))
+        out.append(SearchSet(name, n, dim, small_emb, small_codes, queries, note, fallback))
     return out
 
 
@@ -128,17 +130,32 @@ def nn_cosine(x: np.ndarray) -> float:
     return float(np.median(sims.max(axis=1)))
 
 
+def orthonormal_map(d: int, dim: int, seed: int = 0) -> np.ndarray | None:
+    """(d, dim) with orthonormal rows, or None when d == dim: ``x @ map`` lifts d-dim vectors to
+    dim-dim keeping every cosine; the dim sign bits become random-hyperplane bits of x."""
+    if d == dim:
+        return None
+    if d > dim:
+        raise ValueError(f"cannot lift {d}-d embeddings to {dim}-d")
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, d)))
+    return np.ascontiguousarray(basis.T, dtype=np.float32)
+
+
 def realistic_sets(workdir: Path, base: RealBase, sizes: tuple[int, ...], queries: int = 500,
-                   seed: int = 0) -> list[SearchSet]:
-    """The base videos, then noisy copies of them up to each size.
+                   dim: int = 512, seed: int = 0) -> list[SearchSet]:
+    """The base videos, then noisy copies of them up to each size, at ``dim`` dimensions.
 
     A copy is as far from its source as a real video is from its nearest neighbour: the
     noise norm makes cosine(copy, source) equal the base's median nearest-neighbour cosine.
+    Narrower embeddings (the embedded model is 128-d) get their noise in their own space
+    and are then lifted with :func:`orthonormal_map` (so the noise stays where the model's
+    embeddings live, not in directions no query can see).
     """
     videos = l2_normalize(base.videos)
-    v, dim = videos.shape
+    v, native = videos.shape
+    lift = orthonormal_map(native, dim, seed)
     target = min(max(nn_cosine(videos), 0.05), 0.9999)
-    scale = np.float32(np.sqrt(1 / target**2 - 1) / np.sqrt(dim))
+    scale = np.float32(np.sqrt(1 / target**2 - 1) / np.sqrt(native))
     n_max = max(sizes)
 
     def rows() -> Iterator[np.ndarray]:
@@ -147,45 +164,54 @@ def realistic_sets(workdir: Path, base: RealBase, sizes: tuple[int, ...], querie
             ids = np.arange(s, min(s + _CHUNK, n_max))
             block = videos[ids % v].copy()
             copy = ids >= v  # the first V rows are the real videos themselves
-            block[copy] += gen.standard_normal((int(copy.sum()), dim), dtype=np.float32) * scale
-            yield block
+            block[copy] += gen.standard_normal((int(copy.sum()), native), dtype=np.float32) * scale
+            yield block if lift is None else block @ lift
 
     emb_path, codes_path = _write(workdir / f"realistic_{n_max}", n_max, dim, rows())
     rng = np.random.default_rng(seed + 3)
     caps = l2_normalize(base.captions)
+    caps = caps if lift is None else l2_normalize(caps @ lift)
     picked = np.sort(rng.choice(len(caps), size=min(queries, len(caps)), replace=False))
-    note = (f"{base.note}; {v} real video embeddings + noisy copies (cosine {target:.3f} to their "
-            f"source = the median nearest-neighbour cosine of the real ones); queries: "
-            f"{len(picked)} caption embeddings")
-    return _prefix_sets("realistic", sizes, dim, emb_path, codes_path, caps[picked], note)
+    lifted = (f"; noise added in their own {native}-d space, then lifted to {dim}-d by a random "
+              f"orthonormal map (cosines kept; the {dim} sign bits are random-hyperplane bits)"
+              if lift is not None else "")
+    note = (f"{base.note}; {v} real video embeddings, then noisy copies of them (cosine {target:.3f} to "
+            f"their source = the median nearest-neighbour cosine of the real ones){lifted}; queries: "
+            f"{len(picked)} caption embeddings (text -> video)")
+    return _prefix_sets("realistic", sizes, dim, emb_path, codes_path, caps[picked], note, base.fallback)
 
 
-def real_base(workdir: Path, fallback_videos: int = 500, seed: int = 0) -> RealBase:
-    """Video and caption embeddings of the embedded index, or of a fallback model.
+def real_base(workdir: Path, index_dir: Path | None = None, fallback_videos: int = 500,
+              seed: int = 0) -> RealBase:
+    """Video and caption embeddings of an index (default: the embedded one) and its model,
+    or, when there is no such index, of a fallback model.
 
-    The fallback is a random-init CLIP4Clip (2 layers per tower, 512 wide, 512-d projection)
-    run over ``fallback_videos`` rendered world test clips and their captions.
+    The model is the index's ``model_path``, else the embedded preset's model. The fallback
+    is a random-init CLIP4Clip (2 layers per tower, 512 wide, 512-d projection) run over
+    ``fallback_videos`` rendered world test clips and their captions.
     """
     from demo.presets import EMBEDDED
 
-    if Path(EMBEDDED.index or "").joinpath("manifest.json").is_file():
+    folder = Path(index_dir or EMBEDDED.index or "")
+    if (folder / "manifest.json").is_file():
+        from demo.encoders import Clip4ClipEncoder
         from demo.index import VideoIndex
 
-        index = VideoIndex.load(EMBEDDED.index or "")
+        index = VideoIndex.load(folder)
         texts = [index.caption_text(c) for c in range(len(index.caption_video))]
-        encoder = None
-        if Path(EMBEDDED.model).is_dir():
-            from demo.encoders import Clip4ClipEncoder
-
-            encoder = Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu")
-        note = f"embedded index ({len(index)} videos, {index.fingerprint.describe()})"
+        model = next((Path(m) for m in (index.info.get("model_path"), EMBEDDED.model)
+                      if m and Path(m).is_dir()), None)
+        encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu") if model else None
+        note = f"index {folder} ({len(index)} videos, {index.fingerprint.describe()}, model {model})"
         return RealBase(np.asarray(index.embeddings, np.float32),
                         np.asarray(index.caption_embeddings, np.float32), texts, encoder, note)
     encoder = fallback_encoder(workdir, seed)
     videos, captions, texts = embed_world(encoder, fallback_videos)
-    note = (f"FALLBACK: {EMBEDDED.index} is missing; a random-init CLIP4Clip (512-d) embedded "
-            f"{len(videos)} rendered world clips and their captions")
-    return RealBase(videos, captions, texts, encoder, note)
+    note = (f"FALLBACK: {folder} is missing; a random-init CLIP4Clip (512-d) embedded "
+            f"{len(videos)} rendered world clips and their captions. Random towers map every clip "
+            f"to nearly the same vector (median nearest-neighbour cosine {nn_cosine(l2_normalize(videos)):.4f}), "
+            "so recall on this set says nothing about a trained model")
+    return RealBase(videos, captions, texts, encoder, note, fallback=True)
 
 
 def fallback_encoder(workdir: Path, seed: int = 0) -> Clip4ClipEncoder:

@@ -1,0 +1,103 @@
+"""App start-up: seconds from ``python app.py`` to a usable page, and its memory.
+
+Starts the app as a user would (embedded preset unless ``DEMO_PRESET`` says otherwise)
+on a free local port, polls ``/`` and Gradio's ``/config`` until both answer 200, then
+reads the resident memory of the app's process tree and stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+_URL = re.compile(r"https?://(?:127\.0\.0\.1|localhost|0\.0\.0\.0):(\d+)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
+def bench_app(root: Path, args: tuple[str, ...] = (), timeout_s: float = 240.0) -> dict[str, Any]:
+    """Start ``root/app.py`` (with ``args``) and time it to a usable page; ``skipped`` when
+    there is no app or it does not come up."""
+    app = root / "app.py"
+    if not app.is_file():
+        return {"skipped": f"{app} does not exist yet"}
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    command = [sys.executable, str(app), "--host", "127.0.0.1", "--port", str(port), *args]
+    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True).start()
+    times: dict[str, float] = {}
+    try:
+        while time.perf_counter() - start < timeout_s and len(times) < 2:
+            if proc.poll() is not None:
+                tail = "".join(output[-5:]).strip()
+                return {"skipped": f"app.py exited with code {proc.returncode} before serving: {tail[-300:]}"}
+            # The app may pick its own port; the URL it prints wins.
+            found = [int(m) for line in output for m in _URL.findall(line)]
+            base = f"http://127.0.0.1:{found[-1] if found else port}"
+            for name, path in (("page", "/"), ("config", "/config")):
+                if name not in times and _status(base + path) == 200:
+                    times[name] = time.perf_counter() - start
+            time.sleep(0.1)
+        if len(times) < 2:
+            return {"skipped": f"no HTTP 200 on / and /config within {timeout_s:g} s"}
+        time.sleep(1.0)  # let start-up work that runs after the first answer settle
+        return {"page_s": times["page"], "config_s": times["config"], "rss_mb": _tree_rss_mb(proc.pid),
+                "preset": os.environ.get("DEMO_PRESET", "embedded") + (" + --index" if "--index" in args else ""),
+                "command": "python app.py " + " ".join(args)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def format_app_markdown(result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return f"Skipped: {result['skipped']}.\n"
+    r = result
+    return ("| command | preset | start -> HTTP 200 on / | -> /config answers | resident memory MiB |\n"
+            "|---|---|---:|---:|---:|\n"
+            f"| `{r['command'].strip()}` | {r['preset']} | {r['page_s']:.1f} s | {r['config_s']:.1f} s "
+            f"| {r['rss_mb']:.0f} |\n")

@@ -1,0 +1,64 @@
+"""The Markdown of one ``python -m demo bench`` run (header, targets, one part per section)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def busy_note(meta: dict[str, Any]) -> str | None:
+    """A warning when the machine was loaded (another process competing for the cores)."""
+    cores = meta.get("cores") or 1
+    loads = [*meta.get("load_average", [])[:1], *meta.get("load_average_after", [])[:1]]
+    if not loads or max(loads) <= 0.5 * cores:
+        return None
+    seen = " -> ".join(f"{x:.1f}" for x in loads)
+    return (f"**The machine was busy** (1-minute load average {seen} on {cores} cores: other "
+            "processes competed for the CPU), so latencies are inflated and noisier than on a "
+            "quiet machine; rerun the command when the load is near 0.")
+
+
+def _header(meta: dict[str, Any]) -> list[str]:
+    m = meta
+    load = " -> ".join(f"{x[0]:.2f}" for x in (m.get("load_average"), m.get("load_average_after")) if x)
+    lines = [
+        f"`{m['command']}` on {m['date']}, {m.get('seconds', 0):.0f} s. CPU: {m['cpu']}, "
+        f"{m['cores']} cores (load average {load or 'n/a'}). Python {m['python']}, "
+        f"torch {m['torch']} ({m['torch_threads']} threads), faiss {m['faiss']} "
+        f"({m['faiss_threads']} OpenMP threads), numpy {m['numpy']}, "
+        f"transformers {m['transformers']}. Latencies are p50 / p95 over the repetitions "
+        "shown; every method ran on the same data, in one process, one after another.",
+        "",
+    ]
+    note = busy_note(meta)
+    return [*lines, note, ""] if note else lines
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["### Targets", "", "| target | goal | measured | holds |", "|---|---|---|---|"]
+    verdict = {True: "yes", False: "**no**", None: "n/a"}
+    lines += [f"| {r['target']} | {r['goal']} | {r['measured']} | {verdict[r['holds']]} |" for r in rows]
+    return [*lines, ""]
+
+
+def format_markdown(out: dict[str, Any]) -> str:
+    """All sections present in ``out`` (a :func:`demo.bench.runner.run_bench` result)."""
+    from demo.bench.app import format_app_markdown
+    from demo.bench.decode import format_decode_markdown
+    from demo.bench.indexing import format_indexing_markdown
+    from demo.bench.query import format_query_markdown
+    from demo.bench.search import format_search_markdown
+
+    lines = _header(out["meta"]) + _targets(out.get("targets", []))
+    parts = [
+        ("search", "Search (d = 512, top-10)", lambda r: format_search_markdown(r["results"])),
+        ("query", "Query path: text -> top-10", format_query_markdown),
+        ("indexing", "Indexing throughput (decode + sample + encode)", format_indexing_markdown),
+        ("app", "App start-up", format_app_markdown),
+        ("decode", "Decoding one clip", format_decode_markdown),
+    ]
+    for key, title, fmt in parts:
+        if key in out:
+            lines += [f"### {title}", "", fmt(out[key]).rstrip(), ""]
+    return "\n".join(lines)

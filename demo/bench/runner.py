@@ -1,0 +1,219 @@
+"""``python -m demo bench``: every measurement in one run, one table, one JSON file.
+
+Sections: ``search`` (latency/memory/recall at 100k and 1M), ``query`` (text -> top-10
+with a ViT-B/32-sized text tower, fp32 and int8), ``indexing`` (videos/s and the decode
+share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``.
+``--quick`` runs small sizes and tiny models (what CI runs through the tests).
+
+The Markdown goes between ``<!-- bench:main -->`` and ``<!-- /bench:main -->`` of
+BENCHMARKS.md (after a full run, or into ``--markdown FILE``); nothing else in that file
+is touched. The JSON and the Markdown also land in ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from demo.bench.common import load_average, machine_info
+from demo.bench.indexing import IndexingScale
+from demo.bench.query import QueryScale
+from demo.bench.search import SearchScale
+from demo.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("search", "query", "indexing", "app", "decode")
+BEGIN, END = "<!-- bench:main -->", "<!-- /bench:main -->"
+# The issue's targets on a 2-core CPU.
+LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big each section runs; :func:`plan` gives the full and the quick one."""
+
+    sizes: tuple[int, ...]
+    clusters: int
+    queries: int  # recall queries per data set (also the pool the timed queries cycle through)
+    fallback_videos: int  # world clips the fallback model embeds when there is no embedded index
+    search: SearchScale
+    query: QueryScale
+    indexing: IndexingScale
+    decode: dict[str, Any] = field(default_factory=dict)  # bench_decode keyword arguments
+    app: bool = True
+
+
+def plan(quick: bool) -> Plan:
+    if quick:
+        return Plan(sizes=(20_000,), clusters=100, queries=64, fallback_videos=24,
+                    search=SearchScale(reps=5, batch_reps=3, sweep=(100, 500, 1000), budget_s=2.0,
+                                       min_reps=3),
+                    query=QueryScale(tower="tiny", reps=3, agreement_queries=5),
+                    indexing=IndexingScale(models=("tiny",), world_videos=4, batch_size=2),
+                    decode=dict(seconds=2.0, height=112, fps=10.0, image_size=56, repeats=1), app=False)
+    return Plan(sizes=(100_000, 1_000_000), clusters=1000, queries=500, fallback_videos=500,
+                search=SearchScale(), query=QueryScale(), indexing=IndexingScale())
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    sections: tuple[str, ...] = SECTIONS
+    quick: bool = False
+    out: Path = Path("work/bench")  # bench.json and bench.md go here
+    # The file whose bench:main section is replaced (None: BENCHMARKS.md, after a full run only).
+    markdown: Path | None = None
+    index: Path | None = None  # index replicated for the realistic set (None: the embedded preset's)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown or not self.sections:
+            raise InputError(f"unknown bench section(s) {unknown or '(none)'}; "
+                             f"choose from {' '.join(SECTIONS)}")
+
+    @property
+    def command(self) -> str:
+        parts = ["python -m demo bench"]
+        if self.quick:
+            parts.append("--quick")
+        if tuple(self.sections) != SECTIONS:
+            parts.append("--only " + " ".join(self.sections))
+        if self.index is not None:
+            parts.append(f"--index {self.index}")
+        return " ".join(parts)
+
+    def markdown_target(self) -> Path | None:
+        if self.markdown is not None:
+            return self.markdown
+        if self.quick or set(self.sections) != set(SECTIONS):
+            return None  # partial or quick numbers do not replace the full table
+        from demo.presets import ROOT
+
+        return ROOT / "BENCHMARKS.md"
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run the chosen sections; write bench.json / bench.md to ``config.out`` and, where
+    :meth:`BenchConfig.markdown_target` says so, the section of BENCHMARKS.md."""
+    p = plan(config.quick)
+    started = time.perf_counter()
+    meta = {"command": config.command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": config.quick, "sections": list(config.sections), **machine_info()}
+    out: dict[str, Any] = {"meta": meta}
+    config.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=config.out) as tmp:
+        out.update(_run_sections(config, p, Path(tmp)))
+    meta["load_average_after"] = load_average()
+    meta["seconds"] = time.perf_counter() - started
+    out["targets"] = collect_targets(out)
+    from demo.bench.report import format_markdown
+
+    markdown = format_markdown(out)
+    out["markdown"] = markdown
+    (config.out / "bench.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    (config.out / "bench.md").write_text(markdown)
+    target = config.markdown_target()
+    if target is not None:
+        write_section(target, markdown)
+        log.info("wrote the bench section of %s", target)
+    log.info("bench finished in %.0f s; results in %s", meta["seconds"], config.out / "bench.json")
+    return out
+
+
+def _run_sections(config: BenchConfig, p: Plan, tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    chosen = set(config.sections)
+    base = realistic = None
+    if chosen & {"search", "query"}:
+        from demo.bench.data import real_base, realistic_sets
+
+        base = real_base(tmp, config.index, p.fallback_videos, seed=config.seed)
+        realistic = realistic_sets(tmp, base, p.sizes, p.queries, seed=config.seed)
+    if "search" in chosen and realistic is not None:
+        from demo.bench.data import clustered_sets
+        from demo.bench.search import bench_search_set
+
+        clustered = clustered_sets(tmp, p.sizes, clusters=p.clusters, queries=p.queries, seed=config.seed)
+        results = [bench_search_set(s, p.search) for s in [*clustered, *realistic]]
+        out["search"] = {"results": results, "limits": LIMITS}
+        for s in clustered:  # free the disk early; the realistic set serves the query section
+            s.emb_path.unlink(missing_ok=True)
+    if "query" in chosen:
+        from demo.bench.query import bench_query
+
+        out["query"] = bench_query(tmp, realistic[-1] if realistic else None, base, p.query)
+    base = None  # the fallback model is not needed any more
+    if "indexing" in chosen:
+        from demo.bench.indexing import bench_indexing
+
+        out["indexing"] = bench_indexing(tmp, p.indexing)
+    if "app" in chosen:
+        from demo.bench.app import bench_app
+        from demo.presets import ROOT
+
+        args = ("--index", str(config.index)) if config.index else ()
+        out["app"] = bench_app(ROOT, args) if p.app else {"skipped": "not run with --quick"}
+    if "decode" in chosen:
+        from demo.bench.decode import bench_decode
+
+        out["decode"] = bench_decode(workdir=tmp, **p.decode)
+    return out
+
+
+def collect_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target with its goal, what was measured and whether it holds."""
+    from demo.bench.search import search_targets
+
+    rows: list[dict[str, Any]] = []
+    search = out.get("search", {}).get("results", [])
+    for name in ("clustered", "realistic"):
+        sets = [r for r in search if r["data"] == name]
+        if sets:
+            rows += search_targets(max(sets, key=lambda r: r["n"]), name == "realistic", LIMITS)
+    if any(r["data"] == "realistic" and r.get("fallback") for r in search):
+        rows.append({"target": "recall@1 of binary + rerank100 vs exact (realistic)", "goal": ">= 0.99",
+                     "measured": "not measurable: no embedded index, and a random-init model's embeddings "
+                                 "are all nearly the same vector", "holds": None})
+    query = out.get("query")
+    if query and query.get("search"):
+        for row in query["rows"]:
+            p50 = row["end_to_end"]["p50_ms"]
+            rows.append({"target": f"text -> top-10, {row['precision']} text tower + binary search, p50",
+                         "goal": f"<= {LIMITS['end_to_end_ms']:g} ms",
+                         "measured": f"{p50:.1f} ms (N={query['search']['n']:,})",
+                         "holds": p50 <= LIMITS["end_to_end_ms"]})
+    indexing = out.get("indexing")
+    if indexing:
+        for row in indexing["rows"]:
+            rows.append({"target": f"decoding share of index building, {row['model']} model (pipelined)",
+                         "goal": f"<= {indexing['share_target']:.0%}",
+                         "measured": f"{row['decode_share_pipelined']:.0%} "
+                                     f"(serial split {row['decode_share_serial']:.0%})",
+                         "holds": bool(row["holds"])})
+    return rows
+
+
+def replace_section(document: str, body: str) -> str:
+    """``document`` with the text between the bench markers replaced by ``body`` (the
+    markers are appended when missing); everything outside them is kept byte for byte."""
+    section = f"{BEGIN}\n{body.rstrip()}\n{END}"
+    start, stop = document.find(BEGIN), document.find(END)
+    if start >= 0 and stop > start:
+        return document[:start] + section + document[stop + len(END):]
+    return document.rstrip() + ("\n\n" if document.strip() else "") + section + "\n"
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace the bench section of ``path`` (created as ``# Benchmarks`` when missing), atomically."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(replace_section(old, body), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,108 @@
+"""Model cards (``README.md`` in a checkpoint folder) for the embedded CLIP4Clip models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from demo.temporal import Clip4ClipSettings
+
+
+def _read_log(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _param_count(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for name in ("model.safetensors", "temporal_head.safetensors"):
+        path = folder / name
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    total += _numel(f.get_slice(key).get_shape())
+    return total
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _stage_lines(name: str, run_dir: Path) -> list[str]:
+    log = _read_log(run_dir)
+    config = json.loads((run_dir / "train_config.json").read_text()) if (run_dir / "train_config.json").is_file() \
+        else {}
+    if not log:
+        return [f"- {name}: no training log found in {run_dir}"]
+    minutes = sum(r.get("seconds", 0) for r in log) / 60
+    last = log[-1]["val"]
+    head = "seqTransf/t2v" if "seqTransf/t2v" in last else "meanP/t2v"
+    best = max(r["val"][head]["R@1"] for r in log)
+    return [f"- {name}: {len(log)} epochs, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
+            f"{config.get('clip_lr')} (CLIP towers), pooling `{config.get('pooling')}`, {minutes:.1f} min of "
+            f"training steps; best validation text->video R@1 {best:.1f} ({head.split('/')[0]})."]
+
+
+def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_markdown: str | None,
+                         command: str = "python -m demo train --preset embedded",
+                         stages: tuple[str, ...] = ("image", "video")) -> Path:
+    """Write ``README.md`` into a shipped checkpoint folder from its training logs and results."""
+    folder, work = Path(folder), Path(work)
+    settings = Clip4ClipSettings.load(folder)
+    config = json.loads((folder / "config.json").read_text())
+    text, vision = config["text_config"], config["vision_config"]
+    lines = [
+        f"# {title}",
+        "",
+        "A small CLIP4Clip model trained from random initialisation by this project's training module on "
+        "its procedurally rendered video world (shapes of 8 kinds and 8 colours that move, turn, grow, shrink, "
+        "bounce, appear or disappear over 7 backgrounds; see the project README for the vocabulary). It is an "
+        "ordinary Hugging Face CLIP folder: `CLIPTextModelWithProjection.from_pretrained(folder)` and "
+        "`CLIPVisionModelWithProjection.from_pretrained(folder)` load the towers; `clip4clip.json` holds the "
+        "frame sampling and pooling, `temporal_head.safetensors` the seqTransf head (if any).",
+        "",
+        "## Architecture",
+        "",
+        f"- text: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, "
+        f"{text.get('max_position_embeddings')} positions, CLIP's 49,408-token BPE vocabulary",
+        f"- vision: ViT, {vision.get('image_size')}x{vision.get('image_size')} pixels, patch "
+        f"{vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, width {vision.get('hidden_size')}",
+        f"- embedding size {config.get('projection_dim')}; pooling `{settings.pooling}`"
+        + (f" ({settings.head_layers}-layer transformer, {settings.head_heads} heads)"
+           if settings.pooling == "seqTransf" else ""),
+        f"- frames: sampled at {settings.sample_fps:g} fps, at most {settings.max_frames}; "
+        f"text: at most {settings.max_words} tokens",
+        f"- weights stored as float16 ({_param_count(folder) / 1e6:.1f} M parameters); they load as float32",
+        "",
+        "## Training",
+        "",
+        f"Reproduce with `{command}` (renders the world, then trains; CPU, fp32).",
+        "",
+        "- data: the world with seed 0: 8,000 training clips (5 captions each, plus still-frame captions), "
+        "500 validation clips for model selection; five colour-shape combinations never appear in training",
+    ]
+    names = {"image": "stage 1, image-text pretraining on single frames with still-frame captions",
+             "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, "
+                      "loss = mean of both)"}
+    for stage in stages:
+        lines += _stage_lines(names[stage], work / stage)
+    lines += ["- loss: symmetric InfoNCE over in-batch similarities with a learned temperature; identical "
+              "captions in a batch count as positives; a clip and its time reversal share a batch",
+              "- schedule: AdamW, linear warm-up over 10% of the steps, cosine decay, gradient clipping at 1.0",
+              ""]
+    if eval_markdown:
+        lines += ["## Test-split results (`python -m demo evaluate`)", "", eval_markdown.strip(), ""]
+    lines += ["## Limitations", "",
+              "It knows only the rendered world's words and pictures: it has never seen a real video. Use it "
+              "to explore the product offline; use the `webvid` preset for real footage.", ""]
+    out = folder / "README.md"
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,284 @@
+"""The Gradio app through its API: launched in-process on 127.0.0.1 with tiny random models
+and a small embedded-world index built here, called with gradio_client like any user."""
+
+from __future__ import annotations
+
+import json
+import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from demo.errors import InputError, VideoDecodeError
+from demo.service import AppConfig, DemoService
+
+N_CLIPS = 8
+
+
+def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
+    """An index of the world's first ``n`` test clips whose rows hold world-relative paths
+    (``clips/test/<id>.mp4``), like the shipped one: the app must render them on demand."""
+    from demo.encoders import Clip4ClipEncoder
+    from demo.index import VideoIndex
+    from demo.index_build import VideoItem, build_index
+    from demo.world import WorldConfig, clip_spec_by_id, render_to
+
+    items = []
+    for i in range(n):
+        spec = clip_spec_by_id(WorldConfig(), f"test-{i:06d}")
+        path = render_to(spec, root / "world" / "clips" / "test" / f"{spec.id}.mp4")
+        items.append(VideoItem(spec.id, str(path), spec.captions, {"split": "test"}))
+    out = root / "index"
+    encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu")
+    build_index(items, out, encoder, progress=False, model_path=str(model))
+    index = VideoIndex.load(out)
+    for row in index.metadata:
+        row["path"] = f"clips/test/{row['id']}.mp4"
+    index.info.pop("media_root", None)  # the clips exist only in the app's cache
+    index.save(out, overwrite=True)
+    return out
+
+
+@dataclass
+class RunningApp:
+    service: DemoService
+    demo: Any
+    url: str
+    root: Path
+
+
+def launch_app(root: Path, model: Path) -> RunningApp:
+    """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
+    from tests.conftest import tiny_xclip
+
+    from demo.ui import build_demo, launch_options
+
+    index = build_world_index(root, model)
+    xclip = tiny_xclip(root / "xclip")
+    config = AppConfig(model=str(model), index=str(index), xclip=str(xclip), device="cpu",
+                       cache_dir=str(root / "cache"), eval_limit=6)
+    service = DemoService.load(config)
+    demo = build_demo(service)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(service))
+    return RunningApp(service, demo, demo.local_url, root)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iterator[RunningApp]:
+    running = launch_app(tmp_path_factory.mktemp("app"), tiny_clip4clip)
+    yield running
+    running.demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app: RunningApp) -> Any:
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clip(app: RunningApp) -> str:
+    return app.service.examples()[0]
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """Uploads that are not videos: random bytes, text, an empty file, audio only."""
+    folder.mkdir(exist_ok=True)
+    files = {"corrupt": folder / "corrupt.mp4", "text": folder / "notes.mp4", "empty": folder / "empty.mp4",
+             "audio": folder / "tone.wav"}
+    files["corrupt"].write_bytes(np.random.default_rng(0).bytes(4096))
+    files["text"].write_text("this is not a video\n")
+    files["empty"].write_bytes(b"")
+    with wave.open(str(files["audio"]), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes((np.sin(np.arange(8000) / 5) * 8000).astype(np.int16).tobytes())
+    return files
+
+
+def test_named_endpoints(client: Any) -> None:
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/search_text", "/search_video", "/classify", "/benchmark"} <= names
+
+
+def test_search_text_returns_playable_clips(app: RunningApp, client: Any) -> None:
+    import httpx
+
+    html, hits, status = client.predict("a small purple cross moving up", 3, "exact", api_name="/search_text")
+    assert html.count("<video") == 3 and "autoplay" in html and "muted" in html
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert all(h["id"].startswith("test-") and h["caption"] for h in hits)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert "encode" in status and "ms" in status
+    # The clips were rendered into the cache on demand and are served by the file route...
+    cache = app.root / "cache"
+    for h in hits:
+        route, _, path = h["video"].partition("=")
+        assert route == "gradio_api/file" and Path(path).is_file() and Path(path).is_relative_to(cache)
+    response = httpx.get(app.url + hits[0]["video"])
+    assert response.status_code == 200 and response.content[4:8] == b"ftyp"
+    # ...which serves nothing outside the allowed folders.
+    assert httpx.get(f"{app.url}gradio_api/file={app.root / 'index' / 'manifest.json'}").status_code == 403
+
+
+def test_binary_search_and_top_k(client: Any) -> None:
+    _, hits, status = client.predict("a red circle", 24, "binary + rerank", api_name="/search_text")
+    assert len(hits) == N_CLIPS  # k is capped by the corpus size
+    assert "binary + rerank" in status
+
+
+def test_empty_query_is_a_message(client: Any) -> None:
+    html, hits, status = client.predict("   ", 5, "exact", api_name="/search_text")
+    assert hits == [] and "vs-message" in html and "Type what should happen" in html and status == ""
+
+
+def test_search_video_with_corpus_clip_marks_its_captions(client: Any) -> None:
+    table, status = client.predict(None, "test-000003", 24, api_name="/search_video")
+    assert table["headers"][:3] == ["Rank", "Score", "Caption"]
+    rows = table["data"]
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    own = [r for r in rows if r[3] == "test-000003"]
+    assert own and all(r[4] == "★ own" for r in own)
+    assert all(r[4] == "" for r in rows if r[3] != "test-000003")
+    assert "test-000003" in status
+
+
+def test_search_video_with_upload(client: Any, clip: str) -> None:
+    from gradio_client import handle_file
+
+    table, status = client.predict(handle_file(clip), None, 4, api_name="/search_video")
+    assert len(table["data"]) == 4 and "encode" in status
+
+
+def test_classify_returns_top5_and_bars(client: Any, clip: str) -> None:
+    from gradio_client import handle_file
+
+    labels = "moving left, moving right, growing, shrinking, bouncing, turning clockwise"
+    top, bars, notes = client.predict(handle_file(clip), labels, "a video of {}", api_name="/classify")
+    confidences = top["confidences"]
+    assert len(confidences) == 5
+    assert {c["label"] for c in confidences} <= set(labels.split(", "))
+    assert sorted((c["confidence"] for c in confidences), reverse=True) == [c["confidence"] for c in confidences]
+    assert [row[0] for row in bars["data"]] == [c["label"] for c in confidences]
+    assert "6" in notes  # "Scored 6 labels"
+
+
+def test_classify_single_label_has_a_note(client: Any, clip: str) -> None:
+    from gradio_client import handle_file
+
+    top, _, notes = client.predict(handle_file(clip), "growing", "{}", api_name="/classify")
+    assert top["label"] == "growing" and "only one label" in notes
+
+
+@pytest.mark.parametrize("endpoint", ["/search_video", "/classify"])
+def test_bad_uploads_are_messages(app: RunningApp, client: Any, endpoint: str) -> None:
+    from gradio_client import handle_file
+
+    for kind, path in bad_files(app.root / "bad").items():
+        if endpoint == "/classify":
+            top, bars, message = client.predict(handle_file(str(path)), "a, b", "{}", api_name=endpoint)
+            assert not top and not (bars or {}).get("data")
+        else:
+            table, message = client.predict(handle_file(str(path)), None, 5, api_name=endpoint)
+            assert table["data"] in ([], [[]], [["", "", "", "", ""]]) or not any(table["data"][0])
+        assert message.startswith("⚠️"), (kind, message)
+        assert str(app.root) not in message  # names the file, not the server's folders
+    # ... and the app keeps serving.
+    _, hits, _ = client.predict("a green star", 2, "exact", api_name="/search_text")
+    assert len(hits) == 2
+
+
+def test_missing_inputs_are_messages(client: Any, clip: str) -> None:
+    from gradio_client import handle_file
+
+    assert "labels" in client.predict(handle_file(clip), " , ", "{}", api_name="/classify")[2].lower()
+    assert "upload" in client.predict(None, "moving left", "{}", api_name="/classify")[2].lower()
+    assert "upload" in client.predict(None, None, 5, api_name="/search_video")[1].lower()
+    bad_template = client.predict(handle_file(clip), "a, b", "no placeholder", api_name="/classify")[2]
+    assert bad_template.startswith("⚠️") and "template" in bad_template
+
+
+def test_upload_limits(app: RunningApp, clip: str) -> None:
+    service = app.service
+    short = DemoService(service.searcher, None, service.preset, replace(service.config, max_duration_s=0.5))
+    with pytest.raises(InputError, match="limit is 0.5 s"):
+        short.check_upload(clip)
+    small = DemoService(service.searcher, None, service.preset, replace(service.config, max_upload_mb=0.001))
+    with pytest.raises(InputError, match="MB"):
+        small.check_upload(clip)
+    with pytest.raises(VideoDecodeError):
+        service.check_upload(str(app.root / "nowhere.mp4"))
+    with pytest.raises(InputError, match="unavailable"):
+        short.classify(clip, "a, b")
+
+
+def test_twenty_concurrent_searches(app: RunningApp) -> None:
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    queries = [f"a {c} square moving {d}" for c in ("red", "green", "blue", "pink", "white")
+               for d in ("left", "right", "up", "down")]
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda q: client.predict(q, 4, "binary + rerank", api_name="/search_text"),
+                                queries))
+    assert len(results) == 20
+    assert all(len(hits) == 4 and html.count("<video") == 4 for html, hits, _ in results)
+
+
+def test_benchmark_reads_and_reruns(app: RunningApp, client: Any) -> None:
+    table, plot, status, details = client.predict(api_name="/benchmark")
+    assert table["headers"] == ["Model", "R@1", "R@5", "R@10", "MdR", "MnR"]
+    names = [row[0] for row in table["data"]]
+    assert names[0] == "this model: not yet evaluated" and "Not yet evaluated" in status
+    assert any("CLIP4Clip (150k WebVid)" in n for n in names)
+    published = next(r for r in table["data"] if "150k WebVid" in r[0])
+    assert published[1:] == ["50.74", "77.30", "85.05", "1", "14.95"]
+    assert plot is not None
+
+    from demo.world import WorldConfig, synth
+
+    # The clips the rerun scores, rendered ahead so the test does not start a process pool.
+    synth(app.root / "cache", WorldConfig(), splits=("test",), limit=6, workers=1, progress=False)
+    table, _, status, details = client.predict(api_name="/rerun_benchmark")
+    rows = [r for r in table["data"] if not r[0].startswith("published")]
+    assert rows and all(r[1] != "–" for r in rows), table
+    assert all(0 <= float(r[1]) <= 100 for r in rows)
+    assert "6 videos" in status and "Retrieval" in details
+    stored = json.loads(app.service.eval_files()[1].read_text())
+    assert {r["task"] for r in stored["rows"]} >= {"t2v", "v2t"}
+
+
+def test_missing_index_stops_app_py_with_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app_main", Path(__file__).resolve().parent.parent / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--index", str(tmp_path / "nowhere"), "--port", "7999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: index folder") and "nowhere" in err[0]
+
+
+def test_example_queries_speak_the_world_language() -> None:
+    from demo.ui import WORLD_QUERIES
+    from demo.world import vocabulary
+
+    vocab = vocabulary()
+    words = {w for key in ("shapes", "colours", "sizes", "backgrounds") for w in vocab[key]}
+    phrases = [p for key in ("event_phrases", "relation_phrases") for p in vocab[key]]
+    glue = {"a", "an", "the", "and", "on", "background"}
+    for query in WORLD_QUERIES:
+        rest = query
+        for phrase in sorted(phrases, key=len, reverse=True):
+            rest = rest.replace(phrase, " ")
+        unknown = [w for w in rest.split() if w not in words | glue]
+        assert not unknown, (query, unknown)

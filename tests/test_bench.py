@@ -1,0 +1,163 @@
+"""The benchmark runner: `python -m demo bench --quick` end to end, the BENCHMARKS.md
+section writer, and the search helpers it times. No timing assertions: only that every
+section is there and its numbers are sane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from demo.bench.runner import BEGIN, END, SECTIONS, BenchConfig, replace_section
+from demo.cli import main
+from demo.index import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
+
+
+def _positive_timing(t: dict[str, float]) -> None:
+    assert t["p50_ms"] > 0 and t["p95_ms"] >= t["p50_ms"] and t["reps"] >= 1
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "bench.json").read_text())
+    assert set(SECTIONS) <= set(out) and out["meta"]["quick"] is True
+    assert out["meta"]["cores"] >= 1 and out["meta"]["faiss"] and out["meta"]["torch"]
+    assert out["meta"]["command"] == "python -m demo bench --quick"
+
+    results = out["search"]["results"]
+    assert {r["data"] for r in results} == {"clustered", "realistic"}
+    for r in results:
+        assert r["n"] == 20_000 and r["dim"] == 512
+        assert {"numpy", "faiss_flat", "binary_rerank100", "binary_rerank500"} <= set(r["methods"])
+        for m in r["methods"].values():
+            _positive_timing(m["one"])
+            _positive_timing(m["batch"])
+            assert m["kept_mb"] > 0
+            for key in ("recall@1", "recall@10"):
+                assert 0.0 <= m.get(key, 1.0) <= 1.0
+        assert r["methods"]["faiss_flat"]["recall@1"] >= 0.99  # faiss flat is exact too
+        assert r["methods"]["binary_rerank100"]["kept_mb"] == pytest.approx(20_000 * 64 / 2**20)
+        recalls = [s["recall@1"] for s in r["sweep"]]
+        assert recalls == sorted(recalls)  # deeper rerank never finds less
+    clustered = next(r for r in results if r["data"] == "clustered")
+    assert clustered["methods"]["binary_rerank500"]["recall@10"] >= 0.9
+
+    query = out["query"]
+    assert [row["precision"] for row in query["rows"]] == ["fp32", "int8"]
+    for row in query["rows"]:
+        _positive_timing(row["encode"])
+        _positive_timing(row["end_to_end"])
+    agreement = query["agreement"]
+    assert 0.0 <= agreement["identical_top_k"] <= 1.0 and agreement["queries"] == 5
+
+    (row,) = out["indexing"]["rows"]
+    assert row["videos"] == 4 and row["pipelined_videos_per_s"] > 0 and row["serial_videos_per_s"] > 0
+    assert 0.0 <= row["decode_share_serial"] <= 1.0 and 0.0 <= row["decode_share_pipelined"] <= 1.0
+
+    assert "skipped" in out["app"]
+    assert out["decode"]["load_clip_ms"] > 0
+    assert all(t["holds"] in (True, False, None) for t in out["targets"])
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "### Search" in markdown and "### Targets" in markdown and "python -m demo bench --quick" in markdown
+
+
+def test_section_selection_and_bad_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "decode", "--quick", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "bench.json").read_text())
+    assert "decode" in out and "search" not in out and out["meta"]["sections"] == ["decode"]
+    assert out["meta"]["command"] == "python -m demo bench --quick --only decode"
+    assert main(["bench", "--only", "nonsense", "--out", str(tmp_path)]) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_only_a_full_run_replaces_the_benchmarks_table() -> None:
+    assert BenchConfig(quick=True).markdown_target() is None
+    assert BenchConfig(sections=("decode",)).markdown_target() is None
+    assert BenchConfig().markdown_target() == Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    assert BenchConfig(quick=True, markdown=Path("x.md")).markdown_target() == Path("x.md")
+
+
+def test_replace_section_keeps_everything_outside_the_markers() -> None:
+    doc = "# Benchmarks\n\nintro\n\n<!-- evaluate:embedded -->\nkeep me\n<!-- /evaluate:embedded -->\n"
+    once = replace_section(doc, "table one")
+    assert once.startswith(doc.rstrip()) and once.endswith(f"{BEGIN}\ntable one\n{END}\n")
+    twice = replace_section(once + "\ntrailing text\n", "table two\n")
+    assert "table one" not in twice and f"{BEGIN}\ntable two\n{END}" in twice
+    assert twice.startswith(doc.rstrip()) and twice.endswith("\ntrailing text\n")
+    assert replace_section("", "t") == f"{BEGIN}\nt\n{END}\n"
+
+
+def test_rerank_rows_is_exact_on_its_candidates_and_drops_padding() -> None:
+    rng = np.random.default_rng(0)
+    emb = l2_normalize(rng.normal(size=(300, 64))).astype(np.float16)
+    q = l2_normalize(rng.normal(size=(5, 64)))
+    cand = np.stack([rng.choice(300, size=40, replace=False) for _ in q])
+    cand[0, 30:] = -1  # faiss pads with -1 when it has fewer rows than asked for
+    scores, rows = rerank_rows(emb, q, cand, k=10)
+    for i in range(len(q)):
+        ids = cand[i][cand[i] >= 0]
+        sims = emb[ids].astype(np.float32) @ q[i]
+        best = ids[np.argsort(-sims, kind="stable")[:10]]
+        assert set(rows[i]) == set(best)
+        np.testing.assert_allclose(scores[i], np.sort(sims)[::-1][:10], rtol=1e-5)
+    few, few_rows = rerank_rows(emb, q[:1], cand[:1, 28:], k=10)  # 2 real candidates, 10 asked
+    assert list(few_rows[0, 2:]) == [-1] * 8 and np.isneginf(few[0, 2:]).all()
+
+
+def test_hamming_search_finds_nearest_codes_and_restores_threads() -> None:
+    import faiss
+
+    rng = np.random.default_rng(1)
+    x = l2_normalize(rng.normal(size=(500, 64)))
+    index = build_binary_index(binarize(x), 64)
+    threads = faiss.omp_get_max_threads()
+    for q in (x[:3], x[:40]):  # small batches run on one thread, larger ones on the default
+        ids = hamming_search(index, q, 5)
+        assert ids.shape == (len(q), 5) and (ids[:, 0] == np.arange(len(q))).all()
+        assert faiss.omp_get_max_threads() == threads
+
+
+def test_quantize_text_tower_swaps_linear_layers_and_keeps_embeddings(tiny_clip4clip: Path) -> None:
+    import torch
+
+    from demo.bench.query import quantize_text_tower, quantized_copy
+    from demo.encoders import Clip4ClipEncoder
+
+    encoder = Clip4ClipEncoder.from_pretrained(tiny_clip4clip, device="cpu")
+    texts = ["a red circle moving left", "two squares"]
+    before = encoder.encode_texts(texts)
+    twin = quantized_copy(encoder)
+    assert not any(type(m) is torch.nn.Linear for m in twin.model.text.modules())
+    assert any(type(m) is torch.nn.Linear for m in encoder.model.text.modules())  # the original is kept
+    after = twin.encode_texts(texts)
+    assert after.shape == before.shape
+    np.testing.assert_allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-5)
+    assert (np.sum(before * after, axis=1) > 0.95).all()
+    encoder.device = "cuda"  # only the attribute: the check comes before any work
+    with pytest.raises(ValueError, match="CPU"):
+        quantize_text_tower(encoder)
+    encoder.device = "cpu"
+    assert quantize_text_tower(encoder) is encoder
+
+
+def test_realistic_copies_keep_the_geometry_of_narrow_embeddings(tmp_path: Path) -> None:
+    from demo.bench.data import RealBase, nn_cosine, orthonormal_map, realistic_sets
+
+    rng = np.random.default_rng(2)
+    videos = l2_normalize(rng.normal(size=(50, 16)) + 2.0)  # anisotropic, like trained embeddings
+    captions = l2_normalize(videos[rng.integers(0, 50, 80)] + 0.3 * rng.normal(size=(80, 16)))
+    lift = orthonormal_map(16, 64, seed=0)
+    assert lift is not None and lift.shape == (16, 64)
+    np.testing.assert_allclose(videos @ videos.T, (videos @ lift) @ (videos @ lift).T, atol=1e-5)
+    base = RealBase(videos, captions, [f"c{i}" for i in range(80)], None, "test base")
+    small, big = realistic_sets(tmp_path, base, (1000, 5000), queries=40, dim=64)
+    assert (small.n, big.n, big.dim) == (1000, 5000, 64) and big.queries.shape == (40, 64)
+    emb = np.load(big.emb_path).astype(np.float32)
+    np.testing.assert_array_equal(np.load(small.emb_path), np.load(big.emb_path)[:1000])
+    np.testing.assert_array_equal(np.load(big.codes_path), binarize(np.load(big.emb_path)))
+    np.testing.assert_allclose(emb[:50], (videos @ lift).astype(np.float16).astype(np.float32), atol=2e-3)
+    copy_cos = np.sum(emb[50:1000] * emb[np.arange(50, 1000) % 50], axis=1)  # copy i of video i % 50
+    assert abs(np.median(copy_cos) - nn_cosine(videos)) < 0.05
