@@ -30,7 +30,7 @@ NEW_PHRASES: dict[str, tuple[str, ...]] = {
     "bouncing": ("jumping up and down", "hopping up and down"),
     "appearing": ("fading into view", "coming in"),
     "disappearing": ("fading out of view", "vanishing away"),
-    "staying still": ("resting still", "not moving at all"),
+    "staying still": ("resting still", "resting and not moving"),
 }
 TEMPLATES = ("{a} {size} {colour} {shape} {phrase}", "{colour} {shape} {phrase}",
              "there is {a} {colour} {shape} {phrase}", "{a} {shape} in {colour} {phrase}")

@@ -45,15 +45,16 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     minutes = sum(r.get("seconds", 0) for r in log) / 60
     last = log[-1]["val"]
     head = "seqTransf/t2v" if "seqTransf/t2v" in last else "meanP/t2v"
+    pooled = "single frames" if config.get("stage") == "image" else f"pooling `{config.get('pooling')}`"
     best = max(r["val"][head]["R@1"] for r in log)
     return [f"- {name}: {len(log)} epochs, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
-            f"{config.get('clip_lr')} (CLIP towers), pooling `{config.get('pooling')}`, {minutes:.1f} min of "
+            f"{config.get('clip_lr')} (CLIP towers), {pooled}, {minutes:.1f} min of "
             f"training steps; best validation text->video R@1 {best:.1f} ({head.split('/')[0]})."]
 
 
 def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_markdown: str | None,
                          command: str = "python -m demo train --preset embedded",
-                         stages: tuple[str, ...] = ("image", "video")) -> Path:
+                         stages: tuple[str, ...] = ("image", "video", "video2")) -> Path:
     """Write ``README.md`` into a shipped checkpoint folder from its training logs and results."""
     folder, work = Path(folder), Path(work)
     settings = Clip4ClipSettings.load(folder)
@@ -91,7 +92,8 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
     ]
     names = {"image": "stage 1, image-text pretraining on single frames with still-frame captions",
              "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, "
-                      "loss = mean of both)"}
+                      "loss = mean of both)",
+             "video2": "stage 3, video-text fine-tuning of the seqTransf model alone"}
     for stage in stages:
         lines += _stage_lines(names[stage], work / stage)
     lines += ["- loss: symmetric InfoNCE over in-batch similarities with a learned temperature; identical "

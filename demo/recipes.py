@@ -98,6 +98,12 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     index = build_embedded_index(work / "world", out / "clip4clip-world", out / "index-world",
                                  progress=progress)
     log.info("built the embedded index at %.1f min", (time.time() - started) / 60)
+    from demo.model_card import write_clip4clip_card
+
+    note = "Test-split results: run `python -m demo evaluate --write-benchmarks` (BENCHMARKS.md)."
+    write_clip4clip_card(out / "clip4clip-world", "clip4clip-world: the embedded CLIP4Clip (seqTransf)", work, note)
+    write_clip4clip_card(out / "clip-world-image", "clip-world-image: the image-pretrained stand-in for "
+                         "zero-shot CLIP", work, note, stages=("image",))
     return {**{name: out / name for name in shipped}, "index-world": index}
 
 

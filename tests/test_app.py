@@ -54,9 +54,8 @@ class RunningApp:
 
 def launch_app(root: Path, model: Path) -> RunningApp:
     """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
-    from tests.conftest import tiny_xclip
-
     from demo.ui import build_demo, launch_options
+    from tests.conftest import tiny_xclip
 
     index = build_world_index(root, model)
     xclip = tiny_xclip(root / "xclip")

@@ -161,3 +161,26 @@ def test_realistic_copies_keep_the_geometry_of_narrow_embeddings(tmp_path: Path)
     np.testing.assert_allclose(emb[:50], (videos @ lift).astype(np.float16).astype(np.float32), atol=2e-3)
     copy_cos = np.sum(emb[50:1000] * emb[np.arange(50, 1000) % 50], axis=1)  # copy i of video i % 50
     assert abs(np.median(copy_cos) - nn_cosine(videos)) < 0.05
+
+
+def test_stall_watch_counts_time_the_process_could_not_run() -> None:
+    import sys
+    import time
+
+    from demo.bench.runner import StallWatch
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(2.0)  # the busy loop below keeps the GIL, as a stopped process would
+    try:
+        with StallWatch(period=0.01, threshold=0.2) as watch:
+            time.sleep(0.05)
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                pass
+            time.sleep(0.05)
+    finally:
+        sys.setswitchinterval(switch)
+    assert watch.count >= 1 and 0.2 < watch.stalled_s < 2.0
+    with StallWatch(period=0.01, threshold=0.2) as calm:
+        time.sleep(0.1)
+    assert calm.count == 0 and calm.stalled_s == 0.0

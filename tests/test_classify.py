@@ -12,9 +12,7 @@ import torch
 from demo.classify import Classification, XClipClassifier
 from demo.errors import InputError, ModelLoadError, VideoDecodeError
 from demo.labels import LABEL_PRESETS, MAX_LABELS, apply_template, load_preset, parse_labels
-from demo.tokenizer import build_clip_tokenizer_files
 from demo.video import IMAGENET_MEAN, IMAGENET_STD, write_mp4
-
 from tests.conftest import XCLIP_IMAGE_SIZE as IMAGE_SIZE  # noqa: E402
 from tests.conftest import XCLIP_NUM_FRAMES as NUM_FRAMES  # noqa: E402
 from tests.conftest import tiny_xclip  # noqa: E402

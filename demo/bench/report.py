@@ -29,8 +29,20 @@ def _header(meta: dict[str, Any]) -> list[str]:
         "shown; every method ran on the same data, in one process, one after another.",
         "",
     ]
-    note = busy_note(meta)
-    return [*lines, note, ""] if note else lines
+    notes = [n for n in (busy_note(meta), stall_note(meta)) if n]
+    for note in notes:
+        lines += [note, ""]
+    return lines
+
+
+def stall_note(meta: dict[str, Any]) -> str | None:
+    """A warning when the run was stopped or starved for seconds at a time."""
+    stalled = float(meta.get("stalled_s") or 0.0)
+    if stalled < 5.0:
+        return None
+    return (f"**The run was stopped or starved for {stalled:.0f} s in {meta.get('stalls')} stretch(es)** "
+            "(another program paused it): the total time above is not the benchmark's own, and any "
+            "repetition caught in a stall is an outlier (medians are robust to a few).")
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[str]:

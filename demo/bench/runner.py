@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,34 @@ class BenchConfig:
         return ROOT / "BENCHMARKS.md"
 
 
+class StallWatch:
+    """Notices when this process was stopped or starved (say, SIGSTOP from another program):
+    a thread that asks to wake every ``period`` seconds adds up every gap over ``threshold``."""
+
+    def __init__(self, period: float = 0.25, threshold: float = 1.5) -> None:
+        self.period, self.threshold = period, threshold
+        self.stalled_s, self.count = 0.0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-stall-watch", daemon=True)
+
+    def __enter__(self) -> StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.period):
+            now = time.monotonic()
+            if now - last > self.threshold:
+                self.stalled_s += now - last - self.period
+                self.count += 1
+            last = now
+
+
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Run the chosen sections; write bench.json / bench.md to ``config.out`` and, where
     :meth:`BenchConfig.markdown_target` says so, the section of BENCHMARKS.md."""
@@ -109,10 +138,11 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "quick": config.quick, "sections": list(config.sections), **machine_info()}
     out: dict[str, Any] = {"meta": meta}
     config.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=config.out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=config.out) as tmp, StallWatch() as stalls:
         out.update(_run_sections(config, p, Path(tmp)))
     meta["load_average_after"] = load_average()
     meta["seconds"] = time.perf_counter() - started
+    meta["stalled_s"], meta["stalls"] = stalls.stalled_s, stalls.count
     out["targets"] = collect_targets(out)
     from demo.bench.report import format_markdown
 
