@@ -81,7 +81,7 @@ class Searcher:
         t0 = time.perf_counter()
         vec = self.encoder.encode_texts([query])[0]
         t1 = time.perf_counter()
-        hits = self.index.search(vec, k=k, exact=exact, rerank=rerank or 100)[0]
+        hits = self.index.search(vec, k=k, exact=exact, rerank=rerank)[0]  # None: the index default
         t2 = time.perf_counter()
         return Timed(hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 

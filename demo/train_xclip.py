@@ -49,6 +49,15 @@ REWORDED: dict[str, str] = {
     "appearing": "fading in", "disappearing": "fading out", "staying still": "not moving",
     "approaching": "moving toward each other", "moving apart": "separating", "passing": "crossing paths",
 }  # fmt: skip
+# The class of a clip played backwards (the world's time-reversal pairs obey it exactly).
+REVERSED_CLASS: dict[str, str] = {
+    "moving left": "moving right", "moving right": "moving left", "moving up": "moving down",
+    "moving down": "moving up", "turning clockwise": "turning anticlockwise",
+    "turning anticlockwise": "turning clockwise", "growing": "shrinking", "shrinking": "growing",
+    "bouncing": "bouncing", "appearing": "disappearing", "disappearing": "appearing",
+    "staying still": "staying still", "approaching": "moving apart", "moving apart": "approaching",
+    "passing": "passing",
+}  # fmt: skip
 BENCH_BEGIN, BENCH_END = "<!-- xclip:embedded -->", "<!-- /xclip:embedded -->"
 
 
@@ -62,6 +71,9 @@ class XClipTrainConfig:
     # Train each class under the world's other phrasings of it too (a random one per step),
     # never the REWORDED ones, which stay held out for the reworded test.
     synonyms: bool = False
+    # Play each training clip backwards with this probability, with the reversed class: free
+    # extra data that can only be told apart by frame order (X-CLIP must learn direction).
+    reverse: float = 0.5
     epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-3  # new parts: MIT, prompt generator, cross-frame messages, temperature
@@ -451,6 +463,7 @@ def train_xclip(config: XClipTrainConfig, progress: bool = True) -> Path:
 
     text, reworded_text = tokenize(classes), tokenize([REWORDED[c] for c in classes])
     phrasings = training_phrasings(classes) if config.synonyms else [[c] for c in classes]
+    reversed_class = torch.tensor([classes.index(REVERSED_CLASS[c]) for c in classes])
     size = int(model.config.vision_config.image_size)
     data = {}
     for split, limit in (("train", config.limit), ("val", config.val_limit)):
@@ -478,9 +491,14 @@ def train_xclip(config: XClipTrainConfig, progress: bool = True) -> Path:
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             prompts = tokenize([p[int(rng.integers(len(p)))] for p in phrasings]) if config.synonyms else text
+            pixels, target = frames[idx].float(), labels[idx]
+            if config.reverse > 0:
+                flip = torch.from_numpy(rng.random(len(idx)) < config.reverse)
+                pixels[flip] = pixels[flip].flip(1)  # (B, T, ...): reverse the frame order
+                target = torch.where(flip, reversed_class[target], target)
             logits = model(input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"],
-                           pixel_values=frames[idx].float()).logits_per_video  # (B, classes)
-            loss = torch.nn.functional.cross_entropy(logits, labels[idx])
+                           pixel_values=pixels).logits_per_video  # (B, classes)
+            loss = torch.nn.functional.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)

@@ -46,7 +46,8 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert clustered["methods"]["binary_rerank500"]["recall@10"] >= 0.9
 
     query = out["query"]
-    assert [row["precision"] for row in query["rows"]] == ["fp32", "int8"]
+    assert [row["precision"] for row in query["rows"]][:2] == ["fp32", "int8"]
+    assert {row["threads"] for row in query["rows"]} >= {1} and len(query["rows"]) in (2, 4)
     for row in query["rows"]:
         _positive_timing(row["encode"])
         _positive_timing(row["end_to_end"])

@@ -18,6 +18,7 @@ from demo.train_xclip import (
     BENCH_END,
     CLIP_TO_XCLIP,
     FOLDED,
+    REVERSED_CLASS,
     REWORDED,
     XClipTrainConfig,
     build_xclip,
@@ -131,6 +132,16 @@ def test_clip_label_is_clip_event_unless_ambiguous() -> None:
             assert spec.attributes["relation"] is None
             assert len({o["event"] for o in spec.attributes["objects"]}) > 1
     assert 0 < labels.count(None) < len(labels) / 2
+
+
+def test_reversed_class_matches_the_worlds_time_reversal_pairs() -> None:
+    assert all(REVERSED_CLASS[REVERSED_CLASS[c]] == c for c in event_labels())
+    pairs: dict[str, list[str | None]] = {}
+    for spec in clip_specs(WorldConfig(seed=0, n_train=120, n_val=8, n_test=8), "train"):
+        if spec.attributes["pair"]:
+            pairs.setdefault(spec.attributes["pair"], []).append(clip_label(spec.attributes))
+    checked = [(a, b) for a, b in pairs.values() if a is not None and b is not None]
+    assert checked and all(REVERSED_CLASS[a] == b for a, b in checked)
 
 
 def test_reworded_labels_are_held_out_world_phrasings() -> None:

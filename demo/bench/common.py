@@ -113,6 +113,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "nice": os.nice(0),  # this process's scheduling niceness (19: it yields to everything else)
         "load_average": load_average(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -92,25 +92,40 @@ def bench_query(workdir: Path, search_set: SearchSet | None, base: RealBase | No
     fp32 = random_encoder(text, vision, workdir, name=f"text-{scale.tower}")
     towers = {"fp32": fp32, "int8": quantized_copy(fp32)}
     tokens = [int(fp32.tokenize([q])["attention_mask"].sum()) for q in QUERIES]
+    import torch
+
     search = _search_fn(search_set, scale.k)
     rows = []
-    for precision, enc in towers.items():
-        def encode(i: int, enc: Clip4ClipEncoder = enc) -> np.ndarray:
-            return enc.encode_texts([QUERIES[i % len(QUERIES)]])
-
-        def end_to_end(i: int, encode: Any = encode) -> object:
-            return search(encode(i))
-
-        row: dict[str, Any] = {"precision": precision, "weights_mb": weights_mb(enc.model.text),
-                               "encode": time_calls(encode, scale.reps, warmup=2).to_dict()}
-        if search is not None:
-            row["end_to_end"] = time_calls(end_to_end, scale.reps, warmup=2).to_dict()
-        log.info("query: %s text tower encode p50 %.1f ms", precision, row["encode"]["p50_ms"])
-        rows.append(row)
+    default_threads = torch.get_num_threads()
+    # torch's default thread team, and one thread: on a shared 2-core machine the team's
+    # threads wait on each other whenever another process holds a core.
+    for threads in dict.fromkeys((default_threads, 1)):
+        torch.set_num_threads(threads)
+        try:
+            rows += [_time_tower(precision, enc, search, threads, scale) for precision, enc in towers.items()]
+        finally:
+            torch.set_num_threads(default_threads)
     return {"tower": scale.tower, "text_config": text, "tokens_mean": float(np.mean(tokens)),
             "search": ({"n": search_set.n, "data": search_set.name, "rerank": default_rerank(search_set.n)}
                        if search_set is not None else None),
             "rows": rows, "agreement": quantisation_agreement(base, scale)}
+
+
+def _time_tower(precision: str, enc: Clip4ClipEncoder, search: Any, threads: int,
+                scale: QueryScale) -> dict[str, Any]:
+    def encode(i: int) -> np.ndarray:
+        return enc.encode_texts([QUERIES[i % len(QUERIES)]])
+
+    def end_to_end(i: int) -> object:
+        return search(encode(i))
+
+    row: dict[str, Any] = {"precision": precision, "threads": threads, "weights_mb": weights_mb(enc.model.text),
+                           "encode": time_calls(encode, scale.reps, warmup=2).to_dict()}
+    if search is not None:
+        row["end_to_end"] = time_calls(end_to_end, scale.reps, warmup=2).to_dict()
+    log.info("query: %s text tower, %d torch thread(s): encode p50 %.1f ms", precision, threads,
+             row["encode"]["p50_ms"])
+    return row
 
 
 def _search_fn(search_set: SearchSet | None, k: int) -> Any:
@@ -158,13 +173,13 @@ def format_query_markdown(result: dict[str, Any]) -> str:
              f"{cfg['num_attention_heads']} heads, vocab {cfg['vocab_size']}, "
              f"projection {cfg['projection_dim']} (random init); queries average "
              f"{r['tokens_mean']:.1f} tokens. {where}",
-             "", "| text tower | weights MiB | encode p50 / p95 ms | text -> top-10 p50 / p95 ms | reps |",
-             "|---|---:|---:|---:|---:|"]
+             "", "| text tower | torch threads | weights MiB | encode p50 / p95 ms | text -> top-10 p50 / p95 ms "
+             "| reps |", "|---|---:|---:|---:|---:|---:|"]
     for row in r["rows"]:
         e = row["encode"]
         t = row.get("end_to_end")
         e2e = f"{t['p50_ms']:.1f} / {t['p95_ms']:.1f}" if t else "n/a"
-        lines.append(f"| {row['precision']} | {row['weights_mb']:.0f} "
+        lines.append(f"| {row['precision']} | {row.get('threads', '')} | {row['weights_mb']:.0f} "
                      f"| {e['p50_ms']:.1f} / {e['p95_ms']:.1f} | {e2e} | {e['reps']} |")
     a = r["agreement"]
     lines.append("")

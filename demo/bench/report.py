@@ -22,7 +22,8 @@ def _header(meta: dict[str, Any]) -> list[str]:
     load = " -> ".join(f"{x[0]:.2f}" for x in (m.get("load_average"), m.get("load_average_after")) if x)
     lines = [
         f"`{m['command']}` on {m['date']}, {m.get('seconds', 0):.0f} s. CPU: {m['cpu']}, "
-        f"{m['cores']} cores (load average {load or 'n/a'}). Python {m['python']}, "
+        f"{m['cores']} cores (load average {load or 'n/a'}; niceness {m.get('nice', 'n/a')}). "
+        f"Python {m['python']}, "
         f"torch {m['torch']} ({m['torch_threads']} threads), faiss {m['faiss']} "
         f"({m['faiss_threads']} OpenMP threads), numpy {m['numpy']}, "
         f"transformers {m['transformers']}. Latencies are p50 / p95 over the repetitions "
