@@ -37,6 +37,8 @@ class Sample:
     captions: tuple[str, ...]
     still_captions: tuple[str, ...] = ()
     pair: str | None = None  # clips sharing a pair id differ only in the direction of time
+    frames: int = 0  # world clips: rendered frame count and rate (for per-frame captions)
+    fps: float = 0.0
     attributes: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -73,7 +75,8 @@ def _read_jsonl(path: Path) -> list[Sample]:
         row = json.loads(line)
         attributes = row.get("attributes") or {}
         samples.append(Sample((path.parent / row["path"]).resolve(), tuple(row["captions"]),
-                              tuple(row.get("still_captions") or ()), attributes.get("pair"), attributes))
+                              tuple(row.get("still_captions") or ()), attributes.get("pair"),
+                              int(row.get("frames") or 0), float(row.get("fps") or 0.0), attributes))
     return samples
 
 

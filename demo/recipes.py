@@ -41,8 +41,8 @@ class EmbeddedRecipe:
     work: str = "work/embedded"  # world clips, stage checkpoints, logs
     out: str = str(PRECOMPUTED)
     seed: int = 0
-    image_epochs: int = 5
-    image_schedule_epochs: int = 12  # the shipped model ran the first 5 epochs of a 12-epoch cosine schedule
+    image_epochs: int = 8
+    image_schedule_epochs: int | None = None  # cosine schedule length (default: image_epochs)
     video_epochs: int = 6
     batch_size: int = 64
     image_lr: float = 1e-3

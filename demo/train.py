@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from demo.data import FrameCache, epoch_order, read_samples
+from demo.data import FrameCache, Sample, epoch_order, read_samples
 from demo.errors import InputError
 from demo.losses import multi_positive_infonce
 from demo.model import Clip4Clip
@@ -177,30 +177,44 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
 
     # -- one optimisation step -------------------------------------------------------------
-    def _captions(self, indices: np.ndarray) -> list[str]:
-        samples = self.train_data.samples
-        if self.config.stage == "image":
-            return [str(self.rng.choice(samples[i].still_captions)) for i in indices]
-        return [str(self.rng.choice(samples[i].captions)) for i in indices]
+    def _batch(self, indices: np.ndarray) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Captions, (B, T, 3, S, S) frames and (B, T) masks of one batch.
 
-    def _frames(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        The image stage takes one frame from the middle half of each clip; a world clip
+        then gets, three times in four, a caption of that very frame (where each object
+        is, how big, how visible), otherwise one of its still captions.
+        """
+        samples = self.train_data.samples
         idx = torch.from_numpy(indices)
         frames, masks = self.train_data.frames[idx].float(), self.train_data.masks[idx]
-        if self.config.stage == "image":  # one frame from the middle half of each clip
-            counts = masks.sum(1).numpy()
-            pick = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
-            frames = frames[torch.arange(len(idx)), torch.tensor(pick)].unsqueeze(1)
-            masks = torch.ones(len(idx), 1, dtype=torch.bool)
-        return frames.to(self.device), masks.to(self.device)
+        if self.config.stage != "image":
+            captions = [str(self.rng.choice(samples[i].captions)) for i in indices]
+            return captions, frames.to(self.device), masks.to(self.device)
+        counts = masks.sum(1).numpy()
+        picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
+        captions = [self._still_caption(samples[i], j) for i, j in zip(indices, picks, strict=True)]
+        frames = frames[torch.arange(len(idx)), torch.tensor(picks)].unsqueeze(1)
+        masks = torch.ones(len(idx), 1, dtype=torch.bool)
+        return captions, frames.to(self.device), masks.to(self.device)
+
+    def _still_caption(self, sample: Sample, pick: int) -> str:
+        if sample.frames > 1 and sample.attributes.get("objects") and self.rng.random() < 0.75:
+            from demo.video import clip4clip_indices
+            from demo.world import frame_caption
+
+            settings = self.model.settings
+            shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
+            return frame_caption(sample.attributes, int(shown[min(pick, len(shown) - 1)]), sample.frames - 1,
+                                 self.rng)
+        return str(self.rng.choice(sample.still_captions))
 
     def _loss(self, indices: np.ndarray) -> torch.Tensor:
-        captions = self._captions(indices)
+        captions, frames, masks = self._batch(indices)
         tokens = self.tokenizer(captions, padding=True, truncation=True,
                                 max_length=self.model.settings.max_words, return_tensors="pt")
         # Identical caption strings in one batch are positives for each other's clips.
         _, groups = np.unique(np.array(captions), return_inverse=True)
         group_ids = torch.from_numpy(groups).to(self.device)
-        frames, masks = self._frames(indices)
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
             text = self.model.encode_text(tokens["input_ids"].to(self.device),
                                           tokens["attention_mask"].to(self.device))

@@ -40,6 +40,7 @@ from demo.world_text import (
     SHAPES,
     SIZES,
     canonical_caption,
+    describe_frame,
     fits_token_budget,
     make_captions,
     make_still_captions,
@@ -48,7 +49,7 @@ from demo.world_text import (
 
 __all__ = [
     "BACKGROUNDS", "COLOURS", "EVENTS", "RELATIONS", "SHAPES", "SIZES",
-    "ClipSpec", "WorldConfig", "clip_event", "clip_spec_by_id", "clip_specs", "event_labels",
+    "ClipSpec", "WorldConfig", "clip_event", "frame_caption", "clip_spec_by_id", "clip_specs", "event_labels",
     "render", "render_to", "synth", "vocabulary",
 ]  # fmt: skip
 
@@ -528,6 +529,12 @@ def clip_spec_by_id(config: WorldConfig, clip_id: str) -> ClipSpec:
     return specs[int(number)]
 
 
+def frame_caption(attributes: dict[str, Any], i: int, n: int, rng: np.random.Generator) -> str:
+    """A caption of frame ``i`` of ``n + 1`` (as rendered): each object's position, size, visibility."""
+    states = [(obj, _state(obj, i, n)) for obj in attributes["objects"]]
+    return describe_frame(states, attributes["background"], REF, rng)
+
+
 def event_labels() -> list[str]:
     """Canonical event and relation names: the zero-shot label set of the world."""
     return [*EVENTS, *RELATIONS]
@@ -577,7 +584,7 @@ def synth(
     Writes ``clips/<split>/<id>.mp4`` (existing files are kept, so an interrupted run
     resumes), ``<split>.csv`` (path relative to ``out_dir``, caption, id, split,
     attributes as JSON; one row per caption, canonical first) and ``<split>.jsonl`` (one
-    object per clip: id, path, captions, still_captions, attributes). ``limit`` keeps
+    object per clip: id, path, captions, still_captions, frames, fps, attributes). ``limit`` keeps
     the first N clips of each split.
     """
     import contextlib
@@ -618,8 +625,8 @@ def _synth_split(
     for s in specs:
         attrs = json.dumps(s.attributes)
         writer.writerows([rel[s.id], c, s.id, split, attrs] for c in s.captions)
-        row = {"id": s.id, "path": rel[s.id], "captions": s.captions,
-               "still_captions": s.still_captions, "attributes": s.attributes}  # fmt: skip
+        row = {"id": s.id, "path": rel[s.id], "captions": s.captions, "still_captions": s.still_captions,
+               "frames": s.num_frames, "fps": s.fps, "attributes": s.attributes}  # fmt: skip
         lines.append(json.dumps(row))
     _write_atomic(out / f"{split}.csv", table.getvalue())
     _write_atomic(out / f"{split}.jsonl", "\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -242,6 +243,53 @@ def make_still_captions(attributes: Attributes, rng: np.random.Generator, n: int
     return out
 
 
+POSITION_PHRASES = (
+    "at the top left", "at the top", "at the top right", "on the left", "in the middle", "on the right",
+    "at the bottom left", "at the bottom", "at the bottom right",
+)  # fmt: skip
+
+
+def position_phrase(x: float, y: float, ref: float) -> str:
+    """Where a point of a ``ref``-pixel frame is, in a 3x3 grid: "at the top left", "in the middle"."""
+    col = "left" if x < ref / 3 else "right" if x > 2 * ref / 3 else ""
+    row = "top" if y < ref / 3 else "bottom" if y > 2 * ref / 3 else ""
+    if row and col:
+        return f"at the {row} {col}"
+    if row:
+        return f"at the {row}"
+    return f"on the {col}" if col else "in the middle"
+
+
+def frame_size(radius: float) -> str:
+    """The size word for an object of ``radius`` reference pixels (see demo.world.SIZE_RADIUS)."""
+    return "small" if radius < 13.5 else "medium" if radius < 19.5 else "large"
+
+
+def describe_frame(objects: Sequence[tuple[dict[str, Any], tuple[float, ...]]], background: str,
+                   ref: float, rng: np.random.Generator) -> str:
+    """A caption of one frame: where each visible object is and how big it is right now.
+
+    ``objects`` pairs each object's attributes with its state in the frame
+    ``(x, y, radius, angle, opacity)``. Objects that have faded out are left out, and a
+    frame with none left is an empty background. These captions teach the image stage
+    the position, size and visibility features that the video stage's temporal head
+    needs to tell a clip from its time reversal.
+    """
+    parts = []
+    for obj, (x, y, radius, _angle, alpha) in objects:
+        if alpha < 0.2:
+            continue
+        faint = "faint " if alpha < 0.7 else ""
+        size = f"{frame_size(radius)} " if rng.random() < 0.7 else ""
+        parts.append(f"a {faint}{size}{obj['colour']} {obj['shape']} {position_phrase(x, y, ref)}")
+    if not parts:
+        return _articles(f"an empty {background} background")
+    candidates = [f"{_join(parts)} on a {background} background", _join(parts),
+                  f"a {background} background with {_join(parts)}"]
+    fitting = [c for c in candidates if fits_token_budget(_articles(c))]
+    return _articles(_pick(rng, fitting) if fitting else _join(parts[:1]))
+
+
 def vocabulary_lists() -> dict[str, list[str]]:
     """Every kind of word and phrase the captions use (see :func:`demo.world.vocabulary`)."""
     return {
@@ -254,4 +302,5 @@ def vocabulary_lists() -> dict[str, list[str]]:
         "relations": list(RELATIONS),
         "relation_phrases": [p for r in RELATIONS for pair in RELATION_PHRASES[r] for p in pair],
         "background_phrases": list(BACKGROUND_PHRASES),
+        "position_phrases": list(POSITION_PHRASES),  # still-frame captions of the image stage
     }

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +80,27 @@ def test_image_stage_needs_still_captions(clip_folder, tiny_config, tmp_path):
     with pytest.raises(InputError, match="still-frame captions"):
         train(config, progress=False)
     torch.set_num_threads(torch.get_num_threads())
+
+
+def test_image_stage_captions_the_frame_it_shows(tiny_config, tmp_path):
+    from demo.train import Trainer
+    from demo.world import WorldConfig, synth
+    from demo.world_text import POSITION_PHRASES
+
+    world = tmp_path / "world"
+    synth(world, WorldConfig(n_train=8, n_val=4, n_test=4), splits=("train", "val"), workers=1, progress=False)
+    trainer = Trainer(TrainConfig(train=str(world / "train.jsonl"), val=str(world / "val.jsonl"),
+                                  out=str(tmp_path / "o"), model_config=str(tiny_config), stage="image",
+                                  epochs=1, batch_size=4, workers=1), progress=False)
+    samples = trainer.train_data.samples
+    assert all(24 <= s.frames <= 48 and s.fps == 12 for s in samples)  # 2-4 s at 12 fps
+    framed = 0
+    for _ in range(5):
+        captions, frames, masks = trainer._batch(np.arange(len(samples)))
+        assert frames.shape[:2] == (len(samples), 1) and masks.all()
+        for sample, caption in zip(samples, captions, strict=True):
+            if caption in sample.still_captions:
+                continue
+            framed += 1
+            assert caption.startswith("an empty") or any(p in caption for p in POSITION_PHRASES), caption
+    assert framed > 0

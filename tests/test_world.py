@@ -32,7 +32,7 @@ from demo.world_text import EVENT_PHRASES, MAX_WORDS, RELATION_PHRASES, caption_
 SMALL = WorldConfig(n_train=400, n_val=80, n_test=240)
 # Glue words the caption grammar may use besides the vocabulary.
 FUNCTION_WORDS = {"a", "an", "the", "and", "while", "on", "over", "against", "in", "front", "of",
-                  "with", "background", "video", "picture"}  # fmt: skip
+                  "with", "background", "video", "picture", "at", "faint", "empty"}  # fmt: skip
 REVERSE = {"moving left": "moving right", "moving up": "moving down", "growing": "shrinking",
            "appearing": "disappearing", "turning clockwise": "turning anticlockwise",
            "approaching": "moving apart"}  # fmt: skip
@@ -232,6 +232,36 @@ def test_captions_fit_clip_token_limit() -> None:
             assert caption_length(caption) <= 32, caption
 
 
+def test_frame_captions_say_where_each_visible_object_is() -> None:
+    rng = np.random.default_rng(0)
+    checked = {"empty": 0, "corner": 0}
+    for spec in clip_specs(SMALL, "test")[:30]:
+        n = spec.num_frames - 1
+        objects = spec.attributes["objects"]
+        tracks = [_track(spec, o) for o in objects]
+        for i in (0, n // 2, n):
+            caption = world.frame_caption(spec.attributes, i, n, rng)
+            assert caption_length(caption) <= 32, caption
+            visible = [(o, t) for o, t in zip(objects, tracks, strict=True) if t[2][i] > 60]
+            if not visible:
+                assert caption == f"an empty {spec.attributes['background']} background" or "faint" in caption
+                checked["empty"] += caption.startswith("an empty")
+                continue
+            for o, (x, y, _) in visible:
+                # the rendered centroid (in pixels of spec.size) lies in the named third of the frame
+                third = spec.size / 3
+                col = "left" if x[i] < third - 2 else "right" if x[i] > 2 * third + 2 else None
+                row = "top" if y[i] < third - 2 else "bottom" if y[i] > 2 * third + 2 else None
+                words = re.split(r" and |, ", caption.split(f"{o['colour']} {o['shape']}", 1)[1])[0].split()
+                assert words, (caption, o)
+                if col:
+                    assert col in words, (caption, o, x[i], y[i])
+                if row:
+                    assert row in words, (caption, o, x[i], y[i])
+                checked["corner"] += bool(col and row)
+    assert checked["empty"] > 0 and checked["corner"] > 0, checked
+
+
 def test_vocabulary_covers_every_caption_word() -> None:
     vocab = vocabulary()
     assert vocab["shapes"] == list(SHAPES) and vocab["colours"] == list(COLOURS)
@@ -239,7 +269,9 @@ def test_vocabulary_covers_every_caption_word() -> None:
     assert not set(BACKGROUNDS) & set(COLOURS)
     words = {w for items in vocab.values() for item in items for w in item.split()}
     for spec in clip_specs(SMALL, "val") + clip_specs(SMALL, "train")[:200]:
-        for caption in spec.captions + spec.still_captions:
+        n = spec.num_frames - 1
+        frame_captions = [world.frame_caption(spec.attributes, i, n, np.random.default_rng(i)) for i in (0, n)]
+        for caption in spec.captions + spec.still_captions + frame_captions:
             unknown = set(caption.replace(",", " ").split()) - words - FUNCTION_WORDS
             assert not unknown, (caption, unknown)
 

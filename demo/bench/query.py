@@ -96,15 +96,15 @@ def bench_query(workdir: Path, search_set: SearchSet | None, base: RealBase | No
 
     search = _search_fn(search_set, scale.k)
     rows = []
-    default_threads = torch.get_num_threads()
-    # torch's default thread team, and one thread: on a shared 2-core machine the team's
-    # threads wait on each other whenever another process holds a core.
-    for threads in dict.fromkeys((default_threads, 1)):
-        torch.set_num_threads(threads)
-        try:
-            rows += [_time_tower(precision, enc, search, threads, scale) for precision, enc in towers.items()]
-        finally:
-            torch.set_num_threads(default_threads)
+    # The encoders' default (one thread for a single query, see Clip4ClipEncoder.query_threads)
+    # and torch's whole thread team, which waits on itself whenever another process holds a core.
+    shipped = fp32.query_threads
+    for threads in dict.fromkeys((shipped, torch.get_num_threads())):
+        for enc in towers.values():
+            enc.query_threads = threads
+        for precision, enc in towers.items():
+            row = _time_tower(precision, enc, search, threads or torch.get_num_threads(), scale)
+            rows.append({**row, "default_threads": threads == shipped})
     return {"tower": scale.tower, "text_config": text, "tokens_mean": float(np.mean(tokens)),
             "search": ({"n": search_set.n, "data": search_set.name, "rerank": default_rerank(search_set.n)}
                        if search_set is not None else None),
