@@ -21,17 +21,31 @@ def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
     return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.t(), target)) / 2
 
 
-def multi_positive_infonce(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+def multi_positive_infonce(
+    logits: torch.Tensor, groups: torch.Tensor, own_negatives: torch.Tensor | None = None
+) -> torch.Tensor:
     """InfoNCE where several columns can be correct: ``groups[i] == groups[j]`` marks a positive.
 
     Used when a batch holds two captions of the same clip, or two clips that share a
     caption (the embedded world repeats simple descriptions): treating those as
     negatives would punish the model for being right. For distinct groups this
     equals :func:`symmetric_infonce`.
+
+    ``own_negatives`` (B,): for each clip, the logit of a hard negative caption of its own
+    (its caption with the event changed; ``-inf`` where it has none). It joins that clip's
+    video->text softmax only: the changed caption may well describe another clip of the
+    batch (a time-reversed twin), so it is no negative for the others.
+
+    >>> logits, groups = torch.eye(2) * 5, torch.arange(2)
+    >>> easy = multi_positive_infonce(logits, groups)
+    >>> hard = multi_positive_infonce(logits, groups, torch.tensor([4.0, float("-inf")]))
+    >>> bool(hard > easy)
+    True
     """
     positives = groups.unsqueeze(0) == groups.unsqueeze(1)
     masked = logits.masked_fill(~positives, float("-inf"))
     # -log of the probability mass on any correct column (rows) / row (columns).
     rows = logits.logsumexp(dim=1) - masked.logsumexp(dim=1)
-    cols = logits.logsumexp(dim=0) - masked.logsumexp(dim=0)
+    every_text = logits if own_negatives is None else torch.cat([logits, own_negatives.unsqueeze(0)], dim=0)
+    cols = every_text.logsumexp(dim=0) - masked.logsumexp(dim=0)
     return (rows.mean() + cols.mean()) / 2

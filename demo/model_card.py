@@ -47,6 +47,10 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     head = "seqTransf/t2v" if "seqTransf/t2v" in last else "meanP/t2v"
     pooled = "single frames" if config.get("stage") == "image" else f"pooling `{config.get('pooling')}`"
     best = max(r["val"][head]["R@1"] for r in log)
+    options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
+               "frame_loss": "frame-caption loss"}
+    extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
+    name = f"{name} (with {extra})" if extra else name
     return [f"- {name}: {len(log)} epochs, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
             f"{config.get('clip_lr')} (CLIP towers), {pooled}, {minutes:.1f} min of "
             f"training steps; best validation text->video R@1 {best:.1f} ({head.split('/')[0]})."]
@@ -95,7 +99,8 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
                       "loss = mean of both)",
              "video2": "stage 3, video-text fine-tuning of the seqTransf model alone"}
     for stage in stages:
-        lines += _stage_lines(names[stage], work / stage)
+        if stage == "image" or (work / stage).is_dir():  # stage 3 is optional
+            lines += _stage_lines(names[stage], work / stage)
     lines += ["- loss: symmetric InfoNCE over in-batch similarities with a learned temperature; identical "
               "captions in a batch count as positives; a clip and its time reversal share a batch",
               "- schedule: AdamW, linear warm-up over 10% of the steps, cosine decay, gradient clipping at 1.0",

@@ -41,16 +41,22 @@ class EmbeddedRecipe:
     work: str = "work/embedded"  # world clips, stage checkpoints, logs
     out: str = str(PRECOMPUTED)
     seed: int = 0
-    image_epochs: int = 8
-    image_schedule_epochs: int | None = None  # cosine schedule length (default: image_epochs)
+    image_epochs: int = 5
+    image_schedule_epochs: int | None = 12  # the shipped model ran the first 5 epochs of a 12-epoch cosine schedule
     video_epochs: int = 6
     batch_size: int = 64
     image_lr: float = 1e-3
     video_lr: float = 1e-3  # temporal head
     video_clip_lr: float = 5e-4  # pretrained towers, lower than the new head as in CLIP4Clip
-    order_epochs: int = 2  # stage 3: seqTransf-only fine-tuning
+    order_epochs: int = 2  # stage 3: seqTransf-only fine-tuning (0 skips it)
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
+    # Options the shipped model was trained without (0 = off; see TrainConfig and BENCHMARKS.md's
+    # training notes for what they did when tried): frame captions in stage 1, and in the video
+    # stages hard negative captions and the frame-caption loss.
+    frame_captions: float = 0.0
+    hard_negatives: float = 0.0
+    frame_loss: float = 0.0
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -69,7 +75,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     jsonl = {split: Path(str(path)).with_suffix(".jsonl") for split, path in world.items()}
     image = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "image"),
                               model_config=str(spec_path), stage="image", epochs=recipe.image_epochs,
-                              schedule_epochs=recipe.image_schedule_epochs,
+                              schedule_epochs=recipe.image_schedule_epochs, frame_captions=recipe.frame_captions,
                               batch_size=recipe.batch_size, lr=recipe.image_lr, clip_lr=recipe.image_lr,
                               seed=recipe.seed, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
@@ -78,16 +84,20 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
                               epochs=recipe.video_epochs, batch_size=recipe.batch_size,
                               lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
+                              hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                               resume=True), progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
-    # Stage 3: seqTransf alone, so the backbone is rewarded for features that carry frame order
-    # (under the joint loss, meanP pulls towards order-free features).
-    video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video2"),
-                              init=str(video), stage="video", pooling="seqTransf",
-                              head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
-                              epochs=recipe.order_epochs, batch_size=recipe.batch_size, lr=recipe.order_lr,
-                              clip_lr=recipe.order_clip_lr, seed=recipe.seed, resume=True), progress=progress)
-    log.info("order stage done at %.0f s", time.time() - started)
+    # Optional stage 3: seqTransf alone, so the backbone is rewarded for features that carry
+    # frame order (under the joint loss, meanP pulls towards order-free features).
+    if recipe.order_epochs > 0:
+        video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video2"),
+                                  init=str(video), stage="video", pooling="seqTransf",
+                                  head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
+                                  epochs=recipe.order_epochs, batch_size=recipe.batch_size, lr=recipe.order_lr,
+                                  clip_lr=recipe.order_clip_lr, seed=recipe.seed,
+                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
+                                  resume=True), progress=progress)
+        log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     shipped = {"clip-world-image": image, "clip4clip-world": video}
     for name, folder in shipped.items():

@@ -59,6 +59,15 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup: float = 0.1  # fraction of all steps spent warming up linearly
     grad_clip: float = 1.0
+    # World clips (video stage): share of clips that also get a hard negative caption, their
+    # caption with one event changed (see demo.world.counterfactual and multi_positive_infonce).
+    hard_negatives: float = 0.0
+    # World clips (image stage): share of frames captioned with where each object is in that very
+    # frame (with the mirrored caption as a hard negative); the rest get still-frame captions.
+    frame_captions: float = 0.0
+    # World clips (video stage): weight of the image stage's frame-caption loss on one frame per
+    # clip, which keeps object positions in the frame embeddings.
+    frame_loss: float = 0.0
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -177,56 +186,130 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
 
     # -- one optimisation step -------------------------------------------------------------
-    def _batch(self, indices: np.ndarray) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """Captions, (B, T, 3, S, S) frames and (B, T) masks of one batch.
+    def _batch(self, indices: np.ndarray) -> tuple[list[str], torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+        """Captions, (B, T, 3, S, S) frames, (B, T) masks and hard negatives of one batch.
 
-        The image stage takes one frame from the middle half of each clip; a world clip
-        then gets, three times in four, a caption of that very frame (where each object
-        is, how big, how visible), otherwise one of its still captions.
+        The image stage takes one frame from the middle half of each clip and one of its
+        still captions; with ``frame_captions`` > 0 a world clip gets, that often, a caption
+        of that very frame instead (where each object is, how big, how visible) and, as its
+        own hard negative, that caption with the objects mirrored. The video stage's hard
+        negatives are captions with an event changed (:meth:`_hard_negatives`).
+        Negatives are (position in the batch, caption).
         """
         samples = self.train_data.samples
         idx = torch.from_numpy(indices)
         frames, masks = self.train_data.frames[idx].float(), self.train_data.masks[idx]
         if self.config.stage != "image":
             captions = [str(self.rng.choice(samples[i].captions)) for i in indices]
-            return captions, frames.to(self.device), masks.to(self.device)
+            return captions, frames.to(self.device), masks.to(self.device), self._hard_negatives(indices)
         counts = masks.sum(1).numpy()
+        if self.config.frame_captions <= 0:  # still captions only (drawn before the frames, as always)
+            captions = [str(self.rng.choice(samples[i].still_captions)) for i in indices]
         picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
-        captions = [self._still_caption(samples[i], j) for i, j in zip(indices, picks, strict=True)]
         frames = frames[torch.arange(len(idx)), torch.tensor(picks)].unsqueeze(1)
         masks = torch.ones(len(idx), 1, dtype=torch.bool)
-        return captions, frames.to(self.device), masks.to(self.device)
+        if self.config.frame_captions <= 0:
+            return captions, frames.to(self.device), masks.to(self.device), []
+        captions, negatives = [], []
+        for position, (i, pick) in enumerate(zip(indices, picks, strict=True)):
+            if self.rng.random() < self.config.frame_captions and (
+                    pair := self._frame_caption(samples[i], pick)) is not None:
+                captions.append(pair[0])
+                if pair[1] is not None:
+                    negatives.append((position, pair[1]))
+            else:
+                captions.append(str(self.rng.choice(samples[i].still_captions)))
+        return captions, frames.to(self.device), masks.to(self.device), negatives
 
-    def _still_caption(self, sample: Sample, pick: int) -> str:
-        if sample.frames > 1 and sample.attributes.get("objects") and self.rng.random() < 0.75:
-            from demo.video import clip4clip_indices
-            from demo.world import frame_caption
+    def _frame_caption(self, sample: Sample, pick: int) -> tuple[str, str | None] | None:
+        """Caption and mirrored negative of the ``pick``-th sampled frame of a world clip (else None)."""
+        if sample.frames < 2 or not sample.attributes.get("objects"):
+            return None
+        from demo.video import clip4clip_indices
+        from demo.world import frame_caption_pair
 
-            settings = self.model.settings
-            shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
-            return frame_caption(sample.attributes, int(shown[min(pick, len(shown) - 1)]), sample.frames - 1,
-                                 self.rng)
-        return str(self.rng.choice(sample.still_captions))
+        settings = self.model.settings
+        shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
+        return frame_caption_pair(sample.attributes, int(shown[min(pick, len(shown) - 1)]), sample.frames - 1,
+                                  self.rng)
 
-    def _loss(self, indices: np.ndarray) -> torch.Tensor:
-        captions, frames, masks = self._batch(indices)
+    def _frame_loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
+                    scale: torch.Tensor) -> torch.Tensor | None:
+        """Video stage, ``frame_loss`` > 0: the image stage's frame-caption loss on one random
+        frame per world clip, so the frame embeddings keep where things are (the temporal
+        head reads direction from how that changes)."""
+        samples = self.train_data.samples
+        counts = masks.sum(1).cpu().numpy()
+        rows, picks, captions, own = [], [], [], []
+        for position, i in enumerate(indices):
+            pick = int(self.rng.integers(0, max(1, counts[position])))
+            pair = self._frame_caption(samples[i], pick)
+            if pair is not None:
+                rows.append(position)
+                picks.append(pick)
+                captions.append(pair[0])
+                own.append(pair[1])
+        if len(rows) < 2:
+            return None
+        negatives = [(k, c) for k, c in enumerate(own) if c is not None]
+        text = self._encode_captions(captions + [c for _, c in negatives])
+        frames = torch.nn.functional.normalize(per_frame[torch.tensor(rows), torch.tensor(picks)].float(), dim=-1)
+        return self._contrastive(text, frames, captions, negatives, scale)
+
+    def _encode_captions(self, captions: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(captions, padding=True, truncation=True,
                                 max_length=self.model.settings.max_words, return_tensors="pt")
+        return self.model.encode_text(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))
+
+    def _contrastive(self, text: torch.Tensor, videos: torch.Tensor, captions: list[str],
+                     negatives: list[tuple[int, str]], scale: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of ``videos`` (B, D, unit) against the first B rows of ``text``; the rest are
+        the hard negatives, each counted against its own clip only."""
         # Identical caption strings in one batch are positives for each other's clips.
         _, groups = np.unique(np.array(captions), return_inverse=True)
         group_ids = torch.from_numpy(groups).to(self.device)
+        positive, negative = text[:len(captions)].float(), text[len(captions):].float()
+        own = None
+        if negatives:
+            own = torch.full((len(captions),), float("-inf"), device=self.device)
+            rows = torch.tensor([i for i, _ in negatives], device=self.device)
+            own[rows] = scale * (negative * videos[rows].float()).sum(-1)
+        return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own)
+
+    def _loss(self, indices: np.ndarray) -> torch.Tensor:
+        captions, frames, masks, negatives = self._batch(indices)
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
-            text = self.model.encode_text(tokens["input_ids"].to(self.device),
-                                          tokens["attention_mask"].to(self.device))
+            text = self._encode_captions(captions + [c for _, c in negatives])
             per_frame = self.model.frame_embeddings(frames, masks)
             scale = self.model.logit_scale.clamp(max=math.log(100)).exp()
             videos = []
             if self.config.pooling in ("meanP", "both") or self.config.stage == "image":
                 videos.append(masked_mean(per_frame, masks))
-            if self.model.head is not None:
+            if self.model.head is not None and self.config.stage == "video":
                 videos.append(self.model.head(per_frame, masks))
-            losses = [multi_positive_infonce(scale * text.float() @ v.float().t(), group_ids) for v in videos]
-        return torch.stack(losses).mean()
+            losses = [self._contrastive(text, v, captions, negatives, scale) for v in videos]
+            loss = torch.stack(losses).mean()
+            if self.config.stage == "video" and self.config.frame_loss > 0:
+                frame = self._frame_loss(indices, per_frame, masks, scale)
+                if frame is not None:
+                    loss = loss + self.config.frame_loss * frame
+        return loss
+
+    def _hard_negatives(self, indices: np.ndarray) -> list[tuple[int, str]]:
+        """For a ``hard_negatives`` share of the world clips in a video batch: (position, a
+        caption of the clip with one event changed, phrased like any other caption)."""
+        if self.config.stage != "video" or self.config.hard_negatives <= 0:
+            return []
+        from demo.world import counterfactual
+        from demo.world_text import make_captions
+
+        out = []
+        for position, i in enumerate(indices):
+            attributes = self.train_data.samples[i].attributes
+            if attributes.get("objects") and self.rng.random() < self.config.hard_negatives:
+                changed = make_captions(counterfactual(attributes, self.rng), self.rng)
+                out.append((position, str(changed[int(self.rng.integers(len(changed)))])))
+        return out
 
     def _optimizer_step(self, order: np.ndarray, step_in_epoch: int) -> float:
         cfg = self.config

@@ -49,7 +49,8 @@ from demo.world_text import (
 
 __all__ = [
     "BACKGROUNDS", "COLOURS", "EVENTS", "RELATIONS", "SHAPES", "SIZES",
-    "ClipSpec", "WorldConfig", "clip_event", "frame_caption", "clip_spec_by_id", "clip_specs", "event_labels",
+    "ClipSpec", "WorldConfig", "clip_event", "clip_spec_by_id", "clip_specs", "counterfactual", "event_labels",
+    "frame_caption", "frame_caption_pair",
     "render", "render_to", "synth", "vocabulary",
 ]  # fmt: skip
 
@@ -531,8 +532,47 @@ def clip_spec_by_id(config: WorldConfig, clip_id: str) -> ClipSpec:
 
 def frame_caption(attributes: dict[str, Any], i: int, n: int, rng: np.random.Generator) -> str:
     """A caption of frame ``i`` of ``n + 1`` (as rendered): each object's position, size, visibility."""
+    return frame_caption_pair(attributes, i, n, rng)[0]
+
+
+def frame_caption_pair(attributes: dict[str, Any], i: int, n: int,
+                       rng: np.random.Generator) -> tuple[str, str | None]:
+    """:func:`frame_caption` and the same sentence with the objects mirrored (left <-> right or
+    top <-> bottom): a hard negative that only position tells apart (``None`` when mirroring
+    changes no word, e.g. everything is in the middle)."""
     states = [(obj, _state(obj, i, n)) for obj in attributes["objects"]]
-    return describe_frame(states, attributes["background"], REF, rng)
+    flip_x = rng.random() < 0.5
+    mirrored = [(obj, ((REF - x, y) if flip_x else (x, REF - y)) + tuple(rest)) for obj, (x, y, *rest) in states]
+    seed = int(rng.integers(2**31 - 1))  # both sentences draw the same phrasing
+    caption = describe_frame(states, attributes["background"], REF, np.random.default_rng(seed))
+    negative = describe_frame(mirrored, attributes["background"], REF, np.random.default_rng(seed))
+    return caption, (negative if negative != caption else None)
+
+
+def counterfactual(attributes: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The same clip's attributes with one event (or the relation) changed: a caption of the
+    result is a hard negative, wrong only about what happens.
+
+    Half the time the change is the time reversal (left -> right, growing -> shrinking),
+    which only frame order can tell apart; otherwise another event the object could do.
+    """
+    relation = attributes.get("relation")
+    if relation is not None:
+        other = _REVERSE[relation] if relation != "passing" and rng.random() < 0.5 else relation
+        while other == relation:
+            other = str(RELATIONS[int(rng.integers(len(RELATIONS)))])
+        return dict(attributes, relation=other)
+    objects = [dict(o) for o in attributes["objects"]]
+    o = objects[int(rng.integers(len(objects)))]
+    event = o["event"]
+    new = _REVERSE[event] if rng.random() < 0.5 else event
+    choices = [e for e in EVENTS if e != event and not (o["shape"] == "circle" and e.startswith("turning"))]
+    if new == event:
+        new = str(choices[int(rng.integers(len(choices)))])
+    o["event"] = new
+    if new in ("growing", "shrinking"):
+        o["size"] = "small" if new == "growing" else "large"
+    return dict(attributes, objects=objects)
 
 
 def event_labels() -> list[str]:

@@ -82,21 +82,29 @@ def test_image_stage_needs_still_captions(clip_folder, tiny_config, tmp_path):
     torch.set_num_threads(torch.get_num_threads())
 
 
-def test_image_stage_captions_the_frame_it_shows(tiny_config, tmp_path):
-    from demo.train import Trainer
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
     from demo.world import WorldConfig, synth
+
+    world = tmp_path_factory.mktemp("world")
+    synth(world, WorldConfig(n_train=12, n_val=4, n_test=4), splits=("train", "val"), workers=1, progress=False)
+    return world
+
+
+def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_path):
+    from demo.train import Trainer
     from demo.world_text import POSITION_PHRASES
 
-    world = tmp_path / "world"
-    synth(world, WorldConfig(n_train=8, n_val=4, n_test=4), splits=("train", "val"), workers=1, progress=False)
+    world = tiny_world
     trainer = Trainer(TrainConfig(train=str(world / "train.jsonl"), val=str(world / "val.jsonl"),
                                   out=str(tmp_path / "o"), model_config=str(tiny_config), stage="image",
-                                  epochs=1, batch_size=4, workers=1), progress=False)
+                                  epochs=1, batch_size=4, workers=1, frame_captions=0.75), progress=False)
     samples = trainer.train_data.samples
     assert all(24 <= s.frames <= 48 and s.fps == 12 for s in samples)  # 2-4 s at 12 fps
     framed = 0
     for _ in range(5):
-        captions, frames, masks = trainer._batch(np.arange(len(samples)))
+        captions, frames, masks, negatives = trainer._batch(np.arange(len(samples)))
+        assert all(captions[i] != c and c.startswith("a") for i, c in negatives)
         assert frames.shape[:2] == (len(samples), 1) and masks.all()
         for sample, caption in zip(samples, captions, strict=True):
             if caption in sample.still_captions:
@@ -104,3 +112,26 @@ def test_image_stage_captions_the_frame_it_shows(tiny_config, tmp_path):
             framed += 1
             assert caption.startswith("an empty") or any(p in caption for p in POSITION_PHRASES), caption
     assert framed > 0
+
+
+def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_path):
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video", pooling="both",
+                         head_layers=1, epochs=3, batch_size=6, workers=1, hard_negatives=1.0,
+                         frame_loss=0.5)
+    trainer = Trainer(config, progress=False)
+    negatives = trainer._hard_negatives(np.arange(6))
+    assert [i for i, _ in negatives] == list(range(6))
+    for i, caption in negatives:
+        assert caption not in trainer.train_data.samples[i].captions
+    assert torch.isfinite(trainer._loss(np.arange(6)))
+    frames, masks = trainer.train_data.frames[:6].float(), trainer.train_data.masks[:6]
+    per_frame = trainer.model.frame_embeddings(frames, masks)
+    frame_loss = trainer._frame_loss(np.arange(6), per_frame, masks, torch.tensor(10.0))
+    assert frame_loss is not None and torch.isfinite(frame_loss) and frame_loss.requires_grad
+    best = trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(np.isfinite(r["loss"]) for r in log)
+    assert Clip4ClipEncoder.from_pretrained(best).pooling == "seqTransf"

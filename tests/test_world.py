@@ -262,6 +262,42 @@ def test_frame_captions_say_where_each_visible_object_is() -> None:
     assert checked["empty"] > 0 and checked["corner"] > 0, checked
 
 
+def test_mirrored_frame_caption_differs_only_in_position_words() -> None:
+    rng = np.random.default_rng(1)
+    position_words = {"top", "bottom", "left", "right", "middle", "at", "on", "in", "the"}
+    negatives = 0
+    for spec in clip_specs(SMALL, "test")[:40]:
+        n = spec.num_frames - 1
+        caption, negative = world.frame_caption_pair(spec.attributes, n // 2, n, rng)
+        if negative is None:
+            continue
+        negatives += 1
+        a, b = caption.replace(",", "").split(), negative.replace(",", "").split()
+        assert a != b
+        assert [w for w in a if w not in position_words] == [w for w in b if w not in position_words]
+    assert negatives > 20
+
+
+def test_counterfactual_changes_exactly_one_event() -> None:
+    rng = np.random.default_rng(0)
+    reversals = 0
+    for spec in clip_specs(SMALL, "train")[:150]:
+        a = spec.attributes
+        b = world.counterfactual(a, rng)
+        assert world.canonical_caption(b) != spec.captions[0]
+        if a["relation"] is not None:
+            assert b["relation"] != a["relation"] and b["objects"] == a["objects"]
+            reversals += b["relation"] == REVERSE.get(a["relation"])
+            continue
+        changed = [(x, y) for x, y in zip(a["objects"], b["objects"], strict=True) if x != y]
+        assert len(changed) == 1, changed
+        x, y = changed[0]
+        assert x["event"] != y["event"] and {k for k in x if x[k] != y[k]} <= {"event", "size"}
+        assert not (y["shape"] == "circle" and y["event"].startswith("turning"))
+        reversals += y["event"] == REVERSE[x["event"]]
+    assert 30 < reversals < 120  # about half the changes are time reversals
+
+
 def test_vocabulary_covers_every_caption_word() -> None:
     vocab = vocabulary()
     assert vocab["shapes"] == list(SHAPES) and vocab["colours"] == list(COLOURS)
