@@ -122,11 +122,22 @@ class FrameCache:
         return len(self.samples)
 
 
-def epoch_order(samples: list[Sample], seed: int, epoch: int) -> np.ndarray:
+def _colour(sample: Sample) -> str | None:
+    objects = sample.attributes.get("objects") if sample.attributes else None
+    return str(objects[0]["colour"]) if isinstance(objects, list) and objects else None
+
+
+def epoch_order(samples: list[Sample], seed: int, epoch: int, batch_size: int = 0,
+                grouped: float = 0.0) -> np.ndarray:
     """A shuffled order of sample indices in which time-reversal pairs stay adjacent.
 
     Keeping a clip and its reversal in one batch makes each the other's hardest
     negative: the only way to tell them apart is the order of the frames.
+
+    ``grouped`` (world clips, with ``batch_size``): about that share of the batches hold
+    clips whose first object has one colour. Colour alone tells most clips of a random
+    batch apart, so the loss rewards little else; within one colour only shape, size,
+    background and what happens over time do.
     """
     groups: dict[str, list[int]] = {}
     singles: list[list[int]] = []
@@ -138,4 +149,25 @@ def epoch_order(samples: list[Sample], seed: int, epoch: int) -> np.ndarray:
     units = singles + list(groups.values())
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(units))
-    return np.array([i for u in order for i in units[u]], dtype=np.int64)
+    if grouped <= 0 or batch_size <= 1:
+        return np.array([i for u in order for i in units[u]], dtype=np.int64)
+    # Batches of whole units: grouped ones filled from one colour's units, the rest from the others.
+    pick = rng.random(len(units)) < grouped
+    by_colour: dict[str | None, list[int]] = {}
+    for u in order[pick[order]]:
+        by_colour.setdefault(_colour(samples[units[u][0]]), []).append(int(u))
+    batches: list[list[int]] = []
+    for unit_list in [*by_colour.values(), [int(u) for u in order[~pick[order]]]]:
+        batch: list[int] = []
+        for u in unit_list:
+            batch += units[u]
+            if len(batch) >= batch_size:
+                batches.append(batch[:batch_size])
+                batch = batch[batch_size:]  # a pair split at the edge keeps its second clip
+        if batch:
+            batches.append(batch)
+    # Full batches in a random order; the partial ones (dropped by the trainer) at the end.
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [b for b in batches if len(b) < batch_size]
+    return np.array([i for b in [full[j] for j in rng.permutation(len(full))] + rest for i in b],
+                    dtype=np.int64)

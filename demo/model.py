@@ -44,6 +44,25 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) 2-D sine-cosine position codes, row-major (x varies fastest), as in MAE.
+
+    >>> sincos_2d(4, 8).shape
+    torch.Size([16, 8])
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got {dim}")
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                          indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    parts = []
+    for coord in (x.flatten(), y.flatten()):
+        angle = coord[:, None] * omega[None]
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, dim=1)
+
+
 class Clip4Clip(nn.Module):
     """Text tower, vision tower, temporal head and the learned temperature."""
 
@@ -66,8 +85,15 @@ class Clip4Clip(nn.Module):
 
     @classmethod
     def from_config(cls, text_config: dict[str, Any], vision_config: dict[str, Any],
-                    settings: Clip4ClipSettings) -> Clip4Clip:
-        """A randomly initialised model (the embedded model starts here)."""
+                    settings: Clip4ClipSettings, position_scale: float = 0.0) -> Clip4Clip:
+        """A randomly initialised model (the embedded model starts here).
+
+        ``position_scale`` > 0 starts the vision tower's patch positions as a fixed 2-D sin-cos
+        pattern times this scale (then learned as usual) instead of small random vectors. At
+        HF's default init a patch's position is ~15x weaker than its pixels, and a small ViT
+        trained briefly stays a bag of patches: it learns colour and size but not where
+        things are, so no temporal head can tell left from right.
+        """
         from transformers import (
             CLIPTextConfig,
             CLIPTextModelWithProjection,
@@ -80,6 +106,13 @@ class Clip4Clip(nn.Module):
         if text.config.projection_dim != vision.config.projection_dim:
             raise ValueError(f"text projection_dim {text.config.projection_dim} != vision "
                              f"projection_dim {vision.config.projection_dim}")
+        if position_scale > 0:
+            embeddings = vision.vision_model.embeddings
+            grid = math.isqrt(int(embeddings.num_patches))
+            codes = sincos_2d(grid, int(vision.config.hidden_size))
+            with torch.no_grad():
+                embeddings.position_embedding.weight[1:] = position_scale * codes
+                embeddings.position_embedding.weight[0] = 0.0  # the class token has no place
         return cls(text, vision, settings, build_head(settings, int(text.config.projection_dim or 0)))
 
     @classmethod

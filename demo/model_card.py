@@ -36,6 +36,14 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
+def _vocabulary_line(size: int | None) -> str:
+    if size is None or size >= 49408:
+        return "CLIP's 49,408-token BPE vocabulary"
+    return (f"CLIP's BPE vocabulary cut to the {size:,} tokens the world's captions need "
+            "(`demo.tokenizer.shrink_vocabulary`: those captions tokenise and embed exactly as with the "
+            "full table; other words split into byte pieces), which keeps this folder small")
+
+
 def _stage_lines(name: str, run_dir: Path) -> list[str]:
     log = _read_log(run_dir)
     config = json.loads((run_dir / "train_config.json").read_text()) if (run_dir / "train_config.json").is_file() \
@@ -48,7 +56,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     pooled = "single frames" if config.get("stage") == "image" else f"pooling `{config.get('pooling')}`"
     best = max(r["val"][head]["R@1"] for r in log)
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
-               "frame_loss": "frame-caption loss"}
+               "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches"}
     extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
     name = f"{name} (with {extra})" if extra else name
     return [f"- {name}: {len(log)} epochs, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
@@ -77,7 +85,7 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
         "## Architecture",
         "",
         f"- text: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, "
-        f"{text.get('max_position_embeddings')} positions, CLIP's 49,408-token BPE vocabulary",
+        f"{text.get('max_position_embeddings')} positions, " + _vocabulary_line(text.get("vocab_size")),
         f"- vision: ViT, {vision.get('image_size')}x{vision.get('image_size')} pixels, patch "
         f"{vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, width {vision.get('hidden_size')}",
         f"- embedding size {config.get('projection_dim')}; pooling `{settings.pooling}`"
@@ -98,6 +106,11 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
              "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, "
                       "loss = mean of both)",
              "video2": "stage 3, video-text fine-tuning of the seqTransf model alone"}
+    spec_path = work / "embedded_model.json"
+    scale = json.loads(spec_path.read_text()).get("init", {}).get("position_scale") if spec_path.is_file() else None
+    if scale:
+        lines.append(f"- initialisation: random, except the vision tower's patch positions, which start as 2-D "
+                     f"sin-cos codes times {scale:g} (about a patch embedding's size) and are then learned")
     for stage in stages:
         if stage == "image" or (work / stage).is_dir():  # stage 3 is optional
             lines += _stage_lines(names[stage], work / stage)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -67,3 +68,71 @@ def build_clip_tokenizer_files(out_dir: str | Path, bpe_path: str | Path = BPE_P
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+def _read_merges(folder: Path) -> list[tuple[str, str]]:
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")
+    return [(a, b) for a, b in (line.split() for line in lines[1:] if line.strip())]
+
+
+def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dict[str, int]:
+    """Copy the CLIP checkpoint ``src`` to ``dst`` with only the tokens ``texts`` need.
+
+    Kept: the 512 byte symbols (so every string still tokenises), the two special tokens,
+    and every merge product used to tokenise ``texts`` together with the pieces it was
+    merged from. Byte-pair encoding applies the lowest-ranked applicable merge first, and
+    every merge the full tokenizer applies to ``texts`` is kept in the same order, so those
+    texts get the same tokens (renumbered) and the model the same embedding rows: its
+    outputs on them are unchanged. Other words split into smaller pieces, whose rows the
+    embedded models never trained anyway. The token table is most of a small CLIP's size
+    (49,408 x width), which is why the embedded zero-shot stand-in ships this way.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPTokenizer
+
+    src, dst = Path(src), Path(dst)
+    full = CLIPTokenizer.from_pretrained(str(src))
+    vocab: dict[str, int] = json.loads((src / "vocab.json").read_text(encoding="utf-8"))
+    merges = _read_merges(src)
+    made_from = {a + b: (a, b) for a, b in merges}
+    keep = {token for token, i in vocab.items() if i < 512}
+    keep |= {full.bos_token, full.eos_token, full.unk_token, full.pad_token}
+    stack = [full.convert_ids_to_tokens(i) for text in texts for i in full(text)["input_ids"]]
+    while stack:
+        token = stack.pop()
+        if token not in keep:
+            keep.add(token)
+            stack.extend(made_from.get(token, ()))
+    old_ids = sorted(vocab[t] for t in keep)
+    new_vocab = {full.convert_ids_to_tokens(i): n for n, i in enumerate(old_ids)}
+    kept_merges = [m for m in merges if m[0] + m[1] in keep]
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("vocab.json", "merges.txt", "model.safetensors",
+                                                            "config.json", "tokenizer.json"))
+    (dst / "vocab.json").write_text(json.dumps(new_vocab, ensure_ascii=False), encoding="utf-8")
+    (dst / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in kept_merges) + "\n",
+                                    encoding="utf-8")
+    weights = load_file(str(src / "model.safetensors"))
+    key = "text_model.embeddings.token_embedding.weight"
+    weights[key] = weights[key][torch.tensor(old_ids)].contiguous()
+    save_file(weights, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    (dst / "model.safetensors").chmod(0o644)  # safetensors writes owner-only files
+    config = json.loads((src / "config.json").read_text())
+    text = config["text_config"]
+    text["vocab_size"] = len(old_ids)
+    for name, token in (("bos_token_id", full.bos_token), ("eos_token_id", full.eos_token)):
+        text[name] = new_vocab[token]
+    text["pad_token_id"] = new_vocab[full.pad_token]
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+
+    small = CLIPTokenizer.from_pretrained(str(dst))
+    remap = {old: new for new, old in enumerate(old_ids)}
+    for text_ in texts:
+        want = [remap[i] for i in full(text_)["input_ids"]]
+        got = small(text_)["input_ids"]
+        if got != want:
+            raise RuntimeError(f"the shrunk tokenizer splits {text_!r} differently: {got} vs {want}")
+    return {"tokens": len(old_ids), "merges": len(kept_merges), "texts": len(texts)}

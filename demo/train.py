@@ -68,6 +68,8 @@ class TrainConfig:
     # World clips (video stage): weight of the image stage's frame-caption loss on one frame per
     # clip, which keeps object positions in the frame embeddings.
     frame_loss: float = 0.0
+    # World clips: share of batches drawn from clips of one colour (see demo.data.epoch_order).
+    grouped_batches: float = 0.0
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -96,7 +98,8 @@ def build_model(config: TrainConfig) -> Clip4Clip:
         spec = json.loads(Path(config.model_config).read_text())
         base = Clip4ClipSettings(**spec.get("clip4clip", {}))
         settings = _settings(base, config, head_pooling)
-        return Clip4Clip.from_config(spec["text"], spec["vision"], settings)
+        return Clip4Clip.from_config(spec["text"], spec["vision"], settings,
+                                     position_scale=float(spec.get("init", {}).get("position_scale", 0.0)))
     assert config.init is not None
     model = Clip4Clip.from_pretrained(config.init, pooling="meanP")
     settings = _settings(model.settings, config, head_pooling)
@@ -403,7 +406,8 @@ class Trainer:
         self.model.train()
         log_path = self.out / "log.jsonl"
         while self.epoch < cfg.epochs:
-            order = epoch_order(self.train_data.samples, cfg.seed, self.epoch)
+            order = epoch_order(self.train_data.samples, cfg.seed, self.epoch,
+                                cfg.batch_size * cfg.accum_steps, cfg.grouped_batches)
             started, losses = time.time(), []
             bar = tqdm(range(self.steps_per_epoch), desc=f"{cfg.stage} epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not self.progress, unit="step")

@@ -650,9 +650,10 @@ Weights are stored in float16; they load as float32.
 X-CLIP's objective: for each training clip, logits over the {len(REWORDED)} class prompts
 (`demo.world.event_labels()`; per class {prompts}; template `{config.template!r}`), cross-entropy
 against the clip's class (`demo.world.clip_event`). Clips with several objects doing different
-things have no single class and are left out. The text tower is {"frozen" if config.text_lr <= 0
-else f"trained at lr {config.text_lr:g} (token embeddings frozen)"} so the caption synonyms the
-CLIP4Clip text tower learned survive.
+things have no single class and are left out. {"The text tower is frozen, so the caption synonyms the "
+"CLIP4Clip text tower learned survive." if config.text_lr <= 0 else f"The text tower trains at lr "
+f"{config.text_lr:g} (frozen, its label embeddings are nearly identical); its token embeddings stay "
+"frozen, so words keep what the CLIP4Clip text tower learned."}
 Data: the world's train split (seed {config.seed}{f", first {config.limit} usable clips" if config.limit
 else ""}), validated each epoch on val, best epoch kept. {config.epochs} epochs, batch {config.batch_size},
 AdamW, lr {config.lr:g} (new parts) / {config.vision_lr:g} (copied vision weights), warm-up then cosine.

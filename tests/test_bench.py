@@ -185,3 +185,32 @@ def test_stall_watch_counts_time_the_process_could_not_run() -> None:
     with StallWatch(period=0.01, threshold=0.2) as calm:
         time.sleep(0.1)
     assert calm.count == 0 and calm.stalled_s == 0.0
+
+
+def test_busy_note_counts_other_processes_not_the_run_itself() -> None:
+    from demo.bench.report import busy_note
+
+    # The bench's own two threads put the load average near 2; that is not competition.
+    quiet = {"cores": 2, "load_average": [1.7], "load_average_after": [1.9], "other_cpu_share": 0.02}
+    assert busy_note(quiet) is None
+    assert "40%" in (busy_note({**quiet, "other_cpu_share": 0.4}) or "")
+    # Without the share (older results), only the load at the start counts.
+    assert busy_note({"cores": 2, "load_average": [0.3], "load_average_after": [2.0]}) is None
+    assert busy_note({"cores": 2, "load_average": [3.0], "load_average_after": [2.0]}) is not None
+
+
+def test_cpu_seconds_sees_this_process_work() -> None:
+    import time
+
+    from demo.bench.common import cpu_seconds
+
+    before = cpu_seconds()
+    if before is None:
+        pytest.skip("no /proc/stat on this system")
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    after = cpu_seconds()
+    assert after is not None
+    assert after[1] - before[1] >= 0.25  # own CPU time
+    assert after[0] - before[0] >= 0.2  # the machine's busy time includes it

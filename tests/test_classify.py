@@ -305,3 +305,19 @@ def test_embedded_events_preset(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(InputError, match="'nope'.*kinetics400"):
         load_preset("nope")
+
+
+@pytest.mark.slow
+def test_shipped_embedded_xclip_calls_growing_clips_growing(tmp_path: Path) -> None:
+    """The shipped X-CLIP on the first three single-object "growing" clips of the world's test
+    split, rendered here, against all 15 event labels (growing is its best class: BENCHMARKS.md)."""
+    from demo.presets import PRECOMPUTED
+    from demo.world import WorldConfig, clip_event, clip_specs, event_labels, render_to
+
+    specs = [s for s in clip_specs(WorldConfig(), "test")
+             if len(s.attributes["objects"]) == 1 and clip_event(s) == "growing"][:3]
+    assert len(specs) == 3
+    shipped = XClipClassifier.from_pretrained(PRECOMPUTED / "xclip-world")
+    for spec in specs:
+        result = shipped.classify(render_to(spec, tmp_path / f"{spec.id}.mp4"), event_labels(), k=3)
+        assert result.labels[0] == "growing", (spec.id, result.labels, result.probs)

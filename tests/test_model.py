@@ -92,3 +92,17 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 def test_seqtransf_on_checkpoint_without_head_is_refused(tiny_clip4clip_other):
     with pytest.raises(ModelLoadError, match="temporal_head"):
         Clip4Clip.from_pretrained(tiny_clip4clip_other, pooling="seqTransf")
+
+
+def test_sincos_patch_positions_at_random_init() -> None:
+    from demo.model import sincos_2d
+    from tests.conftest import TINY_TEXT, TINY_VISION
+
+    plain = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
+    placed = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings(), position_scale=0.5)
+    grid = TINY_VISION["image_size"] // TINY_VISION["patch_size"]
+    weight = placed.vision.vision_model.embeddings.position_embedding.weight
+    assert torch.equal(weight[1:], 0.5 * sincos_2d(grid, TINY_VISION["hidden_size"])) and not weight[0].any()
+    assert plain.vision.vision_model.embeddings.position_embedding.weight.std() < 0.1
+    codes = sincos_2d(grid, TINY_VISION["hidden_size"])
+    assert len({tuple(row.tolist()) for row in codes}) == grid * grid  # every patch has its own code

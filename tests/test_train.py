@@ -40,6 +40,28 @@ def test_pairs_stay_adjacent_in_epoch_order(clip_folder):
         assert abs(order.index(1) - order.index(4)) == 1
 
 
+def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
+    from pathlib import Path
+
+    from demo.data import Sample
+
+    colours = ["red", "blue", "green", "white"]
+    samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",), pair=f"p{i // 2}" if i < 40 else None,
+                      attributes={"objects": [{"colour": colours[(i // 2) % 4]}]}) for i in range(200)]
+    for epoch in range(3):
+        order = epoch_order(samples, seed=0, epoch=epoch, batch_size=8, grouped=1.0)
+        assert sorted(order.tolist()) == list(range(200))
+        full = [order[i:i + 8] for i in range(0, len(order) - 7, 8)]
+        one_colour = [len({samples[j].attributes["objects"][0]["colour"] for j in b}) == 1 for b in full]
+        assert np.mean(one_colour) >= 0.8  # only a colour's last, partial batch mixes
+        positions = {int(j): k for k, j in enumerate(order)}
+        # A pair stays adjacent unless a batch edge splits it (at most one pair per batch).
+        assert np.mean([abs(positions[2 * p] - positions[2 * p + 1]) == 1 for p in range(20)]) >= 0.75
+    mixed = epoch_order(samples, seed=0, epoch=0, batch_size=8, grouped=0.0)
+    assert np.mean([len({samples[j].attributes["objects"][0]["colour"] for j in mixed[i:i + 8]}) == 1
+                    for i in range(0, 200, 8)]) < 0.2
+
+
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(clip_folder, tiny_config, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--train", str(clip_folder / "captions.csv"), "--val", str(clip_folder / "captions.csv"),

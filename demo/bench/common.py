@@ -104,6 +104,23 @@ def load_average() -> list[float]:
         return []
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds all processes spent busy, CPU seconds this process and its waited-for
+    children spent) since boot / start. Their difference over a run is what the rest of the
+    machine used meanwhile, which the load average cannot tell apart from the run itself."""
+    import resource
+
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(x) for x in fields]
+    busy = sum(ticks[:3]) + sum(ticks[5:8])  # user nice system, irq softirq steal (not idle, iowait)
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))  # fmt: skip
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, load and library versions, for the table's header."""
     import faiss

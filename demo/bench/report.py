@@ -6,23 +6,35 @@ from typing import Any
 
 
 def busy_note(meta: dict[str, Any]) -> str | None:
-    """A warning when the machine was loaded (another process competing for the cores)."""
+    """A warning when other processes took a real share of the CPU during the run.
+
+    Measured from /proc/stat minus this process's own CPU time; runs without that figure
+    fall back to the 1-minute load average at the start (the one at the end counts the
+    benchmark's own threads, so it cannot show competition)."""
     cores = meta.get("cores") or 1
-    loads = [*meta.get("load_average", [])[:1], *meta.get("load_average_after", [])[:1]]
-    if not loads or max(loads) <= 0.5 * cores:
-        return None
-    seen = " -> ".join(f"{x:.1f}" for x in loads)
-    return (f"**The machine was busy** (1-minute load average {seen} on {cores} cores: other "
-            "processes competed for the CPU), so latencies are inflated and noisier than on a "
-            "quiet machine; rerun the command when the load is near 0.")
+    share = meta.get("other_cpu_share")
+    if share is not None:
+        if share <= 0.1:
+            return None
+        seen = f"other processes used {100 * share:.0f}% of the {cores} cores' time during the run"
+    else:
+        start = meta.get("load_average", [])[:1]
+        if not start or start[0] <= 0.5 * cores:
+            return None
+        seen = f"1-minute load average {start[0]:.1f} on {cores} cores at the start"
+    return (f"**The machine was busy** ({seen}), so latencies are inflated and noisier than on a "
+            "quiet machine; rerun the command when nothing else is running.")
 
 
 def _header(meta: dict[str, Any]) -> list[str]:
     m = meta
     load = " -> ".join(f"{x[0]:.2f}" for x in (m.get("load_average"), m.get("load_average_after")) if x)
+    others = (f"; other processes' share of the CPU during the run {100 * m['other_cpu_share']:.1f}%"
+              if m.get("other_cpu_share") is not None else "")
     lines = [
         f"`{m['command']}` on {m['date']}, {m.get('seconds', 0):.0f} s. CPU: {m['cpu']}, "
-        f"{m['cores']} cores (load average {load or 'n/a'}; niceness {m.get('nice', 'n/a')}). "
+        f"{m['cores']} cores (load average {load or 'n/a'}, this run's own threads included{others}; "
+        f"niceness {m.get('nice', 'n/a')}). "
         f"Python {m['python']}, "
         f"torch {m['torch']} ({m['torch_threads']} threads), faiss {m['faiss']} "
         f"({m['faiss_threads']} OpenMP threads), numpy {m['numpy']}, "

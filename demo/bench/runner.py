@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from demo.bench.common import load_average, machine_info
+from demo.bench.common import cpu_seconds, load_average, machine_info
 from demo.bench.indexing import IndexingScale
 from demo.bench.query import QueryScale
 from demo.bench.search import SearchScale
@@ -138,10 +138,15 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "quick": config.quick, "sections": list(config.sections), **machine_info()}
     out: dict[str, Any] = {"meta": meta}
     config.out.mkdir(parents=True, exist_ok=True)
+    cpu_before = cpu_seconds()
     with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=config.out) as tmp, StallWatch() as stalls:
         out.update(_run_sections(config, p, Path(tmp)))
     meta["load_average_after"] = load_average()
     meta["seconds"] = time.perf_counter() - started
+    cpu_after = cpu_seconds()
+    if cpu_before and cpu_after:  # share of the machine's CPU time that other processes took
+        others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])
+        meta["other_cpu_share"] = round(max(0.0, others) / (meta["seconds"] * (meta["cores"] or 1)), 3)
     meta["stalled_s"], meta["stalls"] = stalls.stalled_s, stalls.count
     out["targets"] = collect_targets(out)
     from demo.bench.report import format_markdown
