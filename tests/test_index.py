@@ -368,3 +368,23 @@ def test_build_where_every_file_fails_keeps_work_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "idx").exists()
     with pytest.raises(InputError, match="unique"):
         build_index([VideoItem("a", "x.mp4"), VideoItem("a", "y.mp4")], tmp_path / "i2", FakeEncoder())
+
+
+def test_sharded_binary_index_finds_the_same_nearest_codes() -> None:
+    import faiss
+
+    from demo.index import binarize, build_binary_index, hamming_search
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5003, 64)).astype(np.float32)  # not a multiple of the shard count
+    q = x[rng.integers(0, len(x), 20)] + 0.5 * rng.standard_normal((20, 64)).astype(np.float32)
+    codes = binarize(x)
+    flat, sharded = build_binary_index(codes, 64, shards=1), build_binary_index(codes, 64, shards=3)
+    assert isinstance(sharded, faiss.IndexBinaryShards) and sharded.ntotal == len(x)
+    qc = binarize(q)
+    for r in (1, 50, 6000):  # 6000 > N: both pad with -1
+        a, b = hamming_search(flat, q, r), hamming_search(sharded, q, r)
+        assert ((a >= 0) == (b >= 0)).all() and b.max() < len(x)
+        # Same Hamming distances rank by rank (ties may list different rows).
+        dist = [np.unpackbits(codes[np.where(ids >= 0, ids, 0)] ^ qc[:, None], axis=2).sum(2) for ids in (a, b)]
+        np.testing.assert_array_equal(np.where(a >= 0, dist[0], -1), np.where(b >= 0, dist[1], -1))

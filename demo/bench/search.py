@@ -198,7 +198,10 @@ def search_targets(result: dict[str, Any], realistic: bool, limits: dict[str, fl
         ("binary + rerank100, one query p50", f"<= {limits['p50_ms']:g} ms",
          f"{ours['one']['p50_ms']:.2f} ms", ours["one"]["p50_ms"] <= limits["p50_ms"]),
         ("speed-up over numpy brute force (one query, p50)", f">= {limits['speedup']:g}x",
-         f"{speedup:.0f}x", speedup >= limits["speedup"]),
+         # The Hamming scan reads every code once per query: its rate is this machine's limit.
+         f"{speedup:.1f}x: numpy {m['numpy']['one']['p50_ms']:.1f} ms; ours scans {ours['kept_mb']:.0f} MiB "
+         f"of codes at {ours['kept_mb'] / 1024 / (ours['one']['p50_ms'] / 1000):.1f} GiB/s",
+         speedup >= limits["speedup"]),
         ("codes resident", f"<= {limits['codes_mb']:g} MB",
          f"{ours['kept_mb']:.0f} MiB codes; RSS +{anon:.0f} MiB besides mapped float16 pages",
          ours["kept_mb"] <= limits["codes_mb"] and anon <= limits["codes_mb"]),
