@@ -70,6 +70,12 @@ class TrainConfig:
     frame_loss: float = 0.0
     # World clips: share of batches drawn from clips of one colour (see demo.data.epoch_order).
     grouped_batches: float = 0.0
+    # World clips (video stage): weight of a hinge that keeps a clip's canonical caption and the
+    # canonical caption of its time reversal (same words, opposite events) below cosine
+    # ``caption_margin``. Opposite events ("moving left" / "moving right") otherwise embed almost
+    # identically, and no video feature can tell them apart (BENCHMARKS.md, "Training runs compared").
+    caption_separation: float = 0.0
+    caption_margin: float = 0.9
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -292,11 +298,34 @@ class Trainer:
                 videos.append(self.model.head(per_frame, masks))
             losses = [self._contrastive(text, v, captions, negatives, scale) for v in videos]
             loss = torch.stack(losses).mean()
+            if self.config.stage == "video" and self.config.caption_separation > 0:
+                hinge = self._caption_separation(indices)
+                if hinge is not None:
+                    loss = loss + self.config.caption_separation * hinge
             if self.config.stage == "video" and self.config.frame_loss > 0:
                 frame = self._frame_loss(indices, per_frame, masks, scale)
                 if frame is not None:
                     loss = loss + self.config.frame_loss * frame
         return loss
+
+    def _caption_separation(self, indices: np.ndarray) -> torch.Tensor | None:
+        """Mean hinge on cosine(canonical caption, canonical caption of the time reversal) above
+        ``caption_margin``, over the batch's world clips whose reversal reads differently."""
+        from demo.world import time_reversed
+        from demo.world_text import canonical_caption
+
+        pairs = []
+        for i in indices:
+            attributes = self.train_data.samples[i].attributes
+            if attributes.get("objects"):
+                own, opposite = canonical_caption(attributes), canonical_caption(time_reversed(attributes))
+                if own != opposite:  # bouncing, staying still: the same forwards and backwards
+                    pairs.append((own, opposite))
+        if not pairs:
+            return None
+        text = self._encode_captions([a for a, _ in pairs] + [b for _, b in pairs]).float()
+        cosine = (text[:len(pairs)] * text[len(pairs):]).sum(-1)
+        return torch.relu(cosine - self.config.caption_margin).mean()
 
     def _hard_negatives(self, indices: np.ndarray) -> list[tuple[int, str]]:
         """For a ``hard_negatives`` share of the world clips in a video batch: (position, a

@@ -460,7 +460,7 @@ def _sample_attributes(rng: np.random.Generator, config: WorldConfig, heldout: b
             "heldout": heldout, "pair": None}  # fmt: skip
 
 
-def _reversed(attributes: dict[str, Any]) -> dict[str, Any]:
+def time_reversed(attributes: dict[str, Any]) -> dict[str, Any]:
     """Attributes of the same clip played backwards (every start and end swapped)."""
     objects = []
     for o in attributes["objects"]:
@@ -491,7 +491,7 @@ def _split_specs(config: WorldConfig, split: str) -> tuple[ClipSpec, ...]:
             attrs = _sample_attributes(rng, config, heldout, paired, duration)
             if attrs is None:
                 continue
-            group = [attrs, _reversed(attrs)] if paired else [attrs]
+            group = [attrs, time_reversed(attrs)] if paired else [attrs]
             names = [canonical_caption(a) for a in group]
             if not all(fits_token_budget(t) for t in names):
                 continue  # e.g. three objects turning anticlockwise on a checkered background

@@ -136,6 +136,27 @@ def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_pa
     assert framed > 0
 
 
+def test_caption_separation_adds_a_hinge_on_reversed_captions(tiny_world, tiny_config, tmp_path):
+    from dataclasses import replace
+
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
+                         pooling="meanP", epochs=1, batch_size=6, workers=1)
+    trainer = Trainer(config, progress=False)
+
+    def loss(**change):
+        trainer.config = replace(config, **change)
+        trainer.rng = np.random.default_rng(0)  # the same captions each time
+        return float(trainer._loss(np.arange(6)).detach())
+
+    base = loss()
+    assert loss(caption_separation=2.0, caption_margin=1.0) == pytest.approx(base)  # cosine <= 1: no hinge
+    # margin -1: the hinge is 1 + cosine > 0 for every pair, so the loss grows.
+    assert loss(caption_separation=2.0, caption_margin=-1.0) > base + 0.5
+
+
 def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_path):
     from demo.train import Trainer
 
