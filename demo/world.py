@@ -137,7 +137,7 @@ def _lerp(a: float, b: float, i: int, n: int) -> float:
     return (a * (n - i) + b * i) / n
 
 
-def _state(obj: dict[str, Any], i: int, n: int) -> tuple[float, float, float, float, float]:
+def object_state(obj: dict[str, Any], i: int, n: int) -> tuple[float, float, float, float, float]:
     """Object ``obj`` at frame ``i`` of ``n + 1``: (x, y, radius, angle degrees, opacity)."""
     y = _lerp(obj["y0"], obj["y1"], i, n)
     if obj["bounces"]:
@@ -404,7 +404,7 @@ def render(spec: ClipSpec) -> np.ndarray:
     for i in range(t):
         frame = base.copy()
         for obj in spec.attributes["objects"]:
-            _draw(frame, obj, _state(obj, i, t - 1), scale)
+            _draw(frame, obj, object_state(obj, i, t - 1), scale)
         frames[i] = np.clip(frame + np.float32(0.5), 0, 255).astype(np.uint8)
     return frames
 
@@ -540,7 +540,7 @@ def frame_caption_pair(attributes: dict[str, Any], i: int, n: int,
     """:func:`frame_caption` and the same sentence with the objects mirrored (left <-> right or
     top <-> bottom): a hard negative that only position tells apart (``None`` when mirroring
     changes no word, e.g. everything is in the middle)."""
-    states = [(obj, _state(obj, i, n)) for obj in attributes["objects"]]
+    states = [(obj, object_state(obj, i, n)) for obj in attributes["objects"]]
     flip_x = rng.random() < 0.5
     mirrored = [(obj, ((REF - x, y) if flip_x else (x, REF - y)) + tuple(rest)) for obj, (x, y, *rest) in states]
     seed = int(rng.integers(2**31 - 1))  # both sentences draw the same phrasing

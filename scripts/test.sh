@@ -11,6 +11,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1
-python -m ruff check demo tests app.py
+python -m ruff check demo tests app.py scripts
 python -m mypy demo app.py
 python -m pytest "$@"

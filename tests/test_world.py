@@ -79,7 +79,7 @@ def test_render_shape_and_visible_objects() -> None:
         mid = t // 2
         bare = render(_empty(spec))[mid].astype(int)
         for obj in spec.attributes["objects"]:
-            x, y, _, _, opacity = world._state(obj, mid, t - 1)
+            x, y, _, _, opacity = world.object_state(obj, mid, t - 1)
             assert opacity > 0.3  # the middle frame shows every object (still captions rely on it)
             pixel = frames[mid, int(y), int(x)].astype(int)
             expected = (1 - opacity) * bare[int(y), int(x)] + opacity * np.array(world.RGB[obj["colour"]])
@@ -323,7 +323,7 @@ def test_objects_are_distinct_valid_and_inside_the_frame() -> None:
             assert o["event"] in EVENTS
             assert not (o["shape"] == "circle" and o["event"].startswith("turning"))
             for i in range(spec.num_frames):
-                x, y, r, angle, _ = world._state(o, i, spec.num_frames - 1)
+                x, y, r, angle, _ = world.object_state(o, i, spec.num_frames - 1)
                 hx, hy = world.shape_extents(o["shape"], angle)
                 assert hx * r <= x <= 128 - hx * r and hy * r <= y <= 128 - hy * r, (spec.id, o)
     share = counts[1:] / counts.sum()

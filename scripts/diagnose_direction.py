@@ -1,0 +1,103 @@
+"""Why a CLIP4Clip checkpoint does or does not tell a clip from its time reversal.
+
+    python scripts/diagnose_direction.py MODEL_DIR [--world work/embedded/world] [--probe-only]
+
+Prints the numbers behind BENCHMARKS.md's "Training runs compared":
+
+1. the cosine between captions of opposite events ("a red circle moving left" / "... right");
+2. per event, how often the model scores a test clip's canonical caption higher on the clip
+   than on its time-reversed twin, with meanP and with the checkpoint's seqTransf head;
+3. a linear probe on frame embeddings: R^2 of ridge regression from one frame's embedding to
+   the object's x, y, radius and opacity in that frame (3 rendered frames of each of the first
+   300 single-object test clips, 70/30 split).
+
+Part 2 needs the rendered test split (``python -m demo synth --out work/embedded/world``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
+from demo.encoders import Clip4ClipEncoder  # noqa: E402
+from demo.video import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
+from demo.world import WorldConfig, clip_specs, object_state, render  # noqa: E402
+
+OPPOSITES = [("moving left", "moving right"), ("moving up", "moving down"), ("growing", "shrinking"),
+             ("appearing", "disappearing"), ("turning clockwise", "turning anticlockwise")]
+
+
+def caption_cosines(model: str) -> None:
+    enc = Clip4ClipEncoder.from_pretrained(model)
+    pairs = [(f"a red circle {a}", f"a red circle {b}") for a, b in OPPOSITES]
+    pairs += [("a red circle moving left", "a red square moving left"),  # shape
+              ("a red circle moving left", "a blue circle moving left")]  # colour
+    for a, b in pairs:
+        e = enc.encode_texts([a, b])
+        print(f"cosine({a!r}, {b!r}) = {float(e[0] @ e[1]):.4f}")
+
+
+def twin_ordering(model: str, world: Path) -> None:
+    rows = [json.loads(line) for line in (world / "test.jsonl").read_text().splitlines() if line.strip()]
+    pairs: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if r["attributes"].get("pair"):
+            pairs[r["attributes"]["pair"]].append(i)
+    idx = [i for members in pairs.values() if len(members) == 2 for i in members]  # twins adjacent
+    event = [rows[i]["attributes"]["relation"] or rows[i]["attributes"]["objects"][0]["event"] for i in idx]
+    for pooling in ("meanP", "seqTransf"):
+        enc = Clip4ClipEncoder.from_pretrained(model, pooling=pooling)
+        videos = enc.encode_videos([world / rows[i]["path"] for i in idx])
+        scores = enc.encode_texts([rows[i]["captions"][0] for i in idx]) @ videos.T
+        won: dict[str, list[bool]] = defaultdict(list)
+        for j in range(len(idx)):
+            won[event[j]].append(bool(scores[j, j] > scores[j, j ^ 1]))
+        cells = ", ".join(f"{e} {100 * np.mean(w):.0f}% ({len(w)})" for e, w in sorted(won.items()))
+        print(f"{pooling}: own clip above its reversed twin: {cells}")
+
+
+def frame_probe(model: str, clips: int = 300, seed: int = 0) -> None:
+    enc = Clip4ClipEncoder.from_pretrained(model)
+    specs = [s for s in clip_specs(WorldConfig(), "test") if len(s.attributes["objects"]) == 1][:clips]
+    rng = np.random.default_rng(seed)
+    features, targets = [], []
+    for spec in specs:
+        frames = render(spec)
+        pick = rng.choice(len(frames), 3, replace=False)
+        pixels = preprocess(frames[pick], enc.model.image_size, CLIP_MEAN, CLIP_STD)
+        with torch.inference_mode():
+            features.append(enc.model.vision(pixel_values=pixels).image_embeds.numpy())
+        obj = spec.attributes["objects"][0]
+        for i in pick:
+            x, y, radius, _, opacity = object_state(obj, int(i), len(frames) - 1)
+            targets.append([x, y, radius, opacity])
+    x_all = np.hstack([np.concatenate(features), np.ones((len(targets), 1))])
+    y_all, cut = np.array(targets), int(0.7 * len(targets))
+    gram = x_all[:cut].T @ x_all[:cut] + 1e-2 * np.eye(x_all.shape[1])
+    for k, name in enumerate(("x", "y", "radius", "opacity")):
+        w = np.linalg.solve(gram, x_all[:cut].T @ y_all[:cut, k])
+        pred, true = x_all[cut:] @ w, y_all[cut:, k]
+        print(f"probe {name}: R^2 {1 - ((pred - true) ** 2).sum() / ((true - true.mean()) ** 2).sum():.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--world", default="work/embedded/world", type=Path)
+    parser.add_argument("--probe-only", action="store_true")
+    args = parser.parse_args()
+    if not args.probe_only:
+        caption_cosines(args.model)
+        twin_ordering(args.model, args.world)
+    frame_probe(args.model)
+
+
+if __name__ == "__main__":
+    main()
