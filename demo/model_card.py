@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.temporal import Clip4ClipSettings
+from demo.tokenizer import VOCAB_SIZE
 
 
 def _read_log(run_dir: Path) -> list[dict[str, Any]]:
@@ -37,8 +38,8 @@ def _numel(shape: list[int]) -> int:
 
 
 def _vocabulary_line(size: int | None) -> str:
-    if size is None or size >= 49408:
-        return "CLIP's 49,408-token BPE vocabulary"
+    if size is None or size >= VOCAB_SIZE:
+        return f"CLIP's {VOCAB_SIZE:,}-token BPE vocabulary"
     return (f"CLIP's BPE vocabulary cut to the {size:,} tokens the world's captions need "
             "(`demo.tokenizer.shrink_vocabulary`: those captions tokenise and embed exactly as with the "
             "full table; other words split into byte pieces), which keeps this folder small")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from demo.data import read_samples
 from demo.errors import InputError
 from demo.presets import PRECOMPUTED
 from demo.tokenizer import shrink_vocabulary
@@ -105,7 +106,6 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                   grouped_batches=recipe.order_grouped, resume=True), progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
-    shipped = {"clip-world-image": image, "clip4clip-world": video}
     target = out / "clip4clip-world"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(video, target, ignore=shutil.ignore_patterns("trainer_state.pt"))
@@ -122,15 +122,13 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     write_clip4clip_card(out / "clip4clip-world", "clip4clip-world: the embedded CLIP4Clip (seqTransf)", work, note)
     write_clip4clip_card(out / "clip-world-image", "clip-world-image: the image-pretrained stand-in for "
                          "zero-shot CLIP", work, note, stages=("image",))
-    return {**{name: out / name for name in shipped}, "index-world": index}
+    return {"clip-world-image": out / "clip-world-image", "clip4clip-world": target, "index-world": index}
 
 
 def world_texts(world_dir: str | Path) -> list[str]:
     """Every caption of every split of a rendered world, plus the vocabulary's words and phrases."""
     texts = [text for words in vocabulary_lists().values() for text in words]
-    for path in sorted(Path(world_dir).glob("*.jsonl")):
-        with path.open(encoding="utf-8") as f:
-            texts += [c for line in f if line.strip() for c in json.loads(line)["captions"]]
+    texts += [c for path in sorted(Path(world_dir).glob("*.jsonl")) for s in read_samples(path) for c in s.captions]
     return list(dict.fromkeys(texts))
 
 

@@ -98,7 +98,8 @@ def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dic
     made_from = {a + b: (a, b) for a, b in merges}
     keep = {token for token, i in vocab.items() if i < 512}
     keep |= {full.bos_token, full.eos_token, full.unk_token, full.pad_token}
-    stack = [full.convert_ids_to_tokens(i) for text in texts for i in full(text)["input_ids"]]
+    full_ids = [full(text)["input_ids"] for text in texts]  # tokenised once: kept tokens, then the check
+    stack = [full.convert_ids_to_tokens(i) for ids in full_ids for i in ids]
     while stack:
         token = stack.pop()
         if token not in keep:
@@ -130,8 +131,8 @@ def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dic
 
     small = CLIPTokenizer.from_pretrained(str(dst))
     remap = {old: new for new, old in enumerate(old_ids)}
-    for text_ in texts:
-        want = [remap[i] for i in full(text_)["input_ids"]]
+    for text_, ids in zip(texts, full_ids, strict=True):
+        want = [remap[i] for i in ids]
         got = small(text_)["input_ids"]
         if got != want:
             raise RuntimeError(f"the shrunk tokenizer splits {text_!r} differently: {got} vs {want}")
