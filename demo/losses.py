@@ -22,7 +22,8 @@ def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
 
 
 def multi_positive_infonce(
-    logits: torch.Tensor, groups: torch.Tensor, own_negatives: torch.Tensor | None = None
+    logits: torch.Tensor, groups: torch.Tensor, own_negatives: torch.Tensor | None = None,
+    own_negative_videos: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE where several columns can be correct: ``groups[i] == groups[j]`` marks a positive.
 
@@ -36,16 +37,24 @@ def multi_positive_infonce(
     video->text softmax only: the changed caption may well describe another clip of the
     batch (a time-reversed twin), so it is no negative for the others.
 
+    ``own_negative_videos`` (B,): likewise for each caption, the logit of a hard negative
+    video of its own (its clip played backwards; ``-inf`` where the caption reads the same
+    either way). It joins that caption's text->video softmax only.
+
     >>> logits, groups = torch.eye(2) * 5, torch.arange(2)
     >>> easy = multi_positive_infonce(logits, groups)
     >>> hard = multi_positive_infonce(logits, groups, torch.tensor([4.0, float("-inf")]))
     >>> bool(hard > easy)
     True
+    >>> backwards = multi_positive_infonce(logits, groups, None, torch.tensor([5.0, float("-inf")]))
+    >>> bool(backwards > easy)
+    True
     """
     positives = groups.unsqueeze(0) == groups.unsqueeze(1)
     masked = logits.masked_fill(~positives, float("-inf"))
     # -log of the probability mass on any correct column (rows) / row (columns).
-    rows = logits.logsumexp(dim=1) - masked.logsumexp(dim=1)
+    every_video = logits if own_negative_videos is None else torch.cat([logits, own_negative_videos.unsqueeze(1)], 1)
+    rows = every_video.logsumexp(dim=1) - masked.logsumexp(dim=1)
     every_text = logits if own_negatives is None else torch.cat([logits, own_negatives.unsqueeze(0)], dim=0)
     cols = every_text.logsumexp(dim=0) - masked.logsumexp(dim=0)
     return (rows.mean() + cols.mean()) / 2

@@ -72,6 +72,22 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(pooled, dim=-1)
 
 
+def reverse_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each clip's valid frames in reverse order, padding left in place: (B, T, ...) -> (B, T, ...).
+
+    Frames are valid first, padding after (as :func:`demo.video.clip4clip_indices` samples them).
+
+    >>> reverse_frames(torch.arange(4.0).view(1, 4), torch.tensor([[True, True, True, False]]))
+    tensor([[2., 1., 0., 3.]])
+    """
+    t = frames.shape[1]
+    steps = torch.arange(t, device=frames.device).unsqueeze(0)
+    counts = mask.sum(1, keepdim=True)
+    index = torch.where(steps < counts, counts - 1 - steps, steps)
+    index = index.view(*index.shape, *([1] * (frames.ndim - 2))).expand_as(frames)
+    return frames.gather(1, index)
+
+
 class SeqTransfHead(nn.Module):
     """Frame positions + transformer + residual, then meanP (CLIP4Clip's seqTransf)."""
 

@@ -34,7 +34,7 @@ from demo.data import FrameCache, Sample, epoch_order, read_samples
 from demo.errors import InputError
 from demo.losses import multi_positive_infonce
 from demo.model import Clip4Clip
-from demo.temporal import Clip4ClipSettings, masked_mean
+from demo.temporal import Clip4ClipSettings, masked_mean, reverse_frames
 from demo.tokenizer import build_clip_tokenizer_files
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,20 @@ class TrainConfig:
     # identically, and no video feature can tell them apart (BENCHMARKS.md, "Training runs compared").
     caption_separation: float = 0.0
     caption_margin: float = 0.9
+    # World clips (video stage, seqTransf head): share of the captions whose meaning changes when
+    # their clip plays backwards ("moving left", "growing") also scores the clip's own frames in reverse order,
+    # as a negative video of its own. Only frame order tells the two apart, so this is the one
+    # signal that makes the head (and the frame features under it) read time; in-batch negatives
+    # almost never hold a clip's reversal. Time-reversed videos as negatives follow Bagad et al.,
+    # "Test of Time" (CVPR 2023).
+    reversed_videos: float = 0.0
+    # World clips (video stage, seqTransf head): weight of a hinge that keeps the head's embedding of
+    # each such clip and of its frames played backwards below cosine ``reversal_margin``. Contrastive
+    # losses alone sit at a saddle here: while "moving left" and "moving right" embed alike there is
+    # no gradient to tell the clips apart, and vice versa. This pushes from the video side, which
+    # needs no caption and only order to satisfy.
+    reversal_separation: float = 0.0
+    reversal_margin: float = 0.9
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -193,6 +207,8 @@ class Trainer:
         self.use_amp = use_amp
         self.epoch, self.step, self.best = 0, 0, -1.0
         self.rng = np.random.default_rng(config.seed)
+        self.train_reversible = _reversible(self.train_data.samples)
+        self.val_reversible = _reversible(self.val_data.samples)
 
     # -- one optimisation step -------------------------------------------------------------
     def _batch(self, indices: np.ndarray) -> tuple[list[str], torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
@@ -271,9 +287,12 @@ class Trainer:
         return self.model.encode_text(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))
 
     def _contrastive(self, text: torch.Tensor, videos: torch.Tensor, captions: list[str],
-                     negatives: list[tuple[int, str]], scale: torch.Tensor) -> torch.Tensor:
+                     negatives: list[tuple[int, str]], scale: torch.Tensor,
+                     reversed_videos: torch.Tensor | None = None, reversible: np.ndarray | None = None,
+                     ) -> torch.Tensor:
         """InfoNCE of ``videos`` (B, D, unit) against the first B rows of ``text``; the rest are
-        the hard negatives, each counted against its own clip only."""
+        the hard negatives, each counted against its own clip only. ``reversed_videos`` (B, D):
+        each clip played backwards, a negative for its own caption where ``reversible`` (B,)."""
         # Identical caption strings in one batch are positives for each other's clips.
         _, groups = np.unique(np.array(captions), return_inverse=True)
         group_ids = torch.from_numpy(groups).to(self.device)
@@ -283,7 +302,12 @@ class Trainer:
             own = torch.full((len(captions),), float("-inf"), device=self.device)
             rows = torch.tensor([i for i, _ in negatives], device=self.device)
             own[rows] = scale * (negative * videos[rows].float()).sum(-1)
-        return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own)
+        own_videos = None
+        if reversed_videos is not None and reversible is not None and reversible.any():
+            own_videos = torch.full((len(captions),), float("-inf"), device=self.device)
+            rows = torch.from_numpy(np.flatnonzero(reversible)).to(self.device)
+            own_videos[rows] = scale * (positive[rows] * reversed_videos[rows].float()).sum(-1)
+        return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own, own_videos)
 
     def _loss(self, indices: np.ndarray) -> torch.Tensor:
         captions, frames, masks, negatives = self._batch(indices)
@@ -291,12 +315,25 @@ class Trainer:
             text = self._encode_captions(captions + [c for _, c in negatives])
             per_frame = self.model.frame_embeddings(frames, masks)
             scale = self.model.logit_scale.clamp(max=math.log(100)).exp()
-            videos = []
+            losses: list[torch.Tensor] = []
             if self.config.pooling in ("meanP", "both") or self.config.stage == "image":
-                videos.append(masked_mean(per_frame, masks))
+                losses.append(self._contrastive(text, masked_mean(per_frame, masks), captions, negatives, scale))
             if self.model.head is not None and self.config.stage == "video":
-                videos.append(self.model.head(per_frame, masks))
-            losses = [self._contrastive(text, v, captions, negatives, scale) for v in videos]
+                backwards: torch.Tensor | None = None
+                reversible: np.ndarray | None = None
+                forwards = self.model.head(per_frame, masks)
+                if self.config.reversed_videos > 0 or self.config.reversal_separation > 0:
+                    # meanP cannot see order: only the head gets these
+                    backwards = self.model.head(reverse_frames(per_frame, masks), masks)
+                    drawn = self.rng.random(len(indices)) < self.config.reversed_videos
+                    reversible = self.train_reversible[indices] & drawn
+                losses.append(self._contrastive(text, forwards, captions, negatives, scale, backwards, reversible))
+                rows = np.flatnonzero(self.train_reversible[indices])
+                if self.config.reversal_separation > 0 and backwards is not None and len(rows):
+                    pick = torch.from_numpy(rows).to(self.device)
+                    cosine = (forwards[pick] * backwards[pick]).sum(-1)
+                    apart = torch.relu(cosine - self.config.reversal_margin).mean()
+                    losses[-1] = losses[-1] + self.config.reversal_separation * apart
             loss = torch.stack(losses).mean()
             if self.config.stage == "video" and self.config.caption_separation > 0:
                 hinge = self._caption_separation(indices)
@@ -388,8 +425,16 @@ class Trainer:
         for name, video in heads.items():
             sim = (text @ video.t()).float().cpu().numpy()
             results[name] = {"t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T)}
+        metrics = {f"{name}/{d}": m for name, r in results.items() for d, m in r.items()}
+        if self.model.head is not None and self.val_reversible.any():
+            # Direction: how often a caption scores its clip above the same frames played backwards.
+            rows = torch.from_numpy(np.flatnonzero(self.val_reversible)).to(self.device)
+            backwards = self.model.head(reverse_frames(per_frame[rows], masks[rows]), masks[rows])
+            forwards = (text[rows] * heads["seqTransf"][rows]).sum(-1)
+            ahead = (forwards > (text[rows] * backwards).sum(-1)).float().mean()
+            metrics["seqTransf/order"] = {"ahead": 100.0 * float(ahead), "clips": float(len(rows))}
         self.model.train()
-        return {f"{name}/{d}": m for name, r in results.items() for d, m in r.items()}
+        return metrics
 
     def _selection_key(self, metrics: dict[str, dict[str, float]]) -> float:
         head = "seqTransf" if self.model.head is not None else "meanP"
@@ -451,13 +496,26 @@ class Trainer:
                       "seconds": round(time.time() - started, 1), "val": metrics}
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            summary = "  ".join(f"{k} R@1 {v['R@1']:.1f}" for k, v in metrics.items())
+            summary = "  ".join(f"{k} R@1 {v['R@1']:.1f}" if "R@1" in v else f"{k} {v['ahead']:.1f}%"
+                                for k, v in metrics.items())
             log.info("epoch %d loss %.3f  %s", self.epoch, record["loss"], summary)
             if key > self.best:
                 self.best = key
                 self.save("best")
             self.save("last")
         return self.out / "best"
+
+
+def _reversible(samples: list[Sample]) -> np.ndarray:
+    """(N,) bool: world clips whose canonical caption changes when the clip plays backwards."""
+    from demo.world import time_reversed
+    from demo.world_text import canonical_caption
+
+    out = np.zeros(len(samples), dtype=bool)
+    for i, sample in enumerate(samples):
+        if sample.attributes.get("objects"):
+            out[i] = canonical_caption(sample.attributes) != canonical_caption(time_reversed(sample.attributes))
+    return out
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:

@@ -30,3 +30,23 @@ def test_multi_positive_equals_infonce_for_distinct_groups_and_forgives_duplicat
 def test_rejects_non_square():
     with pytest.raises(ValueError, match="square"):
         symmetric_infonce(torch.zeros(2, 3))
+
+
+def test_own_negative_videos_join_only_their_captions_row():
+    logits = torch.eye(3) * 5
+    groups = torch.arange(3)
+    base = float(multi_positive_infonce(logits, groups))
+    none = torch.full((3,), float("-inf"))
+    assert float(multi_positive_infonce(logits, groups, None, none)) == pytest.approx(base)
+    # A reversed clip scoring as high as the clip itself costs log 2 in that caption's row only
+    # (rows and columns are averaged, so the total rises by log(2) / (2 * 3) -ish).
+    tied = torch.tensor([5.0, float("-inf"), float("-inf")])
+    rows_only = float(multi_positive_infonce(logits, groups, None, tied))
+    row0 = float(torch.logsumexp(torch.tensor([5.0, 0.0, 0.0, 5.0]), 0) - 5.0)
+    row_other = float(torch.logsumexp(torch.tensor([5.0, 0.0, 0.0]), 0) - 5.0)
+    cols = row_other  # columns are untouched: each is the same as a row without extras
+    assert rows_only == pytest.approx(((row0 + 2 * row_other) / 3 + cols) / 2, rel=1e-5)
+    # Gradients reach the reversed logit: lowering it lowers the loss.
+    tied.requires_grad_(True)
+    multi_positive_infonce(logits, groups, None, tied).backward()
+    assert tied.grad is not None and float(tied.grad[0]) > 0

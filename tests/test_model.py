@@ -106,3 +106,16 @@ def test_sincos_patch_positions_at_random_init() -> None:
     assert plain.vision.vision_model.embeddings.position_embedding.weight.std() < 0.1
     codes = sincos_2d(grid, TINY_VISION["hidden_size"])
     assert len({tuple(row.tolist()) for row in codes}) == grid * grid  # every patch has its own code
+
+
+def test_reverse_frames_reverses_only_valid_frames():
+    from demo.temporal import reverse_frames
+
+    frames = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    out = reverse_frames(frames, mask)
+    assert torch.equal(out[0], frames[0].flip(0))
+    assert torch.equal(out[1], frames[1, [1, 0, 2, 3]])  # padding stays where it was
+    assert torch.equal(reverse_frames(out, mask), frames)  # an involution
+    # meanP cannot tell a clip from its reversal; that is why only the head gets reversed negatives.
+    assert torch.allclose(masked_mean(out, mask), masked_mean(frames, mask), atol=1e-6)

@@ -178,3 +178,33 @@ def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_pa
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and all(np.isfinite(r["loss"]) for r in log)
     assert Clip4ClipEncoder.from_pretrained(best).pooling == "seqTransf"
+
+
+def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_config, tmp_path):
+    from dataclasses import replace
+
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
+                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1)
+    trainer = Trainer(config, progress=False)
+    reversible = trainer.train_reversible[:6]
+    assert reversible.any(), "the tiny world should hold clips that read differently backwards"
+    for sample, flag in zip(trainer.train_data.samples[:6], reversible, strict=True):
+        events = {o["event"] for o in sample.attributes["objects"]}
+        if events <= {"bouncing", "staying still"} and not sample.attributes.get("relation"):
+            assert not flag  # the same forwards and backwards
+
+    def loss(**change):
+        trainer.config = replace(config, **change)
+        trainer.rng = np.random.default_rng(0)
+        return float(trainer._loss(np.arange(6)).detach())
+
+    # One more negative per reversible caption can only raise the loss; none, it stays the same.
+    assert loss(reversed_videos=1.0) > loss()
+    trainer.train_reversible = np.zeros_like(trainer.train_reversible)
+    assert loss(reversed_videos=1.0) == pytest.approx(loss())
+    metrics = trainer.validate()
+    assert 0.0 <= metrics["seqTransf/order"]["ahead"] <= 100.0
+    assert metrics["seqTransf/order"]["clips"] == float(trainer.val_reversible.sum())
