@@ -58,8 +58,8 @@ class EmbeddedRecipe:
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
     order_grouped: float = 0.75  # stage 3: share of one-colour batches (demo.data.epoch_order)
-    # Stage 3: hinge keeping the head's embeddings of a clip and of its reversal below cosine 0.9
-    # (TrainConfig.reversal_separation): pushes the head to read order from the video side.
+    # Stage 3: weight of the hinge keeping the head's embeddings of a clip and of its reversal apart
+    # (TrainConfig.reversal_separation, at its default margin): pushes the head to read order.
     order_reversal_separation: float = 0.0  # tried at 1.0: val order up, test R@1 down (BENCHMARKS.md)
     # Stage 1: share of frames captioned with where each object is (mirrored caption as a hard
     # negative). Video stages: each clip's caption with an event changed as a hard negative, and
@@ -110,7 +110,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                   clip_lr=recipe.order_clip_lr, seed=recipe.seed,
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                                   reversed_videos=recipe.reversed_videos, grouped_batches=recipe.order_grouped,
-                                  reversal_separation=recipe.order_reversal_separation, reversal_margin=0.9,
+                                  reversal_separation=recipe.order_reversal_separation,
                                   resume=True), progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)

@@ -77,8 +77,8 @@ class TrainConfig:
     caption_separation: float = 0.0
     caption_margin: float = 0.9
     # World clips (video stage, seqTransf head): share of the captions whose meaning changes when
-    # their clip plays backwards ("moving left", "growing") also scores the clip's own frames in reverse order,
-    # as a negative video of its own. Only frame order tells the two apart, so this is the one
+    # their clip plays backwards ("moving left", "growing") that also score the clip's own frames in
+    # reverse order, as a negative video of their own. Only frame order tells the two apart, so this is the one
     # signal that makes the head (and the frame features under it) read time; in-batch negatives
     # almost never hold a clip's reversal. Time-reversed videos as negatives follow Bagad et al.,
     # "Test of Time" (CVPR 2023).
@@ -328,12 +328,13 @@ class Trainer:
                     drawn = self.rng.random(len(indices)) < self.config.reversed_videos
                     reversible = self.train_reversible[indices] & drawn
                 losses.append(self._contrastive(text, forwards, captions, negatives, scale, backwards, reversible))
-                rows = np.flatnonzero(self.train_reversible[indices])
-                if self.config.reversal_separation > 0 and backwards is not None and len(rows):
-                    pick = torch.from_numpy(rows).to(self.device)
-                    cosine = (forwards[pick] * backwards[pick]).sum(-1)
-                    apart = torch.relu(cosine - self.config.reversal_margin).mean()
-                    losses[-1] = losses[-1] + self.config.reversal_separation * apart
+                if self.config.reversal_separation > 0 and backwards is not None:
+                    rows = np.flatnonzero(self.train_reversible[indices])
+                    if len(rows):
+                        pick = torch.from_numpy(rows).to(self.device)
+                        cosine = (forwards[pick] * backwards[pick]).sum(-1)
+                        apart = torch.relu(cosine - self.config.reversal_margin).mean()
+                        losses[-1] = losses[-1] + self.config.reversal_separation * apart
             loss = torch.stack(losses).mean()
             if self.config.stage == "video" and self.config.caption_separation > 0:
                 hinge = self._caption_separation(indices)
