@@ -122,6 +122,33 @@ class FrameCache:
         return len(self.samples)
 
 
+_RECENT: dict[tuple[object, ...], FrameCache] = {}  # the last few caches, for the next stage of a recipe
+
+
+def cached_frames(samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
+                  workers: int = 2, progress: bool = True) -> FrameCache:
+    """A :class:`FrameCache` of ``samples``, reused when the same files (same size and mtime)
+    were decoded with the same settings in this process: the stages of a recipe decode each
+    split once instead of once per stage. Keeps the two most recent (train and validation)."""
+
+    def stamp(path: Path) -> tuple[int, int]:
+        try:
+            info = path.stat()
+        except OSError:
+            return (-1, -1)
+        return (info.st_size, info.st_mtime_ns)
+
+    key = (tuple((s, stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
+    if key in _RECENT:
+        _RECENT[key] = _RECENT.pop(key)  # most recent last
+        return _RECENT[key]
+    cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
+    _RECENT[key] = cache
+    while len(_RECENT) > 2:
+        del _RECENT[next(iter(_RECENT))]
+    return cache
+
+
 def _colour(sample: Sample) -> str | None:
     objects = sample.attributes.get("objects") if sample.attributes else None
     return str(objects[0]["colour"]) if isinstance(objects, list) and objects else None

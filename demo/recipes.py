@@ -49,12 +49,12 @@ class EmbeddedRecipe:
     seed: int = 0
     image_epochs: int = 10
     image_schedule_epochs: int | None = None  # cosine schedule length (default: image_epochs)
-    video_epochs: int = 6
+    video_epochs: int = 5
     batch_size: int = 64
     image_lr: float = 1e-3
     video_lr: float = 1e-3  # temporal head
     video_clip_lr: float = 5e-4  # pretrained towers, lower than the new head as in CLIP4Clip
-    order_epochs: int = 2  # stage 3: seqTransf-only fine-tuning (0 skips it)
+    order_epochs: int = 1  # stage 3: seqTransf-only fine-tuning (0 skips it)
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
     order_grouped: float = 0.75  # stage 3: share of one-colour batches (demo.data.epoch_order)
@@ -70,6 +70,9 @@ class EmbeddedRecipe:
     # Video stages: each caption that reads differently backwards also scores its clip's frames in
     # reverse order as a negative (TrainConfig.reversed_videos): what teaches the head direction.
     reversed_videos: float = 1.0
+    # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
+    # so that position, size, opacity and angle survive into the video stages for the head to read.
+    layout_loss: float = 1.0
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -89,7 +92,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     image = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "image"),
                               model_config=str(spec_path), stage="image", epochs=recipe.image_epochs,
                               schedule_epochs=recipe.image_schedule_epochs, frame_captions=recipe.frame_captions,
-                              batch_size=recipe.batch_size, lr=recipe.image_lr, clip_lr=recipe.image_lr,
+                              layout_loss=recipe.layout_loss, batch_size=recipe.batch_size,
+                              lr=recipe.image_lr, clip_lr=recipe.image_lr,
                               seed=recipe.seed, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
     video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video"),
@@ -98,7 +102,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               epochs=recipe.video_epochs, batch_size=recipe.batch_size,
                               lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
                               hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                              reversed_videos=recipe.reversed_videos, resume=True), progress=progress)
+                              reversed_videos=recipe.reversed_videos, layout_loss=recipe.layout_loss,
+                              resume=True), progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
     # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
     # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
@@ -111,7 +116,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                                   reversed_videos=recipe.reversed_videos, grouped_batches=recipe.order_grouped,
                                   reversal_separation=recipe.order_reversal_separation,
-                                  resume=True), progress=progress)
+                                  layout_loss=recipe.layout_loss, resume=True), progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     target = out / "clip4clip-world"

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from demo.data import FrameCache, Sample, epoch_order, read_samples
+from demo.data import FrameCache, Sample, cached_frames, epoch_order, read_samples
 from demo.errors import InputError
 from demo.losses import multi_positive_infonce
 from demo.model import Clip4Clip
@@ -39,6 +39,7 @@ from demo.tokenizer import build_clip_tokenizer_files
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
+WORD_DROP = 0.25  # per-word drop probability of a caption chosen for word dropout
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,19 @@ class TrainConfig:
     # needs no caption and only order to satisfy.
     reversal_separation: float = 0.0
     reversal_margin: float = 0.9
+    # World clips (both stages): weight of a regression from every frame embedding the loss sees
+    # onto what the frame shows (demo.world.frame_layout: a coarse coverage map, and a lone
+    # object's position, size, opacity and angle), through a linear probe that is trained with
+    # the model and then dropped. Captions name positions only coarsely and batches rarely need
+    # them, so without it the frame embeddings lose where things are, and with it the order of
+    # frames is all a temporal head needs to read direction (BENCHMARKS.md, "Training runs compared").
+    layout_loss: float = 0.0
+    # Video stage: share of training captions that lose each of their words with probability
+    # ``WORD_DROP`` (at least one word stays). A caption's words then have to mean something on
+    # their own, not only in the phrases the captions use, which is what lets a query in a new
+    # phrasing ("going downward") land near its clips. Such a row gets no reversed-clip negative:
+    # with its event word gone, the clip played backwards may match it too.
+    word_dropout: float = 0.0
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -193,19 +207,27 @@ class Trainer:
             train, val = train[cut:], train[:cut]
         cache: dict[str, Any] = dict(image_size=self.model.image_size, sample_fps=settings.sample_fps,
                      max_frames=settings.max_frames, workers=config.workers, progress=progress)
-        self.train_data = FrameCache(train, **cache)
-        self.val_data = FrameCache(val, **cache)
+        self.train_data = cached_frames(train, **cache)
+        self.val_data = cached_frames(val, **cache)
         if config.stage == "image" and not all(s.still_captions for s in self.train_data.samples):
             raise InputError("stage 'image' needs still-frame captions (a world .jsonl file)")
         self.steps_per_epoch = max(1, len(self.train_data) // (config.batch_size * config.accum_steps))
         self.total_steps = self.steps_per_epoch * (config.schedule_epochs or config.epochs)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, config), betas=(0.9, 0.98), eps=1e-6)
+        groups = param_groups(self.model, config)
+        self.layout: LayoutTargets | None = None
+        if config.layout_loss > 0:
+            self.layout = LayoutTargets(self.train_data.samples, self.val_data.samples, settings, self.model.dim)
+            self.layout.probe.to(self.device)
+            groups.append({"params": list(self.layout.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         use_amp = config.amp and self.device.startswith("cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         self.autocast_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.use_amp = use_amp
         self.epoch, self.step, self.best = 0, 0, -1.0
+        self._picks: torch.Tensor | None = None
+        self._dropped = np.zeros(0, dtype=bool)  # video batch rows whose caption lost words
         self.rng = np.random.default_rng(config.seed)
         self.train_reversible = _reversible(self.train_data.samples)
         self.val_reversible = _reversible(self.val_data.samples)
@@ -226,11 +248,18 @@ class Trainer:
         frames, masks = self.train_data.frames[idx].float(), self.train_data.masks[idx]
         if self.config.stage != "image":
             captions = [str(self.rng.choice(samples[i].captions)) for i in indices]
+            self._dropped = np.zeros(len(indices), dtype=bool)
+            if self.config.word_dropout > 0:
+                for row, caption in enumerate(captions):
+                    if self.rng.random() < self.config.word_dropout:
+                        captions[row] = drop_words(caption, WORD_DROP, self.rng)
+                        self._dropped[row] = captions[row] != caption
             return captions, frames.to(self.device), masks.to(self.device), self._hard_negatives(indices)
         counts = masks.sum(1).numpy()
         if self.config.frame_captions <= 0:  # still captions only (drawn before the frames, as always)
             captions = [str(self.rng.choice(samples[i].still_captions)) for i in indices]
         picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
+        self._picks = torch.tensor(picks)  # which frame each row shows (for the layout loss)
         frames = frames[torch.arange(len(idx)), torch.tensor(picks)].unsqueeze(1)
         masks = torch.ones(len(idx), 1, dtype=torch.bool)
         if self.config.frame_captions <= 0:
@@ -326,7 +355,7 @@ class Trainer:
                     # meanP cannot see order: only the head gets these
                     backwards = self.model.head(reverse_frames(per_frame, masks), masks)
                     drawn = self.rng.random(len(indices)) < self.config.reversed_videos
-                    reversible = self.train_reversible[indices] & drawn
+                    reversible = self.train_reversible[indices] & drawn & ~self._dropped
                 losses.append(self._contrastive(text, forwards, captions, negatives, scale, backwards, reversible))
                 if self.config.reversal_separation > 0 and backwards is not None:
                     rows = np.flatnonzero(self.train_reversible[indices])
@@ -344,6 +373,11 @@ class Trainer:
                 frame = self._frame_loss(indices, per_frame, masks, scale)
                 if frame is not None:
                     loss = loss + self.config.frame_loss * frame
+            if self.layout is not None:
+                shown = self._picks if self.config.stage == "image" else None
+                layout = self.layout.loss(indices, per_frame, masks, shown)
+                if layout is not None:
+                    loss = loss + self.config.layout_loss * layout
         return loss
 
     def _caption_separation(self, indices: np.ndarray) -> torch.Tensor | None:
@@ -434,6 +468,8 @@ class Trainer:
             forwards = (text[rows] * heads["seqTransf"][rows]).sum(-1)
             ahead = (forwards > (text[rows] * backwards).sum(-1)).float().mean()
             metrics["seqTransf/order"] = {"ahead": 100.0 * float(ahead), "clips": float(len(rows))}
+        if self.layout is not None:
+            metrics["layout/R2"] = self.layout.validate(per_frame, masks)
         self.model.train()
         return metrics
 
@@ -454,6 +490,7 @@ class Trainer:
             torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                         "epoch": self.epoch, "step": self.step, "best": self.best,
                         "rng": self.rng.bit_generator.state, "fp32": self.model.state_dict(),
+                        "layout_probe": None if self.layout is None else self.layout.probe.state_dict(),
                         "config": asdict(self.config)}, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -469,6 +506,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.rng.bit_generator.state = state["rng"]
+        if self.layout is not None and state.get("layout_probe") is not None:
+            self.layout.probe.load_state_dict(state["layout_probe"])
         log.info("resumed from %s at epoch %d (step %d)", state_path.parent, self.epoch, self.step)
 
     def fit(self) -> Path:
@@ -478,6 +517,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         self.try_resume()
+        if self.layout is not None and self.step == 0 and cfg.init is not None:
+            # From a trained checkpoint the probe starts at its ridge solution; from random weights
+            # (where every frame embeds alike) at zero, learning as the embeddings do.
+            self.layout.fit_probe(self.model, self.train_data)
         self.model.train()
         log_path = self.out / "log.jsonl"
         while self.epoch < cfg.epochs:
@@ -498,13 +541,130 @@ class Trainer:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             summary = "  ".join(f"{k} R@1 {v['R@1']:.1f}" if "R@1" in v else f"{k} {v['ahead']:.1f}%"
-                                for k, v in metrics.items())
+                                if "ahead" in v else f"{k} x {v['x']:.2f}" for k, v in metrics.items())
             log.info("epoch %d loss %.3f  %s", self.epoch, record["loss"], summary)
             if key > self.best:
                 self.best = key
                 self.save("best")
             self.save("last")
         return self.out / "best"
+
+
+class LayoutTargets:
+    """Per-frame layout targets of world clips and the linear probe that reads them off the
+    frame embeddings (``TrainConfig.layout_loss``).
+
+    Targets are :func:`demo.world.frame_layout` of each sampled frame, standardised per value
+    over the training frames, so the loss is about 1 - R^2 averaged over the values. The probe
+    sees unit-length frame embeddings scaled by sqrt(D), as the contrastive losses see only
+    directions.
+    """
+
+    def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
+        from demo.world import LAYOUT_DIM
+
+        self.settings, self.dim = settings, dim
+        self.train, self.train_mask = self._targets(train)
+        self.val, self.val_mask = self._targets(val)
+        if not self.train_mask.any():
+            raise InputError("layout_loss needs world clips (a world .jsonl file with attributes)")
+        count = self.train_mask.sum((0, 1)).clamp(min=1)
+        values = torch.where(self.train_mask, self.train, 0.0)
+        self.mean = values.sum((0, 1)) / count
+        var = (torch.where(self.train_mask, self.train - self.mean, 0.0) ** 2).sum((0, 1)) / count
+        self.std = var.sqrt().clamp(min=1e-3)
+        self.probe = torch.nn.Linear(dim, LAYOUT_DIM)
+        torch.nn.init.zeros_(self.probe.weight)  # predicts the mean: loss 1 at the start
+        torch.nn.init.zeros_(self.probe.bias)
+
+    def _targets(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        from demo.video import clip4clip_indices
+        from demo.world import LAYOUT_DIM, frame_layout
+
+        t = self.settings.max_frames
+        values = torch.zeros(len(samples), t, LAYOUT_DIM)
+        mask = torch.zeros(len(samples), t, LAYOUT_DIM, dtype=torch.bool)
+        for i, sample in enumerate(samples):
+            if sample.frames < 2 or not sample.attributes.get("objects"):
+                continue
+            shown = clip4clip_indices(sample.frames, sample.fps, self.settings.sample_fps, t)
+            for k, frame in enumerate(shown):
+                v, m = frame_layout(sample.attributes, int(frame), sample.frames - 1)
+                values[i, k], mask[i, k] = torch.from_numpy(v), torch.from_numpy(m)
+        return values, mask
+
+    def _inputs(self, per_frame: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(per_frame.float(), dim=-1) * math.sqrt(self.dim)
+
+    def loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
+             shown: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Masked mean squared error of the standardised targets of a batch's frames.
+        ``per_frame`` (B, T, D); in the image stage T = 1 and ``shown`` (B,) says which frame."""
+        idx = torch.from_numpy(indices)
+        target, mask = self.train[idx], self.train_mask[idx]
+        if shown is not None:
+            rows = torch.arange(len(idx))
+            target, mask = target[rows, shown].unsqueeze(1), mask[rows, shown].unsqueeze(1)
+        mask = mask & masks.cpu().unsqueeze(-1)
+        if not mask.any():
+            return None
+        device = per_frame.device
+        target = ((target - self.mean) / self.std).to(device)
+        error = (self.probe(self._inputs(per_frame)) - target) ** 2
+        return error[mask.to(device)].mean()
+
+    @torch.inference_mode()
+    def fit_probe(self, model: Clip4Clip, data: FrameCache, clips: int = 512, ridge: float = 1.0) -> None:
+        """Start the probe at the ridge solution on the first ``clips`` training clips, so that its
+        first gradients into the model already point somewhere useful."""
+        model.eval()
+        device = next(model.parameters()).device
+        n = min(clips, len(data))
+        per_frame = torch.cat([model.frame_embeddings(data.frames[i:i + 64].float().to(device),
+                                                      data.masks[i:i + 64].to(device)).float().cpu()
+                               for i in range(0, n, 64)])
+        model.train()
+        x = self._inputs(per_frame)
+        x = torch.cat([x, torch.ones(*x.shape[:2], 1)], -1)
+        frame_mask = data.masks[:n]
+        target = (self.train[:n] - self.mean) / self.std
+        weight = torch.zeros(self.probe.out_features, self.dim + 1)
+        for j in range(self.probe.out_features):
+            rows = self.train_mask[:n, :, j] & frame_mask
+            if rows.sum() < 8:
+                continue
+            a, b = x[rows], target[:, :, j][rows]
+            weight[j] = torch.linalg.solve(a.t() @ a + ridge * torch.eye(self.dim + 1), a.t() @ b)
+        self.probe.weight.copy_(weight[:, :-1])
+        self.probe.bias.copy_(weight[:, -1])
+
+    def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        """The probe's R^2 on the validation frames: overall, and for a lone object's x and y."""
+        from demo.world import LAYOUT_GRID
+
+        pred = self.probe(self._inputs(per_frame)).cpu()
+        target = (self.val - self.mean) / self.std
+        mask = self.val_mask & masks.cpu().unsqueeze(-1)
+
+        def r2(columns: slice) -> float:
+            m = mask[..., columns]
+            t, p = target[..., columns][m], pred[..., columns][m]
+            return float(1.0 - ((t - p) ** 2).sum() / ((t - t.mean()) ** 2).sum().clamp(min=1e-9))
+
+        g = LAYOUT_GRID**2
+        return {"all": r2(slice(None)), "coverage": r2(slice(0, g)), "x": r2(slice(g, g + 1)),
+                "y": r2(slice(g + 1, g + 2)), "angle": r2(slice(g + 4, g + 6))}
+
+
+def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
+    """``caption`` with each word dropped with probability ``p``; at least one word stays."""
+    words = caption.split()
+    if not words:
+        return caption
+    keep = rng.random(len(words)) >= p
+    if not keep.any():
+        keep[int(rng.integers(len(words)))] = True
+    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
 
 
 def _reversible(samples: list[Sample]) -> np.ndarray:

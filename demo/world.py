@@ -50,7 +50,7 @@ from demo.world_text import (
 __all__ = [
     "BACKGROUNDS", "COLOURS", "EVENTS", "RELATIONS", "SHAPES", "SIZES",
     "ClipSpec", "WorldConfig", "clip_event", "clip_spec_by_id", "clip_specs", "counterfactual", "event_labels",
-    "frame_caption", "frame_caption_pair",
+    "frame_caption", "frame_caption_pair", "frame_layout",
     "render", "render_to", "synth", "vocabulary",
 ]  # fmt: skip
 
@@ -547,6 +547,43 @@ def frame_caption_pair(attributes: dict[str, Any], i: int, n: int,
     caption = describe_frame(states, attributes["background"], REF, np.random.default_rng(seed))
     negative = describe_frame(mirrored, attributes["background"], REF, np.random.default_rng(seed))
     return caption, (negative if negative != caption else None)
+
+
+# Rotational symmetry of each shape (None: any angle looks the same), for frame_layout's angle code.
+SYMMETRY = {"circle": None, "square": 4, "triangle": 3, "star": 5, "hexagon": 6, "diamond": 2, "cross": 4,
+            "heart": 1}
+LAYOUT_GRID = 4  # frame_layout's coverage map is LAYOUT_GRID x LAYOUT_GRID cells
+LAYOUT_DIM = LAYOUT_GRID * LAYOUT_GRID + 6
+
+
+def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """What frame ``i`` of ``n + 1`` shows, as numbers: (LAYOUT_DIM,) float32 values and a bool mask.
+
+    The first LAYOUT_GRID**2 values are a soft coverage map (each cell: the most visible
+    object's Gaussian weight there, wider for bigger objects), defined for any number of
+    objects. The last six describe a lone object: x, y (0-1), radius / 25, opacity and the
+    angle as cos, sin of (symmetry order x angle), masked where they are undefined (several
+    objects; the angle of a circle). ``TrainConfig.layout_loss`` regresses frame embeddings
+    onto these so that they keep where things are, how big and how turned.
+    """
+    states = [(obj, object_state(obj, i, n)) for obj in attributes["objects"]]
+    centres = (np.arange(LAYOUT_GRID, dtype=np.float32) + 0.5) * (REF / LAYOUT_GRID)
+    cx, cy = np.meshgrid(centres, centres)
+    coverage = np.zeros((LAYOUT_GRID, LAYOUT_GRID), dtype=np.float32)
+    for _, (x, y, r, _, alpha) in states:
+        width = 0.5 * r + 12.0
+        coverage = np.maximum(coverage, alpha * np.exp(-((cx - x) ** 2 + (cy - y) ** 2) / (2 * width**2)))
+    values = np.zeros(LAYOUT_DIM, dtype=np.float32)
+    mask = np.zeros(LAYOUT_DIM, dtype=bool)
+    values[:LAYOUT_GRID**2], mask[:LAYOUT_GRID**2] = coverage.ravel(), True
+    if len(states) == 1:
+        obj, (x, y, r, angle, alpha) = states[0]
+        order = SYMMETRY[obj["shape"]]
+        turn = math.radians(angle) * (order or 0)
+        values[LAYOUT_GRID**2:] = (x / REF, y / REF, r / 25.0, alpha, math.cos(turn), math.sin(turn))
+        mask[LAYOUT_GRID**2:LAYOUT_GRID**2 + 4] = True
+        mask[LAYOUT_GRID**2 + 4:] = order is not None and alpha > 0.2
+    return values, mask
 
 
 def counterfactual(attributes: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:

@@ -208,3 +208,103 @@ def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_c
     metrics = trainer.validate()
     assert 0.0 <= metrics["seqTransf/order"]["ahead"] <= 100.0
     assert metrics["seqTransf/order"]["clips"] == float(trainer.val_reversible.sum())
+
+
+def test_drop_words_keeps_order_and_at_least_one_word():
+    from demo.train import drop_words
+
+    rng = np.random.default_rng(0)
+    caption = "a small red star moving left on a dark background"
+    for _ in range(50):
+        dropped = drop_words(caption, 0.5, rng)
+        source = iter(caption.split())
+        assert dropped and all(w in source for w in dropped.split())  # a subsequence: order kept
+    assert drop_words("star", 1.0, rng) == "star"  # everything drawn for dropping: one word stays
+    assert drop_words(caption, 0.0, rng) == caption
+
+
+def test_word_dropout_rows_lose_their_reversed_clip_negative(tiny_world, tiny_config, tmp_path):
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
+                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1,
+                         reversed_videos=1.0, word_dropout=1.0)
+    trainer = Trainer(config, progress=False)
+    captions, *_ = trainer._batch(np.arange(6))
+    samples = trainer.train_data.samples[:6]
+    assert trainer._dropped.any()
+    for caption, dropped, sample in zip(captions, trainer._dropped, samples, strict=True):
+        assert (caption not in sample.captions) == dropped  # a changed caption is flagged
+        assert any(set(caption.split()) <= set(c.split()) for c in sample.captions)
+    # With every reversible row's caption cut, the reversed clips add no negative at all.
+    trainer.train_reversible = trainer.train_reversible & False
+    assert torch.isfinite(trainer._loss(np.arange(6)))
+
+
+@pytest.mark.parametrize("stage", ["image", "video"])
+def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_config, tmp_path, stage):
+    from dataclasses import replace
+
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
+                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1,
+                         frame_captions=0.5 if stage == "image" else 0.0, layout_loss=1.0)
+    trainer = Trainer(config, progress=False)
+    assert trainer.layout is not None
+    data = trainer.train_data
+
+    def layout_loss() -> float:
+        per_frame = trainer.model.frame_embeddings(data.frames.float(), data.masks)
+        value = trainer.layout.loss(np.arange(len(data)), per_frame, data.masks)
+        assert value is not None and value.requires_grad
+        return float(value.detach())
+
+    # standardised targets: a probe that predicts the mean scores about 1; the ridge fit far less
+    torch.nn.init.zeros_(trainer.layout.probe.weight)
+    torch.nn.init.zeros_(trainer.layout.probe.bias)
+    assert layout_loss() == pytest.approx(1.0, abs=0.05)
+    trainer.layout.fit_probe(trainer.model, data)
+    assert layout_loss() < 0.9
+    # the weighted term is part of the training loss
+    trainer.rng = np.random.default_rng(0)
+    with_layout = float(trainer._loss(np.arange(6)).detach())
+    trainer.config = replace(config, layout_loss=0.0)
+    trainer.layout, probe = None, trainer.layout
+    trainer.rng = np.random.default_rng(0)
+    assert float(trainer._loss(np.arange(6)).detach()) < with_layout
+    trainer.layout, trainer.config = probe, config
+    best = trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    assert set(log[-1]["val"]["layout/R2"]) == {"all", "coverage", "x", "y", "angle"}
+    assert (best / "config.json").is_file()
+    state = torch.load(tmp_path / "o" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["layout_probe"]["weight"].shape == (probe.probe.out_features, trainer.model.dim)
+
+
+def test_layout_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
+                         model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, layout_loss=1.0)
+    with pytest.raises(InputError, match="world"):
+        Trainer(config, progress=False)
+
+
+def test_cached_frames_decode_each_split_once(clip_folder):
+    import os
+
+    from demo.data import cached_frames
+
+    samples = read_samples(clip_folder / "captions.csv")[:3]
+    first = cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
+    assert cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False) is first
+    other = cached_frames(samples, image_size=32, sample_fps=1.0, max_frames=4, workers=1, progress=False)
+    assert other is not first and other.frames.shape == first.frames.shape
+    # a file written again (new mtime) is decoded again
+    info = samples[0].path.stat()
+    os.utime(samples[0].path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    again = cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
+    assert again is not first and torch.equal(again.frames, first.frames)

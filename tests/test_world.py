@@ -262,6 +262,49 @@ def test_frame_captions_say_where_each_visible_object_is() -> None:
     assert checked["empty"] > 0 and checked["corner"] > 0, checked
 
 
+def test_frame_layout_follows_the_rendered_object() -> None:
+    checked = {"lone": 0, "several": 0, "angle": 0}
+    for spec in clip_specs(SMALL, "test")[:40]:
+        n = spec.num_frames - 1
+        objects = spec.attributes["objects"]
+        g = world.LAYOUT_GRID**2
+        for i in (0, n // 2, n):
+            values, mask = world.frame_layout(spec.attributes, i, n)
+            assert values.shape == mask.shape == (world.LAYOUT_DIM,) and mask[:g].all()
+            assert values[:g].min() >= 0.0 and values[:g].max() <= 1.0
+            if len(objects) > 1:
+                assert not mask[g:].any()
+                checked["several"] += 1
+                continue
+            x, y, area = _track(spec, objects[0])
+            if area[i] < 50:
+                continue
+            # the lone object's x, y match its rendered centroid, and the coverage map peaks there
+            assert abs(values[g] * spec.size - x[i]) < 3 and abs(values[g + 1] * spec.size - y[i]) < 3, spec.id
+            row, col = np.unravel_index(int(np.argmax(values[:g])), (world.LAYOUT_GRID,) * 2)
+            cell = spec.size / world.LAYOUT_GRID
+            assert abs((col + 0.5) * cell - x[i]) <= cell and abs((row + 0.5) * cell - y[i]) <= cell, spec.id
+            assert mask[g + 4] == (objects[0]["shape"] != "circle")
+            checked["lone"] += 1
+            checked["angle"] += bool(mask[g + 4])
+    assert min(checked.values()) > 0, checked
+
+
+def test_frame_layout_angle_code_turns_with_the_object() -> None:
+    spec = next(s for s in clip_specs(SMALL, "train") if len(s.attributes["objects"]) == 1
+                and s.attributes["objects"][0]["event"] == "turning clockwise")
+    n = spec.num_frames - 1
+    g = world.LAYOUT_GRID**2
+    codes = [world.frame_layout(spec.attributes, i, n)[0][g + 4:] for i in range(n + 1)]
+    order = world.SYMMETRY[spec.attributes["objects"][0]["shape"]]
+    step = np.degrees(np.arctan2(codes[1][1], codes[1][0]) - np.arctan2(codes[0][1], codes[0][0]))
+    obj = spec.attributes["objects"][0]
+    assert obj["angle1"] - obj["angle0"] == pytest.approx(world.TURN_DEG_PER_S * spec.duration)  # clockwise
+    # the code turns by the shape's symmetry order times the angle between two rendered frames
+    turn = order * (obj["angle1"] - obj["angle0"]) / n
+    assert (step - turn + 180) % 360 - 180 == pytest.approx(0, abs=1e-3)
+
+
 def test_mirrored_frame_caption_differs_only_in_position_words() -> None:
     rng = np.random.default_rng(1)
     position_words = {"top", "bottom", "left", "right", "middle", "at", "on", "in", "the"}
