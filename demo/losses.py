@@ -32,10 +32,10 @@ def multi_positive_infonce(
     negatives would punish the model for being right. For distinct groups this
     equals :func:`symmetric_infonce`.
 
-    ``own_negatives`` (B,): for each clip, the logit of a hard negative caption of its own
-    (its caption with the event changed; ``-inf`` where it has none). It joins that clip's
-    video->text softmax only: the changed caption may well describe another clip of the
-    batch (a time-reversed twin), so it is no negative for the others.
+    ``own_negatives`` (B,) or (K, B): for each clip, the logits of up to K hard negative
+    captions of its own (its caption with the event or a shape changed; ``-inf`` where it has
+    fewer). They join that clip's video->text softmax only: a changed caption may well describe
+    another clip of the batch (a time-reversed twin), so it is no negative for the others.
 
     ``own_negative_videos`` (B,): likewise for each caption, the logit of a hard negative
     video of its own (its clip played backwards; ``-inf`` where the caption reads the same
@@ -46,6 +46,9 @@ def multi_positive_infonce(
     >>> hard = multi_positive_infonce(logits, groups, torch.tensor([4.0, float("-inf")]))
     >>> bool(hard > easy)
     True
+    >>> two = torch.tensor([[4.0, float("-inf")], [3.0, float("-inf")]])
+    >>> bool(multi_positive_infonce(logits, groups, two) > hard)
+    True
     >>> backwards = multi_positive_infonce(logits, groups, None, torch.tensor([5.0, float("-inf")]))
     >>> bool(backwards > easy)
     True
@@ -55,6 +58,8 @@ def multi_positive_infonce(
     # -log of the probability mass on any correct column (rows) / row (columns).
     every_video = logits if own_negative_videos is None else torch.cat([logits, own_negative_videos.unsqueeze(1)], 1)
     rows = every_video.logsumexp(dim=1) - masked.logsumexp(dim=1)
-    every_text = logits if own_negatives is None else torch.cat([logits, own_negatives.unsqueeze(0)], dim=0)
+    if own_negatives is not None and own_negatives.ndim == 1:
+        own_negatives = own_negatives.unsqueeze(0)
+    every_text = logits if own_negatives is None else torch.cat([logits, own_negatives], dim=0)
     cols = every_text.logsumexp(dim=0) - masked.logsumexp(dim=0)
     return (rows.mean() + cols.mean()) / 2

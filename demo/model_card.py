@@ -59,7 +59,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "reversal_separation": "clip-reversal hinge",
-               "layout_loss": "frame-layout regression"}
+               "layout_loss": "frame-layout regression", "shape_negatives": "shape-changed negative captions"}
     extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
     name = f"{name} (with {extra})" if extra else name
     return [f"- {name}: {len(log)} epochs, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "

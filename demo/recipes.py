@@ -73,6 +73,9 @@ class EmbeddedRecipe:
     # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
     # so that position, size, opacity and angle survive into the video stages for the head to read.
     layout_loss: float = 1.0
+    # All stages: each clip also gets a caption with one object's shape changed as a hard negative
+    # (TrainConfig.shape_negatives): colour and background otherwise tell a batch apart.
+    shape_negatives: float = 1.0
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -92,7 +95,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     image = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "image"),
                               model_config=str(spec_path), stage="image", epochs=recipe.image_epochs,
                               schedule_epochs=recipe.image_schedule_epochs, frame_captions=recipe.frame_captions,
-                              layout_loss=recipe.layout_loss, batch_size=recipe.batch_size,
+                              layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
+                              batch_size=recipe.batch_size,
                               lr=recipe.image_lr, clip_lr=recipe.image_lr,
                               seed=recipe.seed, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
@@ -103,7 +107,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
                               hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                               reversed_videos=recipe.reversed_videos, layout_loss=recipe.layout_loss,
-                              resume=True), progress=progress)
+                              shape_negatives=recipe.shape_negatives, resume=True), progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
     # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
     # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
@@ -116,7 +120,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                                   reversed_videos=recipe.reversed_videos, grouped_batches=recipe.order_grouped,
                                   reversal_separation=recipe.order_reversal_separation,
-                                  layout_loss=recipe.layout_loss, resume=True), progress=progress)
+                                  layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
+                                  resume=True), progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     target = out / "clip4clip-world"

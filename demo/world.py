@@ -51,7 +51,7 @@ __all__ = [
     "BACKGROUNDS", "COLOURS", "EVENTS", "RELATIONS", "SHAPES", "SIZES",
     "ClipSpec", "WorldConfig", "clip_event", "clip_spec_by_id", "clip_specs", "counterfactual", "event_labels",
     "frame_caption", "frame_caption_pair", "frame_layout",
-    "render", "render_to", "synth", "vocabulary",
+    "render", "render_to", "shape_swapped", "synth", "vocabulary",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -553,7 +553,9 @@ def frame_caption_pair(attributes: dict[str, Any], i: int, n: int,
 SYMMETRY = {"circle": None, "square": 4, "triangle": 3, "star": 5, "hexagon": 6, "diamond": 2, "cross": 4,
             "heart": 1}
 LAYOUT_GRID = 4  # frame_layout's coverage map is LAYOUT_GRID x LAYOUT_GRID cells
-LAYOUT_DIM = LAYOUT_GRID * LAYOUT_GRID + 6
+LAYOUT_LONE = LAYOUT_GRID * LAYOUT_GRID  # where frame_layout's six lone-object values start
+LAYOUT_SHAPES = LAYOUT_LONE + 6  # where its len(SHAPES) shape values start
+LAYOUT_DIM = LAYOUT_SHAPES + len(SHAPES)
 
 
 def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -561,10 +563,12 @@ def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray
 
     The first LAYOUT_GRID**2 values are a soft coverage map (each cell: the most visible
     object's Gaussian weight there, wider for bigger objects), defined for any number of
-    objects. The last six describe a lone object: x, y (0-1), radius / 25, opacity and the
+    objects. The next six describe a lone object: x, y (0-1), radius / 25, opacity and the
     angle as cos, sin of (symmetry order x angle), masked where they are undefined (several
-    objects; the angle of a circle). ``TrainConfig.layout_loss`` regresses frame embeddings
-    onto these so that they keep where things are, how big and how turned.
+    objects; the angle of a circle). The last len(SHAPES) say which shapes the frame shows:
+    for each shape, the opacity of its most visible object (0 where there is none).
+    ``TrainConfig.layout_loss`` regresses frame embeddings onto these so that they keep where
+    things are, how big, how turned and what shape they have.
     """
     states = [(obj, object_state(obj, i, n)) for obj in attributes["objects"]]
     centres = (np.arange(LAYOUT_GRID, dtype=np.float32) + 0.5) * (REF / LAYOUT_GRID)
@@ -575,14 +579,18 @@ def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray
         coverage = np.maximum(coverage, alpha * np.exp(-((cx - x) ** 2 + (cy - y) ** 2) / (2 * width**2)))
     values = np.zeros(LAYOUT_DIM, dtype=np.float32)
     mask = np.zeros(LAYOUT_DIM, dtype=bool)
-    values[:LAYOUT_GRID**2], mask[:LAYOUT_GRID**2] = coverage.ravel(), True
+    values[:LAYOUT_LONE], mask[:LAYOUT_LONE] = coverage.ravel(), True
+    for obj, (*_, alpha) in states:
+        k = LAYOUT_SHAPES + SHAPES.index(obj["shape"])
+        values[k] = max(values[k], alpha)
+    mask[LAYOUT_SHAPES:] = True
     if len(states) == 1:
         obj, (x, y, r, angle, alpha) = states[0]
         order = SYMMETRY[obj["shape"]]
         turn = math.radians(angle) * (order or 0)
-        values[LAYOUT_GRID**2:] = (x / REF, y / REF, r / 25.0, alpha, math.cos(turn), math.sin(turn))
-        mask[LAYOUT_GRID**2:LAYOUT_GRID**2 + 4] = True
-        mask[LAYOUT_GRID**2 + 4:] = order is not None and alpha > 0.2
+        values[LAYOUT_LONE:LAYOUT_SHAPES] = (x / REF, y / REF, r / 25.0, alpha, math.cos(turn), math.sin(turn))
+        mask[LAYOUT_LONE:LAYOUT_LONE + 4] = True
+        mask[LAYOUT_LONE + 4:LAYOUT_SHAPES] = order is not None and alpha > 0.2
     return values, mask
 
 
@@ -609,6 +617,25 @@ def counterfactual(attributes: dict[str, Any], rng: np.random.Generator) -> dict
     o["event"] = new
     if new in ("growing", "shrinking"):
         o["size"] = "small" if new == "growing" else "large"
+    return dict(attributes, objects=objects)
+
+
+def shape_swapped(attributes: dict[str, Any], rng: np.random.Generator,
+                  heldout: tuple[tuple[str, str], ...] = WorldConfig.heldout) -> dict[str, Any]:
+    """The same clip's attributes with one object's shape changed: a caption of the result is a
+    hard negative, wrong only about what the object looks like.
+
+    Shapes are the world's hardest attribute: at 64x64 a small star and a small hexagon differ by
+    a few pixels, while colour and background tell most clips of a random batch apart. The new
+    shape never makes a held-out (colour, shape) combination (those stay unseen in training) and
+    never a turning circle (the world has none).
+    """
+    objects = [dict(o) for o in attributes["objects"]]
+    o = objects[int(rng.integers(len(objects)))]
+    held = set(heldout)
+    choices = [s for s in SHAPES if s != o["shape"] and (o["colour"], s) not in held
+               and not (s == "circle" and o["event"].startswith("turning"))]
+    o["shape"] = str(choices[int(rng.integers(len(choices)))])
     return dict(attributes, objects=objects)
 
 

@@ -278,7 +278,7 @@ def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_co
     trainer.layout, trainer.config = probe, config
     best = trainer.fit()
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
-    assert set(log[-1]["val"]["layout/R2"]) == {"all", "coverage", "x", "y", "angle"}
+    assert set(log[-1]["val"]["layout/R2"]) == {"all", "coverage", "x", "y", "angle", "shape"}
     assert (best / "config.json").is_file()
     state = torch.load(tmp_path / "o" / "last" / "trainer_state.pt", weights_only=False)
     assert state["layout_probe"]["weight"].shape == (probe.probe.out_features, trainer.model.dim)
@@ -308,3 +308,53 @@ def test_cached_frames_decode_each_split_once(clip_folder):
     os.utime(samples[0].path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
     again = cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
     assert again is not first and torch.equal(again.frames, first.frames)
+
+
+@pytest.mark.parametrize("stage", ["image", "video"])
+def test_shape_negatives_name_a_shape_the_clip_lacks(tiny_world, tiny_config, tmp_path, stage):
+    from demo.train import Trainer
+    from demo.world import SHAPES
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage, pooling="both",
+                         head_layers=1, epochs=1, batch_size=6, workers=1, shape_negatives=1.0,
+                         hard_negatives=1.0, frame_captions=0.5 if stage == "image" else 0.0)
+    trainer = Trainer(config, progress=False)
+    samples = trainer.train_data.samples
+    negatives = trainer._shape_negatives(np.arange(6), still=stage == "image")
+    assert [i for i, _ in negatives] == list(range(6))
+    for i, caption in negatives:
+        own = {o["shape"] for o in samples[i].attributes["objects"]}
+        named = {w for w in caption.split() if w in SHAPES}
+        assert named - own, (caption, own)  # names a shape the clip does not show
+        assert caption not in samples[i].captions + samples[i].still_captions
+    _, _, _, batch_negatives = trainer._batch(np.arange(6))
+    per_clip = np.bincount([i for i, _ in batch_negatives], minlength=6)
+    # video: an event-changed and a shape-changed caption for every clip; image: at least the shape one
+    assert (per_clip == 2).all() if stage == "video" else (per_clip >= 1).all()
+    assert torch.isfinite(trainer._loss(np.arange(6)))
+
+
+def test_contrastive_with_several_own_negatives_matches_brute_force(tiny_world, tiny_config, tmp_path):
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), epochs=1, batch_size=4, workers=1)
+    trainer = Trainer(config, progress=False)
+    gen = torch.Generator().manual_seed(0)
+    captions = ["a", "b", "c", "d"]
+    negatives = [(0, "x"), (2, "y"), (0, "z")]  # clip 0 has two own negatives, clip 2 one
+    text = torch.nn.functional.normalize(torch.randn(7, 8, generator=gen), dim=-1)
+    videos = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1)
+    scale = torch.tensor(10.0)
+    got = float(trainer._contrastive(text, videos, captions, negatives, scale))
+    logits = (scale * text @ videos.t()).numpy()  # (7, 4): rows 4-6 are the negatives
+    owner = {4: 0, 5: 2, 6: 0}
+
+    def lse(values: list[float]) -> float:
+        return float(np.log(np.sum(np.exp(values))))
+
+    t2v = np.mean([lse(list(logits[i])) - logits[i, i] for i in range(4)])
+    v2t = np.mean([lse([logits[i, j] for i in range(4)] + [logits[k, j] for k, o in owner.items() if o == j])
+                   - logits[j, j] for j in range(4)])
+    assert got == pytest.approx((t2v + v2t) / 2, rel=1e-5)

@@ -264,16 +264,20 @@ def test_frame_captions_say_where_each_visible_object_is() -> None:
 
 def test_frame_layout_follows_the_rendered_object() -> None:
     checked = {"lone": 0, "several": 0, "angle": 0}
+    g, s = world.LAYOUT_LONE, world.LAYOUT_SHAPES
     for spec in clip_specs(SMALL, "test")[:40]:
         n = spec.num_frames - 1
         objects = spec.attributes["objects"]
-        g = world.LAYOUT_GRID**2
         for i in (0, n // 2, n):
             values, mask = world.frame_layout(spec.attributes, i, n)
-            assert values.shape == mask.shape == (world.LAYOUT_DIM,) and mask[:g].all()
+            assert values.shape == mask.shape == (world.LAYOUT_DIM,) and mask[:g].all() and mask[s:].all()
             assert values[:g].min() >= 0.0 and values[:g].max() <= 1.0
+            # the shape values: the opacity of each shown shape, zero for every other shape
+            shown = [(o["shape"], world.object_state(o, i, n)[4]) for o in objects]
+            for k, shape in enumerate(world.SHAPES):
+                assert values[s + k] == pytest.approx(max((a for sh, a in shown if sh == shape), default=0))
             if len(objects) > 1:
-                assert not mask[g:].any()
+                assert not mask[g:s].any()
                 checked["several"] += 1
                 continue
             x, y, area = _track(spec, objects[0])
@@ -294,8 +298,8 @@ def test_frame_layout_angle_code_turns_with_the_object() -> None:
     spec = next(s for s in clip_specs(SMALL, "train") if len(s.attributes["objects"]) == 1
                 and s.attributes["objects"][0]["event"] == "turning clockwise")
     n = spec.num_frames - 1
-    g = world.LAYOUT_GRID**2
-    codes = [world.frame_layout(spec.attributes, i, n)[0][g + 4:] for i in range(n + 1)]
+    g = world.LAYOUT_LONE
+    codes = [world.frame_layout(spec.attributes, i, n)[0][g + 4:g + 6] for i in range(n + 1)]
     order = world.SYMMETRY[spec.attributes["objects"][0]["shape"]]
     step = np.degrees(np.arctan2(codes[1][1], codes[1][0]) - np.arctan2(codes[0][1], codes[0][0]))
     obj = spec.attributes["objects"][0]
@@ -339,6 +343,25 @@ def test_counterfactual_changes_exactly_one_event() -> None:
         assert not (y["shape"] == "circle" and y["event"].startswith("turning"))
         reversals += y["event"] == REVERSE[x["event"]]
     assert 30 < reversals < 120  # about half the changes are time reversals
+
+
+def test_shape_swapped_changes_one_shape_and_never_makes_a_heldout_pair() -> None:
+    rng = np.random.default_rng(0)
+    held = set(SMALL.heldout)
+    new_shapes = set()
+    for spec in clip_specs(SMALL, "train")[:200]:
+        a = spec.attributes
+        b = world.shape_swapped(a, rng, SMALL.heldout)
+        assert {k: v for k, v in b.items() if k != "objects"} == {k: v for k, v in a.items() if k != "objects"}
+        changed = [(x, y) for x, y in zip(a["objects"], b["objects"], strict=True) if x != y]
+        assert len(changed) == 1, changed
+        x, y = changed[0]
+        assert {k for k in x if x[k] != y[k]} == {"shape"}
+        assert (y["colour"], y["shape"]) not in held
+        assert not (y["shape"] == "circle" and y["event"].startswith("turning"))
+        assert world.canonical_caption(b) != world.canonical_caption(a)
+        new_shapes.add(y["shape"])
+    assert new_shapes == set(SHAPES)
 
 
 def test_vocabulary_covers_every_caption_word() -> None:
