@@ -137,7 +137,11 @@ class EvalResult:
             k = next(key for key in f if key.startswith("hit@") and key != "hit@1")
             out += [f"**Free-form queries** ({f['queries']} queries in phrasings no training caption uses, "
                     f"over the shipped index of {f['index_size']} clips): a matching clip at rank 1 for "
-                    f"{f['hit@1']:.1f}% of queries, in the top {k[4:]} for {f[k]:.1f}%. Examples:", ""]
+                    f"{f['hit@1']:.1f}% of queries, in the top {k[4:]} for {f[k]:.1f}%."
+                    + (f" The same queries with each event in the captions' own words (\"moving left\" for "
+                       f"\"drifting to the left\"): {f['caption_words']['hit@1']:.1f}% at rank 1, "
+                       f"{f['caption_words'][k]:.1f}% in the top {k[4:]}." if f.get("caption_words") else "")
+                    + " Examples:", ""]
             out += [f"- \"{e['query']}\": first match at rank {e['first_match_rank'] or '> ' + k[4:]}"
                     for e in f["examples"][:8]]
             out.append("")

@@ -110,10 +110,13 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
                       "loss = mean of both)",
              "video2": "stage 3, video-text fine-tuning of the seqTransf model alone"}
     spec_path = work / "embedded_model.json"
-    scale = json.loads(spec_path.read_text()).get("init", {}).get("position_scale") if spec_path.is_file() else None
-    if scale:
+    init = json.loads(spec_path.read_text()).get("init", {}) if spec_path.is_file() else {}
+    if init.get("position_scale"):
+        dct = init.get("patch_dct_scale")
         lines.append(f"- initialisation: random, except the vision tower's patch positions, which start as 2-D "
-                     f"sin-cos codes times {scale:g} (about a patch embedding's size) and are then learned")
+                     f"sin-cos codes times {init['position_scale']:g} (about a patch embedding's size)"
+                     + (f", and half its patch filters, which start as the 2-D DCT basis of a patch's "
+                        f"luminance times {dct:g}" if dct else "") + "; all are then learned")
     for stage in stages:
         if stage == "image" or (work / stage).is_dir():  # stage 3 is optional
             lines += _stage_lines(names[stage], work / stage)

@@ -138,7 +138,8 @@ def build_model(config: TrainConfig) -> Clip4Clip:
         base = Clip4ClipSettings(**spec.get("clip4clip", {}))
         settings = _settings(base, config, head_pooling)
         return Clip4Clip.from_config(spec["text"], spec["vision"], settings,
-                                     position_scale=float(spec.get("init", {}).get("position_scale", 0.0)))
+                                     position_scale=float(spec.get("init", {}).get("position_scale", 0.0)),
+                                     patch_dct_scale=float(spec.get("init", {}).get("patch_dct_scale", 0.0)))
     assert config.init is not None
     model = Clip4Clip.from_pretrained(config.init, pooling="meanP")
     settings = _settings(model.settings, config, head_pooling)
@@ -419,13 +420,7 @@ class Trainer:
         from demo.world import counterfactual
         from demo.world_text import make_captions
 
-        out = []
-        for position, i in enumerate(indices):
-            attributes = self.train_data.samples[i].attributes
-            if attributes.get("objects") and self.rng.random() < self.config.hard_negatives:
-                changed = make_captions(counterfactual(attributes, self.rng), self.rng)
-                out.append((position, str(changed[int(self.rng.integers(len(changed)))])))
-        return out
+        return self._changed_captions(indices, self.config.hard_negatives, counterfactual, make_captions)
 
     def _shape_negatives(self, indices: np.ndarray, still: bool) -> list[tuple[int, str]]:
         """For a ``shape_negatives`` share of the world clips in a batch: (position, a caption of
@@ -436,11 +431,16 @@ class Trainer:
         from demo.world_text import make_captions, make_still_captions
 
         describe = make_still_captions if still else make_captions
+        return self._changed_captions(indices, self.config.shape_negatives, shape_swapped, describe)
+
+    def _changed_captions(self, indices: np.ndarray, share: float, change: Any, describe: Any,
+                          ) -> list[tuple[int, str]]:
+        """(position, one of ``describe(change(attributes))``) for a ``share`` of the world clips."""
         out = []
         for position, i in enumerate(indices):
             attributes = self.train_data.samples[i].attributes
-            if attributes.get("objects") and self.rng.random() < self.config.shape_negatives:
-                changed = describe(shape_swapped(attributes, self.rng), self.rng)
+            if attributes.get("objects") and self.rng.random() < share:
+                changed = describe(change(attributes, self.rng), self.rng)
                 out.append((position, str(changed[int(self.rng.integers(len(changed)))])))
         return out
 

@@ -1,4 +1,4 @@
-"""Why a CLIP4Clip checkpoint does or does not tell a clip from its time reversal.
+"""Why a CLIP4Clip checkpoint does or does not tell a clip from its time reversal, or one shape from another.
 
     python scripts/diagnose_direction.py MODEL_DIR [--world work/embedded/world] [--probe-only]
 
@@ -9,7 +9,10 @@ Prints the numbers behind BENCHMARKS.md's "Training runs compared":
    than on its time-reversed twin, with meanP and with the checkpoint's seqTransf head;
 3. a linear probe on frame embeddings: R^2 of ridge regression from one frame's embedding to
    the object's x, y, radius and opacity in that frame (3 rendered frames of each of the first
-   300 single-object test clips, 70/30 split).
+   300 single-object test clips, 70/30 split);
+4. a linear probe for shape: ridge regression from the middle frame's embedding to a one-hot
+   shape, fitted on 1,500 single-object training clips that keep their size (moving, bouncing,
+   staying still), accuracy on 400 such test clips, overall and per size (chance 12.5%).
 
 Part 2 needs the rendered test split (``python -m demo synth --out work/embedded/world``).
 """
@@ -28,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
 from demo.encoders import Clip4ClipEncoder  # noqa: E402
 from demo.video import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
-from demo.world import WorldConfig, clip_specs, object_state, render  # noqa: E402
+from demo.world import SHAPES, WorldConfig, clip_specs, object_state, render  # noqa: E402
 
 OPPOSITES = [("moving left", "moving right"), ("moving up", "moving down"), ("growing", "shrinking"),
              ("appearing", "disappearing"), ("turning clockwise", "turning anticlockwise")]
@@ -87,16 +90,48 @@ def frame_probe(model: str, clips: int = 300, seed: int = 0) -> None:
         print(f"probe {name}: R^2 {1 - ((pred - true) ** 2).sum() / ((true - true.mean()) ** 2).sum():.2f}")
 
 
+STEADY = ("moving left", "moving right", "moving up", "moving down", "bouncing", "staying still")
+
+
+def shape_probe(model: str, train_clips: int = 1500, test_clips: int = 400) -> None:
+    enc = Clip4ClipEncoder.from_pretrained(model)
+
+    def middle_frames(split: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        specs = [s for s in clip_specs(WorldConfig(), split)
+                 if len(s.attributes["objects"]) == 1 and s.attributes["objects"][0]["event"] in STEADY][:n]
+        features, shapes, sizes = [], [], []
+        for spec in specs:
+            frames = render(spec)
+            pixels = preprocess(frames[[len(frames) // 2]], enc.model.image_size, CLIP_MEAN, CLIP_STD)
+            with torch.inference_mode():
+                features.append(enc.model.vision(pixel_values=pixels).image_embeds.numpy()[0])
+            obj = spec.attributes["objects"][0]
+            shapes.append(SHAPES.index(obj["shape"]))
+            sizes.append(obj["size"])
+        x = np.array(features)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return np.hstack([x, np.ones((len(x), 1))]), np.array(shapes), np.array(sizes)
+
+    x_train, y_train, _ = middle_frames("train", train_clips)
+    x_test, y_test, sizes = middle_frames("test", test_clips)
+    w = np.linalg.solve(x_train.T @ x_train + 1e-2 * np.eye(x_train.shape[1]),
+                        x_train.T @ np.eye(len(SHAPES))[y_train])
+    right = (x_test @ w).argmax(1) == y_test
+    per_size = ", ".join(f"{s} {100 * right[sizes == s].mean():.0f}%" for s in ("small", "medium", "large"))
+    print(f"shape probe: {100 * right.mean():.1f}% of {len(right)} test clips ({per_size}; chance 12.5%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--world", default="work/embedded/world", type=Path)
-    parser.add_argument("--probe-only", action="store_true")
+    parser.add_argument("--probe-only", action="store_true", help="only the frame probes (parts 3-4)")
     args = parser.parse_args()
     if not args.probe_only:
         caption_cosines(args.model)
         twin_ordering(args.model, args.world)
     frame_probe(args.model)
+    shape_probe(args.model)
 
 
 if __name__ == "__main__":

@@ -274,3 +274,16 @@ def test_model_rows_on_a_corpus_without_models() -> None:
     assert result.row("m", "t2v-all").queries == 12 and result.row("m", "t2v-all").metrics["R@1"] == 100.0
     assert result.row("m", "v2t-all").queries == 6
     assert result.row("m", "t2v-heldout").queries == 2
+
+
+def test_report_states_free_form_hits_and_the_caption_words_control():
+    from demo.evaluate_report import EvalResult
+
+    freeform = {"queries": 60, "hit@1": 10.0, "hit@5": 40.0, "index_size": 2500,
+                "caption_words": {"hit@1": 20.0, "hit@5": 55.0},
+                "examples": [{"query": "a red star drifting to the left", "first_match_rank": None}]}
+    md = EvalResult(suite="embedded", rows=[], freeform=freeform).to_markdown()
+    assert "in the top 5 for 40.0%" in md and "20.0% at rank 1, 55.0% in the top 5" in md
+    assert '- "a red star drifting to the left": first match at rank > 5' in md
+    older = EvalResult(suite="embedded", rows=[], freeform={k: v for k, v in freeform.items() if k != "caption_words"})
+    assert "own words" not in older.to_markdown() and "in the top 5 for 40.0%" in older.to_markdown()

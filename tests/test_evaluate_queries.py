@@ -35,3 +35,14 @@ def test_queries_describe_their_clip_and_hit_rate_counts_matches():
     assert hit_rate(queries, perfect, attributes.__getitem__)["hit@1"] == 100
     never = FreeQuery("x", "nocolour", "noshape", "moving left", None)
     assert hit_rate([never], lambda t, k: ids[:k], attributes.__getitem__)["hit@5"] == 0
+
+
+def test_caption_words_control_says_the_event_as_the_captions_do():
+    specs = clip_specs(WorldConfig(), "test")[:200]
+    queries = make_queries([s.attributes for s in specs], n=30, seed=2)
+    for q in queries:
+        assert q.phrase in NEW_PHRASES[q.event] and q.phrase in q.text
+        control = q.in_caption_words()
+        assert control.text == q.text.replace(q.phrase, q.event) and q.event in control.text
+        assert (control.colour, control.shape, control.event, control.size) == (q.colour, q.shape, q.event, q.size)
+        assert control.in_caption_words() == control
