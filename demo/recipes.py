@@ -36,9 +36,8 @@ EMBEDDED_MODEL: dict[str, dict[str, Any]] = {
     "clip4clip": {"sample_fps": 3.0, "max_frames": 8, "max_words": 32, "head_layers": 2, "head_heads": 4},
     # Patch positions start as 2-D sin-cos codes at about a patch's own magnitude (see
     # Clip4Clip.from_config): with HF's tiny random positions the ViT never learns where things are.
-    # Half the patch filters start as a luminance DCT basis at unit norm (HF's random ones are about
-    # 0.28): from random filters the ViT hardly learns shape in the time this CPU has.
-    "init": {"position_scale": 0.5, "patch_dct_scale": 1.0},
+    # ("patch_dct_scale", DCT patch filters, was tried for shape and is off: BENCHMARKS.md.)
+    "init": {"position_scale": 0.5},
 }
 
 
@@ -75,9 +74,9 @@ class EmbeddedRecipe:
     # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
     # so that position, size, opacity and angle survive into the video stages for the head to read.
     layout_loss: float = 1.0
-    # All stages: each clip also gets a caption with one object's shape changed as a hard negative
-    # (TrainConfig.shape_negatives): colour and background otherwise tell a batch apart.
-    shape_negatives: float = 1.0
+    # All stages: share of clips that also get a caption with one object's shape changed as a hard
+    # negative (TrainConfig.shape_negatives). Tried at 1.0: shape stayed unread (BENCHMARKS.md), off.
+    shape_negatives: float = 0.0
     world_limit: int | None = None  # only for quick trials: clips per split
 
 

@@ -669,8 +669,8 @@ class LayoutTargets:
 
     def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         """The probe's R^2 on the validation frames: overall, the coverage map, a lone object's
-        x, y and angle code, and the shapes shown."""
-        from demo.world import LAYOUT_LONE, LAYOUT_SHAPES
+        x, y and angle code."""
+        from demo.world import LAYOUT_LONE
 
         pred = self.probe(self._inputs(per_frame)).cpu()
         target = (self.val - self.mean) / self.std
@@ -683,8 +683,7 @@ class LayoutTargets:
 
         g = LAYOUT_LONE
         return {"all": r2(slice(None)), "coverage": r2(slice(0, g)), "x": r2(slice(g, g + 1)),
-                "y": r2(slice(g + 1, g + 2)), "angle": r2(slice(g + 4, g + 6)),
-                "shape": r2(slice(LAYOUT_SHAPES, None))}
+                "y": r2(slice(g + 1, g + 2)), "angle": r2(slice(g + 4, g + 6))}
 
 
 def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:

@@ -554,21 +554,20 @@ SYMMETRY = {"circle": None, "square": 4, "triangle": 3, "star": 5, "hexagon": 6,
             "heart": 1}
 LAYOUT_GRID = 4  # frame_layout's coverage map is LAYOUT_GRID x LAYOUT_GRID cells
 LAYOUT_LONE = LAYOUT_GRID * LAYOUT_GRID  # where frame_layout's six lone-object values start
-LAYOUT_SHAPES = LAYOUT_LONE + 6  # where its len(SHAPES) shape values start
-LAYOUT_DIM = LAYOUT_SHAPES + len(SHAPES)
+LAYOUT_DIM = LAYOUT_LONE + 6
 
 
 def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """What frame ``i`` of ``n + 1`` shows, as numbers: (LAYOUT_DIM,) float32 values and a bool mask.
 
-    The first LAYOUT_GRID**2 values are a soft coverage map (each cell: the most visible
+    The first LAYOUT_LONE = LAYOUT_GRID**2 values are a soft coverage map (each cell: the most visible
     object's Gaussian weight there, wider for bigger objects), defined for any number of
     objects. The next six describe a lone object: x, y (0-1), radius / 25, opacity and the
     angle as cos, sin of (symmetry order x angle), masked where they are undefined (several
-    objects; the angle of a circle). The last len(SHAPES) say which shapes the frame shows:
-    for each shape, the opacity of its most visible object (0 where there is none).
-    ``TrainConfig.layout_loss`` regresses frame embeddings onto these so that they keep where
-    things are, how big, how turned and what shape they have.
+    objects; the angle of a circle). ``TrainConfig.layout_loss`` regresses frame embeddings
+    onto these so that they keep where things are, how big and how turned. (Which shapes a
+    frame shows, tried as eight more values, stayed unreadable through all three stages:
+    validation probe R^2 at most 0.05; BENCHMARKS.md, "What it still gets wrong: shape".)
     """
     states = [(obj, object_state(obj, i, n)) for obj in attributes["objects"]]
     centres = (np.arange(LAYOUT_GRID, dtype=np.float32) + 0.5) * (REF / LAYOUT_GRID)
@@ -580,17 +579,13 @@ def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray
     values = np.zeros(LAYOUT_DIM, dtype=np.float32)
     mask = np.zeros(LAYOUT_DIM, dtype=bool)
     values[:LAYOUT_LONE], mask[:LAYOUT_LONE] = coverage.ravel(), True
-    for obj, (*_, alpha) in states:
-        k = LAYOUT_SHAPES + SHAPES.index(obj["shape"])
-        values[k] = max(values[k], alpha)
-    mask[LAYOUT_SHAPES:] = True
     if len(states) == 1:
         obj, (x, y, r, angle, alpha) = states[0]
         order = SYMMETRY[obj["shape"]]
         turn = math.radians(angle) * (order or 0)
-        values[LAYOUT_LONE:LAYOUT_SHAPES] = (x / REF, y / REF, r / 25.0, alpha, math.cos(turn), math.sin(turn))
+        values[LAYOUT_LONE:] = (x / REF, y / REF, r / 25.0, alpha, math.cos(turn), math.sin(turn))
         mask[LAYOUT_LONE:LAYOUT_LONE + 4] = True
-        mask[LAYOUT_LONE + 4:LAYOUT_SHAPES] = order is not None and alpha > 0.2
+        mask[LAYOUT_LONE + 4:] = order is not None and alpha > 0.2
     return values, mask
 
 

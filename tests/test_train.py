@@ -278,7 +278,7 @@ def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_co
     trainer.layout, trainer.config = probe, config
     best = trainer.fit()
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
-    assert set(log[-1]["val"]["layout/R2"]) == {"all", "coverage", "x", "y", "angle", "shape"}
+    assert set(log[-1]["val"]["layout/R2"]) == {"all", "coverage", "x", "y", "angle"}
     assert (best / "config.json").is_file()
     state = torch.load(tmp_path / "o" / "last" / "trainer_state.pt", weights_only=False)
     assert state["layout_probe"]["weight"].shape == (probe.probe.out_features, trainer.model.dim)
