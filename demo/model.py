@@ -111,8 +111,9 @@ class Clip4Clip(nn.Module):
         things are, so no temporal head can tell left from right.
 
         ``patch_dct_scale`` > 0 starts half of the patch embedding's output channels as the 2-D
-        DCT basis of a patch's luminance (lowest frequencies first) times this scale; the other
-        half stay random for colour. A small ViT from random filters learns colour and position
+        DCT basis of a patch's luminance (lowest frequencies first) times this scale: the
+        channels whose sin-cos position codes vary least over the grid, so positions stay
+        readable; the other half stay random for colour. A small ViT from random filters learns colour and position
         quickly but shape very slowly: told the shape of lone objects directly, it reached 24% on
         the world's 8 shapes after 8 epochs on 2,000 frames, 45% from DCT filters (BENCHMARKS.md).
         """
@@ -128,19 +129,24 @@ class Clip4Clip(nn.Module):
         if text.config.projection_dim != vision.config.projection_dim:
             raise ValueError(f"text projection_dim {text.config.projection_dim} != vision "
                              f"projection_dim {vision.config.projection_dim}")
+        embeddings = vision.vision_model.embeddings
+        hidden = int(vision.config.hidden_size)
+        channels = torch.arange(hidden)  # patch channels in the order the DCT filters take them
         if position_scale > 0:
-            embeddings = vision.vision_model.embeddings
             grid = math.isqrt(int(embeddings.num_patches))
-            codes = sincos_2d(grid, int(vision.config.hidden_size))
+            codes = sincos_2d(grid, hidden)
             with torch.no_grad():
                 embeddings.position_embedding.weight[1:] = position_scale * codes
                 embeddings.position_embedding.weight[0] = 0.0  # the class token has no place
+            # Over a small grid the low-frequency sin-cos channels barely vary (on an 8x8 grid
+            # about half stay within 0.02 of a constant): those carry no position to drown.
+            channels = torch.argsort(codes.std(dim=0), stable=True)
         if patch_dct_scale > 0:
-            weight = vision.vision_model.embeddings.patch_embedding.weight  # (hidden, 3, patch, patch)
-            half = min(weight.shape[0] // 2, weight.shape[2] * weight.shape[3])
+            weight = embeddings.patch_embedding.weight  # (hidden, 3, patch, patch)
+            half = min(hidden // 2, weight.shape[2] * weight.shape[3])
             basis = dct_filters(int(weight.shape[2]))[:half] / math.sqrt(weight.shape[1])  # same on R, G, B
             with torch.no_grad():
-                weight[:half] = patch_dct_scale * basis[:, None].expand(-1, weight.shape[1], -1, -1)
+                weight[channels[:half]] = patch_dct_scale * basis[:, None].expand(-1, weight.shape[1], -1, -1)
         return cls(text, vision, settings, build_head(settings, int(text.config.projection_dim or 0)))
 
     @classmethod

@@ -603,6 +603,15 @@ def write_benchmarks(results: list[dict[str, Any]], command: str, path: str | Pa
     return path
 
 
+def _shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies below it (cards name no home folders)."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def write_model_card(folder: str | Path, config: XClipTrainConfig, results: list[dict[str, Any]],
                      command: str) -> Path:
     """``README.md`` for the shipped checkpoint: what it is, how it was trained, its accuracy."""
@@ -640,7 +649,7 @@ Weights are stored in float16; they load as float32.
 - {v.num_frames} frames per clip, spread uniformly over the clip, ImageNet mean/std
 - multi-frame integration transformer: {v.mit_num_hidden_layers} layer(s); video-specific prompt
   generator: {c.prompt_layers} layer(s)
-- initialised from `{config.init}`: text tower, vision embeddings and layers, projections and
+- initialised from `{_shown_path(config.init)}`: text tower, vision embeddings and layers, projections and
   temperature copied by an explicit name map (`demo.train_xclip.CLIP_TO_XCLIP`), the vision
   embeddings folded from CLIP's to ImageNet's mean/std, and the CLIP4Clip seqTransf temporal
   head copied into the MIT (`HEAD_TO_MIT`); message tokens and prompt generator start random
@@ -652,13 +661,13 @@ X-CLIP's objective: for each training clip, logits over the {len(REWORDED)} clas
 against the clip's class (`demo.world.clip_event`). Clips with several objects doing different
 things have no single class and are left out. {"The text tower is frozen, so the caption synonyms the "
 "CLIP4Clip text tower learned survive." if config.text_lr <= 0 else f"The text tower trains at lr "
-f"{config.text_lr:g} (frozen, its label embeddings are nearly identical); its token embeddings stay "
+f"{config.text_lr:g} (left frozen, its label embeddings stay too close to tell apart); its token embeddings stay "
 "frozen, so words keep what the CLIP4Clip text tower learned."}
 Data: the world's train split (seed {config.seed}{f", first {config.limit} usable clips" if config.limit
 else ""}), validated each epoch on val, best epoch kept. {config.epochs} epochs, batch {config.batch_size},
 AdamW, lr {config.lr:g} (new parts) / {config.vision_lr:g} (copied vision weights), warm-up then cosine.
 
-| epoch | train loss | val top-1 (%) | val top-1, reworded labels (%) | seconds |
+| epoch | train loss | val top-1 (%) | val top-1, reworded labels (%) | seconds since training began |
 |---|---|---|---|---|
 {history}
 
@@ -672,7 +681,8 @@ Reworded labels: {", ".join(f"{k} -> {v}" for k, v in REWORDED.items())}.
 
 ## Limits
 
-Knows only the rendered world: a few shapes, colours and motions over dark backgrounds.
+Knows only the rendered world: eight shapes in eight colours, their motions, and the world's
+plain, gradient and textured backgrounds.
 It is not a general video classifier; use `microsoft/xclip-base-patch32` for real video.
 """
     path = folder / "README.md"

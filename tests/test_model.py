@@ -140,3 +140,11 @@ def test_dct_patch_filters_at_random_init() -> None:
     plain = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
     assert plain.vision.vision_model.embeddings.patch_embedding.weight.std() < 0.1
     assert weight[half:].std() < 0.1  # the colour half stays random
+    # With sin-cos positions the filters take the channels whose codes vary least over the grid.
+    placed = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings(), position_scale=0.5,
+                                   patch_dct_scale=2.0).vision.vision_model.embeddings
+    norms = placed.patch_embedding.weight.detach().flatten(1).norm(dim=1)
+    dct_channels = torch.isclose(norms, torch.tensor(2.0), atol=1e-5)
+    assert int(dct_channels.sum()) == half
+    spread = placed.position_embedding.weight.detach()[1:].std(dim=0)
+    assert spread[dct_channels].max() <= spread[~dct_channels].min()
