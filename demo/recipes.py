@@ -77,6 +77,7 @@ class EmbeddedRecipe:
     # All stages: share of clips that also get a caption with one object's shape changed as a hard
     # negative (TrainConfig.shape_negatives). Tried at 1.0: shape stayed unread (BENCHMARKS.md), off.
     shape_negatives: float = 0.0
+    compile: bool = False  # TrainConfig.compile in every stage (the shipped models were trained without)
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -99,7 +100,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
                               batch_size=recipe.batch_size,
                               lr=recipe.image_lr, clip_lr=recipe.image_lr,
-                              seed=recipe.seed, resume=True), progress=progress)
+                              seed=recipe.seed, compile=recipe.compile, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
     video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video"),
                               init=str(image), stage="video", pooling="both",
@@ -108,7 +109,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
                               hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                               reversed_videos=recipe.reversed_videos, layout_loss=recipe.layout_loss,
-                              shape_negatives=recipe.shape_negatives, resume=True), progress=progress)
+                              shape_negatives=recipe.shape_negatives, compile=recipe.compile, resume=True),
+                progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
     # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
     # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
@@ -122,7 +124,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                   reversed_videos=recipe.reversed_videos, grouped_batches=recipe.order_grouped,
                                   reversal_separation=recipe.order_reversal_separation,
                                   layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
-                                  resume=True), progress=progress)
+                                  compile=recipe.compile, resume=True), progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     target = out / "clip4clip-world"
@@ -251,6 +253,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", help="with --preset: working folder (default work/embedded)")
     for f in fields(TrainConfig):
         if f.name in {"train", "val", "out", "init", "model_config", "resume", "amp"}:
+            continue
+        if isinstance(f.default, bool):
+            p.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None)
             continue
         kind: Any = type(f.default) if f.default is not None else (
             float if f.name in {"sample_fps"} else int if f.name in {"max_frames", "limit", "schedule_epochs"} else str)

@@ -358,3 +358,32 @@ def test_contrastive_with_several_own_negatives_matches_brute_force(tiny_world, 
     v2t = np.mean([lse([logits[i, j] for i in range(4)] + [logits[k, j] for k, o in owner.items() if o == j])
                    - logits[j, j] for j in range(4)])
     assert got == pytest.approx((t2v + v2t) / 2, rel=1e-5)
+
+
+def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder, tiny_config, tmp_path,
+                                                                     monkeypatch):
+    import demo.train as train_module
+
+    calls = []
+    real = train_module.compile_towers
+    monkeypatch.setattr(train_module, "compile_towers",
+                        lambda model, device: calls.append(device) or real(model, device))
+    monkeypatch.setattr(train_module.shutil, "which", lambda name: None)  # no C++ compiler: warn, train eagerly
+    out = tmp_path / "run"
+    assert main(["train", "--train", str(clip_folder / "captions.csv"), "--out", str(out), "--model-config",
+                 str(tiny_config), "--stage", "video", "--epochs", "1", "--batch-size", "6", "--workers", "1",
+                 "--compile"]) == 0
+    assert calls == ["cpu"]
+    assert Clip4ClipEncoder.from_pretrained(out / "best").max_frames == 6
+
+
+def test_compiled_towers_keep_their_parameter_names():
+    from demo.model import Clip4Clip
+    from demo.temporal import Clip4ClipSettings
+    from demo.train import compile_towers
+
+    model = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
+    names = list(model.state_dict())
+    assert compile_towers(model, "cpu")
+    assert list(model.state_dict()) == names  # in place: optimizer state and checkpoints unchanged
+    assert model.text._compiled_call_impl is not None and model.vision._compiled_call_impl is not None
