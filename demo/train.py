@@ -121,8 +121,8 @@ class TrainConfig:
     resume: bool = False
     save_dtype: str = "float16"  # weights are stored in this dtype; training runs in fp32
     # torch.compile the text and vision towers (weights and checkpoints unchanged). On the 2-core CPU
-    # a step of both towers ran about 30% faster after a one-off compile of about a minute
-    # (BENCHMARKS.md, "Training time"); off by default until a whole recipe has run with it.
+    # a video-stage epoch ran about 25% faster after a one-off compile of about a minute, an
+    # image-stage epoch slower (BENCHMARKS.md, "Training time"); off until a whole recipe has run with it.
     compile: bool = False
 
     def __post_init__(self) -> None:
