@@ -77,7 +77,9 @@ class EmbeddedRecipe:
     # All stages: share of clips that also get a caption with one object's shape changed as a hard
     # negative (TrainConfig.shape_negatives). Tried at 1.0: shape stayed unread (BENCHMARKS.md), off.
     shape_negatives: float = 0.0
-    compile: bool = False  # TrainConfig.compile in every stage (the shipped models were trained without)
+    # TrainConfig.compile in the video stages (stage 1's small steps ran slower compiled: BENCHMARKS.md,
+    # "Training time"). The shipped models were trained without it.
+    compile: bool = False
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -100,7 +102,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
                               batch_size=recipe.batch_size,
                               lr=recipe.image_lr, clip_lr=recipe.image_lr,
-                              seed=recipe.seed, compile=recipe.compile, resume=True), progress=progress)
+                              seed=recipe.seed, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
     video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video"),
                               init=str(image), stage="video", pooling="both",
