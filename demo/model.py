@@ -113,9 +113,10 @@ class Clip4Clip(nn.Module):
         ``patch_dct_scale`` > 0 starts half of the patch embedding's output channels as the 2-D
         DCT basis of a patch's luminance (lowest frequencies first) times this scale: the
         channels whose sin-cos position codes vary least over the grid, so positions stay
-        readable; the other half stay random for colour. A small ViT from random filters learns colour and position
-        quickly but shape very slowly: told the shape of lone objects directly, it reached 24% on
-        the world's 8 shapes after 8 epochs on 2,000 frames, 45% from DCT filters (BENCHMARKS.md).
+        readable; the other half stay random for colour. A small ViT from random filters learns
+        colour and position quickly but shape very slowly: told the shape of lone objects
+        directly, it reached 24% on the world's 8 shapes after 8 epochs on 2,000 frames, 45%
+        from DCT filters (BENCHMARKS.md).
         """
         from transformers import (
             CLIPTextConfig,

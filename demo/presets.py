@@ -19,6 +19,15 @@ ASSETS = ROOT / "assets"
 PRESET_ENV = "DEMO_PRESET"
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else as given: what
+    manifests and model cards record, so they name no one's home folder."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str

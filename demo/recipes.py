@@ -18,7 +18,7 @@ from typing import Any
 
 from demo.data import read_samples
 from demo.errors import InputError
-from demo.presets import PRECOMPUTED
+from demo.presets import PRECOMPUTED, shown_path
 from demo.tokenizer import shrink_vocabulary
 from demo.train import TrainConfig, train
 from demo.world_text import vocabulary_lists
@@ -185,13 +185,8 @@ def build_embedded_index(world_dir: str | Path, model_dir: str | Path, out: str 
                         writer.writeheader()
                     writer.writerow(row)
     encoder = Clip4ClipEncoder.from_pretrained(model_dir)
-    relative = Path(model_dir).resolve()
-    try:
-        relative = relative.relative_to(Path.cwd())
-    except ValueError:
-        pass
     report = build_index(items_from_csv(corpus), out, encoder, batch_size=16, progress=progress,
-                         overwrite=True, num_workers=2, model_path=str(relative), media_root=world)
+                         overwrite=True, num_workers=2, model_path=shown_path(model_dir), media_root=world)
     log.info("indexed %d clips into %s (%d skipped)", report.indexed, out, len(report.skipped))
     return Path(out)
 

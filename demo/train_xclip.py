@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from demo.errors import DemoError, InputError, ModelLoadError
+from demo.presets import shown_path
 
 if TYPE_CHECKING:
     import torch
@@ -603,15 +604,6 @@ def write_benchmarks(results: list[dict[str, Any]], command: str, path: str | Pa
     return path
 
 
-def _shown_path(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies below it (cards name no home folders)."""
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def write_model_card(folder: str | Path, config: XClipTrainConfig, results: list[dict[str, Any]],
                      command: str) -> Path:
     """``README.md`` for the shipped checkpoint: what it is, how it was trained, its accuracy."""
@@ -649,7 +641,7 @@ Weights are stored in float16; they load as float32.
 - {v.num_frames} frames per clip, spread uniformly over the clip, ImageNet mean/std
 - multi-frame integration transformer: {v.mit_num_hidden_layers} layer(s); video-specific prompt
   generator: {c.prompt_layers} layer(s)
-- initialised from `{_shown_path(config.init)}`: text tower, vision embeddings and layers, projections and
+- initialised from `{shown_path(config.init)}`: text tower, vision embeddings and layers, projections and
   temperature copied by an explicit name map (`demo.train_xclip.CLIP_TO_XCLIP`), the vision
   embeddings folded from CLIP's to ImageNet's mean/std, and the CLIP4Clip seqTransf temporal
   head copied into the MIT (`HEAD_TO_MIT`); message tokens and prompt generator start random
