@@ -59,10 +59,14 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "reversal_separation": "clip-reversal hinge",
-               "layout_loss": "frame-layout regression", "shape_negatives": "shape-changed negative captions"}
+               "layout_loss": "frame-layout regression", "shape_negatives": "shape-changed negative captions",
+               "shape_loss": "frame shape classification"}
     extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
+    if config.get("compile"):
+        pooled += ", both towers through torch.compile"
     name = f"{name} (with {extra})" if extra else name
-    return [f"- {name}: {len(log)} epochs, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
+    epochs = f"{len(log)} epoch{'s' if len(log) != 1 else ''}"
+    return [f"- {name}: {epochs}, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
             f"{config.get('clip_lr')} (CLIP towers), {pooled}, {minutes:.1f} min of "
             f"training steps; best validation text->video R@1 {best:.1f} ({head.split('/')[0]})."]
 

@@ -77,9 +77,11 @@ class EmbeddedRecipe:
     # All stages: share of clips that also get a caption with one object's shape changed as a hard
     # negative (TrainConfig.shape_negatives). Tried at 1.0: shape stayed unread (BENCHMARKS.md), off.
     shape_negatives: float = 0.0
+    # All stages: weight of the frame shape classification (TrainConfig.shape_loss). Off: see BENCHMARKS.md.
+    shape_loss: float = 0.0
     # TrainConfig.compile in the video stages (stage 1's small steps ran slower compiled: BENCHMARKS.md,
-    # "Training time"). The shipped models were trained without it.
-    compile: bool = False
+    # "Training time"); --no-compile trains them eagerly.
+    compile: bool = True
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
@@ -100,7 +102,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               model_config=str(spec_path), stage="image", epochs=recipe.image_epochs,
                               schedule_epochs=recipe.image_schedule_epochs, frame_captions=recipe.frame_captions,
                               layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
-                              batch_size=recipe.batch_size,
+                              shape_loss=recipe.shape_loss, batch_size=recipe.batch_size,
                               lr=recipe.image_lr, clip_lr=recipe.image_lr,
                               seed=recipe.seed, resume=True), progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
@@ -111,7 +113,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                               lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
                               hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                               reversed_videos=recipe.reversed_videos, layout_loss=recipe.layout_loss,
-                              shape_negatives=recipe.shape_negatives, compile=recipe.compile, resume=True),
+                              shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss,
+                              compile=recipe.compile, resume=True),
                 progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
     # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
@@ -126,7 +129,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                   reversed_videos=recipe.reversed_videos, grouped_batches=recipe.order_grouped,
                                   reversal_separation=recipe.order_reversal_separation,
                                   layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
-                                  compile=recipe.compile, resume=True), progress=progress)
+                                  shape_loss=recipe.shape_loss, compile=recipe.compile, resume=True),
+                      progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     target = out / "clip4clip-world"
@@ -251,8 +255,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         if f.name in {"train", "val", "out", "init", "model_config", "resume", "amp"}:
             continue
-        if isinstance(f.default, bool):
-            p.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None)
+        if isinstance(f.default, bool):  # --compile / --no-compile; unset: the config's or recipe's default
+            p.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None)
             continue
         kind: Any = type(f.default) if f.default is not None else (
             float if f.name in {"sample_fps"} else int if f.name in {"max_frames", "limit", "schedule_epochs"} else str)

@@ -103,6 +103,12 @@ class TrainConfig:
     # them, so without it the frame embeddings lose where things are, and with it the order of
     # frames is all a temporal head needs to read direction (BENCHMARKS.md, "Training runs compared").
     layout_loss: float = 0.0
+    # World clips (all stages): weight of a cross-entropy from every frame embedding the loss sees
+    # onto which shapes the frame shows (demo.world.frame_shapes), through a linear classifier trained
+    # with the model and then dropped. Captions alone leave shape out of the frames: in a random batch
+    # colour, size and event tell clips apart, and "a red circle" / "a red square" embed at cosine
+    # 0.998, so shape-changed negatives have no gradient to start from (BENCHMARKS.md, "shape").
+    shape_loss: float = 0.0
     # Video stage: share of training captions that lose each of their words with probability
     # ``WORD_DROP`` (at least one word stays). A caption's words then have to mean something on
     # their own, not only in the phrases the captions use, which is what lets a query in a new
@@ -245,6 +251,11 @@ class Trainer:
             self.layout = LayoutTargets(self.train_data.samples, self.val_data.samples, settings, self.model.dim)
             self.layout.probe.to(self.device)
             groups.append({"params": list(self.layout.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
+        self.shapes: ShapeTargets | None = None
+        if config.shape_loss > 0:
+            self.shapes = ShapeTargets(self.train_data.samples, self.val_data.samples, settings, self.model.dim)
+            self.shapes.probe.to(self.device)
+            groups.append({"params": list(self.shapes.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         use_amp = config.amp and self.device.startswith("cuda")
@@ -411,6 +422,11 @@ class Trainer:
                 layout = self.layout.loss(indices, per_frame, masks, shown)
                 if layout is not None:
                     loss = loss + self.config.layout_loss * layout
+            if self.shapes is not None:
+                shown = self._picks if self.config.stage == "image" else None
+                shape = self.shapes.loss(indices, per_frame, masks, shown)
+                if shape is not None:
+                    loss = loss + self.config.shape_loss * shape
         return loss
 
     def _caption_separation(self, indices: np.ndarray) -> torch.Tensor | None:
@@ -519,6 +535,8 @@ class Trainer:
             metrics["seqTransf/order"] = {"ahead": 100.0 * float(ahead), "clips": float(len(rows))}
         if self.layout is not None:
             metrics["layout/R2"] = self.layout.validate(per_frame, masks)
+        if self.shapes is not None:
+            metrics["shape/probe"] = self.shapes.validate(per_frame, masks)
         self.model.train()
         return metrics
 
@@ -540,6 +558,7 @@ class Trainer:
                         "epoch": self.epoch, "step": self.step, "best": self.best,
                         "rng": self.rng.bit_generator.state, "fp32": self.model.state_dict(),
                         "layout_probe": None if self.layout is None else self.layout.probe.state_dict(),
+                        "shape_probe": None if self.shapes is None else self.shapes.probe.state_dict(),
                         "config": asdict(self.config)}, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -557,6 +576,8 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         if self.layout is not None and state.get("layout_probe") is not None:
             self.layout.probe.load_state_dict(state["layout_probe"])
+        if self.shapes is not None and state.get("shape_probe") is not None:
+            self.shapes.probe.load_state_dict(state["shape_probe"])
         log.info("resumed from %s at epoch %d (step %d)", state_path.parent, self.epoch, self.step)
 
     def fit(self) -> Path:
@@ -590,7 +611,8 @@ class Trainer:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             summary = "  ".join(f"{k} R@1 {v['R@1']:.1f}" if "R@1" in v else f"{k} {v['ahead']:.1f}%"
-                                if "ahead" in v else f"{k} x {v['x']:.2f}" for k, v in metrics.items())
+                                if "ahead" in v else f"{k} {v['accuracy']:.1f}%" if "accuracy" in v
+                                else f"{k} x {v['x']:.2f}" for k, v in metrics.items())
             log.info("epoch %d loss %.3f  %s", self.epoch, record["loss"], summary)
             if key > self.best:
                 self.best = key
@@ -704,6 +726,70 @@ class LayoutTargets:
         g = LAYOUT_LONE
         return {"all": r2(slice(None)), "coverage": r2(slice(0, g)), "x": r2(slice(g, g + 1)),
                 "y": r2(slice(g + 1, g + 2)), "angle": r2(slice(g + 4, g + 6))}
+
+
+class ShapeTargets:
+    """Which shapes each sampled frame of a world clip shows, and the linear classifier that reads
+    them off the frame embeddings (``TrainConfig.shape_loss``).
+
+    The loss is the cross-entropy between the classifier's softmax over the shapes and the shapes
+    the frame shows (spread evenly when there are several); frames without a visible object are
+    left out. Validation reports how often the classifier names the shape of a lone object.
+    """
+
+    def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
+        from demo.world import SHAPES
+
+        self.settings, self.dim = settings, dim
+        self.train = self._targets(train)
+        self.val = self._targets(val)
+        if not (self.train.sum(-1) > 0).any():
+            raise InputError("shape_loss needs world clips (a world .jsonl file with attributes)")
+        self.probe = torch.nn.Linear(dim, len(SHAPES))
+        torch.nn.init.zeros_(self.probe.weight)
+        torch.nn.init.zeros_(self.probe.bias)
+
+    def _targets(self, samples: list[Sample]) -> torch.Tensor:
+        """(N, T, shapes) 0/1: the shapes each sampled frame shows (all 0: none, or not a world clip)."""
+        from demo.video import clip4clip_indices
+        from demo.world import SHAPES, frame_shapes
+
+        t = self.settings.max_frames
+        out = torch.zeros(len(samples), t, len(SHAPES))
+        for i, sample in enumerate(samples):
+            if sample.frames < 2 or not sample.attributes.get("objects"):
+                continue
+            shown = clip4clip_indices(sample.frames, sample.fps, self.settings.sample_fps, t)
+            for k, frame in enumerate(shown):
+                out[i, k] = torch.from_numpy(frame_shapes(sample.attributes, int(frame), sample.frames - 1))
+        return out
+
+    def _logits(self, per_frame: torch.Tensor) -> torch.Tensor:
+        return self.probe(torch.nn.functional.normalize(per_frame.float(), dim=-1) * math.sqrt(self.dim))
+
+    def loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
+             shown: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Mean cross-entropy over a batch's frames that show an object. ``per_frame`` (B, T, D);
+        in the image stage T = 1 and ``shown`` (B,) says which frame."""
+        target = self.train[torch.from_numpy(indices)]
+        if shown is not None:
+            target = target[torch.arange(len(indices)), shown].unsqueeze(1)
+        rows = (target.sum(-1) > 0) & masks.cpu()
+        if not rows.any():
+            return None
+        device = per_frame.device
+        target = (target / target.sum(-1, keepdim=True).clamp(min=1)).to(device)
+        logp = torch.log_softmax(self._logits(per_frame), dim=-1)
+        return -(target * logp).sum(-1)[rows.to(device)].mean()
+
+    def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        """Accuracy (%) on the validation frames that show exactly one shape, and how many there were."""
+        lone = (self.val.sum(-1) == 1) & masks.cpu()
+        if not lone.any():
+            return {"accuracy": float("nan"), "frames": 0.0}
+        guess = self._logits(per_frame).argmax(-1).cpu()
+        right = (guess == self.val.argmax(-1))[lone]
+        return {"accuracy": 100.0 * float(right.float().mean()), "frames": float(lone.sum())}
 
 
 def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:

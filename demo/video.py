@@ -425,13 +425,15 @@ def load_uniform_clip(
     return x.contiguous(), int(len(unique))
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> None:
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, threads: int = 0) -> None:
     """Write ``frames`` (T, H, W, 3) uint8 as an H.264 yuv420p mp4 that browsers play.
 
     Width and height must be even (yuv420p subsamples chroma by 2). The moov atom is
     moved to the front (``+faststart``) so a browser can start playing before the
     whole file has arrived. Fractional rates (29.97) are kept exactly. The file is
     written next to ``path`` and renamed, so a reader never sees half a file.
+    ``threads``: x264's encoder threads (0: its own choice, one or more per core); a caller
+    that already runs one encoder per core (``demo.world.synth``) passes 1.
     """
     import av
 
@@ -450,7 +452,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> None:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": "23", "preset": "veryfast"}
+            stream.options = {"crf": "23", "preset": "veryfast", "threads": str(max(0, int(threads)))}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)

@@ -50,7 +50,7 @@ from demo.world_text import (
 __all__ = [
     "BACKGROUNDS", "COLOURS", "EVENTS", "RELATIONS", "SHAPES", "SIZES",
     "ClipSpec", "WorldConfig", "clip_event", "clip_spec_by_id", "clip_specs", "counterfactual", "event_labels",
-    "frame_caption", "frame_caption_pair", "frame_layout",
+    "frame_caption", "frame_caption_pair", "frame_layout", "frame_shapes",
     "render", "render_to", "shape_swapped", "synth", "vocabulary",
 ]  # fmt: skip
 
@@ -409,14 +409,15 @@ def render(spec: ClipSpec) -> np.ndarray:
     return frames
 
 
-def render_to(spec: ClipSpec, path: str | Path) -> Path:
-    """Render ``spec`` and write it to ``path`` as mp4, atomically (temp file, then rename)."""
+def render_to(spec: ClipSpec, path: str | Path, threads: int = 0) -> Path:
+    """Render ``spec`` and write it to ``path`` as mp4, atomically (temp file, then rename).
+    ``threads``: the encoder's (see :func:`demo.video.write_mp4`)."""
     from demo.video import write_mp4
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     try:
-        write_mp4(tmp, render(spec), spec.fps)
+        write_mp4(tmp, render(spec), spec.fps, threads=threads)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -589,6 +590,16 @@ def frame_layout(attributes: dict[str, Any], i: int, n: int) -> tuple[np.ndarray
     return values, mask
 
 
+def frame_shapes(attributes: dict[str, Any], i: int, n: int, visible: float = 0.2) -> np.ndarray:
+    """Which shapes frame ``i`` of ``n + 1`` shows: (len(SHAPES),) float32, 1 for each shape with an
+    object at least ``visible`` opaque there (``TrainConfig.shape_loss`` classifies frames by it)."""
+    out = np.zeros(len(SHAPES), dtype=np.float32)
+    for obj in attributes.get("objects", ()):
+        if object_state(obj, i, n)[4] >= visible:
+            out[SHAPES.index(obj["shape"])] = 1.0
+    return out
+
+
 def counterfactual(attributes: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """The same clip's attributes with one event (or the relation) changed: a caption of the
     result is a hard negative, wrong only about what happens.
@@ -660,7 +671,9 @@ def vocabulary() -> dict[str, list[str]]:
 
 def _render_job(job: tuple[ClipSpec, str]) -> str:
     spec, path = job
-    render_to(spec, path)
+    # One single-threaded encoder per worker: on 2 cores, x264's own threads on top of two
+    # workers made rendering the world about 20% slower (600 clips: 24 s against 19.6 s).
+    render_to(spec, path, threads=1)
     return spec.id
 
 

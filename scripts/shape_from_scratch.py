@@ -1,6 +1,7 @@
 """How fast the embedded ViT learns shape from scratch when told it directly.
 
-    python scripts/shape_from_scratch.py [--patch-dct-scale 1.0] [--clips 2000] [--epochs 8] [--lr 1e-3]
+    python scripts/shape_from_scratch.py [--patch-dct-scale 1.0] [--image-size 64 --patch-size 8]
+                                         [--clips 2000] [--epochs 8] [--lr 1e-3]
 
 Trains the embedded model's vision tower (``demo.recipes.EMBEDDED_MODEL``, random init with the
 recipe's sin-cos patch positions) plus a linear classifier on the shape of lone objects: the
@@ -40,6 +41,8 @@ def middle_frames(split: str, n: int, image_size: int) -> tuple[torch.Tensor, to
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch-dct-scale", type=float, default=0.0, help="0: HF's random patch filters")
+    parser.add_argument("--image-size", type=int, default=int(EMBEDDED_MODEL["vision"]["image_size"]))
+    parser.add_argument("--patch-size", type=int, default=int(EMBEDDED_MODEL["vision"]["patch_size"]))
     parser.add_argument("--clips", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -47,10 +50,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    size = int(EMBEDDED_MODEL["vision"]["image_size"])
+    size = args.image_size
+    vision = {**EMBEDDED_MODEL["vision"], "image_size": size, "patch_size": args.patch_size}
     x_train, y_train = middle_frames("train", args.clips, size)
     x_val, y_val = middle_frames("val", 300, size)
-    model = Clip4Clip.from_config(EMBEDDED_MODEL["text"], EMBEDDED_MODEL["vision"],
+    model = Clip4Clip.from_config(EMBEDDED_MODEL["text"], vision,
                                   Clip4ClipSettings(**EMBEDDED_MODEL["clip4clip"]),
                                   position_scale=float(EMBEDDED_MODEL["init"]["position_scale"]),
                                   patch_dct_scale=args.patch_dct_scale).vision

@@ -1,5 +1,6 @@
 """Training smoke tests: a few steps on tiny clips, in-process through the CLI's main()."""
 
+import argparse
 import json
 
 import numpy as np
@@ -293,6 +294,61 @@ def test_layout_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
         Trainer(config, progress=False)
 
 
+@pytest.mark.parametrize("stage", ["image", "video"])
+def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_path, stage):
+    import math
+    from dataclasses import replace
+
+    from demo.train import Trainer
+    from demo.world import SHAPES
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
+                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1, shape_loss=1.0)
+    trainer = Trainer(config, progress=False)
+    shapes = trainer.shapes
+    assert shapes is not None
+    data = trainer.train_data
+    # targets: each clip's own shapes, in the frames where its objects show
+    for i, sample in enumerate(data.samples):
+        own = {o["shape"] for o in sample.attributes["objects"]}
+        named = {SHAPES[k] for k in torch.nonzero(shapes.train[i].sum(0)).flatten().tolist()}
+        assert named and named <= own
+    per_frame = trainer.model.frame_embeddings(data.frames.float(), data.masks)
+    # a zero classifier is uniform: cross-entropy log(8) against any target
+    value = shapes.loss(np.arange(len(data)), per_frame, data.masks)
+    assert value is not None and value.requires_grad
+    assert float(value.detach()) == pytest.approx(math.log(len(SHAPES)), abs=1e-4)
+    # one frame per clip in the image stage: only the frame shown counts
+    shown = torch.zeros(len(data), dtype=torch.long)
+    assert shapes.loss(np.arange(len(data)), per_frame[:, :1], data.masks[:, :1], shown) is not None
+    # the weighted term is part of the training loss, and the classifier learns from it
+    trainer.rng = np.random.default_rng(0)
+    with_shape = float(trainer._loss(np.arange(6)).detach())
+    trainer.config = replace(config, shape_loss=0.0)
+    trainer.shapes = None
+    trainer.rng = np.random.default_rng(0)
+    assert float(trainer._loss(np.arange(6)).detach()) < with_shape
+    trainer.shapes, trainer.config = shapes, config
+    best = trainer.fit()
+    assert float(shapes.probe.weight.detach().abs().sum()) > 0
+    log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    probe = log[-1]["val"]["shape/probe"]
+    assert probe["frames"] > 0 and 0.0 <= probe["accuracy"] <= 100.0
+    assert (best / "config.json").is_file()
+    state = torch.load(tmp_path / "o" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["shape_probe"]["weight"].shape == (len(SHAPES), trainer.model.dim)
+
+
+def test_shape_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
+                         model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, shape_loss=1.0)
+    with pytest.raises(InputError, match="world"):
+        Trainer(config, progress=False)
+
+
 def test_cached_frames_decode_each_split_once(clip_folder):
     import os
 
@@ -375,6 +431,14 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
                  "--compile"]) == 0
     assert calls == ["cpu"]
     assert Clip4ClipEncoder.from_pretrained(out / "best").max_frames == 6
+    # --no-compile turns it off (for a recipe that compiles by default); unset leaves the default
+    from demo.recipes import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert parser.parse_args(["--no-compile"]).compile is False
+    assert parser.parse_args(["--compile"]).compile is True
+    assert parser.parse_args([]).compile is None
 
 
 def test_compiled_towers_keep_their_parameter_names():

@@ -232,33 +232,40 @@ def test_captions_fit_clip_token_limit() -> None:
             assert caption_length(caption) <= 32, caption
 
 
+def _tracked_frames(count: int):
+    """(spec, frame i, last frame n, each object's rendered track) at the start, middle and end of
+    the first ``count`` test clips."""
+    for spec in clip_specs(SMALL, "test")[:count]:
+        n = spec.num_frames - 1
+        tracks = [_track(spec, o) for o in spec.attributes["objects"]]
+        for i in (0, n // 2, n):
+            yield spec, i, n, tracks
+
+
 def test_frame_captions_say_where_each_visible_object_is() -> None:
     rng = np.random.default_rng(0)
     checked = {"empty": 0, "corner": 0}
-    for spec in clip_specs(SMALL, "test")[:30]:
-        n = spec.num_frames - 1
+    for spec, i, n, tracks in _tracked_frames(30):
         objects = spec.attributes["objects"]
-        tracks = [_track(spec, o) for o in objects]
-        for i in (0, n // 2, n):
-            caption = world.frame_caption(spec.attributes, i, n, rng)
-            assert caption_length(caption) <= 32, caption
-            visible = [(o, t) for o, t in zip(objects, tracks, strict=True) if t[2][i] > 60]
-            if not visible:
-                assert caption == f"an empty {spec.attributes['background']} background" or "faint" in caption
-                checked["empty"] += caption.startswith("an empty")
-                continue
-            for o, (x, y, _) in visible:
-                # the rendered centroid (in pixels of spec.size) lies in the named third of the frame
-                third = spec.size / 3
-                col = "left" if x[i] < third - 2 else "right" if x[i] > 2 * third + 2 else None
-                row = "top" if y[i] < third - 2 else "bottom" if y[i] > 2 * third + 2 else None
-                words = re.split(r" and |, ", caption.split(f"{o['colour']} {o['shape']}", 1)[1])[0].split()
-                assert words, (caption, o)
-                if col:
-                    assert col in words, (caption, o, x[i], y[i])
-                if row:
-                    assert row in words, (caption, o, x[i], y[i])
-                checked["corner"] += bool(col and row)
+        caption = world.frame_caption(spec.attributes, i, n, rng)
+        assert caption_length(caption) <= 32, caption
+        visible = [(o, t) for o, t in zip(objects, tracks, strict=True) if t[2][i] > 60]
+        if not visible:
+            assert caption == f"an empty {spec.attributes['background']} background" or "faint" in caption
+            checked["empty"] += caption.startswith("an empty")
+            continue
+        for o, (x, y, _) in visible:
+            # the rendered centroid (in pixels of spec.size) lies in the named third of the frame
+            third = spec.size / 3
+            col = "left" if x[i] < third - 2 else "right" if x[i] > 2 * third + 2 else None
+            row = "top" if y[i] < third - 2 else "bottom" if y[i] > 2 * third + 2 else None
+            words = re.split(r" and |, ", caption.split(f"{o['colour']} {o['shape']}", 1)[1])[0].split()
+            assert words, (caption, o)
+            if col:
+                assert col in words, (caption, o, x[i], y[i])
+            if row:
+                assert row in words, (caption, o, x[i], y[i])
+            checked["corner"] += bool(col and row)
     assert checked["empty"] > 0 and checked["corner"] > 0, checked
 
 
@@ -288,6 +295,25 @@ def test_frame_layout_follows_the_rendered_object() -> None:
             checked["lone"] += 1
             checked["angle"] += bool(mask[g + 4])
     assert min(checked.values()) > 0, checked
+
+
+def test_frame_shapes_name_the_visible_objects() -> None:
+    seen = {"hidden": 0, "shown": 0}
+    for spec, i, n, tracks in _tracked_frames(40):
+        objects = spec.attributes["objects"]
+        shapes = world.frame_shapes(spec.attributes, i, n)
+        assert shapes.shape == (len(world.SHAPES),) and set(np.unique(shapes)) <= {0.0, 1.0}
+        named = {world.SHAPES[k] for k in np.flatnonzero(shapes)}
+        assert named <= {o["shape"] for o in objects}, spec.id
+        for o, (_, _, area) in zip(objects, tracks, strict=True):
+            if area[i] == 0:  # not drawn at all (appearing / disappearing): not named
+                if sum(p["shape"] == o["shape"] for p in objects) == 1:
+                    assert o["shape"] not in named, (spec.id, i)
+                    seen["hidden"] += 1
+            elif area[i] > 50 and o["event"] not in ("appearing", "disappearing"):
+                assert o["shape"] in named, (spec.id, i)
+                seen["shown"] += 1
+    assert min(seen.values()) > 0, seen
 
 
 def test_frame_layout_angle_code_turns_with_the_object() -> None:
