@@ -98,38 +98,29 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(EMBEDDED_MODEL, indent=2))
     jsonl = {split: Path(str(path)).with_suffix(".jsonl") for split, path in world.items()}
-    image = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "image"),
-                              model_config=str(spec_path), stage="image", epochs=recipe.image_epochs,
-                              schedule_epochs=recipe.image_schedule_epochs, frame_captions=recipe.frame_captions,
-                              layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
-                              shape_loss=recipe.shape_loss, batch_size=recipe.batch_size,
-                              lr=recipe.image_lr, clip_lr=recipe.image_lr,
-                              seed=recipe.seed, resume=True), progress=progress)
+    # What every stage shares, and what the two video stages share on top.
+    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
+                                  seed=recipe.seed, layout_loss=recipe.layout_loss,
+                                  shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss, resume=True)
+    videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
+                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
+                                  reversed_videos=recipe.reversed_videos, compile=recipe.compile)
+    image = train(TrainConfig(**common, out=str(work / "image"), model_config=str(spec_path), stage="image",
+                              epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
+                              frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr),
+                  progress=progress)
     log.info("image stage done at %.0f s", time.time() - started)
-    video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video"),
-                              init=str(image), stage="video", pooling="both",
-                              head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
-                              epochs=recipe.video_epochs, batch_size=recipe.batch_size,
-                              lr=recipe.video_lr, clip_lr=recipe.video_clip_lr, seed=recipe.seed,
-                              hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                              reversed_videos=recipe.reversed_videos, layout_loss=recipe.layout_loss,
-                              shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss,
-                              compile=recipe.compile, resume=True),
-                progress=progress)
+    video = train(TrainConfig(**videos, out=str(work / "video"), init=str(image), pooling="both",
+                              epochs=recipe.video_epochs, lr=recipe.video_lr, clip_lr=recipe.video_clip_lr),
+                  progress=progress)
     log.info("video stage done at %.0f s", time.time() - started)
     # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
     # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
     if recipe.order_epochs > 0:
-        video = train(TrainConfig(train=str(jsonl["train"]), val=str(jsonl["val"]), out=str(work / "video2"),
-                                  init=str(video), stage="video", pooling="seqTransf",
-                                  head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
-                                  epochs=recipe.order_epochs, batch_size=recipe.batch_size, lr=recipe.order_lr,
-                                  clip_lr=recipe.order_clip_lr, seed=recipe.seed,
-                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                                  reversed_videos=recipe.reversed_videos, grouped_batches=recipe.order_grouped,
-                                  reversal_separation=recipe.order_reversal_separation,
-                                  layout_loss=recipe.layout_loss, shape_negatives=recipe.shape_negatives,
-                                  shape_loss=recipe.shape_loss, compile=recipe.compile, resume=True),
+        video = train(TrainConfig(**videos, out=str(work / "video2"), init=str(video), pooling="seqTransf",
+                                  epochs=recipe.order_epochs, lr=recipe.order_lr, clip_lr=recipe.order_clip_lr,
+                                  grouped_batches=recipe.order_grouped,
+                                  reversal_separation=recipe.order_reversal_separation),
                       progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)

@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ class TrainConfig:
     save_dtype: str = "float16"  # weights are stored in this dtype; training runs in fp32
     # torch.compile the text and vision towers (weights and checkpoints unchanged). On the 2-core CPU
     # a video-stage epoch ran about 25% faster after a one-off compile of about a minute, an
-    # image-stage epoch slower (BENCHMARKS.md, "Training time"); off until a whole recipe has run with it.
+    # image-stage epoch slower (BENCHMARKS.md, "Training time"): the embedded recipe compiles its video stages.
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -417,13 +418,12 @@ class Trainer:
                 frame = self._frame_loss(indices, per_frame, masks, scale)
                 if frame is not None:
                     loss = loss + self.config.frame_loss * frame
+            shown = self._picks if self.config.stage == "image" else None  # the frame each row shows
             if self.layout is not None:
-                shown = self._picks if self.config.stage == "image" else None
                 layout = self.layout.loss(indices, per_frame, masks, shown)
                 if layout is not None:
                     loss = loss + self.config.layout_loss * layout
             if self.shapes is not None:
-                shown = self._picks if self.config.stage == "image" else None
                 shape = self.shapes.loss(indices, per_frame, masks, shown)
                 if shape is not None:
                     loss = loss + self.config.shape_loss * shape
@@ -621,6 +621,34 @@ class Trainer:
         return self.out / "best"
 
 
+def _sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
+                          ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
+    """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
+    given of each world clip (the probe losses' targets are computed per such frame)."""
+    from demo.video import clip4clip_indices
+
+    for i, sample in enumerate(samples):
+        if sample.frames < 2 or not sample.attributes.get("objects"):
+            continue
+        shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
+        for k, frame in enumerate(shown):
+            yield i, k, sample.attributes, int(frame), sample.frames - 1
+
+
+def _probe_inputs(per_frame: torch.Tensor) -> torch.Tensor:
+    """Unit-length frame embeddings scaled by sqrt(D): what the frame probes read (the
+    contrastive losses see only directions)."""
+    return torch.nn.functional.normalize(per_frame.float(), dim=-1) * math.sqrt(per_frame.shape[-1])
+
+
+def _shown_frame(values: torch.Tensor, shown: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, ...) per-frame values, or in the image stage (``shown`` (B,) given) the frame each
+    row shows, as (B, 1, ...)."""
+    if shown is None:
+        return values
+    return values[torch.arange(len(values)), shown].unsqueeze(1)
+
+
 class LayoutTargets:
     """Per-frame layout targets of world clips and the linear probe that reads them off the
     frame embeddings (``TrainConfig.layout_loss``).
@@ -649,39 +677,28 @@ class LayoutTargets:
         torch.nn.init.zeros_(self.probe.bias)
 
     def _targets(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        from demo.video import clip4clip_indices
         from demo.world import LAYOUT_DIM, frame_layout
 
         t = self.settings.max_frames
         values = torch.zeros(len(samples), t, LAYOUT_DIM)
         mask = torch.zeros(len(samples), t, LAYOUT_DIM, dtype=torch.bool)
-        for i, sample in enumerate(samples):
-            if sample.frames < 2 or not sample.attributes.get("objects"):
-                continue
-            shown = clip4clip_indices(sample.frames, sample.fps, self.settings.sample_fps, t)
-            for k, frame in enumerate(shown):
-                v, m = frame_layout(sample.attributes, int(frame), sample.frames - 1)
-                values[i, k], mask[i, k] = torch.from_numpy(v), torch.from_numpy(m)
+        for i, k, attributes, frame, last in _sampled_world_frames(samples, self.settings):
+            v, m = frame_layout(attributes, frame, last)
+            values[i, k], mask[i, k] = torch.from_numpy(v), torch.from_numpy(m)
         return values, mask
-
-    def _inputs(self, per_frame: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(per_frame.float(), dim=-1) * math.sqrt(self.dim)
 
     def loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
              shown: torch.Tensor | None = None) -> torch.Tensor | None:
         """Masked mean squared error of the standardised targets of a batch's frames.
         ``per_frame`` (B, T, D); in the image stage T = 1 and ``shown`` (B,) says which frame."""
         idx = torch.from_numpy(indices)
-        target, mask = self.train[idx], self.train_mask[idx]
-        if shown is not None:
-            rows = torch.arange(len(idx))
-            target, mask = target[rows, shown].unsqueeze(1), mask[rows, shown].unsqueeze(1)
+        target, mask = _shown_frame(self.train[idx], shown), _shown_frame(self.train_mask[idx], shown)
         mask = mask & masks.cpu().unsqueeze(-1)
         if not mask.any():
             return None
         device = per_frame.device
         target = ((target - self.mean) / self.std).to(device)
-        error = (self.probe(self._inputs(per_frame)) - target) ** 2
+        error = (self.probe(_probe_inputs(per_frame)) - target) ** 2
         return error[mask.to(device)].mean()
 
     @torch.inference_mode()
@@ -695,7 +712,7 @@ class LayoutTargets:
                                                       data.masks[i:i + 64].to(device)).float().cpu()
                                for i in range(0, n, 64)])
         model.train()
-        x = self._inputs(per_frame)
+        x = _probe_inputs(per_frame)
         x = torch.cat([x, torch.ones(*x.shape[:2], 1)], -1)
         frame_mask = data.masks[:n]
         target = (self.train[:n] - self.mean) / self.std
@@ -714,7 +731,7 @@ class LayoutTargets:
         x, y and angle code."""
         from demo.world import LAYOUT_LONE
 
-        pred = self.probe(self._inputs(per_frame)).cpu()
+        pred = self.probe(_probe_inputs(per_frame)).cpu()
         target = (self.val - self.mean) / self.std
         mask = self.val_mask & masks.cpu().unsqueeze(-1)
 
@@ -740,7 +757,7 @@ class ShapeTargets:
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
         from demo.world import SHAPES
 
-        self.settings, self.dim = settings, dim
+        self.settings = settings
         self.train = self._targets(train)
         self.val = self._targets(val)
         if not (self.train.sum(-1) > 0).any():
@@ -751,29 +768,21 @@ class ShapeTargets:
 
     def _targets(self, samples: list[Sample]) -> torch.Tensor:
         """(N, T, shapes) 0/1: the shapes each sampled frame shows (all 0: none, or not a world clip)."""
-        from demo.video import clip4clip_indices
         from demo.world import SHAPES, frame_shapes
 
-        t = self.settings.max_frames
-        out = torch.zeros(len(samples), t, len(SHAPES))
-        for i, sample in enumerate(samples):
-            if sample.frames < 2 or not sample.attributes.get("objects"):
-                continue
-            shown = clip4clip_indices(sample.frames, sample.fps, self.settings.sample_fps, t)
-            for k, frame in enumerate(shown):
-                out[i, k] = torch.from_numpy(frame_shapes(sample.attributes, int(frame), sample.frames - 1))
+        out = torch.zeros(len(samples), self.settings.max_frames, len(SHAPES))
+        for i, k, attributes, frame, last in _sampled_world_frames(samples, self.settings):
+            out[i, k] = torch.from_numpy(frame_shapes(attributes, frame, last))
         return out
 
     def _logits(self, per_frame: torch.Tensor) -> torch.Tensor:
-        return self.probe(torch.nn.functional.normalize(per_frame.float(), dim=-1) * math.sqrt(self.dim))
+        return self.probe(_probe_inputs(per_frame))
 
     def loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
              shown: torch.Tensor | None = None) -> torch.Tensor | None:
         """Mean cross-entropy over a batch's frames that show an object. ``per_frame`` (B, T, D);
         in the image stage T = 1 and ``shown`` (B,) says which frame."""
-        target = self.train[torch.from_numpy(indices)]
-        if shown is not None:
-            target = target[torch.arange(len(indices)), shown].unsqueeze(1)
+        target = _shown_frame(self.train[torch.from_numpy(indices)], shown)
         rows = (target.sum(-1) > 0) & masks.cpu()
         if not rows.any():
             return None
