@@ -79,8 +79,7 @@ class EmbeddedRecipe:
     shape_negatives: float = 0.0
     # All stages: weight of the frame shape classification (TrainConfig.shape_loss). Off: see BENCHMARKS.md.
     shape_loss: float = 0.0
-    # TrainConfig.compile in the video stages (stage 1's small steps ran slower compiled: BENCHMARKS.md,
-    # "Training time"); --no-compile trains them eagerly.
+    # TrainConfig.compile in all three stages (BENCHMARKS.md, "Training time"); --no-compile trains eagerly.
     compile: bool = True
     world_limit: int | None = None  # only for quick trials: clips per split
 
@@ -101,10 +100,11 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     # What every stage shares, and what the two video stages share on top.
     common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
                                   seed=recipe.seed, layout_loss=recipe.layout_loss,
-                                  shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss, resume=True)
+                                  shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss,
+                                  compile=recipe.compile, resume=True)
     videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                                  reversed_videos=recipe.reversed_videos, compile=recipe.compile)
+                                  reversed_videos=recipe.reversed_videos)
     image = train(TrainConfig(**common, out=str(work / "image"), model_config=str(spec_path), stage="image",
                               epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
                               frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr),

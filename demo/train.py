@@ -128,8 +128,8 @@ class TrainConfig:
     resume: bool = False
     save_dtype: str = "float16"  # weights are stored in this dtype; training runs in fp32
     # torch.compile the text and vision towers (weights and checkpoints unchanged). On the 2-core CPU
-    # a video-stage epoch ran about 25% faster after a one-off compile of about a minute, an
-    # image-stage epoch slower (BENCHMARKS.md, "Training time"): the embedded recipe compiles its video stages.
+    # a video-stage step ran about 25% faster and an image-stage step about 13% after a one-off
+    # compile of under a minute (BENCHMARKS.md, "Training time"); the embedded recipe compiles every stage.
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -150,8 +150,10 @@ def compile_towers(model: Clip4Clip, device: str) -> bool:
     if not device.startswith("cuda") and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         log.warning("compile asked for, but no C++ compiler is on PATH: training uncompiled")
         return False
-    model.text.compile()
-    model.vision.compile()
+    # Every step's shapes differ (caption count and length, real frame count), so compile for
+    # dynamic shapes at once instead of a static graph that is recompiled on the second step.
+    model.text.compile(dynamic=True)
+    model.vision.compile(dynamic=True)
     return True
 
 
@@ -284,8 +286,9 @@ class Trainer:
         """
         samples = self.train_data.samples
         idx = torch.from_numpy(indices)
-        frames, masks = self.train_data.frames[idx].float(), self.train_data.masks[idx]
+        masks = self.train_data.masks[idx]
         if self.config.stage != "image":
+            frames = self.train_data.frames[idx].float()
             captions = [str(self.rng.choice(samples[i].captions)) for i in indices]
             self._dropped = np.zeros(len(indices), dtype=bool)
             if self.config.word_dropout > 0:
@@ -300,7 +303,7 @@ class Trainer:
             captions = [str(self.rng.choice(samples[i].still_captions)) for i in indices]
         picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
         self._picks = torch.tensor(picks)  # which frame each row shows (for the layout loss)
-        frames = frames[torch.arange(len(idx)), torch.tensor(picks)].unsqueeze(1)
+        frames = self.train_data.frames[idx, torch.tensor(picks)].float().unsqueeze(1)  # only the shown frames
         masks = torch.ones(len(idx), 1, dtype=torch.bool)
         if self.config.frame_captions <= 0:
             return captions, frames.to(self.device), masks.to(self.device), self._shape_negatives(indices, still=True)
