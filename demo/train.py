@@ -252,13 +252,13 @@ class Trainer:
         self.layout: LayoutTargets | None = None
         if config.layout_loss > 0:
             self.layout = LayoutTargets(self.train_data.samples, self.val_data.samples, settings, self.model.dim)
-            self.layout.probe.to(self.device)
-            groups.append({"params": list(self.layout.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
         self.shapes: ShapeTargets | None = None
         if config.shape_loss > 0:
             self.shapes = ShapeTargets(self.train_data.samples, self.val_data.samples, settings, self.model.dim)
-            self.shapes.probe.to(self.device)
-            groups.append({"params": list(self.shapes.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
+        for targets in (self.layout, self.shapes):  # the frame probes train with the new parts
+            if targets is not None:
+                targets.probe.to(self.device)
+                groups.append({"params": list(targets.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         use_amp = config.amp and self.device.startswith("cuda")
@@ -302,8 +302,8 @@ class Trainer:
         if self.config.frame_captions <= 0:  # still captions only (drawn before the frames, as always)
             captions = [str(self.rng.choice(samples[i].still_captions)) for i in indices]
         picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
-        self._picks = torch.tensor(picks)  # which frame each row shows (for the layout loss)
-        frames = self.train_data.frames[idx, torch.tensor(picks)].float().unsqueeze(1)  # only the shown frames
+        self._picks = torch.tensor(picks)  # which frame each row shows (for the frame probes)
+        frames = self.train_data.frames[idx, self._picks].float().unsqueeze(1)  # only the shown frames
         masks = torch.ones(len(idx), 1, dtype=torch.bool)
         if self.config.frame_captions <= 0:
             return captions, frames.to(self.device), masks.to(self.device), self._shape_negatives(indices, still=True)
@@ -613,15 +613,24 @@ class Trainer:
                       "seconds": round(time.time() - started, 1), "val": metrics}
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            summary = "  ".join(f"{k} R@1 {v['R@1']:.1f}" if "R@1" in v else f"{k} {v['ahead']:.1f}%"
-                                if "ahead" in v else f"{k} {v['accuracy']:.1f}%" if "accuracy" in v
-                                else f"{k} x {v['x']:.2f}" for k, v in metrics.items())
+            summary = "  ".join(_headline(k, v) for k, v in metrics.items())
             log.info("epoch %d loss %.3f  %s", self.epoch, record["loss"], summary)
             if key > self.best:
                 self.best = key
                 self.save("best")
             self.save("last")
         return self.out / "best"
+
+
+def _headline(name: str, values: dict[str, float]) -> str:
+    """One validation metric as the epoch's log line shows it."""
+    if "R@1" in values:
+        return f"{name} R@1 {values['R@1']:.1f}"
+    if "ahead" in values:  # seqTransf/order
+        return f"{name} {values['ahead']:.1f}%"
+    if "accuracy" in values:  # shape/probe
+        return f"{name} {values['accuracy']:.1f}%"
+    return f"{name} x {values['x']:.2f}"  # layout/R2
 
 
 def _sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
