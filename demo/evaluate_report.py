@@ -82,6 +82,29 @@ def _cells(metrics: dict[str, float], signed: bool = False) -> str:
 HEADER = "| Model | R@1 | R@5 | R@10 | MdR | MnR |\n|---|---:|---:|---:|---:|---:|"
 
 
+def _freeform_diagnostics(f: dict[str, Any], k: str) -> list[str]:
+    """Where the free-form misses come from: attribute agreement of the top k, the shape-blind
+    rate, and the event-recognition table (demo.evaluate_queries)."""
+    out = []
+    if f.get("agreement"):
+        a = f["agreement"]
+        out += [f"Where the misses come from: of the clips in the top {k}, the share holding an object with "
+                "the asked " + ", ".join(f"{name} {v:.1f}%" for name, v in a.items())
+                + " (size over the queries that name one)."
+                + (f" A ranking right on colour, event and size but blind to shape would answer "
+                   f"{f['shape_blind']:.1f}% of these queries in its top {k}." if "shape_blind" in f else ""), ""]
+    if f.get("events"):
+        e = f["events"]
+        out += [f"**Event recognition** ({e['clips']} lone-object test clips in the index, each scored against "
+                "\"a {size} {colour} {shape} {event}\" for every event, its own object's words otherwise): "
+                f"the right event first for {e['accuracy']:.1f}%.", "",
+                "| event | clips | right (%) | most often taken for |", "|---|---:|---:|---|"]
+        out += [f"| {name} | {row['clips']} | {row['accuracy']:.1f} | {row['confused_with'] or '-'} |"
+                for name, row in e["events"].items()]
+        out.append("")
+    return out
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """All rows of one evaluation run plus what it ran on (``info``: device, models, frames,
@@ -90,7 +113,7 @@ class EvalResult:
     suite: str  # "embedded", "webvid" or "features"
     rows: list[EvalRow]
     info: dict[str, Any] = field(default_factory=dict)
-    freeform: dict[str, Any] | None = None  # demo.evaluate_queries.hit_rate over the shipped index
+    freeform: dict[str, Any] | None = None  # demo.evaluate_queries.evaluate_freeform over an index
 
     def table(self, task: str) -> list[EvalRow]:
         return [r for r in self.rows if r.task == task]
@@ -136,7 +159,7 @@ class EvalResult:
             f = self.freeform
             k = next(key for key in f if key.startswith("hit@") and key != "hit@1")
             out += [f"**Free-form queries** ({f['queries']} queries in phrasings no training caption uses, "
-                    f"over the shipped index of {f['index_size']} clips): a matching clip at rank 1 for "
+                    f"over the index of {f['index_size']} clips): a matching clip at rank 1 for "
                     f"{f['hit@1']:.1f}% of queries, in the top {k[4:]} for {f[k]:.1f}%."
                     + (f" The same queries with each event in the captions' own words (\"moving left\" for "
                        f"\"drifting to the left\"): {f['caption_words']['hit@1']:.1f}% at rank 1, "
@@ -145,6 +168,7 @@ class EvalResult:
             out += [f"- \"{e['query']}\": first match at rank {e['first_match_rank'] or '> ' + k[4:]}"
                     for e in f["examples"][:8]]
             out.append("")
+            out += _freeform_diagnostics(f, k[4:])
         for key, value in self.info.items():
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                 out.append(f"- {key}:")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from demo.data import FrameCache, Sample, cached_frames, epoch_order, read_samples
+from demo.data import GROUP_ATTRIBUTES, FrameCache, Sample, cached_frames, epoch_order, read_samples
 from demo.errors import InputError
 from demo.losses import multi_positive_infonce
 from demo.model import Clip4Clip
@@ -75,8 +75,10 @@ class TrainConfig:
     # World clips (video stage): weight of the image stage's frame-caption loss on one frame per
     # clip, which keeps object positions in the frame embeddings.
     frame_loss: float = 0.0
-    # World clips: share of batches drawn from clips of one colour (see demo.data.epoch_order).
+    # World clips: share of batches drawn from clips of one colour (see demo.data.epoch_order),
+    # or of one value of each ``+``-joined attribute in ``group_by`` ("colour+background").
     grouped_batches: float = 0.0
+    group_by: str = "colour"
     # World clips (video stage): weight of a hinge that keeps a clip's canonical caption and the
     # canonical caption of its time reversal (same words, opposite events) below cosine
     # ``caption_margin``. Opposite events ("moving left" / "moving right") otherwise embed almost
@@ -139,6 +141,9 @@ class TrainConfig:
             raise InputError(f"pooling must be meanP, seqTransf or both, got {self.pooling!r}")
         if (self.init is None) == (self.model_config is None):
             raise InputError("give exactly one of init (a checkpoint) or model_config (random init)")
+        unknown = [name for name in self.group_by.split("+") if name not in GROUP_ATTRIBUTES]
+        if unknown:
+            raise InputError(f"group_by takes '+'-joined attributes of {GROUP_ATTRIBUTES}, got {self.group_by!r}")
 
 
 def compile_towers(model: Clip4Clip, device: str) -> bool:
@@ -598,7 +603,7 @@ class Trainer:
         log_path = self.out / "log.jsonl"
         while self.epoch < cfg.epochs:
             order = epoch_order(self.train_data.samples, cfg.seed, self.epoch,
-                                cfg.batch_size * cfg.accum_steps, cfg.grouped_batches)
+                                cfg.batch_size * cfg.accum_steps, cfg.grouped_batches, cfg.group_by)
             started, losses = time.time(), []
             bar = tqdm(range(self.steps_per_epoch), desc=f"{cfg.stage} epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not self.progress, unit="step")

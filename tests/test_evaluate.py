@@ -287,3 +287,18 @@ def test_report_states_free_form_hits_and_the_caption_words_control():
     assert '- "a red star drifting to the left": first match at rank > 5' in md
     older = EvalResult(suite="embedded", rows=[], freeform={k: v for k, v in freeform.items() if k != "caption_words"})
     assert "own words" not in older.to_markdown() and "in the top 5 for 40.0%" in older.to_markdown()
+
+
+def test_report_shows_where_free_form_misses_come_from():
+    from demo.evaluate_report import EvalResult
+
+    freeform = {"queries": 2, "hit@1": 0.0, "hit@5": 50.0, "index_size": 10, "examples": [],
+                "agreement": {"colour": 100.0, "shape": 20.0, "event": 40.0}, "shape_blind": 62.5,
+                "events": {"clips": 3, "accuracy": 66.7, "events": {
+                    "moving up": {"clips": 2, "accuracy": 50.0, "confused_with": "bouncing"},
+                    "growing": {"clips": 1, "accuracy": 100.0, "confused_with": None}}}}
+    md = EvalResult(suite="embedded", rows=[], freeform=freeform).to_markdown()
+    assert "the asked colour 100.0%, shape 20.0%, event 40.0%" in md
+    assert "blind to shape would answer 62.5%" in md
+    assert "the right event first for 66.7%" in md
+    assert "| moving up | 2 | 50.0 | bouncing |" in md and "| growing | 1 | 100.0 | - |" in md

@@ -2,7 +2,14 @@
 
 import re
 
-from demo.evaluate_queries import NEW_PHRASES, FreeQuery, hit_rate, make_queries
+from demo.evaluate_queries import (
+    NEW_PHRASES,
+    FreeQuery,
+    event_recognition,
+    hit_rate,
+    make_queries,
+    shape_blind_rate,
+)
 from demo.world import WorldConfig, clip_specs, vocabulary
 
 
@@ -46,3 +53,53 @@ def test_caption_words_control_says_the_event_as_the_captions_do():
         assert control.text == q.text.replace(q.phrase, q.event) and q.event in control.text
         assert (control.colour, control.shape, control.event, control.size) == (q.colour, q.shape, q.event, q.size)
         assert control.in_caption_words() == control
+
+
+def _clip(*objects):
+    return {"objects": [dict(zip(("colour", "shape", "event", "size"), o, strict=True)) for o in objects]}
+
+
+def test_agreement_counts_each_asked_attribute_in_the_top_k():
+    corpus = {"a": _clip(("red", "star", "moving left", "small")),
+              "b": _clip(("red", "heart", "moving left", "large")),
+              "c": _clip(("blue", "star", "growing", "small"), ("red", "cross", "bouncing", "small"))}
+    sized = FreeQuery("q1", "red", "star", "moving left", "small")
+    unsized = FreeQuery("q2", "red", "star", "moving left", None)
+    result = hit_rate([sized, unsized], lambda text, k: ["b", "c"], corpus.__getitem__, k=2)
+    assert result["hit@2"] == 0
+    # colour: b and c (c's second object) for both queries; shape: only c's first object;
+    # event: b only; size: only the sized query asks, and c holds a small object.
+    assert result["agreement"] == {"colour": 100.0, "shape": 50.0, "event": 50.0, "size": 50.0}
+
+
+def test_shape_blind_rate_is_the_chance_of_drawing_a_right_shape():
+    # Four clips right on colour and event, one of them also on shape: k = 1 draws it 1 time in 4,
+    # k = 2 misses it only when both draws come from the other three: 1 - C(3, 2) / C(4, 2) = 1/2.
+    corpus = [_clip(("red", s, "moving left", "small")) for s in ("star", "heart", "cross", "square")]
+    corpus.append(_clip(("blue", "star", "moving left", "small")))  # wrong colour: not a candidate
+    q = FreeQuery("q", "red", "star", "moving left", None)
+    assert shape_blind_rate([q], corpus, k=1) == 25.0
+    assert shape_blind_rate([q], corpus, k=2) == 50.0
+    assert shape_blind_rate([q], corpus, k=4) == 100.0
+    assert shape_blind_rate([FreeQuery("q", "green", "star", "moving left", None)], corpus, k=2) == 0.0
+
+
+def test_event_recognition_scores_each_lone_clip_against_every_event():
+    import numpy as np
+
+    events = ("moving left", "moving right", "growing")
+    axis = {e: np.eye(3)[i] for i, e in enumerate(events)}
+
+    def encode(texts):  # a text model that reads only the event at the end of the caption
+        return np.stack([next(axis[e] for e in events if t.endswith(e)) for t in texts])
+
+    def lone(event):
+        return _clip(("red", "star", event, "small"))
+
+    videos = [(axis["moving left"], lone("moving left")), (axis["moving left"], lone("moving right")),
+              (axis["moving right"] + 0.1 * axis["growing"], lone("moving right")),
+              (axis["growing"], lone("growing"))]
+    result = event_recognition(encode, videos, events)
+    assert result["clips"] == 4 and result["accuracy"] == 75.0
+    assert result["events"]["moving right"] == {"clips": 2, "accuracy": 50.0, "confused_with": "moving left"}
+    assert result["events"]["moving left"] == {"clips": 1, "accuracy": 100.0, "confused_with": None}

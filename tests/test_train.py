@@ -63,6 +63,23 @@ def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
                     for i in range(0, 200, 8)]) < 0.2
 
 
+def test_grouped_batches_can_hold_one_value_of_several_attributes():
+    from pathlib import Path
+
+    from demo.data import Sample
+
+    samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",),
+                      attributes={"objects": [{"colour": ["red", "blue"][i % 2]}],
+                                  "background": ["sky", "grass", "sand"][i % 3]}) for i in range(240)]
+    order = epoch_order(samples, seed=0, epoch=0, batch_size=8, grouped=1.0, group_by="colour+background")
+    assert sorted(order.tolist()) == list(range(240))
+    keys = [{(samples[j].attributes["objects"][0]["colour"], samples[j].attributes["background"])
+             for j in order[i:i + 8]} for i in range(0, 240, 8)]
+    assert all(len(k) == 1 for k in keys)  # 6 groups of 40 clips: five full batches each
+    with pytest.raises(InputError, match="group_by"):
+        TrainConfig(train="t.csv", out="o", model_config="m.json", group_by="colour+mood")
+
+
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(clip_folder, tiny_config, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--train", str(clip_folder / "captions.csv"), "--val", str(clip_folder / "captions.csv"),
