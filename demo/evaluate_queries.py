@@ -111,17 +111,16 @@ def hit_rate(queries: Sequence[FreeQuery], search: Any, metadata_of: Any, k: int
     agree: Counter[str] = Counter()
     asked: Counter[str] = Counter()
     for q in queries:
-        ids = search(q.text, k)
-        hits = [q.matches(metadata_of(i)) for i in ids]
+        clips = [metadata_of(i) for i in search(q.text, k)]
+        hits = [q.matches(c) for c in clips]
         at1 += bool(hits and hits[0])
         atk += any(hits)
         examples.append({"query": q.text, "first_match_rank": hits.index(True) + 1 if any(hits) else None})
         for name in ATTRIBUTES:
             if getattr(q, name) is None:
                 continue
-            asked[name] += len(ids)
-            agree[name] += sum(any(o[name] == getattr(q, name) for o in metadata_of(i).get("objects", ()))
-                               for i in ids)
+            asked[name] += len(clips)
+            agree[name] += sum(any(_agrees(q, o, name) for o in c.get("objects", ())) for c in clips)
     n = max(1, len(queries))
     return {"queries": len(queries), "hit@1": 100 * at1 / n, f"hit@{k}": 100 * atk / n, "examples": examples,
             "agreement": {name: 100 * agree[name] / asked[name] for name in ATTRIBUTES if asked[name]}}
@@ -135,8 +134,8 @@ def shape_blind_rate(queries: Sequence[FreeQuery], corpus: Sequence[dict[str, An
     must be reading shape."""
     total = 0.0
     for q in queries:
-        n = sum(q.matches(a, ignore=("shape",)) for a in corpus)
-        m = sum(q.matches(a) for a in corpus)
+        candidates = [a for a in corpus if q.matches(a, ignore=("shape",))]
+        n, m = len(candidates), sum(q.matches(a) for a in candidates)
         total += 1.0 - math.comb(n - m, k) / math.comb(n, k) if n else 0.0
     return 100 * total / max(1, len(queries))
 

@@ -90,7 +90,7 @@ def _freeform_diagnostics(f: dict[str, Any], k: str) -> list[str]:
         a = f["agreement"]
         out += [f"Where the misses come from: of the clips in the top {k}, the share holding an object with "
                 "the asked " + ", ".join(f"{name} {v:.1f}%" for name, v in a.items())
-                + " (size over the queries that name one)."
+                + (" (size over the queries that name one)." if "size" in a else ".")
                 + (f" A ranking right on colour, event and size but blind to shape would answer "
                    f"{f['shape_blind']:.1f}% of these queries in its top {k}." if "shape_blind" in f else ""), ""]
     if f.get("events"):
