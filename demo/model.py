@@ -191,8 +191,10 @@ class Clip4Clip(nn.Module):
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        config = CLIPConfig(text_config=self.text.config.to_dict(),
-                            vision_config=self.vision.config.to_dict(), projection_dim=self.dim)
+        # Each tower's config remembers the folder it was loaded from; a saved folder should not.
+        towers = [{k: v for k, v in c.to_dict().items() if k != "_name_or_path"}
+                  for c in (self.text.config, self.vision.config)]
+        config = CLIPConfig(text_config=towers[0], vision_config=towers[1], projection_dim=self.dim)
         with torch.device("meta"):
             clip = CLIPModel(config)
         clip.text_model, clip.text_projection = self.text.text_model, self.text.text_projection

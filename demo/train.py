@@ -1,7 +1,11 @@
 """CLIP4Clip training on any (video, caption) data: the embedded world or a user's CSV.
 
-Two stages share one loop:
+Three stages share one loop:
 
+* ``frames``: the vision tower alone, told what single frames of world clips show
+  (which shapes, where, how big) through linear probes: supervised pretraining, the
+  stand-in for starting from an ImageNet-trained ViT. Contrastive captions alone leave
+  shape out of a small ViT trained from scratch; told directly, it learns it.
 * ``image``: single frames with captions of what a still frame shows: the
   stand-in for CLIP's image-text pretraining when starting from random weights.
 * ``video``: clips with captions, pooled by ``meanP``, ``seqTransf`` or ``both``
@@ -23,7 +27,6 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from demo.data import GROUP_ATTRIBUTES, FrameCache, Sample, cached_frames, epoch_order, read_samples
+from demo.data import GROUP_ATTRIBUTES, Sample, cached_frames, epoch_order, read_samples
 from demo.errors import InputError
 from demo.losses import multi_positive_infonce
 from demo.model import Clip4Clip
+from demo.probes import LayoutTargets, ShapeTargets
 from demo.temporal import Clip4ClipSettings, masked_mean, reverse_frames
 from demo.tokenizer import build_clip_tokenizer_files
 
@@ -50,7 +54,7 @@ class TrainConfig:
     val: str | None = None  # same formats; default: hold out 5% of train
     init: str | None = None  # HF CLIP/CLIP4Clip folder or id to start from
     model_config: str | None = None  # JSON {"text": {...}, "vision": {...}} for random init
-    stage: str = "video"  # "image" (frames + still captions) or "video"
+    stage: str = "video"  # "frames" (vision tower, probes only), "image" (frames + still captions) or "video"
     pooling: str = "seqTransf"  # meanP | seqTransf | both
     epochs: int = 5
     schedule_epochs: int | None = None  # length of the LR schedule (default: epochs); run part of a longer one
@@ -135,8 +139,10 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.stage not in ("image", "video"):
-            raise InputError(f"stage must be 'image' or 'video', got {self.stage!r}")
+        if self.stage not in ("frames", "image", "video"):
+            raise InputError(f"stage must be 'frames', 'image' or 'video', got {self.stage!r}")
+        if self.stage == "frames" and self.shape_loss <= 0 and self.layout_loss <= 0:
+            raise InputError("stage 'frames' trains on the frame probes alone: give shape_loss or layout_loss > 0")
         if self.pooling not in ("meanP", "seqTransf", "both"):
             raise InputError(f"pooling must be meanP, seqTransf or both, got {self.pooling!r}")
         if (self.init is None) == (self.model_config is None):
@@ -164,7 +170,7 @@ def compile_towers(model: Clip4Clip, device: str) -> bool:
 
 def build_model(config: TrainConfig) -> Clip4Clip:
     """The model to train, with the head and frame settings the config asks for."""
-    head_pooling = "meanP" if config.stage == "image" or config.pooling == "meanP" else "seqTransf"
+    head_pooling = "meanP" if config.stage != "video" or config.pooling == "meanP" else "seqTransf"
     if config.model_config is not None:
         spec = json.loads(Path(config.model_config).read_text())
         base = Clip4ClipSettings(**spec.get("clip4clip", {}))
@@ -270,7 +276,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         self.autocast_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.use_amp = use_amp
-        self.epoch, self.step, self.best = 0, 0, -1.0
+        self.epoch, self.step, self.best = 0, 0, float("-inf")
         self._picks: torch.Tensor | None = None
         self._dropped = np.zeros(0, dtype=bool)  # video batch rows whose caption lost words
         self.rng = np.random.default_rng(config.seed)
@@ -391,7 +397,32 @@ class Trainer:
             own_videos[rows] = scale * (positive[rows] * reversed_videos[rows].float()).sum(-1)
         return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own, own_videos)
 
+    def _probe_losses(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
+                      shown: torch.Tensor | None) -> torch.Tensor | None:
+        """The weighted frame-probe terms (layout, shape) of a batch, or None when neither applies."""
+        terms = []
+        for targets, weight in ((self.layout, self.config.layout_loss), (self.shapes, self.config.shape_loss)):
+            if targets is not None:
+                term = targets.loss(indices, per_frame, masks, shown)
+                if term is not None:
+                    terms.append(weight * term)
+        return torch.stack(terms).sum() if terms else None
+
+    def _frames_loss(self, indices: np.ndarray) -> torch.Tensor:
+        """The ``frames`` stage: one frame from anywhere in each clip, the probe terms only."""
+        idx = torch.from_numpy(indices)
+        counts = self.train_data.masks[idx].sum(1).numpy()
+        self._picks = torch.from_numpy(self.rng.integers(0, np.maximum(counts, 1)))
+        frames = self.train_data.frames[idx, self._picks].float().unsqueeze(1).to(self.device)
+        masks = torch.ones(len(idx), 1, dtype=torch.bool, device=self.device)
+        with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
+            loss = self._probe_losses(indices, self.model.frame_embeddings(frames, masks), masks, self._picks)
+        # A batch of frames without any visible object: nothing to learn, but keep the graph alive.
+        return loss if loss is not None else self.model.logit_scale * 0.0
+
     def _loss(self, indices: np.ndarray) -> torch.Tensor:
+        if self.config.stage == "frames":
+            return self._frames_loss(indices)
         captions, frames, masks, negatives = self._batch(indices)
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
             text = self._encode_captions(captions + [c for _, c in negatives])
@@ -427,14 +458,9 @@ class Trainer:
                 if frame is not None:
                     loss = loss + self.config.frame_loss * frame
             shown = self._picks if self.config.stage == "image" else None  # the frame each row shows
-            if self.layout is not None:
-                layout = self.layout.loss(indices, per_frame, masks, shown)
-                if layout is not None:
-                    loss = loss + self.config.layout_loss * layout
-            if self.shapes is not None:
-                shape = self.shapes.loss(indices, per_frame, masks, shown)
-                if shape is not None:
-                    loss = loss + self.config.shape_loss * shape
+            probes = self._probe_losses(indices, per_frame, masks, shown)
+            if probes is not None:
+                loss = loss + probes
         return loss
 
     def _caption_separation(self, indices: np.ndarray) -> torch.Tensor | None:
@@ -515,6 +541,12 @@ class Trainer:
 
         self.model.eval()
         samples = self.val_data.samples
+        if self.config.stage == "frames":  # no text: the probes' own validation only
+            per_frame = torch.cat([
+                self.model.frame_embeddings(self.val_data.frames[i:i + 64].float().to(self.device),
+                                            self.val_data.masks[i:i + 64].to(self.device))
+                for i in range(0, len(samples), 64)])
+            return self._probe_metrics(per_frame, self.val_data.masks.to(self.device))
         use_still = self.config.stage == "image"
         captions = [s.still_captions[0] if use_still else s.captions[0] for s in samples]
         tokens = self.tokenizer(captions, padding=True, truncation=True,
@@ -541,6 +573,11 @@ class Trainer:
             forwards = (text[rows] * heads["seqTransf"][rows]).sum(-1)
             ahead = (forwards > (text[rows] * backwards).sum(-1)).float().mean()
             metrics["seqTransf/order"] = {"ahead": 100.0 * float(ahead), "clips": float(len(rows))}
+        metrics.update(self._probe_metrics(per_frame, masks))
+        return metrics
+
+    def _probe_metrics(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, dict[str, float]]:
+        metrics = {}
         if self.layout is not None:
             metrics["layout/R2"] = self.layout.validate(per_frame, masks)
         if self.shapes is not None:
@@ -549,6 +586,10 @@ class Trainer:
         return metrics
 
     def _selection_key(self, metrics: dict[str, dict[str, float]]) -> float:
+        if self.config.stage == "frames":  # shape accuracy (%) plus the layout probe's R^2 (x100)
+            shape = metrics.get("shape/probe", {}).get("accuracy", 0.0)
+            layout = metrics.get("layout/R2", {}).get("all", 0.0)
+            return float(np.nan_to_num(shape)) + 100.0 * float(np.nan_to_num(layout))
         head = "seqTransf" if self.model.head is not None else "meanP"
         t2v, v2t = metrics[f"{head}/t2v"], metrics[f"{head}/v2t"]
         return t2v["R@1"] + t2v["R@5"] + v2t["R@1"] + v2t["R@5"]
@@ -636,186 +677,6 @@ def _headline(name: str, values: dict[str, float]) -> str:
     if "accuracy" in values:  # shape/probe
         return f"{name} {values['accuracy']:.1f}%"
     return f"{name} x {values['x']:.2f}"  # layout/R2
-
-
-def _sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
-                          ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
-    """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
-    given of each world clip (the probe losses' targets are computed per such frame)."""
-    from demo.video import clip4clip_indices
-
-    for i, sample in enumerate(samples):
-        if sample.frames < 2 or not sample.attributes.get("objects"):
-            continue
-        shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
-        for k, frame in enumerate(shown):
-            yield i, k, sample.attributes, int(frame), sample.frames - 1
-
-
-def _probe_inputs(per_frame: torch.Tensor) -> torch.Tensor:
-    """Unit-length frame embeddings scaled by sqrt(D): what the frame probes read (the
-    contrastive losses see only directions)."""
-    return torch.nn.functional.normalize(per_frame.float(), dim=-1) * math.sqrt(per_frame.shape[-1])
-
-
-def _shown_frame(values: torch.Tensor, shown: torch.Tensor | None) -> torch.Tensor:
-    """(B, T, ...) per-frame values, or in the image stage (``shown`` (B,) given) the frame each
-    row shows, as (B, 1, ...)."""
-    if shown is None:
-        return values
-    return values[torch.arange(len(values)), shown].unsqueeze(1)
-
-
-class LayoutTargets:
-    """Per-frame layout targets of world clips and the linear probe that reads them off the
-    frame embeddings (``TrainConfig.layout_loss``).
-
-    Targets are :func:`demo.world.frame_layout` of each sampled frame, standardised per value
-    over the training frames, so the loss is about 1 - R^2 averaged over the values. The probe
-    sees unit-length frame embeddings scaled by sqrt(D), as the contrastive losses see only
-    directions.
-    """
-
-    def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world import LAYOUT_DIM
-
-        self.settings, self.dim = settings, dim
-        self.train, self.train_mask = self._targets(train)
-        self.val, self.val_mask = self._targets(val)
-        if not self.train_mask.any():
-            raise InputError("layout_loss needs world clips (a world .jsonl file with attributes)")
-        count = self.train_mask.sum((0, 1)).clamp(min=1)
-        values = torch.where(self.train_mask, self.train, 0.0)
-        self.mean = values.sum((0, 1)) / count
-        var = (torch.where(self.train_mask, self.train - self.mean, 0.0) ** 2).sum((0, 1)) / count
-        self.std = var.sqrt().clamp(min=1e-3)
-        self.probe = torch.nn.Linear(dim, LAYOUT_DIM)
-        torch.nn.init.zeros_(self.probe.weight)  # predicts the mean: loss 1 at the start
-        torch.nn.init.zeros_(self.probe.bias)
-
-    def _targets(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        from demo.world import LAYOUT_DIM, frame_layout
-
-        t = self.settings.max_frames
-        values = torch.zeros(len(samples), t, LAYOUT_DIM)
-        mask = torch.zeros(len(samples), t, LAYOUT_DIM, dtype=torch.bool)
-        for i, k, attributes, frame, last in _sampled_world_frames(samples, self.settings):
-            v, m = frame_layout(attributes, frame, last)
-            values[i, k], mask[i, k] = torch.from_numpy(v), torch.from_numpy(m)
-        return values, mask
-
-    def loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
-             shown: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Masked mean squared error of the standardised targets of a batch's frames.
-        ``per_frame`` (B, T, D); in the image stage T = 1 and ``shown`` (B,) says which frame."""
-        idx = torch.from_numpy(indices)
-        target, mask = _shown_frame(self.train[idx], shown), _shown_frame(self.train_mask[idx], shown)
-        mask = mask & masks.cpu().unsqueeze(-1)
-        if not mask.any():
-            return None
-        device = per_frame.device
-        target = ((target - self.mean) / self.std).to(device)
-        error = (self.probe(_probe_inputs(per_frame)) - target) ** 2
-        return error[mask.to(device)].mean()
-
-    @torch.inference_mode()
-    def fit_probe(self, model: Clip4Clip, data: FrameCache, clips: int = 512, ridge: float = 1.0) -> None:
-        """Start the probe at the ridge solution on the first ``clips`` training clips, so that its
-        first gradients into the model already point somewhere useful."""
-        model.eval()
-        device = next(model.parameters()).device
-        n = min(clips, len(data))
-        per_frame = torch.cat([model.frame_embeddings(data.frames[i:i + 64].float().to(device),
-                                                      data.masks[i:i + 64].to(device)).float().cpu()
-                               for i in range(0, n, 64)])
-        model.train()
-        x = _probe_inputs(per_frame)
-        x = torch.cat([x, torch.ones(*x.shape[:2], 1)], -1)
-        frame_mask = data.masks[:n]
-        target = (self.train[:n] - self.mean) / self.std
-        weight = torch.zeros(self.probe.out_features, self.dim + 1)
-        for j in range(self.probe.out_features):
-            rows = self.train_mask[:n, :, j] & frame_mask
-            if rows.sum() < 8:
-                continue
-            a, b = x[rows], target[:, :, j][rows]
-            weight[j] = torch.linalg.solve(a.t() @ a + ridge * torch.eye(self.dim + 1), a.t() @ b)
-        self.probe.weight.copy_(weight[:, :-1])
-        self.probe.bias.copy_(weight[:, -1])
-
-    def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
-        """The probe's R^2 on the validation frames: overall, the coverage map, a lone object's
-        x, y and angle code."""
-        from demo.world import LAYOUT_LONE
-
-        pred = self.probe(_probe_inputs(per_frame)).cpu()
-        target = (self.val - self.mean) / self.std
-        mask = self.val_mask & masks.cpu().unsqueeze(-1)
-
-        def r2(columns: slice) -> float:
-            m = mask[..., columns]
-            t, p = target[..., columns][m], pred[..., columns][m]
-            return float(1.0 - ((t - p) ** 2).sum() / ((t - t.mean()) ** 2).sum().clamp(min=1e-9))
-
-        g = LAYOUT_LONE
-        return {"all": r2(slice(None)), "coverage": r2(slice(0, g)), "x": r2(slice(g, g + 1)),
-                "y": r2(slice(g + 1, g + 2)), "angle": r2(slice(g + 4, g + 6))}
-
-
-class ShapeTargets:
-    """Which shapes each sampled frame of a world clip shows, and the linear classifier that reads
-    them off the frame embeddings (``TrainConfig.shape_loss``).
-
-    The loss is the cross-entropy between the classifier's softmax over the shapes and the shapes
-    the frame shows (spread evenly when there are several); frames without a visible object are
-    left out. Validation reports how often the classifier names the shape of a lone object.
-    """
-
-    def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world import SHAPES
-
-        self.settings = settings
-        self.train = self._targets(train)
-        self.val = self._targets(val)
-        if not (self.train.sum(-1) > 0).any():
-            raise InputError("shape_loss needs world clips (a world .jsonl file with attributes)")
-        self.probe = torch.nn.Linear(dim, len(SHAPES))
-        torch.nn.init.zeros_(self.probe.weight)
-        torch.nn.init.zeros_(self.probe.bias)
-
-    def _targets(self, samples: list[Sample]) -> torch.Tensor:
-        """(N, T, shapes) 0/1: the shapes each sampled frame shows (all 0: none, or not a world clip)."""
-        from demo.world import SHAPES, frame_shapes
-
-        out = torch.zeros(len(samples), self.settings.max_frames, len(SHAPES))
-        for i, k, attributes, frame, last in _sampled_world_frames(samples, self.settings):
-            out[i, k] = torch.from_numpy(frame_shapes(attributes, frame, last))
-        return out
-
-    def _logits(self, per_frame: torch.Tensor) -> torch.Tensor:
-        return self.probe(_probe_inputs(per_frame))
-
-    def loss(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
-             shown: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Mean cross-entropy over a batch's frames that show an object. ``per_frame`` (B, T, D);
-        in the image stage T = 1 and ``shown`` (B,) says which frame."""
-        target = _shown_frame(self.train[torch.from_numpy(indices)], shown)
-        rows = (target.sum(-1) > 0) & masks.cpu()
-        if not rows.any():
-            return None
-        device = per_frame.device
-        target = (target / target.sum(-1, keepdim=True).clamp(min=1)).to(device)
-        logp = torch.log_softmax(self._logits(per_frame), dim=-1)
-        return -(target * logp).sum(-1)[rows.to(device)].mean()
-
-    def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
-        """Accuracy (%) on the validation frames that show exactly one shape, and how many there were."""
-        lone = (self.val.sum(-1) == 1) & masks.cpu()
-        if not lone.any():
-            return {"accuracy": float("nan"), "frames": 0.0}
-        guess = self._logits(per_frame).argmax(-1).cpu()
-        right = (guess == self.val.argmax(-1))[lone]
-        return {"accuracy": 100.0 * float(right.float().mean()), "frames": float(lone.sum())}
 
 
 def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:

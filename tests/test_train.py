@@ -357,6 +357,37 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
     assert state["shape_probe"]["weight"].shape == (len(SHAPES), trainer.model.dim)
 
 
+def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, tiny_config, tmp_path):
+    from demo.train import Trainer
+
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="frames",
+                         epochs=4, batch_size=6, workers=1, lr=3e-3, clip_lr=3e-3, shape_loss=1.0, layout_loss=1.0)
+    trainer = Trainer(config, progress=False)
+    assert trainer.model.head is None  # no temporal head before the video stages
+    text_before = {k: v.clone() for k, v in trainer.model.text.state_dict().items()}
+    vision_before = {k: v.clone() for k, v in trainer.model.vision.state_dict().items()}
+    indices = np.arange(6)
+    trainer.rng = np.random.default_rng(0)
+    first = float(trainer._loss(indices).detach())
+    assert trainer._picks is not None and trainer._picks.shape == (6,)
+    best = trainer.fit()
+    # the text tower is untouched (no caption is encoded), the vision tower learned
+    assert all(torch.equal(v, trainer.model.text.state_dict()[k]) for k, v in text_before.items())
+    assert any(not torch.equal(v, trainer.model.vision.state_dict()[k]) for k, v in vision_before.items())
+    log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and set(log[-1]["val"]) == {"layout/R2", "shape/probe"}
+    trainer.rng = np.random.default_rng(0)  # the same frames as before training
+    assert float(trainer._loss(indices).detach()) < first  # the probe terms fall
+    # the checkpoint is an ordinary model folder the next stage starts from
+    image = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                        out=str(tmp_path / "i"), init=str(best), stage="image", epochs=1, batch_size=6,
+                        workers=1, shape_loss=1.0)
+    assert (train(image, progress=False) / "config.json").is_file()
+    with pytest.raises(InputError, match="frame probes"):
+        TrainConfig(train="t.jsonl", out="o", model_config="m.json", stage="frames")
+
+
 def test_shape_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
     from demo.train import Trainer
 
@@ -468,3 +499,24 @@ def test_compiled_towers_keep_their_parameter_names():
     assert compile_towers(model, "cpu")
     assert list(model.state_dict()) == names  # in place: optimizer state and checkpoints unchanged
     assert model.text._compiled_call_impl is not None and model.vision._compiled_call_impl is not None
+
+
+@pytest.mark.slow
+def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
+    from demo.recipes import EmbeddedRecipe, train_embedded
+
+    recipe = EmbeddedRecipe(work=str(tmp_path / "w"), out=str(tmp_path / "pre"), frames_epochs=1, image_epochs=1,
+                            video_epochs=1, order_epochs=1, batch_size=4, compile=False, world_limit=12)
+    shipped = train_embedded(recipe, progress=False)
+    stages = {folder: json.loads((tmp_path / "w" / folder / "train_config.json").read_text())["stage"]
+              for folder in ("frames", "image", "video", "video2")}
+    assert stages == {"frames": "frames", "image": "image", "video": "video", "video2": "video"}
+    # stage 1 starts from stage 0's vision tower, and every stage after it from the one before
+    image_config = json.loads((tmp_path / "w" / "image" / "train_config.json").read_text())
+    assert image_config["init"] == str(tmp_path / "w" / "frames" / "best") and image_config["model_config"] is None
+    encoder = Clip4ClipEncoder.from_pretrained(shipped["clip4clip-world"])
+    assert encoder.encode_texts(["a red circle moving left"]).shape == (1, 128)
+    card = (shipped["clip4clip-world"] / "README.md").read_text()
+    assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
+    assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()
+    assert (shipped["index-world"] / "manifest.json").is_file()
