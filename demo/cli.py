@@ -180,6 +180,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = result.save(args.out or f"results/evaluate-{result.suite}")
     if args.write_benchmarks:
         write_benchmarks(result, args.benchmarks or ROOT / "BENCHMARKS.md", Path(clip4clip) / "eval.json")
+        from demo.model_card import set_card_results
+
+        for folder in (clip4clip, zero_shot):  # each model card carries the test-split tables
+            if folder is not None and set_card_results(Path(folder) / "README.md", result.to_markdown()):
+                print(f"updated the test-split results in {Path(folder) / 'README.md'}")
     if args.json:
         _print_json(result.to_json())
     else:
@@ -297,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--out", help="results folder (default results/evaluate-<suite>)")
     p.add_argument("--write-benchmarks", action="store_true",
-                   help="embedded: update BENCHMARKS.md and <clip4clip>/eval.json")
+                   help="embedded: update BENCHMARKS.md, <clip4clip>/eval.json and the model cards' test-split tables")
     p.add_argument("--benchmarks", help="the BENCHMARKS.md to update (default: the repository's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -52,6 +52,16 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     if not log:
         return [f"- {name}: no training log found in {run_dir}"]
     minutes = sum(r.get("seconds", 0) for r in log) / 60
+    if config.get("stage") == "frames":  # no text: the shape probe's validation accuracy
+        best_shape = max(r["val"].get("shape/probe", {}).get("accuracy", float("nan")) for r in log)
+        layout = log[-1]["val"].get("layout/R2", {}).get("all")
+        weights = ", ".join(f"{label} {config[key]:g}" for key, label in
+                            (("shape_loss", "shape classification"), ("layout_loss", "layout regression"))
+                            if config.get(key))
+        return [f"- {name} ({weights}): {len(log)} epochs, batch {config.get('batch_size')}, lr "
+                f"{config.get('lr')}, one frame per clip, {minutes:.1f} min of training steps; best validation "
+                f"shape accuracy on lone objects {best_shape:.1f}% (chance 12.5%)"
+                + (f", layout R^2 {layout:.2f}." if layout is not None else ".")]
     last = log[-1]["val"]
     head = "seqTransf/t2v" if "seqTransf/t2v" in last else "meanP/t2v"
     pooled = "single frames" if config.get("stage") == "image" else f"pooling `{config.get('pooling')}`"
@@ -71,9 +81,37 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
             f"training steps; best validation text->video R@1 {best:.1f} ({head.split('/')[0]})."]
 
 
+RESULTS_HEADING = "## Test-split results (`python -m demo evaluate`)"
+
+
+def set_card_results(card: str | Path, markdown: str) -> bool:
+    """Replace the body of a model card's test-split section with ``markdown``.
+
+    Returns False (and writes nothing) when the card is missing or has no such section.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "README.md"
+    >>> _ = path.write_text(f"# m\\n\\n{RESULTS_HEADING}\\n\\nold\\n\\n## Limitations\\n\\nx\\n")
+    >>> set_card_results(path, "| R@1 |")
+    True
+    >>> path.read_text().split("\\n")[2:8]
+    ['## Test-split results (`python -m demo evaluate`)', '', '| R@1 |', '', '## Limitations', '']
+    """
+    path = Path(card)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    start = text.find(RESULTS_HEADING)
+    if start < 0:
+        return False
+    body = start + len(RESULTS_HEADING)
+    stop = text.find("\n## ", body)
+    rest = text[stop + 1:] if stop >= 0 else ""
+    path.write_text(f"{text[:body]}\n\n{markdown.strip()}\n\n{rest}", encoding="utf-8")
+    return True
+
+
 def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_markdown: str | None,
                          command: str = "python -m demo train --preset embedded",
-                         stages: tuple[str, ...] = ("image", "video", "video2")) -> Path:
+                         stages: tuple[str, ...] = ("frames", "image", "video", "video2")) -> Path:
     """Write ``README.md`` into a shipped checkpoint folder from its training logs and results."""
     folder, work = Path(folder), Path(work)
     settings = Clip4ClipSettings.load(folder)
@@ -109,7 +147,9 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
         "- data: the world with seed 0: 8,000 training clips (5 captions each, plus still-frame captions), "
         "500 validation clips for model selection; five colour-shape combinations never appear in training",
     ]
-    names = {"image": "stage 1, image-text pretraining on single frames with still-frame captions",
+    names = {"frames": "stage 0, the vision tower alone told what single frames show (linear probes, "
+                       "dropped afterwards)",
+             "image": "stage 1, image-text pretraining on single frames with still-frame captions",
              "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, "
                       "loss = mean of both)",
              "video2": "stage 3, video-text fine-tuning of the seqTransf model alone"}
@@ -122,14 +162,14 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
                      + (f", and half its patch filters, which start as the 2-D DCT basis of a patch's "
                         f"luminance times {dct:g}" if dct else "") + "; all are then learned")
     for stage in stages:
-        if stage == "image" or (work / stage).is_dir():  # stage 3 is optional
+        if stage == "image" or (work / stage).is_dir():  # stages 0 and 3 are optional
             lines += _stage_lines(names[stage], work / stage)
     lines += ["- loss: symmetric InfoNCE over in-batch similarities with a learned temperature; identical "
               "captions in a batch count as positives; a clip and its time reversal share a batch",
               "- schedule: AdamW, linear warm-up over 10% of the steps, cosine decay, gradient clipping at 1.0",
               ""]
     if eval_markdown:
-        lines += ["## Test-split results (`python -m demo evaluate`)", "", eval_markdown.strip(), ""]
+        lines += [RESULTS_HEADING, "", eval_markdown.strip(), ""]
     lines += ["## Limitations", "",
               "It knows only the rendered world's words and pictures: it has never seen a real video. Use it "
               "to explore the product offline; use the `webvid` preset for real footage.", ""]
