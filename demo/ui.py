@@ -21,15 +21,16 @@ from demo.ui_header import header_html
 
 CSS = ASSETS / "app.css"
 CUSTOM_LABELS = "custom"
+# Example chips: each has a matching clip in the shipped index that the shipped model ranks in its top 3.
 WORLD_QUERIES = (
-    "a small green star moving right",
-    "a large red heart shrinking on a striped background",
+    "a green star drifting left",
+    "a large white square sliding to the left",
+    "a purple cross shrinking",
     "a blue circle bouncing",
-    "a yellow hexagon turning clockwise",
-    "a white square sliding to the left on an ocean background",
     "a pink triangle and a purple circle approaching each other",
-    "an orange diamond fading in",
-    "a purple cross sinking",
+    "a large orange diamond fading out",
+    "a small yellow hexagon heading left",
+    "a red heart getting bigger",
 )
 OPEN_QUERIES = (
     "a dog running on the beach", "aerial view of a city at night", "a woman cooking in a kitchen",

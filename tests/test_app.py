@@ -281,3 +281,41 @@ def test_example_queries_speak_the_world_language() -> None:
             rest = rest.replace(phrase, " ")
         unknown = [w for w in rest.split() if w not in words | glue]
         assert not unknown, (query, unknown)
+
+
+# What each example chip asks for: (size or None, colour, shape, event) of one object in the clip.
+EXAMPLE_ASKS = {
+    "a green star drifting left": (None, "green", "star", "moving left"),
+    "a large white square sliding to the left": ("large", "white", "square", "moving left"),
+    "a purple cross shrinking": (None, "purple", "cross", "shrinking"),
+    "a blue circle bouncing": (None, "blue", "circle", "bouncing"),
+    "a pink triangle and a purple circle approaching each other": (None, "pink", "triangle", None),
+    "a large orange diamond fading out": ("large", "orange", "diamond", "disappearing"),
+    "a small yellow hexagon heading left": ("small", "yellow", "hexagon", "moving left"),
+    "a red heart getting bigger": (None, "red", "heart", "growing"),
+}
+
+
+@pytest.mark.slow
+def test_example_chips_find_their_clips_with_the_shipped_model() -> None:
+    from demo.encoders import Clip4ClipEncoder
+    from demo.index import VideoIndex
+    from demo.presets import PRECOMPUTED
+    from demo.ui import WORLD_QUERIES
+
+    assert set(WORLD_QUERIES) == set(EXAMPLE_ASKS)
+    encoder = Clip4ClipEncoder.from_pretrained(PRECOMPUTED / "clip4clip-world")
+    index = VideoIndex.load(PRECOMPUTED / "index-world")
+    rows = [json.loads(line) for line in (PRECOMPUTED / "index-world" / "metadata.jsonl").open()]
+    by_id = {row["id"]: row["attributes"] for row in rows}
+
+    def matches(attributes: dict[str, Any], ask: tuple[str | None, str, str, str | None]) -> bool:
+        size, colour, shape, event = ask
+        if event is None and attributes.get("relation") != "approaching":
+            return False
+        return any(o["colour"] == colour and o["shape"] == shape and size in (None, o["size"])
+                   and event in (None, o["event"]) for o in attributes["objects"])
+
+    for query, hits in zip(WORLD_QUERIES, index.search(encoder.encode_texts(list(WORLD_QUERIES)), k=3), strict=True):
+        assert any(matches(by_id[hit.id], EXAMPLE_ASKS[query]) for hit in hits), (
+            query, [hit.caption for hit in hits])
