@@ -12,7 +12,11 @@ Prints the numbers behind BENCHMARKS.md's "Training runs compared":
    300 single-object test clips, 70/30 split);
 4. a linear probe for shape: ridge regression from the middle frame's embedding to a one-hot
    shape, fitted on 1,500 single-object training clips that keep their size (moving, bouncing,
-   staying still), accuracy on 400 such test clips, overall and per size (chance 12.5%).
+   staying still), accuracy on 400 such test clips, overall and per size (chance 12.5%);
+5. a linear probe for motion: ridge regression from (last - first frame embedding) of single-object
+   clips moving left, right, up or down to the direction (800 training clips, 300 test clips),
+   accuracy per direction, and the size of each direction's mean difference (do the frames
+   themselves tell up from down?).
 
 Part 2 needs the rendered test split (``python -m demo synth --out work/embedded/world``).
 """
@@ -121,17 +125,51 @@ def shape_probe(model: str, train_clips: int = 1500, test_clips: int = 400) -> N
     print(f"shape probe: {100 * right.mean():.1f}% of {len(right)} test clips ({per_size}; chance 12.5%)")
 
 
+MOTIONS = ("moving left", "moving right", "moving up", "moving down")
+
+
+def motion_probe(model: str, train_clips: int = 800, test_clips: int = 300) -> None:
+    enc = Clip4ClipEncoder.from_pretrained(model)
+
+    def differences(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        specs = [s for s in clip_specs(WorldConfig(), split)
+                 if len(s.attributes["objects"]) == 1 and s.attributes["objects"][0]["event"] in MOTIONS][:n]
+        rows, labels = [], []
+        for spec in specs:
+            frames = render(spec)
+            pixels = preprocess(frames[[0, len(frames) - 1]], enc.model.image_size, CLIP_MEAN, CLIP_STD)
+            with torch.inference_mode():
+                ends = enc.model.vision(pixel_values=pixels).image_embeds.numpy()
+            ends /= np.linalg.norm(ends, axis=1, keepdims=True)
+            rows.append(ends[1] - ends[0])
+            labels.append(MOTIONS.index(spec.attributes["objects"][0]["event"]))
+        return np.array(rows), np.array(labels)
+
+    x_train, y_train = differences("train", train_clips)
+    x_test, y_test = differences("test", test_clips)
+    a_train = np.hstack([x_train, np.ones((len(x_train), 1))])
+    a_test = np.hstack([x_test, np.ones((len(x_test), 1))])
+    w = np.linalg.solve(a_train.T @ a_train + 1e-2 * np.eye(a_train.shape[1]),
+                        a_train.T @ np.eye(len(MOTIONS))[y_train])
+    guess = (a_test @ w).argmax(1)
+    cells = ", ".join(f"{m} {100 * (guess[y_test == k] == k).mean():.0f}% "
+                      f"(|mean difference| {np.linalg.norm(x_train[y_train == k].mean(0)):.2f})"
+                      for k, m in enumerate(MOTIONS))
+    print(f"motion probe on (last - first frame): {cells}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--world", default="work/embedded/world", type=Path)
-    parser.add_argument("--probe-only", action="store_true", help="only the frame probes (parts 3-4)")
+    parser.add_argument("--probe-only", action="store_true", help="only the frame probes (parts 3-5)")
     args = parser.parse_args()
     if not args.probe_only:
         caption_cosines(args.model)
         twin_ordering(args.model, args.world)
     frame_probe(args.model)
     shape_probe(args.model)
+    motion_probe(args.model)
 
 
 if __name__ == "__main__":
