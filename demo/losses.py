@@ -37,9 +37,9 @@ def multi_positive_infonce(
     fewer). They join that clip's video->text softmax only: a changed caption may well describe
     another clip of the batch (a time-reversed twin), so it is no negative for the others.
 
-    ``own_negative_videos`` (B,): likewise for each caption, the logit of a hard negative
-    video of its own (its clip played backwards; ``-inf`` where the caption reads the same
-    either way). It joins that caption's text->video softmax only.
+    ``own_negative_videos`` (B,) or (B, K): likewise for each caption, the logits of up to K
+    hard negative videos of its own (its clip played backwards, its clip frozen on one frame;
+    ``-inf`` where one does not apply). They join that caption's text->video softmax only.
 
     >>> logits, groups = torch.eye(2) * 5, torch.arange(2)
     >>> easy = multi_positive_infonce(logits, groups)
@@ -52,11 +52,16 @@ def multi_positive_infonce(
     >>> backwards = multi_positive_infonce(logits, groups, None, torch.tensor([5.0, float("-inf")]))
     >>> bool(backwards > easy)
     True
+    >>> both = torch.tensor([[5.0, 4.0], [float("-inf"), float("-inf")]])
+    >>> bool(multi_positive_infonce(logits, groups, None, both) > backwards)
+    True
     """
     positives = groups.unsqueeze(0) == groups.unsqueeze(1)
     masked = logits.masked_fill(~positives, float("-inf"))
     # -log of the probability mass on any correct column (rows) / row (columns).
-    every_video = logits if own_negative_videos is None else torch.cat([logits, own_negative_videos.unsqueeze(1)], 1)
+    if own_negative_videos is not None and own_negative_videos.ndim == 1:
+        own_negative_videos = own_negative_videos.unsqueeze(1)
+    every_video = logits if own_negative_videos is None else torch.cat([logits, own_negative_videos], 1)
     rows = every_video.logsumexp(dim=1) - masked.logsumexp(dim=1)
     if own_negatives is not None and own_negatives.ndim == 1:
         own_negatives = own_negatives.unsqueeze(0)

@@ -27,6 +27,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,11 @@ class TrainConfig:
     # no gradient to tell the clips apart, and vice versa. This pushes from the video side, which
     # needs no caption and only order to satisfy.
     reversal_separation: float = 0.0
+    # World clips (video stage, seqTransf head): share of the captions of clips where something
+    # happens that also score their clip frozen on its middle frame (that frame repeated) as a
+    # negative video of their own. A reversed clip still moves; this one shows the same objects
+    # in the same place doing nothing, which is what "moving up" has to be told apart from.
+    still_videos: float = 0.0
     reversal_margin: float = 0.9
     # World clips (both stages): weight of a regression from every frame embedding the loss sees
     # onto what the frame shows (demo.world.frame_layout: a coarse coverage map, and a lone
@@ -281,6 +287,7 @@ class Trainer:
         self._dropped = np.zeros(0, dtype=bool)  # video batch rows whose caption lost words
         self.rng = np.random.default_rng(config.seed)
         self.train_reversible = _reversible(self.train_data.samples)
+        self.train_moving = _moving(self.train_data.samples)
         self.val_reversible = _reversible(self.val_data.samples)
 
     # -- one optimisation step -------------------------------------------------------------
@@ -372,12 +379,11 @@ class Trainer:
 
     def _contrastive(self, text: torch.Tensor, videos: torch.Tensor, captions: list[str],
                      negatives: list[tuple[int, str]], scale: torch.Tensor,
-                     reversed_videos: torch.Tensor | None = None, reversible: np.ndarray | None = None,
-                     ) -> torch.Tensor:
+                     own_videos: Sequence[tuple[torch.Tensor, np.ndarray]] = ()) -> torch.Tensor:
         """InfoNCE of ``videos`` (B, D, unit) against the first B rows of ``text``; the rest are
         the hard negatives (a clip may have several), each counted against its own clip only.
-        ``reversed_videos`` (B, D): each clip played backwards, a negative for its own caption
-        where ``reversible`` (B,)."""
+        ``own_videos``: pairs of (B, D) negative videos (each clip played backwards, frozen) and
+        the (B,) rows whose caption they are a negative for."""
         # Identical caption strings in one batch are positives for each other's clips.
         _, groups = np.unique(np.array(captions), return_inverse=True)
         group_ids = torch.from_numpy(groups).to(self.device)
@@ -390,12 +396,15 @@ class Trainer:
             own = torch.full((int(ranks.max()) + 1, len(captions)), float("-inf"), device=self.device)
             at = torch.from_numpy(owners).to(self.device)
             own[torch.from_numpy(ranks).to(self.device), at] = scale * (negative * videos[at].float()).sum(-1)
-        own_videos = None
-        if reversed_videos is not None and reversible is not None and reversible.any():
-            own_videos = torch.full((len(captions),), float("-inf"), device=self.device)
-            rows = torch.from_numpy(np.flatnonzero(reversible)).to(self.device)
-            own_videos[rows] = scale * (positive[rows] * reversed_videos[rows].float()).sum(-1)
-        return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own, own_videos)
+        columns = []
+        for other, applies in own_videos:
+            if applies.any():
+                column = torch.full((len(captions),), float("-inf"), device=self.device)
+                rows = torch.from_numpy(np.flatnonzero(applies)).to(self.device)
+                column[rows] = scale * (positive[rows] * other[rows].float()).sum(-1)
+                columns.append(column)
+        extra = torch.stack(columns, 1) if columns else None
+        return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own, extra)
 
     def _probe_losses(self, indices: np.ndarray, per_frame: torch.Tensor, masks: torch.Tensor,
                       shown: torch.Tensor | None) -> torch.Tensor | None:
@@ -433,14 +442,18 @@ class Trainer:
                 losses.append(self._contrastive(text, masked_mean(per_frame, masks), captions, negatives, scale))
             if self.model.head is not None and self.config.stage == "video":
                 backwards: torch.Tensor | None = None
-                reversible: np.ndarray | None = None
+                own_videos: list[tuple[torch.Tensor, np.ndarray]] = []
                 forwards = self.model.head(per_frame, masks)
                 if self.config.reversed_videos > 0 or self.config.reversal_separation > 0:
                     # meanP cannot see order: only the head gets these
                     backwards = self.model.head(reverse_frames(per_frame, masks), masks)
                     drawn = self.rng.random(len(indices)) < self.config.reversed_videos
-                    reversible = self.train_reversible[indices] & drawn & ~self._dropped
-                losses.append(self._contrastive(text, forwards, captions, negatives, scale, backwards, reversible))
+                    own_videos.append((backwards, self.train_reversible[indices] & drawn & ~self._dropped))
+                if self.config.still_videos > 0:  # nor tell a clip from its frame held still
+                    drawn = self.rng.random(len(indices)) < self.config.still_videos
+                    own_videos.append((self.model.head(held_still(per_frame, masks), masks),
+                                       self.train_moving[indices] & drawn & ~self._dropped))
+                losses.append(self._contrastive(text, forwards, captions, negatives, scale, own_videos))
                 if self.config.reversal_separation > 0 and backwards is not None:
                     rows = np.flatnonzero(self.train_reversible[indices])
                     if len(rows):
@@ -700,6 +713,27 @@ def _reversible(samples: list[Sample]) -> np.ndarray:
         if sample.attributes.get("objects"):
             out[i] = canonical_caption(sample.attributes) != canonical_caption(time_reversed(sample.attributes))
     return out
+
+
+def _moving(samples: list[Sample]) -> np.ndarray:
+    """(N,) bool: world clips in which something happens (not every object staying still)."""
+    out = np.zeros(len(samples), dtype=bool)
+    for i, sample in enumerate(samples):
+        objects: list[dict[str, Any]] = sample.attributes.get("objects") or []  # type: ignore[assignment]
+        out[i] = bool(sample.attributes.get("relation")) or any(o["event"] != "staying still" for o in objects)
+    return out
+
+
+def held_still(per_frame: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) frame features with every frame replaced by the clip's middle real frame.
+
+    >>> x = torch.arange(6.0).view(1, 3, 2)
+    >>> held_still(x, torch.tensor([[True, True, False]]))[0].tolist()
+    [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
+    """
+    middle = ((masks.sum(1) - 1).clamp(min=0) // 2).long()
+    frame = per_frame[torch.arange(len(per_frame), device=per_frame.device), middle]
+    return frame.unsqueeze(1).expand_as(per_frame)
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:

@@ -198,7 +198,9 @@ def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_pa
     assert Clip4ClipEncoder.from_pretrained(best).pooling == "seqTransf"
 
 
-def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_config, tmp_path):
+def _seq_trainer(tiny_world, tiny_config, tmp_path):
+    """A seqTransf video-stage trainer on the tiny world, and the loss of its first 6 clips
+    under changed settings (same random draws each time)."""
     from dataclasses import replace
 
     from demo.train import Trainer
@@ -207,17 +209,23 @@ def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_c
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
                          pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1)
     trainer = Trainer(config, progress=False)
+
+    def loss(**change):
+        trainer.config = replace(config, **change)
+        trainer.rng = np.random.default_rng(0)
+        return float(trainer._loss(np.arange(6)).detach())
+
+    return trainer, loss
+
+
+def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_config, tmp_path):
+    trainer, loss = _seq_trainer(tiny_world, tiny_config, tmp_path)
     reversible = trainer.train_reversible[:6]
     assert reversible.any(), "the tiny world should hold clips that read differently backwards"
     for sample, flag in zip(trainer.train_data.samples[:6], reversible, strict=True):
         events = {o["event"] for o in sample.attributes["objects"]}
         if events <= {"bouncing", "staying still"} and not sample.attributes.get("relation"):
             assert not flag  # the same forwards and backwards
-
-    def loss(**change):
-        trainer.config = replace(config, **change)
-        trainer.rng = np.random.default_rng(0)
-        return float(trainer._loss(np.arange(6)).detach())
 
     # One more negative per reversible caption can only raise the loss; none, it stays the same.
     assert loss(reversed_videos=1.0) > loss()
@@ -520,3 +528,19 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
     assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()
     assert (shipped["index-world"] / "manifest.json").is_file()
+
+
+def test_still_videos_are_negatives_for_clips_where_something_happens(tiny_world, tiny_config, tmp_path):
+    trainer, loss = _seq_trainer(tiny_world, tiny_config, tmp_path)
+    moving = trainer.train_moving[:6]
+    assert moving.any(), "the tiny world should hold clips where something happens"
+    for sample, flag in zip(trainer.train_data.samples[:6], moving, strict=True):
+        still = all(o["event"] == "staying still" for o in sample.attributes["objects"])
+        assert flag == (not still or bool(sample.attributes.get("relation")))
+
+    # A frozen copy of each moving clip is one more negative for its caption: the loss can only rise,
+    # and with the reversed clips too it rises further; with no moving clips it stays the same.
+    assert loss(still_videos=1.0) > loss()
+    assert loss(still_videos=1.0, reversed_videos=1.0) > loss(reversed_videos=1.0)
+    trainer.train_moving = np.zeros_like(trainer.train_moving)
+    assert loss(still_videos=1.0) == pytest.approx(loss())
