@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -719,7 +719,7 @@ def _moving(samples: list[Sample]) -> np.ndarray:
     """(N,) bool: world clips in which something happens (not every object staying still)."""
     out = np.zeros(len(samples), dtype=bool)
     for i, sample in enumerate(samples):
-        objects: list[dict[str, Any]] = sample.attributes.get("objects") or []  # type: ignore[assignment]
+        objects = cast("list[dict[str, Any]]", sample.attributes.get("objects") or [])
         out[i] = bool(sample.attributes.get("relation")) or any(o["event"] != "staying still" for o in objects)
     return out
 
