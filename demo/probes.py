@@ -23,7 +23,7 @@ from demo.temporal import Clip4ClipSettings
 
 
 def sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
-                          ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
+                         ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
     """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
     given of each world clip (the probe losses' targets are computed per such frame)."""
     from demo.video import clip4clip_indices

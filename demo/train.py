@@ -320,9 +320,7 @@ class Trainer:
         if self.config.frame_captions <= 0:  # still captions only (drawn before the frames, as always)
             captions = [str(self.rng.choice(samples[i].still_captions)) for i in indices]
         picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
-        self._picks = torch.tensor(picks)  # which frame each row shows (for the frame probes)
-        frames = self.train_data.frames[idx, self._picks].float().unsqueeze(1)  # only the shown frames
-        masks = torch.ones(len(idx), 1, dtype=torch.bool)
+        frames, masks = self._shown_frames(idx, torch.tensor(picks))
         if self.config.frame_captions <= 0:
             return captions, frames.to(self.device), masks.to(self.device), self._shape_negatives(indices, still=True)
         captions, negatives = [], []
@@ -417,13 +415,18 @@ class Trainer:
                     terms.append(weight * term)
         return torch.stack(terms).sum() if terms else None
 
+    def _shown_frames(self, idx: torch.Tensor, picks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, 3, S, S) float frames and (B, 1) masks of the ``picks``-th sampled frame of each
+        clip; ``picks`` is kept as the frame each row shows (for the frame probes)."""
+        self._picks = picks
+        return self.train_data.frames[idx, picks].float().unsqueeze(1), torch.ones(len(idx), 1, dtype=torch.bool)
+
     def _frames_loss(self, indices: np.ndarray) -> torch.Tensor:
         """The ``frames`` stage: one frame from anywhere in each clip, the probe terms only."""
         idx = torch.from_numpy(indices)
         counts = self.train_data.masks[idx].sum(1).numpy()
-        self._picks = torch.from_numpy(self.rng.integers(0, np.maximum(counts, 1)))
-        frames = self.train_data.frames[idx, self._picks].float().unsqueeze(1).to(self.device)
-        masks = torch.ones(len(idx), 1, dtype=torch.bool, device=self.device)
+        frames, masks = self._shown_frames(idx, torch.from_numpy(self.rng.integers(0, np.maximum(counts, 1))))
+        frames, masks = frames.to(self.device), masks.to(self.device)
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
             loss = self._probe_losses(indices, self.model.frame_embeddings(frames, masks), masks, self._picks)
         # A batch of frames without any visible object: nothing to learn, but keep the graph alive.
@@ -549,28 +552,31 @@ class Trainer:
     # -- validation, checkpoints, loop ---------------------------------------------------------
     @torch.inference_mode()
     def validate(self) -> dict[str, dict[str, float]]:
-        """Text->video and video->text metrics on the validation clips (canonical captions)."""
+        """Text->video and video->text metrics on the validation clips (canonical captions),
+        and the frame probes'; the ``frames`` stage has no text and gets the probes' alone."""
+        self.model.eval()
+        try:
+            return self._validation_metrics()
+        finally:
+            self.model.train()
+
+    def _validation_metrics(self) -> dict[str, dict[str, float]]:
         from demo.metrics import retrieval_metrics
 
-        self.model.eval()
         samples = self.val_data.samples
-        if self.config.stage == "frames":  # no text: the probes' own validation only
-            per_frame = torch.cat([
-                self.model.frame_embeddings(self.val_data.frames[i:i + 64].float().to(self.device),
-                                            self.val_data.masks[i:i + 64].to(self.device))
-                for i in range(0, len(samples), 64)])
-            return self._probe_metrics(per_frame, self.val_data.masks.to(self.device))
+        per_frame = torch.cat([
+            self.model.frame_embeddings(self.val_data.frames[i:i + 64].float().to(self.device),
+                                        self.val_data.masks[i:i + 64].to(self.device))
+            for i in range(0, len(samples), 64)])
+        masks = self.val_data.masks.to(self.device)
+        if self.config.stage == "frames":
+            return self._probe_metrics(per_frame, masks)
         use_still = self.config.stage == "image"
         captions = [s.still_captions[0] if use_still else s.captions[0] for s in samples]
         tokens = self.tokenizer(captions, padding=True, truncation=True,
                                 max_length=self.model.settings.max_words, return_tensors="pt")
         text = self.model.encode_text(tokens["input_ids"].to(self.device),
                                       tokens["attention_mask"].to(self.device))
-        per_frame = torch.cat([
-            self.model.frame_embeddings(self.val_data.frames[i:i + 64].float().to(self.device),
-                                        self.val_data.masks[i:i + 64].to(self.device))
-            for i in range(0, len(samples), 64)])
-        masks = self.val_data.masks.to(self.device)
         heads = {"meanP": masked_mean(per_frame, masks)}
         if self.model.head is not None:
             heads["seqTransf"] = self.model.head(per_frame, masks)
@@ -595,7 +601,6 @@ class Trainer:
             metrics["layout/R2"] = self.layout.validate(per_frame, masks)
         if self.shapes is not None:
             metrics["shape/probe"] = self.shapes.validate(per_frame, masks)
-        self.model.train()
         return metrics
 
     def _selection_key(self, metrics: dict[str, dict[str, float]]) -> float:
