@@ -28,6 +28,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,30 +98,43 @@ def frame_probe(model: str, clips: int = 300, seed: int = 0) -> None:
 STEADY = ("moving left", "moving right", "moving up", "moving down", "bouncing", "staying still")
 
 
+def lone_specs(split: str, events: tuple[str, ...], n: int) -> list[Any]:
+    """The first ``n`` clips of ``split`` with a single object doing one of ``events``."""
+    return [s for s in clip_specs(WorldConfig(), split)
+            if len(s.attributes["objects"]) == 1 and s.attributes["objects"][0]["event"] in events][:n]
+
+
+def unit_embeddings(enc: Clip4ClipEncoder, frames: np.ndarray) -> np.ndarray:
+    """(F, D) unit-length vision-tower embeddings of rendered frames."""
+    pixels = preprocess(frames, enc.model.image_size, CLIP_MEAN, CLIP_STD)
+    with torch.inference_mode():
+        x = enc.model.vision(pixel_values=pixels).image_embeds.numpy()
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def ridge_classify(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, classes: int) -> np.ndarray:
+    """Class guesses for ``x_test`` of a ridge regression (with bias) onto one-hot labels."""
+    a_train, a_test = (np.hstack([x, np.ones((len(x), 1))]) for x in (x_train, x_test))
+    w = np.linalg.solve(a_train.T @ a_train + 1e-2 * np.eye(a_train.shape[1]), a_train.T @ np.eye(classes)[y_train])
+    return (a_test @ w).argmax(1)
+
+
 def shape_probe(model: str, train_clips: int = 1500, test_clips: int = 400) -> None:
     enc = Clip4ClipEncoder.from_pretrained(model)
 
     def middle_frames(split: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        specs = [s for s in clip_specs(WorldConfig(), split)
-                 if len(s.attributes["objects"]) == 1 and s.attributes["objects"][0]["event"] in STEADY][:n]
         features, shapes, sizes = [], [], []
-        for spec in specs:
+        for spec in lone_specs(split, STEADY, n):
             frames = render(spec)
-            pixels = preprocess(frames[[len(frames) // 2]], enc.model.image_size, CLIP_MEAN, CLIP_STD)
-            with torch.inference_mode():
-                features.append(enc.model.vision(pixel_values=pixels).image_embeds.numpy()[0])
+            features.append(unit_embeddings(enc, frames[[len(frames) // 2]])[0])
             obj = spec.attributes["objects"][0]
             shapes.append(SHAPES.index(obj["shape"]))
             sizes.append(obj["size"])
-        x = np.array(features)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        return np.hstack([x, np.ones((len(x), 1))]), np.array(shapes), np.array(sizes)
+        return np.array(features), np.array(shapes), np.array(sizes)
 
     x_train, y_train, _ = middle_frames("train", train_clips)
     x_test, y_test, sizes = middle_frames("test", test_clips)
-    w = np.linalg.solve(x_train.T @ x_train + 1e-2 * np.eye(x_train.shape[1]),
-                        x_train.T @ np.eye(len(SHAPES))[y_train])
-    right = (x_test @ w).argmax(1) == y_test
+    right = ridge_classify(x_train, y_train, x_test, len(SHAPES)) == y_test
     per_size = ", ".join(f"{s} {100 * right[sizes == s].mean():.0f}%" for s in ("small", "medium", "large"))
     print(f"shape probe: {100 * right.mean():.1f}% of {len(right)} test clips ({per_size}; chance 12.5%)")
 
@@ -132,26 +146,17 @@ def motion_probe(model: str, train_clips: int = 800, test_clips: int = 300) -> N
     enc = Clip4ClipEncoder.from_pretrained(model)
 
     def differences(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        specs = [s for s in clip_specs(WorldConfig(), split)
-                 if len(s.attributes["objects"]) == 1 and s.attributes["objects"][0]["event"] in MOTIONS][:n]
         rows, labels = [], []
-        for spec in specs:
+        for spec in lone_specs(split, MOTIONS, n):
             frames = render(spec)
-            pixels = preprocess(frames[[0, len(frames) - 1]], enc.model.image_size, CLIP_MEAN, CLIP_STD)
-            with torch.inference_mode():
-                ends = enc.model.vision(pixel_values=pixels).image_embeds.numpy()
-            ends /= np.linalg.norm(ends, axis=1, keepdims=True)
+            ends = unit_embeddings(enc, frames[[0, len(frames) - 1]])
             rows.append(ends[1] - ends[0])
             labels.append(MOTIONS.index(spec.attributes["objects"][0]["event"]))
         return np.array(rows), np.array(labels)
 
     x_train, y_train = differences("train", train_clips)
     x_test, y_test = differences("test", test_clips)
-    a_train = np.hstack([x_train, np.ones((len(x_train), 1))])
-    a_test = np.hstack([x_test, np.ones((len(x_test), 1))])
-    w = np.linalg.solve(a_train.T @ a_train + 1e-2 * np.eye(a_train.shape[1]),
-                        a_train.T @ np.eye(len(MOTIONS))[y_train])
-    guess = (a_test @ w).argmax(1)
+    guess = ridge_classify(x_train, y_train, x_test, len(MOTIONS))
     cells = ", ".join(f"{m} {100 * (guess[y_test == k] == k).mean():.0f}% "
                       f"(|mean difference| {np.linalg.norm(x_train[y_train == k].mean(0)):.2f})"
                       for k, m in enumerate(MOTIONS))
