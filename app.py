@@ -1,6 +1,6 @@
 """The front door: ``python app.py`` serves the video search demo (embedded models by default).
 
-Builds the page from :mod:`demo.ui` around a :class:`demo.service.DemoService` and
+Builds the page from :mod:`demo.app.ui` around a :class:`demo.app.service.DemoService` and
 launches it; no model code lives here. Private by default: no analytics, no share link
 unless ``--share``, nothing fetched from the hub for the embedded preset.
 
@@ -47,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.preset or os.environ.get("DEMO_PRESET") or "embedded") == "embedded":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never ask the hub
 
+    from demo.app.service import AppConfig, DemoService
     from demo.errors import DemoError
-    from demo.service import AppConfig, DemoService
 
     config = AppConfig(preset=args.preset, model=args.model, index=args.index, xclip=args.xclip,
                        pooling=args.pooling, device=args.device, cache_dir=args.cache,
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from demo.ui import build_demo, launch_options  # gradio: imported once there is something to serve
+    from demo.app.ui import build_demo, launch_options  # gradio: imported once there is something to serve
 
     demo = build_demo(service)
     # A small queue: parallel users wait their turn instead of running N models at once.

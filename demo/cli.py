@@ -63,8 +63,8 @@ def _print_hits(hits: Sequence[Any], as_json: bool) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from demo.classify import XClipClassifier
-    from demo.labels import load_preset, parse_labels
+    from demo.models.labels import load_preset, parse_labels
+    from demo.models.xclip import XClipClassifier
     from demo.presets import resolve_preset
 
     preset = resolve_preset(args.preset, xclip=args.xclip)
@@ -84,8 +84,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from demo.encoders import Clip4ClipEncoder
-    from demo.index_build import build_index, items_from_csv, items_from_folder
+    from demo.index.build import build_index, items_from_csv, items_from_folder
+    from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import resolve_preset
 
     source = Path(args.source)
@@ -109,7 +109,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_index_import(args: argparse.Namespace) -> int:
-    from demo.index_import import import_precomputed
+    from demo.index.precomputed import import_precomputed
 
     index = import_precomputed(args.embeddings, args.metadata, args.out, model=args.model,
                                binary=args.binary, pooling=args.pooling, frames=args.frames,
@@ -121,7 +121,7 @@ def cmd_index_import(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from demo.world import WorldConfig, synth
+    from demo.world.clips import WorldConfig, synth
 
     config = WorldConfig(seed=args.seed)
     written = synth(args.out, config, splits=tuple(args.splits), limit=args.limit, workers=args.workers)
@@ -131,7 +131,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from demo.recipes import train_command
+    from demo.train.recipes import train_command
 
     return train_command(args)
 
@@ -141,8 +141,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from demo import evaluate as ev
-    from demo.evaluate_report import command_line, write_benchmarks
+    from demo.evaluate import suites as ev
+    from demo.evaluate.report import command_line, write_benchmarks
     from demo.presets import ROOT
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose")}
@@ -172,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if (index / "manifest.json").is_file():
             import json
 
-            from demo.evaluate_queries import evaluate_freeform
+            from demo.evaluate.queries import evaluate_freeform
 
             tests = [json.loads(line)["attributes"]
                      for line in (Path(args.world) / "test.jsonl").read_text().splitlines() if line.strip()]
@@ -180,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = result.save(args.out or f"results/evaluate-{result.suite}")
     if args.write_benchmarks:
         write_benchmarks(result, args.benchmarks or ROOT / "BENCHMARKS.md", Path(clip4clip) / "eval.json")
-        from demo.model_card import set_card_results
+        from demo.train.cards import set_card_results
 
         for folder in (clip4clip, zero_shot):  # each model card carries the test-split tables
             if folder is not None and set_card_results(Path(folder) / "README.md", result.to_markdown()):
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
-    from demo.recipes import add_train_arguments
+    from demo.train.recipes import add_train_arguments
 
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from demo.encoders import Clip4ClipEncoder
 from demo.errors import IndexFormatError, InputError
-from demo.index import MANIFEST, CaptionHit, Hit, VideoIndex
+from demo.index.video_index import MANIFEST, CaptionHit, Hit, VideoIndex
+from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000  # longer text is cut here; the tokenizer then truncates to the model's context

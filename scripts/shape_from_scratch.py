@@ -3,7 +3,7 @@
     python scripts/shape_from_scratch.py [--patch-dct-scale 1.0] [--image-size 64 --patch-size 8]
                                          [--clips 2000] [--epochs 8] [--lr 1e-3]
 
-Trains the embedded model's vision tower (``demo.recipes.EMBEDDED_MODEL``, random init with the
+Trains the embedded model's vision tower (``demo.train.recipes.EMBEDDED_MODEL``, random init with the
 recipe's sin-cos patch positions) plus a linear classifier on the shape of lone objects: the
 middle frame of the first ``--clips`` single-object training clips of the world, cross-entropy
 over the 8 shapes, AdamW with a 10% warm-up. Prints validation accuracy (300 single-object
@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
-from demo.model import Clip4Clip, Clip4ClipSettings  # noqa: E402
-from demo.recipes import EMBEDDED_MODEL  # noqa: E402
-from demo.video import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
-from demo.world import SHAPES, WorldConfig, clip_specs, render  # noqa: E402
+from demo.models.clip4clip import Clip4Clip, Clip4ClipSettings  # noqa: E402
+from demo.train.recipes import EMBEDDED_MODEL  # noqa: E402
+from demo.video.decode import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
+from demo.world.clips import SHAPES, WorldConfig, clip_specs, render  # noqa: E402
 
 
 def middle_frames(split: str, n: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:

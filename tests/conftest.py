@@ -26,9 +26,9 @@ def save_tiny_clip4clip(folder: Path, pooling: str = "seqTransf", seed: int = 0)
     """A random CLIP4Clip checkpoint in the shipped format (HF CLIP folder + head + tokenizer)."""
     import torch
 
-    from demo.model import Clip4Clip
-    from demo.temporal import Clip4ClipSettings
-    from demo.tokenizer import build_clip_tokenizer_files
+    from demo.models.clip4clip import Clip4Clip
+    from demo.models.temporal import Clip4ClipSettings
+    from demo.models.tokenizer import build_clip_tokenizer_files
 
     torch.manual_seed(seed)
     settings = Clip4ClipSettings(pooling=pooling, sample_fps=4.0, max_frames=6, max_words=32,
@@ -56,7 +56,7 @@ def tiny_clip4clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def moving_square_clip(path: Path, direction: int = 1, colour: tuple[int, int, int] = (255, 40, 40),
                        frames: int = 24, size: int = 64, fps: float = 12.0) -> Path:
     """A square sliding left (-1) or right (+1) over a dark background."""
-    from demo.video import write_mp4
+    from demo.video.decode import write_mp4
 
     video = np.full((frames, size, size, 3), 20, dtype=np.uint8)
     for t in range(frames):
@@ -92,8 +92,8 @@ def tiny_xclip(path: Path, seed: int = 0, processor: bool = True) -> Path:
     import torch
     from transformers import CLIPTokenizer, VideoMAEImageProcessorPil, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
-    from demo.tokenizer import build_clip_tokenizer_files
-    from demo.video import IMAGENET_MEAN, IMAGENET_STD
+    from demo.models.tokenizer import build_clip_tokenizer_files
+    from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
 
     proj = 32  # X-CLIP needs vision mit_hidden_size == projection_dim, set in both sub-configs too
     config = XCLIPConfig(

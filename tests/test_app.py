@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from demo.app.service import AppConfig, DemoService
 from demo.errors import InputError, VideoDecodeError
-from demo.service import AppConfig, DemoService
 
 N_CLIPS = 8
 
@@ -23,10 +23,10 @@ N_CLIPS = 8
 def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
     """An index of the world's first ``n`` test clips whose rows hold world-relative paths
     (``clips/test/<id>.mp4``), like the shipped one: the app must render them on demand."""
-    from demo.encoders import Clip4ClipEncoder
-    from demo.index import VideoIndex
-    from demo.index_build import VideoItem, build_index
-    from demo.world import WorldConfig, clip_spec_by_id, render_to
+    from demo.index.build import VideoItem, build_index
+    from demo.index.video_index import VideoIndex
+    from demo.models.encoders import Clip4ClipEncoder
+    from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
 
     items = []
     for i in range(n):
@@ -54,7 +54,7 @@ class RunningApp:
 
 def launch_app(root: Path, model: Path) -> RunningApp:
     """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
-    from demo.ui import build_demo, launch_options
+    from demo.app.ui import build_demo, launch_options
     from tests.conftest import tiny_xclip
 
     index = build_world_index(root, model)
@@ -242,7 +242,7 @@ def test_benchmark_reads_and_reruns(app: RunningApp, client: Any) -> None:
     assert published[1:] == ["50.74", "77.30", "85.05", "1", "14.95"]
     assert plot is not None
 
-    from demo.world import WorldConfig, synth
+    from demo.world.clips import WorldConfig, synth
 
     # The clips the rerun scores, rendered ahead so the test does not start a process pool.
     synth(app.root / "cache", WorldConfig(), splits=("test",), limit=6, workers=1, progress=False)
@@ -268,8 +268,8 @@ def test_missing_index_stops_app_py_with_one_line(capsys: pytest.CaptureFixture[
 
 
 def test_example_queries_speak_the_world_language() -> None:
-    from demo.ui import WORLD_QUERIES
-    from demo.world import vocabulary
+    from demo.app.ui import WORLD_QUERIES
+    from demo.world.clips import vocabulary
 
     vocab = vocabulary()
     words = {w for key in ("shapes", "colours", "sizes", "backgrounds") for w in vocab[key]}
@@ -298,10 +298,10 @@ EXAMPLE_ASKS = {
 
 @pytest.mark.slow
 def test_example_chips_find_their_clips_with_the_shipped_model() -> None:
-    from demo.encoders import Clip4ClipEncoder
-    from demo.index import VideoIndex
+    from demo.app.ui import WORLD_QUERIES
+    from demo.index.video_index import VideoIndex
+    from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import PRECOMPUTED
-    from demo.ui import WORLD_QUERIES
 
     assert set(WORLD_QUERIES) == set(EXAMPLE_ASKS)
     encoder = Clip4ClipEncoder.from_pretrained(PRECOMPUTED / "clip4clip-world")

@@ -12,7 +12,7 @@ import pytest
 
 from demo.bench.runner import BEGIN, END, SECTIONS, BenchConfig, replace_section
 from demo.cli import main
-from demo.index import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
+from demo.index.video_index import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
 
 
 def _positive_timing(t: dict[str, float]) -> None:
@@ -125,7 +125,7 @@ def test_quantize_text_tower_swaps_linear_layers_and_keeps_embeddings(tiny_clip4
     import torch
 
     from demo.bench.query import quantize_text_tower, quantized_copy
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
     encoder = Clip4ClipEncoder.from_pretrained(tiny_clip4clip, device="cpu")
     texts = ["a red circle moving left", "two squares"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from demo.cli import main
-from demo.encoders import Clip4ClipEncoder
-from demo.train import TrainConfig, train
+from demo.models.encoders import Clip4ClipEncoder
+from demo.train.loop import TrainConfig, train
 from tests.conftest import TINY_TEXT, TINY_VISION
 
 

@@ -13,11 +13,11 @@ import pytest
 from conftest import moving_square_clip
 
 from demo.cli import main
-from demo.evaluate import ModelSpec, binary_rerank_ranks, evaluate_embedded, evaluate_features, model_rows
-from demo.evaluate_corpus import Corpus
-from demo.evaluate_encode import encode_corpus
-from demo.evaluate_report import PUBLISHED_WEBVID10K, EvalResult, replace_section
-from demo.index import binarize, l2_normalize
+from demo.evaluate.corpus import Corpus
+from demo.evaluate.encode import encode_corpus
+from demo.evaluate.report import PUBLISHED_WEBVID10K, EvalResult, replace_section
+from demo.evaluate.suites import ModelSpec, binary_rerank_ranks, evaluate_embedded, evaluate_features, model_rows
+from demo.index.video_index import binarize, l2_normalize
 from demo.metrics import ranks_for
 
 
@@ -172,7 +172,7 @@ def webvid_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_webvid_suite_end_to_end_with_cache(webvid_data: tuple[Path, Path], tiny_clip4clip: Path,
                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from demo.model import Clip4Clip
+    from demo.models.clip4clip import Clip4Clip
 
     csv_path, videos = webvid_data
     calls = []
@@ -200,7 +200,7 @@ def test_webvid_suite_end_to_end_with_cache(webvid_data: tuple[Path, Path], tiny
 
 
 def test_shared_features_match_the_encoder(webvid_data: tuple[Path, Path], tiny_clip4clip: Path) -> None:
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
     paths = [str(p) for p in sorted(webvid_data[1].glob("10[0-4]*.mp4"))]
     enc = encode_corpus(str(tiny_clip4clip), ["meanP", "seqTransf"], paths, ["a red square"], device="cpu")
@@ -213,7 +213,7 @@ def test_shared_features_match_the_encoder(webvid_data: tuple[Path, Path], tiny_
 
 def test_embedded_suite_on_a_tiny_stand_in(tmp_path: Path, tiny_clip4clip: Path, tiny_clip4clip_other: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from demo.model import Clip4Clip
+    from demo.models.clip4clip import Clip4Clip
 
     calls = []
     real = Clip4Clip.frame_embeddings
@@ -241,7 +241,7 @@ def test_embedded_suite_on_a_tiny_stand_in(tmp_path: Path, tiny_clip4clip: Path,
 
 
 def test_embedded_cli_writes_benchmarks(tmp_path: Path, tiny_clip4clip: Path) -> None:
-    from demo.world import synth
+    from demo.world.clips import synth
 
     world = tmp_path / "world"
     synth(world, splits=("test",), limit=6, workers=1, progress=False)
@@ -277,7 +277,7 @@ def test_model_rows_on_a_corpus_without_models() -> None:
 
 
 def test_report_states_free_form_hits_and_the_caption_words_control():
-    from demo.evaluate_report import EvalResult
+    from demo.evaluate.report import EvalResult
 
     freeform = {"queries": 60, "hit@1": 10.0, "hit@5": 40.0, "index_size": 2500,
                 "caption_words": {"hit@1": 20.0, "hit@5": 55.0},
@@ -290,7 +290,7 @@ def test_report_states_free_form_hits_and_the_caption_words_control():
 
 
 def test_report_shows_where_free_form_misses_come_from():
-    from demo.evaluate_report import EvalResult
+    from demo.evaluate.report import EvalResult
 
     freeform = {"queries": 2, "hit@1": 0.0, "hit@5": 50.0, "index_size": 10, "examples": [],
                 "agreement": {"colour": 100.0, "shape": 20.0, "event": 40.0}, "shape_blind": 62.5,

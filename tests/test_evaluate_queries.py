@@ -2,7 +2,7 @@
 
 import re
 
-from demo.evaluate_queries import (
+from demo.evaluate.queries import (
     NEW_PHRASES,
     FreeQuery,
     event_recognition,
@@ -10,7 +10,7 @@ from demo.evaluate_queries import (
     make_queries,
     shape_blind_rate,
 )
-from demo.world import WorldConfig, clip_specs, vocabulary
+from demo.world.clips import WorldConfig, clip_specs, vocabulary
 
 
 def test_phrases_are_new_but_made_of_known_words():

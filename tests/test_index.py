@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
-from demo.index import MANIFEST, ModelFingerprint, VideoIndex, binarize
-from demo.index_build import (
+from demo.index.build import (
     VideoItem,
     build_index,
     default_caption,
@@ -25,6 +24,7 @@ from demo.index_build import (
     items_from_csv,
     items_from_folder,
 )
+from demo.index.video_index import MANIFEST, ModelFingerprint, VideoIndex, binarize
 
 DIM = 32
 FP = ModelFingerprint("fake/clip4clip-tiny", "meanP", DIM, 8, 4, 1.0)
@@ -274,7 +274,7 @@ def test_import_precomputed_checks_shapes(tmp_path: Path, caplog: pytest.LogCapt
     with pytest.raises(IndexFormatError, match="64-d"):
         from_precomputed(emb, rows, model=ModelFingerprint("x", "meanP", 512, 224, 12, 1.0))
 
-    with caplog.at_level(logging.WARNING, logger="demo.index_build"):
+    with caplog.at_level(logging.WARNING, logger="demo.index.build"):
         flipped = from_precomputed(emb, rows, np.packbits(emb < 0, axis=1))
     assert "agree with sign(embeddings)" in caplog.text
     np.testing.assert_array_equal(flipped.codes, np.packbits(emb > 0, axis=1))
@@ -373,7 +373,7 @@ def test_build_where_every_file_fails_keeps_work_folder(tmp_path: Path) -> None:
 def test_sharded_binary_index_finds_the_same_nearest_codes() -> None:
     import faiss
 
-    from demo.index import binarize, build_binary_index, hamming_search
+    from demo.index.video_index import binarize, build_binary_index, hamming_search
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5003, 64)).astype(np.float32)  # not a multiple of the shard count

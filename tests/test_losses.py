@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from demo.losses import multi_positive_infonce, symmetric_infonce
+from demo.train.losses import multi_positive_infonce, symmetric_infonce
 
 
 def test_perfect_alignment_gives_low_loss_and_random_gives_log_b():

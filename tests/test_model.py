@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from demo.encoders import Clip4ClipEncoder
 from demo.errors import ModelLoadError
-from demo.model import Clip4Clip
-from demo.temporal import Clip4ClipSettings, SeqTransfHead, masked_mean
+from demo.models.clip4clip import Clip4Clip
+from demo.models.encoders import Clip4ClipEncoder
+from demo.models.temporal import Clip4ClipSettings, SeqTransfHead, masked_mean
 
 
 def test_masked_mean_ignores_padding_and_is_unit_length():
@@ -95,7 +95,7 @@ def test_seqtransf_on_checkpoint_without_head_is_refused(tiny_clip4clip_other):
 
 
 def test_sincos_patch_positions_at_random_init() -> None:
-    from demo.model import sincos_2d
+    from demo.models.clip4clip import sincos_2d
     from tests.conftest import TINY_TEXT, TINY_VISION
 
     plain = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
@@ -109,7 +109,7 @@ def test_sincos_patch_positions_at_random_init() -> None:
 
 
 def test_reverse_frames_reverses_only_valid_frames():
-    from demo.temporal import reverse_frames
+    from demo.models.temporal import reverse_frames
 
     frames = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
@@ -122,7 +122,7 @@ def test_reverse_frames_reverses_only_valid_frames():
 
 
 def test_dct_patch_filters_at_random_init() -> None:
-    from demo.model import dct_filters
+    from demo.models.clip4clip import dct_filters
     from tests.conftest import TINY_TEXT, TINY_VISION
 
     patch = TINY_VISION["patch_size"]

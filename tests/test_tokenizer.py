@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from demo.encoders import Clip4ClipEncoder
-from demo.tokenizer import shrink_vocabulary
-from demo.world_text import vocabulary_lists
+from demo.models.encoders import Clip4ClipEncoder
+from demo.models.tokenizer import shrink_vocabulary
+from demo.world.text import vocabulary_lists
 
 WORLD_TEXTS = ["a small green star drifting to the right", "the red circle shrinks over a checkered background",
                "two hearts approaching each other", "a hexagon fading out on a dusk background"]

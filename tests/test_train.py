@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from demo.cli import main
-from demo.data import epoch_order, read_samples
-from demo.encoders import Clip4ClipEncoder
 from demo.errors import InputError
-from demo.train import TrainConfig, lr_factor, train
+from demo.models.encoders import Clip4ClipEncoder
+from demo.train.data import epoch_order, read_samples
+from demo.train.loop import TrainConfig, lr_factor, train
 from tests.conftest import TINY_TEXT, TINY_VISION
 
 
@@ -44,7 +44,7 @@ def test_pairs_stay_adjacent_in_epoch_order(clip_folder):
 def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
     from pathlib import Path
 
-    from demo.data import Sample
+    from demo.train.data import Sample
 
     colours = ["red", "blue", "green", "white"]
     samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",), pair=f"p{i // 2}" if i < 40 else None,
@@ -66,7 +66,7 @@ def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
 def test_grouped_batches_can_hold_one_value_of_several_attributes():
     from pathlib import Path
 
-    from demo.data import Sample
+    from demo.train.data import Sample
 
     samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",),
                       attributes={"objects": [{"colour": ["red", "blue"][i % 2]}],
@@ -124,7 +124,7 @@ def test_image_stage_needs_still_captions(clip_folder, tiny_config, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from demo.world import WorldConfig, synth
+    from demo.world.clips import WorldConfig, synth
 
     world = tmp_path_factory.mktemp("world")
     synth(world, WorldConfig(n_train=12, n_val=4, n_test=4), splits=("train", "val"), workers=1, progress=False)
@@ -132,8 +132,8 @@ def tiny_world(tmp_path_factory):
 
 
 def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_path):
-    from demo.train import Trainer
-    from demo.world_text import POSITION_PHRASES
+    from demo.train.loop import Trainer
+    from demo.world.text import POSITION_PHRASES
 
     world = tiny_world
     trainer = Trainer(TrainConfig(train=str(world / "train.jsonl"), val=str(world / "val.jsonl"),
@@ -157,7 +157,7 @@ def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_pa
 def test_caption_separation_adds_a_hinge_on_reversed_captions(tiny_world, tiny_config, tmp_path):
     from dataclasses import replace
 
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
@@ -176,7 +176,7 @@ def test_caption_separation_adds_a_hinge_on_reversed_captions(tiny_world, tiny_c
 
 
 def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_path):
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video", pooling="both",
@@ -203,7 +203,7 @@ def _seq_trainer(tiny_world, tiny_config, tmp_path):
     under changed settings (same random draws each time)."""
     from dataclasses import replace
 
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
@@ -237,7 +237,7 @@ def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_c
 
 
 def test_drop_words_keeps_order_and_at_least_one_word():
-    from demo.train import drop_words
+    from demo.train.loop import drop_words
 
     rng = np.random.default_rng(0)
     caption = "a small red star moving left on a dark background"
@@ -250,7 +250,7 @@ def test_drop_words_keeps_order_and_at_least_one_word():
 
 
 def test_word_dropout_rows_lose_their_reversed_clip_negative(tiny_world, tiny_config, tmp_path):
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
@@ -272,7 +272,7 @@ def test_word_dropout_rows_lose_their_reversed_clip_negative(tiny_world, tiny_co
 def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_config, tmp_path, stage):
     from dataclasses import replace
 
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
@@ -311,7 +311,7 @@ def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_co
 
 
 def test_layout_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
                          model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, layout_loss=1.0)
@@ -324,8 +324,8 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
     import math
     from dataclasses import replace
 
-    from demo.train import Trainer
-    from demo.world import SHAPES
+    from demo.train.loop import Trainer
+    from demo.world.clips import SHAPES
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
@@ -366,7 +366,7 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
 
 
 def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, tiny_config, tmp_path):
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage="frames",
@@ -397,7 +397,7 @@ def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, ti
 
 
 def test_shape_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
                          model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, shape_loss=1.0)
@@ -408,7 +408,7 @@ def test_shape_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
 def test_cached_frames_decode_each_split_once(clip_folder):
     import os
 
-    from demo.data import cached_frames
+    from demo.train.data import cached_frames
 
     samples = read_samples(clip_folder / "captions.csv")[:3]
     first = cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
@@ -424,8 +424,8 @@ def test_cached_frames_decode_each_split_once(clip_folder):
 
 @pytest.mark.parametrize("stage", ["image", "video"])
 def test_shape_negatives_name_a_shape_the_clip_lacks(tiny_world, tiny_config, tmp_path, stage):
-    from demo.train import Trainer
-    from demo.world import SHAPES
+    from demo.train.loop import Trainer
+    from demo.world.clips import SHAPES
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage, pooling="both",
@@ -448,7 +448,7 @@ def test_shape_negatives_name_a_shape_the_clip_lacks(tiny_world, tiny_config, tm
 
 
 def test_contrastive_with_several_own_negatives_matches_brute_force(tiny_world, tiny_config, tmp_path):
-    from demo.train import Trainer
+    from demo.train.loop import Trainer
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), epochs=1, batch_size=4, workers=1)
@@ -474,7 +474,7 @@ def test_contrastive_with_several_own_negatives_matches_brute_force(tiny_world, 
 
 def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder, tiny_config, tmp_path,
                                                                      monkeypatch):
-    import demo.train as train_module
+    import demo.train.loop as train_module
 
     calls = []
     real = train_module.compile_towers
@@ -488,7 +488,7 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
     assert calls == ["cpu"]
     assert Clip4ClipEncoder.from_pretrained(out / "best").max_frames == 6
     # --no-compile turns it off (for a recipe that compiles by default); unset leaves the default
-    from demo.recipes import add_train_arguments
+    from demo.train.recipes import add_train_arguments
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
@@ -498,9 +498,9 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
 
 
 def test_compiled_towers_keep_their_parameter_names():
-    from demo.model import Clip4Clip
-    from demo.temporal import Clip4ClipSettings
-    from demo.train import compile_towers
+    from demo.models.clip4clip import Clip4Clip
+    from demo.models.temporal import Clip4ClipSettings
+    from demo.train.loop import compile_towers
 
     model = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
     names = list(model.state_dict())
@@ -511,7 +511,7 @@ def test_compiled_towers_keep_their_parameter_names():
 
 @pytest.mark.slow
 def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
-    from demo.recipes import EmbeddedRecipe, train_embedded
+    from demo.train.recipes import EmbeddedRecipe, train_embedded
 
     recipe = EmbeddedRecipe(work=str(tmp_path / "w"), out=str(tmp_path / "pre"), frames_epochs=1, image_epochs=1,
                             video_epochs=1, order_epochs=1, batch_size=4, compile=False, world_limit=12)

@@ -10,10 +10,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from demo.classify import XClipClassifier
 from demo.errors import InputError
-from demo.recipes import XClipRecipe, train_embedded_xclip
-from demo.train_xclip import (
+from demo.models.xclip import XClipClassifier
+from demo.train.recipes import XClipRecipe, train_embedded_xclip
+from demo.train.xclip import (
     BENCH_BEGIN,
     BENCH_END,
     CLIP_TO_XCLIP,
@@ -32,9 +32,9 @@ from demo.train_xclip import (
     write_model_card,
     xclip_config,
 )
-from demo.video import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from demo.world import WorldConfig, clip_event, clip_specs, event_labels, synth
-from demo.world_text import EVENT_PHRASES, RELATION_PHRASES
+from demo.video.decode import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from demo.world.clips import WorldConfig, clip_event, clip_specs, event_labels, synth
+from demo.world.text import EVENT_PHRASES, RELATION_PHRASES
 from tests.conftest import TINY_TEXT, TINY_VISION
 
 TINY_WORLD = WorldConfig(seed=0, n_train=16, n_val=8, n_test=8, size=32)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from demo.errors import VideoDecodeError
-from demo.video import (
+from demo.video.decode import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGENET_MEAN,
@@ -393,7 +393,7 @@ def test_module_imports_no_decoder_at_import_time() -> None:
     import subprocess
     import sys
 
-    code = "import sys, demo.video; print(sorted({'decord', 'av', 'torch'} & set(sys.modules)))"
+    code = "import sys, demo.video.decode; print(sorted({'decord', 'av', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -415,9 +415,9 @@ def test_widths_that_trip_decord_still_decode(
 def test_decord_stride_failure_falls_back_to_pyav(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Should the width check miss a case (another CPU alignment), get_batch's failure is
     # recognised as decord's bug, not the file's, and PyAV decodes instead.
-    import demo.video
+    import demo.video.decode
 
-    monkeypatch.setattr(demo.video, "_decord_misreads", lambda width: False)
+    monkeypatch.setattr(demo.video.decode, "_decord_misreads", lambda width: False)
     path = tmp_path / "w48.mp4"
     write_mp4(path, moving_square(6, 32, 48), fps=10)
     frames = read_frames(path, [5, 0])

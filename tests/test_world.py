@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo import world
-from demo.world import (
+from demo.world import clips as world
+from demo.world.clips import (
     BACKGROUNDS,
     COLOURS,
     EVENTS,
@@ -27,7 +27,7 @@ from demo.world import (
     synth,
     vocabulary,
 )
-from demo.world_text import EVENT_PHRASES, MAX_WORDS, RELATION_PHRASES, caption_length
+from demo.world.text import EVENT_PHRASES, MAX_WORDS, RELATION_PHRASES, caption_length
 
 SMALL = WorldConfig(n_train=400, n_val=80, n_test=240)
 # Glue words the caption grammar may use besides the vocabulary.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def machine_info() -> dict[str, Any]:
 
 def tokenizer_dir(workdir: Path) -> Path:
     """CLIP's real tokenizer files (built from the shipped BPE list), written once per workdir."""
-    from demo.tokenizer import build_clip_tokenizer_files
+    from demo.models.tokenizer import build_clip_tokenizer_files
 
     folder = workdir / "tokenizer"
     if not (folder / "vocab.json").is_file():
@@ -158,9 +158,9 @@ def random_encoder(text: dict[str, Any], vision: dict[str, Any], workdir: Path, 
     import torch
     from transformers import CLIPTokenizer
 
-    from demo.encoders import Clip4ClipEncoder
-    from demo.model import Clip4Clip
-    from demo.temporal import Clip4ClipSettings
+    from demo.models.clip4clip import Clip4Clip
+    from demo.models.encoders import Clip4ClipEncoder
+    from demo.models.temporal import Clip4ClipSettings
 
     torch.manual_seed(seed)
     model = Clip4Clip.from_config(text, vision, Clip4ClipSettings(pooling=pooling, **settings))
@@ -171,9 +171,9 @@ def random_encoder(text: dict[str, Any], vision: dict[str, Any], workdir: Path, 
 def embedded_encoder(workdir: Path) -> tuple[Clip4ClipEncoder, str]:
     """The embedded preset's model, or (when ``precomputed/`` has none yet) a random model
     of the same architecture, which runs exactly as fast. Returns (encoder, note)."""
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import EMBEDDED
-    from demo.recipes import EMBEDDED_MODEL
+    from demo.train.recipes import EMBEDDED_MODEL
 
     if Path(EMBEDDED.model).is_dir():
         return Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu"), ""

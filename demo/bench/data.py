@@ -1,7 +1,7 @@
 """Embedding sets for the search benchmark, written to disk as an index keeps them.
 
 Each set is a float16 (N, D) ``.npy`` (memory-mapped by the binary search, as
-:meth:`demo.index.VideoIndex.load` does), its packed sign codes, and (Q, D) queries:
+:meth:`demo.index.video_index.VideoIndex.load` does), its packed sign codes, and (Q, D) queries:
 
 - ``clustered``: points around ``clusters`` random centres on the sphere; queries are
   noisy copies of random members.
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from demo.index import binarize, l2_normalize
+from demo.index.video_index import binarize, l2_normalize
 
 if TYPE_CHECKING:
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 _CHUNK = 65536  # rows generated and written at a time (bounds memory at 1M x 512)
@@ -194,8 +194,8 @@ def real_base(workdir: Path, index_dir: Path | None = None, fallback_videos: int
 
     folder = Path(index_dir or EMBEDDED.index or "")
     if (folder / "manifest.json").is_file():
-        from demo.encoders import Clip4ClipEncoder
-        from demo.index import VideoIndex
+        from demo.index.video_index import VideoIndex
+        from demo.models.encoders import Clip4ClipEncoder
 
         index = VideoIndex.load(folder)
         texts = [index.caption_text(c) for c in range(len(index.caption_video))]
@@ -234,8 +234,8 @@ def embed_world(encoder: Clip4ClipEncoder, count: int, batch: int = 32
     """
     import torch
 
-    from demo.video import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
-    from demo.world import WorldConfig, clip_specs, render
+    from demo.video.decode import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
+    from demo.world.clips import WorldConfig, clip_specs, render
 
     specs = clip_specs(WorldConfig(), "test")[:count]
     s, t = encoder.image_size, encoder.max_frames

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.video import (
+from demo.video.decode import (
     CLIP_MEAN,
     CLIP_STD,
     clip4clip_indices,

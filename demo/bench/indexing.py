@@ -1,6 +1,6 @@
 """Indexing throughput: videos per second through decode + sample + encode.
 
-For each model the same clips go through :class:`demo.encoders.Clip4ClipEncoder` twice:
+For each model the same clips go through :class:`demo.models.encoders.Clip4ClipEncoder` twice:
 
 - serial: every clip decoded (``load_video``) one after another, then the batches encoded
   (``encode_frames``); the split says how much of the work decoding is;
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from demo.bench.common import TINY_TEXT, TINY_VISION, VITB32_VISION, embedded_encoder, random_encoder
 
 if TYPE_CHECKING:
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class IndexingScale:
 
 def world_clips(folder: Path, count: int) -> list[Path]:
     """The first ``count`` world test clips (128x128, 12 fps, a few seconds), rendered to mp4."""
-    from demo.world import WorldConfig, clip_specs, render_to
+    from demo.world.clips import WorldConfig, clip_specs, render_to
 
     folder.mkdir(parents=True, exist_ok=True)
     return [render_to(spec, folder / f"{spec.id}.mp4") for spec in clip_specs(WorldConfig(), "test")[:count]]
@@ -49,7 +49,7 @@ def hd_clips(folder: Path, count: int, seconds: float, height: int = 224, fps: f
     """``count`` synthetic ``height``p 16:9 clips (two distinct encodes, then copies of them:
     decoding cost depends on the stream, not on which file it sits in)."""
     from demo.bench.decode import _synthetic_frames
-    from demo.video import write_mp4
+    from demo.video.decode import write_mp4
 
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

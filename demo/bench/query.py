@@ -26,11 +26,11 @@ from demo.bench.common import (
     time_calls,
     weights_mb,
 )
-from demo.index import build_binary_index, default_rerank, hamming_search, rerank_rows
+from demo.index.video_index import build_binary_index, default_rerank, hamming_search, rerank_rows
 
 if TYPE_CHECKING:
     from demo.bench.data import RealBase, SearchSet
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def quantize_text_tower(encoder: Clip4ClipEncoder) -> Clip4ClipEncoder:
     ``nn.Linear``: int8 weights, activations quantised per batch at run time). CPU only;
     the vision tower and temporal head stay fp32. Returns the same encoder.
 
-    This is what an opt-in ``quantize=True`` of :class:`demo.encoders.Clip4ClipEncoder`
+    This is what an opt-in ``quantize=True`` of :class:`demo.models.encoders.Clip4ClipEncoder`
     would run after loading (see BENCHMARKS.md for speed and top-10 agreement).
     """
     import torch
@@ -70,7 +70,7 @@ def quantize_text_tower(encoder: Clip4ClipEncoder) -> Clip4ClipEncoder:
 
 def quantized_copy(encoder: Clip4ClipEncoder) -> Clip4ClipEncoder:
     """A second encoder with a quantised text tower; ``encoder`` is left as it was."""
-    from demo.encoders import Clip4ClipEncoder
+    from demo.models.encoders import Clip4ClipEncoder
 
     twin = Clip4ClipEncoder(copy.deepcopy(encoder.model), encoder.tokenizer, encoder.name, "cpu")
     return quantize_text_tower(twin)

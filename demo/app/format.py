@@ -1,0 +1,163 @@
+"""Turning the service's results into what the Gradio components show (pure functions).
+
+HTML built here escapes every caption and id; local clip files are served through
+Gradio's file route (``gradio_api/file=...``), which only answers for the folders the
+app allows (see :func:`demo.app.ui.launch_options`).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from demo.evaluate.report import METRIC_KEYS as METRICS
+from demo.evaluate.report import PUBLISHED_WEBVID10K
+
+if TYPE_CHECKING:
+    from demo.app.service import BenchmarkView, DescribeResult, SearchResult
+    from demo.models.xclip import Classification
+
+BENCH_HEADERS = ["Model", *METRICS]
+CAPTION_HEADERS = ["Rank", "Score", "Caption", "From clip", "Own"]
+TRAIN_COMMAND = "python -m demo train --preset embedded"
+
+
+def media_url(src: str) -> str:
+    """A URL the page can load: URLs as they are, local files through Gradio's file route
+    (relative, so the app also works under a path prefix)."""
+    if "://" in src:
+        return src
+    return "gradio_api/file=" + quote(src, safe="/")
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    """A friendly box in the results area (``kind``: info or warn)."""
+    return f'<div class="vs-message vs-{kind}">{html.escape(text)}</div>'
+
+
+def results_html(result: SearchResult) -> str:
+    """Text -> video results as a grid of looping, muted, autoplaying clips."""
+    if not result.hits:
+        return message_html("The index is empty: nothing to show.", "warn")
+    cards = []
+    for hit in result.hits:
+        if hit.src:
+            media = (f'<video src="{html.escape(media_url(hit.src))}" autoplay loop muted playsinline '
+                     f'preload="auto" title="{html.escape(hit.id)}"></video>')
+        else:
+            media = '<div class="vs-missing">clip not available</div>'
+        cards.append(
+            f'<figure class="vs-card">{media}<figcaption>'
+            f'<div class="vs-meta"><span class="vs-rank">#{hit.rank}</span>'
+            f'<span class="vs-score" title="cosine similarity">{hit.score:.3f}</span></div>'
+            f'<p class="vs-caption">{html.escape(hit.caption)}</p>'
+            f'<p class="vs-id">{html.escape(hit.id)}</p></figcaption></figure>'
+        )
+    return f'<div class="vs-grid">{"".join(cards)}</div>'
+
+
+def results_json(result: SearchResult) -> list[dict[str, Any]]:
+    """One dict per hit; ``video`` is the URL the page plays (relative to the app for local files)."""
+    return [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "caption": h.caption,
+             "video": media_url(h.src) if h.src else None} for h in result.hits]
+
+
+def search_status(result: SearchResult) -> str:
+    return (f"**{len(result.hits)}** of {result.corpus:,} videos for *{html.escape(result.query)}* · "
+            f"encode **{result.encode_ms:.1f} ms** · search **{result.search_ms:.2f} ms** ({result.mode})")
+
+
+def caption_rows(result: DescribeResult) -> list[list[Any]]:
+    """Video -> text table rows (see CAPTION_HEADERS); the clip's own captions are marked."""
+    return [[h.rank, round(h.score, 4), h.caption, h.video_id,
+             "★ own" if result.clip_id is not None and h.video_id == result.clip_id else ""]
+            for h in result.captions]
+
+
+def caption_table(result: DescribeResult) -> Any:
+    """The rows as a styled table: the clip's own captions highlighted."""
+    import pandas as pd
+
+    frame = pd.DataFrame(caption_rows(result), columns=CAPTION_HEADERS)
+    own = frame["Own"] != ""
+    return frame.style.apply(
+        lambda row: ["background-color: rgba(99, 102, 241, 0.14); font-weight: 600" if own[row.name] else ""
+                     for _ in row], axis=1).format({"Score": "{:.4f}"})
+
+
+def describe_status(result: DescribeResult) -> str:
+    own = sum(1 for h in result.captions if h.video_id == result.clip_id)
+    where = (f"corpus clip **{html.escape(result.clip_id)}** ({own} of its own captions in the list, "
+             "marked ★)" if result.clip_id else "your clip")
+    encode = "stored embedding" if result.clip_id and result.encode_ms < 1 else f"encode {result.encode_ms:.0f} ms"
+    return f"Captions for {where} · {encode} · search {result.search_ms:.2f} ms"
+
+
+def label_bars(result: Classification) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"label": list(result.labels), "probability": [round(p, 4) for p in result.probs]})
+
+
+def classify_notes(result: Classification) -> str:
+    lines = [f"Scored **{result.num_labels}** labels; the top {len(result.labels)} are shown."]
+    lines += [f"- note: {html.escape(n)}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def _cells(metrics: dict[str, Any]) -> list[str]:
+    out = []
+    for key in METRICS:
+        v = metrics.get(key)
+        out.append("–" if v is None else f"{float(v):g}" if key == "MdR" else f"{float(v):.2f}")
+    return out
+
+
+def benchmark_rows(view: BenchmarkView) -> list[list[str]]:
+    """Model | R@1 | R@5 | R@10 | MdR | MnR: this model's text -> video rows, then the published ones."""
+    rows = [[str(r.get("name")), *_cells(r.get("metrics") or {})] for r in view.rows if r.get("task") == "t2v"]
+    if not rows:
+        rows = [["this model: not yet evaluated", *["–"] * len(METRICS)]]
+    rows += [[f"published, WebVid-10k: {name}", *_cells(m)] for name, m in PUBLISHED_WEBVID10K.items()]
+    return rows
+
+
+def recall_figure(view: BenchmarkView) -> Any:
+    """R@K for K = 1..50 of this model's text -> video rows; the published WebVid-10k rows as
+    dotted marks at K = 1, 5, 10 (a matplotlib Figure, made without pyplot's global state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for r in view.rows:
+        curve = r.get("recall_curve") or []
+        if r.get("task") == "t2v" and curve:
+            ax.plot(range(1, len(curve) + 1), curve, lw=2, label=str(r.get("name")))
+    for name, m in PUBLISHED_WEBVID10K.items():
+        ax.plot([1, 5, 10], [m["R@1"], m["R@5"], m["R@10"]], ":", marker="o", ms=3, alpha=0.55,
+                label=f"WebVid-10k: {name}")
+    ax.set_xscale("log")  # K = 1, 5, 10 (the table's columns) spread out; the tail to 50 stays visible
+    ticks = [1, 2, 5, 10, 20, 50] if view.rows else [1, 2, 5, 10]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlabel="K", ylabel="R@K (%)", ylim=(0, 101), xlim=(1, ticks[-1]))
+    ax.set_title("Text → video recall at K", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def benchmark_status(view: BenchmarkView, device: str) -> str:
+    if "error" in view.info:
+        return f"⚠️ {html.escape(str(view.info['error']))}"
+    if not view.rows:
+        return ("**Not yet evaluated.** Press *Rerun evaluation* (the embedded world's test split) or run "
+                f"`python -m demo evaluate`. Running on **{html.escape(device)}**.")
+    info = view.info
+    parts = [f"Test set: {info['test_set']}" if info.get("test_set") else "",
+             f"evaluated on {info['device']}" if info.get("device") else "",
+             f"{info['created']}" if info.get("created") else "",
+             f"{info['seconds']:g} s" if isinstance(info.get("seconds"), int | float) else ""]
+    text = " · ".join(html.escape(str(p)) for p in parts if p)
+    return (f"{text}.  \nThis app runs on **{html.escape(device)}**. Published rows are WebVid-10k "
+            "(different data): for scale only.")

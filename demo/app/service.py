@@ -1,0 +1,342 @@
+"""What the app does, without the UI: one object the Gradio callbacks call.
+
+:class:`DemoService` loads the CLIP4Clip searcher (model + index) and the X-CLIP
+classifier once, at start. Each public method takes exactly the inputs of one UI
+event and returns plain data (dataclasses, dicts, lists) that :mod:`demo.app.ui` turns
+into components. Every error a person can cause is a :class:`demo.errors.DemoError`;
+the UI shows its message in the page.
+
+Corpus clips are resolved to something a browser can play (:mod:`demo.app.media`): a
+local file, rendered on demand for the embedded world, or a URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from demo.app.media import MediaResolver
+from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
+from demo.presets import ASSETS, ROOT, Preset, resolve_preset
+
+if TYPE_CHECKING:
+    from demo.index.video_index import CaptionHit
+    from demo.models.xclip import Classification, XClipClassifier
+    from demo.search import Searcher
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "DEMO_CACHE"
+DEFAULT_CACHE = ROOT / "cache" / "world"
+EXAMPLES_DIR = ASSETS / "examples"
+# Test-split clips of the embedded world shipped as examples: one per kind of event.
+EXAMPLE_IDS = ("test-000025", "test-000018", "test-000016", "test-000002", "test-000039", "test-000017")
+MODES = ("binary + rerank", "exact")
+MAX_K = 24
+ProgressFn = Callable[[float, str], None]  # (fraction done, message)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What to load and the limits on what people may upload; built once by ``app.py``."""
+
+    preset: str | None = None  # "embedded" (default, or $DEMO_PRESET) or "webvid"
+    model: str | None = None  # CLIP4Clip folder or hub id (default: the index's model)
+    index: str | None = None  # index folder (default: the preset's)
+    xclip: str | None = None  # X-CLIP folder or hub id (default: the preset's)
+    pooling: str | None = None  # override the checkpoint's temporal pooling
+    device: str | None = None  # default: cuda when present
+    cache_dir: str | None = None  # where world clips are rendered (default: $DEMO_CACHE or cache/world)
+    max_upload_mb: float = 100.0
+    max_duration_s: float = 120.0
+    eval_limit: int | None = None  # test clips a CPU rerun of the benchmark uses (None: all)
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class VideoHit:
+    """One text -> video result; ``src`` is a local file or URL (None: the clip is unavailable)."""
+
+    rank: int
+    id: str
+    score: float
+    caption: str
+    src: str | None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    hits: list[VideoHit]
+    encode_ms: float
+    search_ms: float
+    mode: str
+    corpus: int  # videos in the index
+
+
+@dataclass(frozen=True)
+class DescribeResult:
+    """Video -> text: ranked captions; ``clip_id`` is set when the clip is in the corpus."""
+
+    captions: list[CaptionHit]
+    clip_id: str | None
+    encode_ms: float
+    search_ms: float
+
+
+@dataclass(frozen=True)
+class BenchmarkView:
+    """The retrieval table of the active model (empty rows: not evaluated yet)."""
+
+    rows: list[dict[str, Any]]  # {"name", "task", "metrics": {R@1..MnR}, "recall_curve", ...}
+    info: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # the eval.json it was read from
+    markdown: str = ""  # every table of that run, as Markdown
+
+
+class DemoService:
+    """The loaded models and index, and one method per UI action."""
+
+    def __init__(self, searcher: Searcher, classifier: XClipClassifier | None, preset: Preset,
+                 config: AppConfig = AppConfig(), xclip_error: str | None = None) -> None:  # noqa: B008
+        self.searcher, self.classifier, self.preset, self.config = searcher, classifier, preset, config
+        self.xclip_error = xclip_error  # why the classifier is missing
+        self.media = MediaResolver(searcher.index, config.cache_path())
+        self._eval_lock = threading.Lock()
+        self._ids = set(searcher.index.ids)
+
+    @classmethod
+    def load(cls, config: AppConfig = AppConfig()) -> DemoService:  # noqa: B008
+        """Load the searcher (model + index), then the classifier. A missing X-CLIP leaves the
+        classification tab with a message instead of stopping the app; a missing model or
+        index stops it (DemoError). Sequential on purpose: loading both in threads would
+        import transformers' modules from two threads at once, which is not safe."""
+        from demo.models.encoders import default_device
+        from demo.models.xclip import XClipClassifier
+        from demo.search import open_searcher
+
+        preset = resolve_preset(config.preset, config.model, config.index, config.xclip, config.pooling)
+        if preset.index and not Path(preset.index).is_dir():  # say so before seconds of torch imports
+            how = {"embedded": "build the shipped models and index with `python -m demo train --preset embedded`",
+                   "webvid": "import WebVid embeddings with `python -m demo index import ...`"}
+            raise IndexFormatError(f"index folder {preset.index} does not exist: "
+                                   f"{how.get(preset.name, 'build one with `python -m demo index build`')}, "
+                                   "or pass --index DIR")
+        started = time.perf_counter()
+        searcher = open_searcher(config.preset, config.model, config.index, config.pooling, config.device)
+        classifier, error = None, None
+        try:
+            classifier = XClipClassifier.from_pretrained(preset.xclip, config.device or default_device())
+        except (ModelLoadError, OSError) as err:
+            error = str(err)
+            log.warning("classification is off: %s", err)
+        log.info("models and index loaded in %.1f s", time.perf_counter() - started)
+        return cls(searcher, classifier, preset, config, error)
+
+    def warm_up(self) -> None:
+        """One throwaway search, so the first person does not wait for lazy set-up
+        (the binary index, torch's first kernels, the world's clip specs)."""
+        try:
+            self.search_text("a red circle moving left", k=1)
+        except DemoError as err:  # pragma: no cover - only a broken index gets here
+            log.warning("warm-up search failed: %s", err)
+
+    # ------------------------------------------------------------------ info
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded: preset, model, index, X-CLIP, device, corpus size."""
+        summary = self.searcher.summary()
+        return {**summary, "preset": self.preset.name, "preset_description": self.preset.description,
+                "index_name": Path(summary["index"]).name, "model_source_name": Path(summary["model"]).name,
+                "xclip": Path(self.preset.xclip).name if self.classifier else None,
+                "xclip_error": self.xclip_error, "label_preset": self.preset.labels,
+                "world": self.knows_world()}
+
+    def knows_world(self) -> bool:
+        """Whether the loaded model is one of the embedded world's: the embedded preset, or an
+        index of world clips (world paths or world ids such as ``test-000123``)."""
+        return self.preset.name == "embedded" or self.media.is_world() or self.media.has_world_ids()
+
+    def vocabulary(self) -> dict[str, list[str]] | None:
+        """The embedded world's words (None for an index of other videos)."""
+        if not self.knows_world():
+            return None
+        from demo.world.clips import vocabulary
+
+        return vocabulary()
+
+    def corpus_choices(self, limit: int = 1000) -> list[tuple[str, str]]:
+        """(label, id) of the first ``limit`` corpus videos, for a picker."""
+        rows = self.searcher.index.metadata[:limit]
+        return [(_short(f"{r['id']} · {(r.get('captions') or [''])[0]}", 90), str(r["id"])) for r in rows]
+
+    def examples(self) -> list[str]:
+        """Example clips for the upload tabs (rendered into assets/examples when missing)."""
+        return [str(p) for p in self.media.examples(EXAMPLES_DIR, EXAMPLE_IDS)]
+
+    def media_dirs(self) -> list[str]:
+        """Folders the web server may serve clips from (nothing wider)."""
+        return [str(p) for p in self.media.serve_dirs()] + [str(EXAMPLES_DIR)]
+
+    def clip_file(self, clip_id: str) -> str | None:
+        """A playable file or URL of corpus clip ``clip_id``."""
+        return self.media.resolve_id(clip_id)
+
+    # ------------------------------------------------------------- text -> video
+
+    def search_text(self, query: str | None, k: float = 8, mode: str = MODES[0]) -> SearchResult:
+        from demo.search import clean_query
+
+        text = clean_query(query)
+        exact = mode == "exact"
+        timed = self.searcher.search_text_timed(text, k=_k(k), exact=exact)
+        hits = [VideoHit(h.rank, h.id, h.score, h.caption, self.media.resolve(h.id, h.path_or_url))
+                for h in timed.hits]
+        return SearchResult(text, hits, timed.encode_ms, timed.search_ms, "exact" if exact else MODES[0],
+                            len(self.searcher.index))
+
+    # ------------------------------------------------------------- video -> text
+
+    def search_video(self, video: str | None, clip_id: str | None = None, k: float = 10) -> DescribeResult:
+        """Captions for corpus clip ``clip_id`` (its stored embedding) or else the ``video`` file."""
+        index = self.searcher.index
+        if clip_id:
+            t0 = time.perf_counter()
+            vec = index.vector(clip_id)
+            t1 = time.perf_counter()
+            hits = index.describe(vec, k=_k(k))
+            return DescribeResult(hits, clip_id, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
+        path = self.check_upload(video)
+        timed = _friendly(path, lambda: self.searcher.describe_video_timed(path, k=_k(k)))
+        stem = Path(path).stem  # an example or corpus clip uploaded under its own id
+        own = stem if stem in self._ids else None
+        return DescribeResult(timed.hits, own, timed.encode_ms, timed.search_ms)
+
+    # ------------------------------------------------------------ classification
+
+    def label_preset(self, name: str | None) -> str:
+        """The labels of preset ``name`` as one comma-separated string (for the textbox)."""
+        from demo.models.labels import load_preset
+
+        return ", ".join(load_preset(name or self.preset.labels))
+
+    def classify(self, video: str | None, labels: str | None, template: str | None = "{}") -> Classification:
+        from demo.models.labels import parse_labels
+
+        if self.classifier is None:
+            raise InputError(f"zero-shot classification is unavailable: {self.xclip_error}")
+        label_list = parse_labels(labels or "")
+        path = self.check_upload(video)
+        classifier = self.classifier
+        return _friendly(path, lambda: classifier.classify(path, label_list, template=template or "{}", k=5))
+
+    # ----------------------------------------------------------------- benchmark
+
+    def eval_files(self) -> tuple[Path, Path]:
+        """(shipped, rerun): the evaluation stored next to the model (else next to the index),
+        and where the app's own reruns go (the cache, so a read-only checkout still works)."""
+        model = Path(self.searcher.model_source)
+        shipped = (model if model.is_dir() else Path(self.searcher.index.root or ".")) / "eval.json"
+        return shipped, self.config.cache_path() / "eval" / f"{model.name or 'model'}.json"
+
+    def benchmark(self) -> BenchmarkView:
+        """The newest stored evaluation of the active model (no rows if it was never evaluated)."""
+        import json
+
+        found = [p for p in self.eval_files() if p.is_file()]
+        if not found:
+            return BenchmarkView([], {})
+        path = max(found, key=lambda p: p.stat().st_mtime)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return BenchmarkView(list(data.get("rows") or []), dict(data.get("info") or {}), str(path),
+                                 str(data.get("markdown") or ""))
+        except (OSError, ValueError, AttributeError) as err:
+            log.warning("cannot read %s: %s", path, err)
+            return BenchmarkView([], {"error": f"{path.name} is unreadable: {err}"}, str(path))
+
+    def rerun_benchmark(self, progress: ProgressFn | None = None) -> BenchmarkView:
+        """Evaluate the active model on the embedded world's test split again (one run at a
+        time): the first ``eval_limit`` clips on a CPU, all of them on a GPU."""
+        import json
+
+        model = Path(self.searcher.model_source)
+        if not self.knows_world() or not model.is_dir():
+            raise InputError("the app reruns the embedded suite only; evaluate other models and test sets "
+                             "with `python -m demo evaluate`")
+        if not self._eval_lock.acquire(blocking=False):
+            raise InputError("an evaluation is already running; wait for it to finish")
+        try:
+            from demo.evaluate.suites import evaluate_embedded
+
+            device = self.searcher.encoder.device
+            result = evaluate_embedded(
+                self.config.cache_path(), zero_shot=self._zero_shot(),
+                clip4clip=model, limit=None if device.startswith("cuda") else self.config.eval_limit,
+                device=device, cache=self.config.cache_path().parent / "evaluate", progress=progress,
+                command="app.py: Benchmark tab, Rerun")
+            out = self.eval_files()[1]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(json.dumps({**result.to_json(), "markdown": result.to_markdown()}, indent=2,
+                                      default=str), encoding="utf-8")
+            os.replace(tmp, out)
+        finally:
+            self._eval_lock.release()
+        return self.benchmark()
+
+    def _zero_shot(self) -> Path | None:
+        """The zero-shot row's model: the shipped image-pretrained CLIP, for the embedded preset only."""
+        from demo.evaluate.suites import ZERO_SHOT_WORLD
+
+        return ZERO_SHOT_WORLD if self.preset.name == "embedded" and ZERO_SHOT_WORLD.is_dir() else None
+
+    def device(self) -> str:
+        """The device in words, e.g. ``cpu (x86_64, 2 threads, fp32)``."""
+        from demo.evaluate.report import device_name
+
+        return device_name(self.searcher.encoder.device)
+
+    # -------------------------------------------------------------------- uploads
+
+    def check_upload(self, video: str | None) -> str:
+        """The upload's path if it is a video within the limits, else a DemoError saying why."""
+        from demo.video.decode import probe
+
+        if not video:
+            raise InputError("no video: upload a clip or pick an example")
+        path = Path(video)
+        if not path.is_file():
+            raise VideoDecodeError(f"{path.name}: the upload did not arrive (no such file)")
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > self.config.max_upload_mb:
+            raise InputError(f"{path.name} is {size_mb:.0f} MB; the limit is {self.config.max_upload_mb:g} MB")
+        info = _friendly(str(path), lambda: probe(path))
+        if info.duration > self.config.max_duration_s:
+            raise InputError(f"{path.name} lasts {info.duration:.0f} s; the limit is "
+                             f"{self.config.max_duration_s:g} s: trim it and upload again")
+        return str(path)
+
+
+def _k(k: float | None) -> int:
+    return max(1, min(MAX_K, int(k or 1)))
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _friendly(path: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a decode error names the file, not the server's upload folder."""
+    try:
+        return fn()
+    except DemoError as err:
+        raise type(err)(str(err).replace(str(Path(path).parent) + os.sep, "")) from err

@@ -1,0 +1,218 @@
+"""Embedding a test corpus for evaluation, once per backbone, with an on-disk cache.
+
+Each clip is decoded and run through a model's vision tower once; every pooling asked
+for (meanP, seqTransf) is applied to the same per-frame features, so the two heads of a
+CLIP4Clip checkpoint are compared on identical inputs. Per-frame features are cached
+per video, keyed by the model (name + weights hash, image size, frames, sample fps) and
+the file (resolved path, mtime, size), so a rerun only decodes and encodes what changed.
+Files that are missing or cannot be decoded are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from demo.errors import DemoError
+
+if TYPE_CHECKING:
+    import torch
+
+    from demo.index.video_index import ModelFingerprint
+    from demo.models.encoders import Clip4ClipEncoder
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class EmbeddingCache:
+    """Frame features and caption embeddings of ONE model under ``root/<model key>/``.
+
+    ``frames/<k[:2]>/<k>.npy``: (n, D) float32 features of a clip's n real frames, where
+    ``k`` hashes the resolved path, mtime and size; ``texts-<hash of the captions>.npy``:
+    (C, D) caption embeddings. Writes are atomic, so an interrupted run leaves no torn file.
+    """
+
+    def __init__(self, root: str | Path, fingerprint: ModelFingerprint) -> None:
+        fp = fingerprint
+        # Pooling is not part of the key: frame features do not depend on it.
+        described = {"model": fp.model, "image_size": fp.image_size, "frames": fp.frames,
+                     "sample_fps": fp.sample_fps, "dim": fp.dim}
+        self.folder = Path(root) / _sha1(json.dumps(described, sort_keys=True))[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "model.json").write_text(json.dumps(described, indent=2) + "\n")
+
+    def _frames_file(self, path: str | Path) -> Path | None:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return None
+        key = _sha1(f"{Path(path).resolve()}|{st.st_mtime_ns}|{st.st_size}")
+        return self.folder / "frames" / key[:2] / f"{key}.npy"
+
+    def get_frames(self, path: str | Path) -> np.ndarray | None:
+        file = self._frames_file(path)
+        if file is None or not file.is_file():
+            return None
+        try:
+            return np.load(file)
+        except (OSError, ValueError):  # a torn file from another tool: recompute it
+            return None
+
+    def put_frames(self, path: str | Path, features: np.ndarray) -> None:
+        file = self._frames_file(path)
+        if file is not None:
+            _save_atomic(file, np.asarray(features, dtype=np.float32))
+
+    def _texts_file(self, texts: Sequence[str]) -> Path:
+        return self.folder / f"texts-{_sha1(chr(0).join(texts))[:20]}.npy"
+
+    def get_texts(self, texts: Sequence[str]) -> np.ndarray | None:
+        file = self._texts_file(texts)
+        return np.load(file) if file.is_file() else None
+
+    def put_texts(self, texts: Sequence[str], embeddings: np.ndarray) -> None:
+        _save_atomic(self._texts_file(texts), np.asarray(embeddings, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One model's embeddings of a corpus of N videos and C captions."""
+
+    videos: dict[str, np.ndarray]  # pooling -> (N, D) float32, unit rows; failed videos are zeros
+    texts: np.ndarray  # (C, D) float32, unit rows
+    failed: dict[int, str]  # video row -> why it was skipped
+    fingerprint: ModelFingerprint
+    encoded: int  # clips run through the vision tower in this call (0: all from the cache)
+
+
+def _autocast(device: str) -> AbstractContextManager[Any]:
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.float16) if device.startswith("cuda") else nullcontext()
+
+
+def _decoded(encoder: Clip4ClipEncoder, paths: Sequence[str], rows: Sequence[int], workers: int,
+             ahead: int) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor] | str]]:
+    """(row, (frames, mask)) or (row, reason) in order, decoding up to ``ahead`` files ahead in threads."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[int, Future[tuple[torch.Tensor, torch.Tensor]]]] = deque()
+        todo = iter(rows)
+        for row in todo:
+            pending.append((row, pool.submit(encoder.load_video, paths[row])))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            row, future = pending.popleft()
+            try:
+                yield row, future.result()
+            except (DemoError, OSError, ValueError, RuntimeError) as err:
+                yield row, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(encoder.load_video, paths[nxt])))
+
+
+def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], texts: Sequence[str], *,
+                  device: str | None = None, cache: str | Path | None = None, batch_size: int = 16,
+                  workers: int = 2, progress: ProgressFn | None = None) -> Encoded:
+    """Embed ``paths`` (N videos) with every pooling in ``poolings`` and ``texts`` (C captions).
+
+    The checkpoint is loaded once (with its seqTransf head when asked for); frame features
+    come from the cache where present, else from decoding + the vision tower in batches.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from demo.models.encoders import Clip4ClipEncoder
+    from demo.models.temporal import masked_mean
+
+    report = progress or (lambda fraction, message: None)
+    encoder = Clip4ClipEncoder.from_pretrained(
+        model, pooling="seqTransf" if "seqTransf" in poolings else "meanP", device=device)
+    store = EmbeddingCache(cache, encoder.fingerprint) if cache is not None else None
+    features: list[np.ndarray | None] = [None] * len(paths)
+    failed = {i: "missing file" for i, p in enumerate(paths) if not Path(p).is_file()}
+    for i, p in enumerate(paths):
+        if store is not None and i not in failed:
+            features[i] = store.get_frames(p)
+    todo = [i for i in range(len(paths)) if features[i] is None and i not in failed]
+    log.info("%s: %d clips cached, %d to encode, %d missing", encoder.name,
+             len(paths) - len(todo) - len(failed), len(todo), len(failed))
+    done = 0
+
+    def run(batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        frames = torch.stack([f for _, (f, _) in batch]).to(encoder.device)
+        mask = torch.stack([m for _, (_, m) in batch]).to(encoder.device)
+        with torch.inference_mode(), _autocast(encoder.device):
+            out = encoder.model.frame_embeddings(frames, mask).float().cpu().numpy()
+        for j, (row, (_, m)) in enumerate(batch):
+            features[row] = out[j, : int(m.sum())]
+            if store is not None:
+                store.put_frames(paths[row], features[row])  # type: ignore[arg-type]
+
+    batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
+    with tqdm(total=len(todo), desc=f"encode clips ({Path(model).name})", disable=not todo) as bar:
+        for row, item in _decoded(encoder, paths, todo, workers, ahead=2 * batch_size):
+            if isinstance(item, str):
+                failed[row] = item
+                log.warning("skipping %s: %s", paths[row], item)
+            else:
+                batch.append((row, item))
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+            done += 1
+            bar.update()
+            report(0.9 * done / max(1, len(todo)), f"encoding clips ({Path(model).name}): {done}/{len(todo)}")
+        if batch:
+            run(batch)
+    videos = {p: np.zeros((len(paths), encoder.dim), np.float32) for p in poolings}
+    ok = [i for i in range(len(paths)) if i not in failed]
+    t = encoder.max_frames
+    for s in range(0, len(ok), 256):
+        rows = ok[s:s + 256]
+        x = torch.zeros(len(rows), t, encoder.dim)
+        mask = torch.zeros(len(rows), t, dtype=torch.bool)
+        for j, row in enumerate(rows):
+            f = features[row]
+            assert f is not None
+            x[j, : len(f)] = torch.from_numpy(f)
+            mask[j, : len(f)] = True
+        x, mask = x.to(encoder.device), mask.to(encoder.device)
+        with torch.inference_mode():
+            for p in poolings:
+                head = encoder.model.head if p == "seqTransf" else None
+                pooled = masked_mean(x, mask) if head is None else head(x, mask)
+                videos[p][rows] = pooled.float().cpu().numpy()
+    report(0.92, f"encoding {len(texts)} captions with {Path(model).name}")
+    text_emb = store.get_texts(texts) if store is not None else None
+    if text_emb is None:
+        text_emb = encoder.encode_texts(list(texts))
+        if store is not None:
+            store.put_texts(texts, text_emb)
+    report(1.0, f"{Path(model).name} done")
+    return Encoded(videos, text_emb, failed, encoder.fingerprint, encoded=len(todo) - sum(
+        1 for i in todo if i in failed))

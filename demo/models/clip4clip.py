@@ -1,0 +1,250 @@
+"""The CLIP4Clip model: Hugging Face CLIP towers plus a temporal head.
+
+The checkpoint format is an ordinary Hugging Face CLIP folder (``config.json``,
+``model.safetensors``, tokenizer files), which is what the WebVid CLIP4Clip
+checkpoints on the hub are, plus ``clip4clip.json`` and, for seqTransf,
+``temporal_head.safetensors``. So ``CLIPTextModelWithProjection.from_pretrained``
+and ``CLIPVisionModelWithProjection.from_pretrained`` load every model this
+project uses or trains, from the hub or from disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from demo.errors import ModelLoadError
+from demo.models.temporal import HEAD_FILE, Clip4ClipSettings, SeqTransfHead, build_head, pool
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-key load report (a CLIP folder read as one tower
+    lists the other tower's weights as 'unexpected', which is by design here)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) 2-D sine-cosine position codes, row-major (x varies fastest), as in MAE.
+
+    >>> sincos_2d(4, 8).shape
+    torch.Size([16, 8])
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got {dim}")
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                          indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    parts = []
+    for coord in (x.flatten(), y.flatten()):
+        angle = coord[:, None] * omega[None]
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, dim=1)
+
+
+def dct_filters(patch: int) -> torch.Tensor:
+    """(patch * patch, patch, patch) orthonormal 2-D DCT-II basis, lowest frequencies first.
+
+    >>> basis = dct_filters(4).flatten(1)
+    >>> bool(torch.allclose(basis @ basis.t(), torch.eye(16), atol=1e-6))
+    True
+    """
+    k = torch.arange(patch, dtype=torch.float32)
+    basis = torch.cos(math.pi * (k[None, :] + 0.5) * k[:, None] / patch) * math.sqrt(2 / patch)
+    basis[0] /= math.sqrt(2)
+    filters = torch.einsum("ux,vy->uvxy", basis, basis).reshape(patch * patch, patch, patch)
+    order = torch.argsort((k[:, None] + k[None, :]).flatten(), stable=True)  # by total frequency
+    return filters[order]
+
+
+class Clip4Clip(nn.Module):
+    """Text tower, vision tower, temporal head and the learned temperature."""
+
+    def __init__(self, text: Any, vision: Any, settings: Clip4ClipSettings,
+                 head: SeqTransfHead | None = None, logit_scale: float = math.log(1 / 0.07)) -> None:
+        super().__init__()
+        self.text = text  # CLIPTextModelWithProjection
+        self.vision = vision  # CLIPVisionModelWithProjection
+        self.settings = settings
+        self.head = head
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+
+    @property
+    def dim(self) -> int:
+        return int(self.text.config.projection_dim)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vision.config.image_size)
+
+    @classmethod
+    def from_config(cls, text_config: dict[str, Any], vision_config: dict[str, Any],
+                    settings: Clip4ClipSettings, position_scale: float = 0.0,
+                    patch_dct_scale: float = 0.0) -> Clip4Clip:
+        """A randomly initialised model (the embedded model starts here).
+
+        ``position_scale`` > 0 starts the vision tower's patch positions as a fixed 2-D sin-cos
+        pattern times this scale (then learned as usual) instead of small random vectors. At
+        HF's default init a patch's position is ~15x weaker than its pixels, and a small ViT
+        trained briefly stays a bag of patches: it learns colour and size but not where
+        things are, so no temporal head can tell left from right.
+
+        ``patch_dct_scale`` > 0 starts half of the patch embedding's output channels as the 2-D
+        DCT basis of a patch's luminance (lowest frequencies first) times this scale: the
+        channels whose sin-cos position codes vary least over the grid, so positions stay
+        readable; the other half stay random for colour. A small ViT from random filters learns
+        colour and position quickly but shape very slowly: told the shape of lone objects
+        directly, it reached 24% on the world's 8 shapes after 8 epochs on 2,000 frames, 45%
+        from DCT filters (BENCHMARKS.md).
+        """
+        from transformers import (
+            CLIPTextConfig,
+            CLIPTextModelWithProjection,
+            CLIPVisionConfig,
+            CLIPVisionModelWithProjection,
+        )
+
+        text = CLIPTextModelWithProjection(CLIPTextConfig(**text_config))
+        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_config))
+        if text.config.projection_dim != vision.config.projection_dim:
+            raise ValueError(f"text projection_dim {text.config.projection_dim} != vision "
+                             f"projection_dim {vision.config.projection_dim}")
+        embeddings = vision.vision_model.embeddings
+        hidden = int(vision.config.hidden_size)
+        channels = torch.arange(hidden)  # patch channels in the order the DCT filters take them
+        if position_scale > 0:
+            grid = math.isqrt(int(embeddings.num_patches))
+            codes = sincos_2d(grid, hidden)
+            with torch.no_grad():
+                embeddings.position_embedding.weight[1:] = position_scale * codes
+                embeddings.position_embedding.weight[0] = 0.0  # the class token has no place
+            # Over a small grid the low-frequency sin-cos channels barely vary (on an 8x8 grid
+            # about half stay within 0.02 of a constant): those carry no position to drown.
+            channels = torch.argsort(codes.std(dim=0), stable=True)
+        if patch_dct_scale > 0:
+            weight = embeddings.patch_embedding.weight  # (hidden, 3, patch, patch)
+            half = min(hidden // 2, weight.shape[2] * weight.shape[3])
+            basis = dct_filters(int(weight.shape[2]))[:half] / math.sqrt(weight.shape[1])  # same on R, G, B
+            with torch.no_grad():
+                weight[channels[:half]] = patch_dct_scale * basis[:, None].expand(-1, weight.shape[1], -1, -1)
+        return cls(text, vision, settings, build_head(settings, int(text.config.projection_dim or 0)))
+
+    @classmethod
+    def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
+                        dtype: torch.dtype = torch.float32) -> Clip4Clip:
+        """Load a CLIP or CLIP4Clip checkpoint folder or hub id.
+
+        ``pooling`` overrides the checkpoint's own head: asking a seqTransf
+        checkpoint for ``meanP`` drops the head (the backbone is shared), asking a
+        checkpoint without head weights for ``seqTransf`` fails.
+        """
+        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+        source = str(id_or_dir)
+        folder = Path(source)
+        settings = Clip4ClipSettings.load(folder) if folder.is_dir() else Clip4ClipSettings()
+        if pooling is not None and pooling != settings.pooling:
+            settings = Clip4ClipSettings(**{**settings.__dict__, "pooling": pooling})
+        try:
+            with quiet_transformers():
+                text = CLIPTextModelWithProjection.from_pretrained(source, dtype=dtype)
+                vision = CLIPVisionModelWithProjection.from_pretrained(source, dtype=dtype)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(err)}") from err
+        head = build_head(settings, int(text.config.projection_dim or 0))
+        if head is not None:
+            head_path = folder / HEAD_FILE
+            if not head_path.is_file():
+                raise ModelLoadError(f"{source!r} has no {HEAD_FILE}: it cannot run seqTransf pooling")
+            from safetensors.torch import load_file
+
+            head.load_state_dict(load_file(str(head_path)))
+            head.to(dtype)
+        model = cls(text, vision, settings, head, logit_scale=read_logit_scale(folder))
+        return model.eval()
+
+    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write a CLIP-format folder (loadable by both tower classes) plus the head."""
+        from safetensors.torch import save_file
+        from transformers import CLIPConfig, CLIPModel
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        # Each tower's config remembers the folder it was loaded from; a saved folder should not.
+        towers = [{k: v for k, v in c.to_dict().items() if k != "_name_or_path"}
+                  for c in (self.text.config, self.vision.config)]
+        config = CLIPConfig(text_config=towers[0], vision_config=towers[1], projection_dim=self.dim)
+        with torch.device("meta"):
+            clip = CLIPModel(config)
+        clip.text_model, clip.text_projection = self.text.text_model, self.text.text_projection
+        clip.vision_model, clip.visual_projection = self.vision.vision_model, self.vision.visual_projection
+        clip.logit_scale = nn.Parameter(self.logit_scale.detach().clone())
+        # Cast copies, not the live weights: training goes on after a checkpoint is saved.
+        state = {k: v.detach().to(dtype or v.dtype) for k, v in clip.state_dict().items()}
+        with quiet_transformers():
+            clip.save_pretrained(out, state_dict=state)
+        self.settings.save(out)
+        if self.head is not None:
+            state = {k: v.detach().to(dtype or v.dtype).contiguous()
+                     for k, v in self.head.state_dict().items()}
+            save_file(state, str(out / HEAD_FILE))
+        return out
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, D) unit-length text embeddings."""
+        out = self.text(input_ids=input_ids, attention_mask=attention_mask)
+        return nn.functional.normalize(out.text_embeds, dim=-1)
+
+    def frame_embeddings(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) frames -> (B, T, D) projected embeddings; padded frames stay zero.
+
+        Only real frames go through the vision tower, so short clips cost less.
+        """
+        b, t = mask.shape
+        real = self.vision(pixel_values=frames[mask]).image_embeds
+        out = real.new_zeros(b, t, real.shape[-1])
+        out[mask] = real
+        return out
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) frames and (B, T) bool mask -> (B, D) unit-length video embeddings."""
+        return pool(self.head, self.frame_embeddings(frames, mask), mask)
+
+
+def read_logit_scale(folder: Path) -> float:
+    """The learned temperature stored in a CLIP folder, or CLIP's initial value."""
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            if "logit_scale" in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                return float(f.get_tensor("logit_scale").float())
+    return math.log(1 / 0.07)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception message (hub errors run to many lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,191 @@
+"""Numpy-in, numpy-out embedding API over a CLIP4Clip checkpoint.
+
+``encode_texts(list[str]) -> (N, D)`` and ``encode_videos(paths) -> (N, D)``, float32,
+L2-normalised, batched, under ``torch.inference_mode()``. This is what the index
+builder, the search service and the evaluation code call; training uses
+:class:`demo.models.clip4clip.Clip4Clip` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from demo.errors import ModelLoadError
+from demo.models.clip4clip import Clip4Clip, first_line
+from demo.models.temporal import HEAD_FILE
+
+if TYPE_CHECKING:
+    from demo.index.video_index import ModelFingerprint
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_name(id_or_dir: str | Path) -> str:
+    """How an index manifest names a model: the hub id, or a local folder's name
+    plus a short hash of its weights (so a retrained model in the same folder is
+    told apart from the one an index was built with)."""
+    folder = Path(id_or_dir)
+    if not folder.is_dir():
+        return str(id_or_dir)
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", HEAD_FILE):
+        path = folder / name
+        if path.is_file():
+            with path.open("rb") as f:
+                digest.update(f.read(1 << 20))  # the first MiB differs between any two trainings
+            digest.update(str(path.stat().st_size).encode())
+    return f"{folder.resolve().name}@{digest.hexdigest()[:10]}"
+
+
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: leave the setting alone).
+
+    The setting is process-wide, so callers hold a lock while it is changed; a concurrent
+    batch elsewhere runs with ``n`` threads for that long, which only costs it time.
+    """
+    if not n or n == torch.get_num_threads():
+        yield
+        return
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+class Clip4ClipEncoder:
+    """Embeds texts and videos with one CLIP4Clip checkpoint.
+
+    ``query_threads``: torch threads for a CPU call with at most ``SMALL_QUERY`` texts (a
+    search query). One thread is faster there: a single short sequence gives a thread team
+    little to share, and on a busy machine the team's threads wait on each other (measured
+    by ``python -m demo bench``: 29 ms with 1 thread, 870 ms with 2 under load). ``None``
+    keeps torch's setting.
+    """
+
+    SMALL_QUERY = 4
+
+    def __init__(self, model: Clip4Clip, tokenizer: Any, name: str, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = device
+        settings = model.settings
+        self.pooling = settings.pooling
+        self.sample_fps, self.max_frames = settings.sample_fps, settings.max_frames
+        self.max_words = min(settings.max_words, int(model.text.config.max_position_embeddings))
+        self.dim, self.image_size = model.dim, model.image_size
+        self.query_threads: int | None = 1
+
+    @classmethod
+    def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
+                        device: str | None = None) -> Clip4ClipEncoder:
+        """Load a CLIP/CLIP4Clip checkpoint (hub id or folder) and its tokenizer."""
+        from transformers import AutoTokenizer
+
+        source = str(id_or_dir)
+        if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
+            raise ModelLoadError(f"model folder {source!r} does not exist")
+        model = Clip4Clip.from_pretrained(Path(source).expanduser() if Path(source).expanduser().is_dir()
+                                          else source, pooling=pooling)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {first_line(err)}") from err
+        return cls(model, tokenizer, model_name(source), device or default_device())
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        from demo.index.video_index import ModelFingerprint
+
+        return ModelFingerprint(model=self.name, pooling=self.pooling, dim=self.dim,
+                                image_size=self.image_size, frames=self.max_frames,
+                                sample_fps=self.sample_fps)
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        # Mixed precision only where it is fast: on CPUs without AMX bf16 is slower than fp32.
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, truncated to the model's context (end token kept)."""
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=self.max_words, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """list of N strings -> (N, D) float32, unit length."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        small = self.device == "cpu" and len(texts) <= self.SMALL_QUERY
+        with torch_threads(self.query_threads if small else None):
+            for start in range(0, len(texts), batch_size):
+                batch = {k: v.to(self.device) for k, v in self.tokenize(texts[start:start + batch_size]).items()}
+                with self._autocast():
+                    emb = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
+                out[start:start + len(emb)] = emb.float().cpu().numpy()
+        return out
+
+    def load_video(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode + sample + preprocess one clip with this model's settings.
+
+        Returns frames (max_frames, 3, S, S) float32 and mask (max_frames,) bool.
+        Raises :class:`demo.errors.VideoDecodeError` for a file that is not a video.
+        """
+        from demo.video.decode import load_clip4clip_clip
+
+        return load_clip4clip_clip(path, image_size=self.image_size,
+                                   sample_fps=self.sample_fps, max_frames=self.max_frames)
+
+    @torch.inference_mode()
+    def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        """(B, T, 3, S, S) frames, (B, T) bool mask -> (B, D) float32, unit length."""
+        with self._autocast():
+            emb = self.model.encode_video(frames.to(self.device), mask.to(self.device))
+        return emb.float().cpu().numpy()
+
+    def encode_videos(self, paths: Sequence[str | Path], batch_size: int = 8,
+                      workers: int = 2) -> np.ndarray:
+        """N video files -> (N, D) float32, unit length. Decoding runs in threads
+        ahead of the model, so the model rarely waits for the decoder.
+        Raises VideoDecodeError on the first file that cannot be decoded."""
+        out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        for start, (frames, mask) in self.iter_batches(paths, batch_size, workers):
+            out[start:start + len(frames)] = self.encode_frames(frames, mask)
+        return out
+
+    def iter_batches(self, paths: Sequence[str | Path], batch_size: int = 8,
+                     workers: int = 2) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """Yield (start, (frames (B,T,3,S,S), mask (B,T))), decoding up to two batches
+        ahead in threads (bounded, so a long list never sits decoded in memory)."""
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending: deque[Future[tuple[torch.Tensor, torch.Tensor]]] = deque()
+            queued = 0
+            for start in range(0, len(paths), batch_size):
+                while queued < min(len(paths), start + 2 * batch_size):
+                    pending.append(pool.submit(self.load_video, paths[queued]))
+                    queued += 1
+                batch = [pending.popleft().result() for _ in range(min(batch_size, len(paths) - start))]
+                yield start, (torch.stack([f for f, _ in batch]), torch.stack([m for _, m in batch]))

@@ -1,0 +1,209 @@
+"""Training data: (video, captions) samples and a decoded-frame cache.
+
+Two sources share one sample type:
+
+* a CSV with ``path,caption`` columns (WebVid / MSR-VTT style; several rows with
+  the same path are several captions of one clip), and
+* the embedded world's ``<split>.jsonl`` (which adds still-frame captions for
+  image-text pretraining and the time-reversal pair ids).
+
+Clips are decoded once, through the same path as any user video
+(:func:`demo.video.decode.load_clip4clip_clip`), and kept in memory as float16, so an
+epoch costs only the model's forward and backward passes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from demo.errors import DemoError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One clip with its captions (the first is the canonical one used for validation)."""
+
+    path: Path
+    captions: tuple[str, ...]
+    still_captions: tuple[str, ...] = ()
+    pair: str | None = None  # clips sharing a pair id differ only in the direction of time
+    frames: int = 0  # world clips: rendered frame count and rate (for per-frame captions)
+    fps: float = 0.0
+    attributes: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+
+def read_samples(source: str | Path, limit: int | None = None) -> list[Sample]:
+    """Read a ``.csv`` (path, caption) or world ``.jsonl`` file into samples."""
+    source = Path(source)
+    if not source.is_file():
+        raise InputError(f"training data {source} does not exist")
+    samples = _read_jsonl(source) if source.suffix == ".jsonl" else _read_csv(source)
+    if not samples:
+        raise InputError(f"no (video, caption) pairs in {source}")
+    return samples[:limit] if limit else samples
+
+
+def _read_csv(path: Path) -> list[Sample]:
+    captions: dict[Path, list[str]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "caption"} - set(reader.fieldnames or ())
+        if missing:
+            raise InputError(f"{path} needs columns path,caption; missing {sorted(missing)}")
+        for row in reader:
+            video = (path.parent / row["path"]).resolve()
+            if row["caption"].strip():
+                captions.setdefault(video, []).append(row["caption"].strip())
+    return [Sample(p, tuple(c)) for p, c in captions.items()]
+
+
+def _read_jsonl(path: Path) -> list[Sample]:
+    samples = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        attributes = row.get("attributes") or {}
+        samples.append(Sample((path.parent / row["path"]).resolve(), tuple(row["captions"]),
+                              tuple(row.get("still_captions") or ()), attributes.get("pair"),
+                              int(row.get("frames") or 0), float(row.get("fps") or 0.0), attributes))
+    return samples
+
+
+class FrameCache:
+    """Every sample's sampled, preprocessed frames: (N, T, 3, S, S) float16 and (N, T) masks.
+
+    Samples whose file cannot be decoded are dropped (and logged), never fatal.
+    """
+
+    def __init__(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
+                 workers: int = 2, progress: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        from demo.video.decode import load_clip4clip_clip
+
+        def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor] | str:
+            try:
+                return load_clip4clip_clip(sample.path, image_size=image_size,
+                                           sample_fps=sample_fps, max_frames=max_frames)
+            except DemoError as err:
+                return str(err)
+
+        frames = torch.zeros(len(samples), max_frames, 3, image_size, image_size, dtype=torch.float16)
+        masks = torch.zeros(len(samples), max_frames, dtype=torch.bool)
+        keep = np.zeros(len(samples), dtype=bool)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = pool.map(load, samples)
+            for i, result in enumerate(tqdm(results, total=len(samples), desc="decoding clips",
+                                            disable=not progress, unit="clip")):
+                if isinstance(result, str):
+                    log.warning("skipping %s", result)
+                    continue
+                frames[i], masks[i] = result[0].to(torch.float16), result[1]
+                keep[i] = True
+        if not keep.any():
+            raise InputError(f"none of the {len(samples)} training clips could be decoded")
+        index = torch.from_numpy(np.flatnonzero(keep))
+        self.samples = [samples[i] for i in index.tolist()]
+        self.frames, self.masks = frames[index], masks[index]
+        self.skipped = len(samples) - len(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+_RECENT: dict[tuple[object, ...], FrameCache] = {}  # the last few caches, for the next stage of a recipe
+
+
+def cached_frames(samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
+                  workers: int = 2, progress: bool = True) -> FrameCache:
+    """A :class:`FrameCache` of ``samples``, reused when the same files (same size and mtime)
+    were decoded with the same settings in this process: the stages of a recipe decode each
+    split once instead of once per stage. Keeps the two most recent (train and validation)."""
+
+    def stamp(path: Path) -> tuple[int, int]:
+        try:
+            info = path.stat()
+        except OSError:
+            return (-1, -1)
+        return (info.st_size, info.st_mtime_ns)
+
+    key = (tuple((s, stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
+    if key in _RECENT:
+        _RECENT[key] = _RECENT.pop(key)  # most recent last
+        return _RECENT[key]
+    cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
+    _RECENT[key] = cache
+    while len(_RECENT) > 2:
+        del _RECENT[next(iter(_RECENT))]
+    return cache
+
+
+GROUP_ATTRIBUTES = ("colour", "shape", "size", "event", "background")
+
+
+def group_key(sample: Sample, group_by: str = "colour") -> tuple[str, ...] | None:
+    """The values of the ``+``-joined attributes ``group_by`` ("colour", "colour+background")
+    for a world clip: background from the clip, the rest from its first object (None: no attributes)."""
+    objects = sample.attributes.get("objects") if sample.attributes else None
+    if not (isinstance(objects, list) and objects):
+        return None
+    return tuple(str(sample.attributes["background"] if name == "background" else objects[0][name])
+                 for name in group_by.split("+"))
+
+
+def epoch_order(samples: list[Sample], seed: int, epoch: int, batch_size: int = 0,
+                grouped: float = 0.0, group_by: str = "colour") -> np.ndarray:
+    """A shuffled order of sample indices in which time-reversal pairs stay adjacent.
+
+    Keeping a clip and its reversal in one batch makes each the other's hardest
+    negative: the only way to tell them apart is the order of the frames.
+
+    ``grouped`` (world clips, with ``batch_size``): about that share of the batches hold
+    clips whose first object has one colour (``group_by``: or one value of each of several
+    attributes, :func:`group_key`). Colour alone tells most clips of a random batch apart,
+    so the loss rewards little else; within one colour only shape, size, background and
+    what happens over time do.
+    """
+    groups: dict[str, list[int]] = {}
+    singles: list[list[int]] = []
+    for i, sample in enumerate(samples):
+        if sample.pair:
+            groups.setdefault(sample.pair, []).append(i)
+        else:
+            singles.append([i])
+    units = singles + list(groups.values())
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(units))
+    if grouped <= 0 or batch_size <= 1:
+        return np.array([i for u in order for i in units[u]], dtype=np.int64)
+    # Batches of whole units: grouped ones filled from one colour's units, the rest from the others.
+    pick = rng.random(len(units)) < grouped
+    by_group: dict[tuple[str, ...] | None, list[int]] = {}
+    for u in order[pick[order]]:
+        by_group.setdefault(group_key(samples[units[u][0]], group_by), []).append(int(u))
+    batches: list[list[int]] = []
+    for unit_list in [*by_group.values(), [int(u) for u in order[~pick[order]]]]:
+        batch: list[int] = []
+        for u in unit_list:
+            batch += units[u]
+            if len(batch) >= batch_size:
+                batches.append(batch[:batch_size])
+                batch = batch[batch_size:]  # a pair split at the edge keeps its second clip
+        if batch:
+            batches.append(batch)
+    # Full batches in a random order; the partial ones (dropped by the trainer) at the end.
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [b for b in batches if len(b) < batch_size]
+    return np.array([i for b in [full[j] for j in rng.permutation(len(full))] + rest for i in b],
+                    dtype=np.int64)
