@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from demo.errors import DemoError
@@ -137,54 +139,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import shlex
-    from dataclasses import replace
-    from pathlib import Path
-
-    from demo.evaluate import suites as ev
-    from demo.evaluate.report import command_line, write_benchmarks
-    from demo.presets import ROOT
+    from demo.evaluate.report import command_line
+    from demo.evaluate.workflow import EvaluateRequest, check_publishable, publish, run_evaluation
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose")}
     as_typed = Path(sys.argv[0]).parent.name == "demo"  # python -m demo ...: record argv as typed
     command = shlex.join(["python", "-m", "demo", *sys.argv[1:]]) if as_typed else command_line(options)
-    rerank = tuple(args.rerank)
-    cache = None if args.no_cache else args.cache
-    if args.write_benchmarks and (args.features or args.suite != "embedded"):
-        raise DemoError("--write-benchmarks is for the embedded suite only")
-    run = dict(device=args.device, batch_size=args.batch_size, workers=args.workers, cache=cache)
-    if args.features:
-        result = ev.evaluate_features(*args.features, rerank=rerank, command=command)
-    elif args.suite == "webvid":
-        if not args.data or not args.videos:
-            raise DemoError("the webvid suite needs --data CSV and --videos DIR")
-        models = ev.webvid_models(args.models, hub=not args.no_hub, rerank=rerank)
-        result = ev.evaluate_webvid(args.data, args.videos, models, limit=args.limit,
-                                    id_column=args.id_column, caption_column=args.caption_column,
-                                    path_column=args.path_column,
-                                    command=command, **run)
-    else:
-        zero_shot = None if args.zero_shot == "none" else (args.zero_shot or ev.ZERO_SHOT_WORLD)
-        clip4clip = args.clip4clip or ev.CLIP4CLIP_WORLD
-        result = ev.evaluate_embedded(args.world, zero_shot, clip4clip, limit=args.limit, rerank=rerank,
-                                      command=command, **run)
-        index = Path(args.index or ROOT / "precomputed" / "index-world")
-        if (index / "manifest.json").is_file():
-            import json
-
-            from demo.evaluate.queries import evaluate_freeform
-
-            tests = [json.loads(line)["attributes"]
-                     for line in (Path(args.world) / "test.jsonl").read_text().splitlines() if line.strip()]
-            result = replace(result, freeform=evaluate_freeform(index, tests, device=args.device))
+    defaults = EvaluateRequest()
+    request = EvaluateRequest(
+        suite=args.suite, features=tuple(args.features) if args.features else None, world=args.world,
+        zero_shot=None if args.zero_shot == "none" else (args.zero_shot or defaults.zero_shot),
+        clip4clip=args.clip4clip or defaults.clip4clip, index=args.index or defaults.index,
+        data=args.data, videos=args.videos, models=tuple(args.models), hub=not args.no_hub,
+        id_column=args.id_column, caption_column=args.caption_column, path_column=args.path_column,
+        limit=args.limit, rerank=tuple(args.rerank), device=args.device, batch_size=args.batch_size,
+        workers=args.workers, cache=None if args.no_cache else args.cache, command=command)
+    if args.write_benchmarks:
+        check_publishable(request)  # before minutes of work, not after
+    result = run_evaluation(request)
     written = result.save(args.out or f"results/evaluate-{result.suite}")
     if args.write_benchmarks:
-        write_benchmarks(result, args.benchmarks or ROOT / "BENCHMARKS.md", Path(clip4clip) / "eval.json")
-        from demo.train.cards import set_card_results
-
-        for folder in (clip4clip, zero_shot):  # each model card carries the test-split tables
-            if folder is not None and set_card_results(Path(folder) / "README.md", result.to_markdown()):
-                print(f"updated the test-split results in {Path(folder) / 'README.md'}")
+        for path in publish(result, request, args.benchmarks):
+            print(f"updated {path}")
     if args.json:
         _print_json(result.to_json())
     else:
@@ -194,8 +170,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from demo.bench.runner import SECTIONS, BenchConfig, run_bench
 
     chosen = [*args.sections, *(args.only or [])]
@@ -206,11 +180,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
+
+def _add_query_commands(sub: Subparsers) -> None:
     p = sub.add_parser("search", help="text -> videos")
     p.add_argument("text")
     _model_args(p)
@@ -239,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_classify)
 
+
+def _add_index_commands(sub: Subparsers) -> None:
     index = sub.add_parser("index", help="build or import a video index").add_subparsers(
         dest="index_command", required=True)
     p = index.add_parser("build", help="embed a folder of videos or a CSV of path,caption")
@@ -269,14 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_index_import)
 
-    p = sub.add_parser("synth", help="render the embedded world's clips")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
-    p.add_argument("--limit", type=int, help="only the first N clips of each split")
-    p.add_argument("--workers", type=int, default=2)
-    p.set_defaults(func=cmd_synth)
 
+def _add_evaluate_command(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="rerun the retrieval table (R@1, R@5, R@10, MdR, MnR)")
     p.add_argument("--suite", choices=["embedded", "webvid"], default="embedded")
     p.add_argument("--features", nargs=2, metavar=("TEXT.npy", "VIDEO.npy"),
@@ -307,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_other_commands(sub: Subparsers) -> None:
+    p = sub.add_parser("synth", help="render the embedded world's clips")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--limit", type=int, help="only the first N clips of each split")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
     p.add_argument("sections", nargs="*", metavar="SECTION",
                    help="search query indexing app decode (default: all)")
@@ -319,10 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
-    from demo.train.recipes import add_train_arguments
+    from demo.train.recipes import add_train_arguments  # torch: only when the parser is built
 
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_query_commands(sub)
+    _add_index_commands(sub)
+    _add_evaluate_command(sub)
+    _add_other_commands(sub)
     return parser
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.bench.runner import BEGIN, END, SECTIONS, BenchConfig, replace_section
+from demo.bench.runner import SECTION, SECTIONS, BenchConfig
 from demo.cli import main
+from demo.files import markers, replace_section
 from demo.index.video_index import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
 
 
@@ -83,12 +84,13 @@ def test_only_a_full_run_replaces_the_benchmarks_table() -> None:
 
 def test_replace_section_keeps_everything_outside_the_markers() -> None:
     doc = "# Benchmarks\n\nintro\n\n<!-- evaluate:embedded -->\nkeep me\n<!-- /evaluate:embedded -->\n"
-    once = replace_section(doc, "table one")
-    assert once.startswith(doc.rstrip()) and once.endswith(f"{BEGIN}\ntable one\n{END}\n")
-    twice = replace_section(once + "\ntrailing text\n", "table two\n")
-    assert "table one" not in twice and f"{BEGIN}\ntable two\n{END}" in twice
+    begin, end = markers(SECTION)
+    once = replace_section(doc, SECTION, "table one")
+    assert once.startswith(doc.rstrip()) and once.endswith(f"{begin}\ntable one\n{end}\n")
+    twice = replace_section(once + "\ntrailing text\n", SECTION, "table two\n")
+    assert "table one" not in twice and f"{begin}\ntable two\n{end}" in twice
     assert twice.startswith(doc.rstrip()) and twice.endswith("\ntrailing text\n")
-    assert replace_section("", "t") == f"{BEGIN}\nt\n{END}\n"
+    assert replace_section("", SECTION, "t") == f"{begin}\nt\n{end}\n"
 
 
 def test_rerank_rows_is_exact_on_its_candidates_and_drops_padding() -> None:

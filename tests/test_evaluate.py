@@ -15,8 +15,9 @@ from conftest import moving_square_clip
 from demo.cli import main
 from demo.evaluate.corpus import Corpus
 from demo.evaluate.encode import encode_corpus
-from demo.evaluate.report import PUBLISHED_WEBVID10K, EvalResult, replace_section
+from demo.evaluate.report import PUBLISHED_WEBVID10K, EvalResult, section_name
 from demo.evaluate.suites import ModelSpec, binary_rerank_ranks, evaluate_embedded, evaluate_features, model_rows
+from demo.files import replace_section
 from demo.index.video_index import binarize, l2_normalize
 from demo.metrics import ranks_for
 
@@ -137,9 +138,9 @@ def test_features_cli_writes_table_json_plot(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_replace_section_keeps_the_rest() -> None:
-    doc = replace_section("# Benchmarks\n\nintro\n", "embedded", "table 1\n")
+    doc = replace_section("# Benchmarks\n\nintro\n", section_name("embedded"), "table 1\n")
     assert doc.count("<!-- evaluate:embedded -->") == 1 and "intro" in doc
-    doc = replace_section(doc + "\nlater text\n", "embedded", "table 2\n")
+    doc = replace_section(doc + "\nlater text\n", section_name("embedded"), "table 2\n")
     assert "table 1" not in doc and "table 2" in doc and doc.rstrip().endswith("later text")
 
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+
 if TYPE_CHECKING:
     from demo.index.video_index import VideoIndex
 
@@ -77,8 +79,6 @@ class MediaResolver:
         return str(p.resolve()) if p.is_file() else None
 
     def _render(self, clip_id: str, target: Path) -> Path:
-        from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
-
         with self._lock:
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)

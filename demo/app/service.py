@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from demo.app.media import MediaResolver
 from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
+from demo.evaluate.report import PUBLISHED_WEBVID10K, device_name
+from demo.evaluate.suites import ZERO_SHOT_WORLD
+from demo.evaluate.workflow import EvaluateRequest, run_evaluation
+from demo.files import atomic_write_json
+from demo.models.encoders import default_device
+from demo.models.labels import load_preset, parse_labels
+from demo.models.xclip import XClipClassifier
 from demo.presets import ASSETS, ROOT, Preset, resolve_preset
+from demo.search import clean_query, open_searcher
+from demo.video.decode import probe
+from demo.world.clips import vocabulary
 
 if TYPE_CHECKING:
     from demo.index.video_index import CaptionHit
@@ -100,6 +110,7 @@ class BenchmarkView:
     info: dict[str, Any] = field(default_factory=dict)
     source: str | None = None  # the eval.json it was read from
     markdown: str = ""  # every table of that run, as Markdown
+    published: dict[str, dict[str, float]] = field(default_factory=lambda: dict(PUBLISHED_WEBVID10K))
 
 
 class DemoService:
@@ -119,10 +130,6 @@ class DemoService:
         classification tab with a message instead of stopping the app; a missing model or
         index stops it (DemoError). Sequential on purpose: loading both in threads would
         import transformers' modules from two threads at once, which is not safe."""
-        from demo.models.encoders import default_device
-        from demo.models.xclip import XClipClassifier
-        from demo.search import open_searcher
-
         preset = resolve_preset(config.preset, config.model, config.index, config.xclip, config.pooling)
         if preset.index and not Path(preset.index).is_dir():  # say so before seconds of torch imports
             how = {"embedded": "build the shipped models and index with `python -m demo train --preset embedded`",
@@ -169,7 +176,6 @@ class DemoService:
         """The embedded world's words (None for an index of other videos)."""
         if not self.knows_world():
             return None
-        from demo.world.clips import vocabulary
 
         return vocabulary()
 
@@ -193,8 +199,6 @@ class DemoService:
     # ------------------------------------------------------------- text -> video
 
     def search_text(self, query: str | None, k: float = 8, mode: str = MODES[0]) -> SearchResult:
-        from demo.search import clean_query
-
         text = clean_query(query)
         exact = mode == "exact"
         timed = self.searcher.search_text_timed(text, k=_k(k), exact=exact)
@@ -224,13 +228,9 @@ class DemoService:
 
     def label_preset(self, name: str | None) -> str:
         """The labels of preset ``name`` as one comma-separated string (for the textbox)."""
-        from demo.models.labels import load_preset
-
         return ", ".join(load_preset(name or self.preset.labels))
 
     def classify(self, video: str | None, labels: str | None, template: str | None = "{}") -> Classification:
-        from demo.models.labels import parse_labels
-
         if self.classifier is None:
             raise InputError(f"zero-shot classification is unavailable: {self.xclip_error}")
         label_list = parse_labels(labels or "")
@@ -265,9 +265,8 @@ class DemoService:
 
     def rerun_benchmark(self, progress: ProgressFn | None = None) -> BenchmarkView:
         """Evaluate the active model on the embedded world's test split again (one run at a
-        time): the first ``eval_limit`` clips on a CPU, all of them on a GPU."""
-        import json
-
+        time), through the same workflow as ``python -m demo evaluate``: the first
+        ``eval_limit`` clips on a CPU, all of them on a GPU."""
         model = Path(self.searcher.model_source)
         if not self.knows_world() or not model.is_dir():
             raise InputError("the app reruns the embedded suite only; evaluate other models and test sets "
@@ -275,42 +274,30 @@ class DemoService:
         if not self._eval_lock.acquire(blocking=False):
             raise InputError("an evaluation is already running; wait for it to finish")
         try:
-            from demo.evaluate.suites import evaluate_embedded
-
             device = self.searcher.encoder.device
-            result = evaluate_embedded(
-                self.config.cache_path(), zero_shot=self._zero_shot(),
-                clip4clip=model, limit=None if device.startswith("cuda") else self.config.eval_limit,
-                device=device, cache=self.config.cache_path().parent / "evaluate", progress=progress,
+            request = EvaluateRequest(
+                world=self.config.cache_path(), zero_shot=self._zero_shot(), clip4clip=model,
+                index=self.searcher.index.root, limit=None if device.startswith("cuda") else self.config.eval_limit,
+                device=device, workers=2, cache=self.config.cache_path().parent / "evaluate",
                 command="app.py: Benchmark tab, Rerun")
-            out = self.eval_files()[1]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.tmp")
-            tmp.write_text(json.dumps({**result.to_json(), "markdown": result.to_markdown()}, indent=2,
-                                      default=str), encoding="utf-8")
-            os.replace(tmp, out)
+            result = run_evaluation(request, progress)
+            atomic_write_json(self.eval_files()[1], {**result.to_json(), "markdown": result.to_markdown()})
         finally:
             self._eval_lock.release()
         return self.benchmark()
 
     def _zero_shot(self) -> Path | None:
         """The zero-shot row's model: the shipped image-pretrained CLIP, for the embedded preset only."""
-        from demo.evaluate.suites import ZERO_SHOT_WORLD
-
         return ZERO_SHOT_WORLD if self.preset.name == "embedded" and ZERO_SHOT_WORLD.is_dir() else None
 
     def device(self) -> str:
         """The device in words, e.g. ``cpu (x86_64, 2 threads, fp32)``."""
-        from demo.evaluate.report import device_name
-
         return device_name(self.searcher.encoder.device)
 
     # -------------------------------------------------------------------- uploads
 
     def check_upload(self, video: str | None) -> str:
         """The upload's path if it is a video within the limits, else a DemoError saying why."""
-        from demo.video.decode import probe
-
         if not video:
             raise InputError("no video: upload a clip or pick an example")
         path = Path(video)

@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from demo.models.encoders import Clip4ClipEncoder
+from demo.errors import DemoError
+from demo.models.clip4clip import Clip4Clip
+from demo.models.encoders import Clip4ClipEncoder
+from demo.models.temporal import Clip4ClipSettings
+from demo.models.tokenizer import build_clip_tokenizer_files
+from demo.presets import EMBEDDED
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +148,6 @@ def machine_info() -> dict[str, Any]:
 
 def tokenizer_dir(workdir: Path) -> Path:
     """CLIP's real tokenizer files (built from the shipped BPE list), written once per workdir."""
-    from demo.models.tokenizer import build_clip_tokenizer_files
-
     folder = workdir / "tokenizer"
     if not (folder / "vocab.json").is_file():
         build_clip_tokenizer_files(folder)
@@ -158,9 +160,6 @@ def random_encoder(text: dict[str, Any], vision: dict[str, Any], workdir: Path, 
     import torch
     from transformers import CLIPTokenizer
 
-    from demo.models.clip4clip import Clip4Clip
-    from demo.models.encoders import Clip4ClipEncoder
-    from demo.models.temporal import Clip4ClipSettings
 
     torch.manual_seed(seed)
     model = Clip4Clip.from_config(text, vision, Clip4ClipSettings(pooling=pooling, **settings))
@@ -169,19 +168,12 @@ def random_encoder(text: dict[str, Any], vision: dict[str, Any], workdir: Path, 
 
 
 def embedded_encoder(workdir: Path) -> tuple[Clip4ClipEncoder, str]:
-    """The embedded preset's model, or (when ``precomputed/`` has none yet) a random model
-    of the same architecture, which runs exactly as fast. Returns (encoder, note)."""
-    from demo.models.encoders import Clip4ClipEncoder
-    from demo.presets import EMBEDDED
-    from demo.train.recipes import EMBEDDED_MODEL
-
-    if Path(EMBEDDED.model).is_dir():
-        return Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu"), ""
-    spec = EMBEDDED_MODEL
-    encoder = random_encoder(spec["text"], spec["vision"], workdir, pooling="seqTransf",
-                             name="embedded-architecture", **spec["clip4clip"])
-    return encoder, (f"{EMBEDDED.model} is missing: timed a random-init model of the embedded "
-                     "architecture (same speed, meaningless outputs)")
+    """The embedded preset's shipped model. Returns (encoder, note); ``workdir`` is unused (kept
+    so every model source is called alike)."""
+    if not Path(EMBEDDED.model).is_dir():
+        raise DemoError(f"{EMBEDDED.model} is missing: the indexing bench times the shipped embedded model "
+                        "(restore precomputed/ from git, or `python -m demo train --preset embedded`)")
+    return Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu"), ""
 
 
 def weights_mb(module: Any) -> float:

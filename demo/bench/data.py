@@ -16,14 +16,15 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from demo.index.video_index import binarize, l2_normalize
-
-if TYPE_CHECKING:
-    from demo.models.encoders import Clip4ClipEncoder
+from demo.bench.common import random_encoder
+from demo.index.video_index import VideoIndex, binarize, l2_normalize
+from demo.models.encoders import Clip4ClipEncoder
+from demo.presets import EMBEDDED
+from demo.video.decode import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
+from demo.world.clips import WorldConfig, clip_specs, render
 
 log = logging.getLogger(__name__)
 _CHUNK = 65536  # rows generated and written at a time (bounds memory at 1M x 512)
@@ -190,13 +191,8 @@ def real_base(workdir: Path, index_dir: Path | None = None, fallback_videos: int
     is a random-init CLIP4Clip (2 layers per tower, 512 wide, 512-d projection) run over
     ``fallback_videos`` rendered world test clips and their captions.
     """
-    from demo.presets import EMBEDDED
-
     folder = Path(index_dir or EMBEDDED.index or "")
     if (folder / "manifest.json").is_file():
-        from demo.index.video_index import VideoIndex
-        from demo.models.encoders import Clip4ClipEncoder
-
         index = VideoIndex.load(folder)
         texts = [index.caption_text(c) for c in range(len(index.caption_video))]
         model = next((Path(m) for m in (index.info.get("model_path"), EMBEDDED.model)
@@ -216,8 +212,6 @@ def real_base(workdir: Path, index_dir: Path | None = None, fallback_videos: int
 
 def fallback_encoder(workdir: Path, seed: int = 0) -> Clip4ClipEncoder:
     """Random-init CLIP4Clip, 2 layers per tower, 512 wide, 512-d, 32x32 frames (fast)."""
-    from demo.bench.common import random_encoder
-
     text = dict(vocab_size=49408, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
                 num_attention_heads=8, max_position_embeddings=77, projection_dim=512)
     vision = dict(image_size=32, patch_size=8, hidden_size=512, intermediate_size=1024,
@@ -234,8 +228,6 @@ def embed_world(encoder: Clip4ClipEncoder, count: int, batch: int = 32
     """
     import torch
 
-    from demo.video.decode import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
-    from demo.world.clips import WorldConfig, clip_specs, render
 
     specs = clip_specs(WorldConfig(), "test")[:count]
     s, t = encoder.image_size, encoder.max_frames

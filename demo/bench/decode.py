@@ -30,7 +30,7 @@ from demo.video.decode import (
 )
 
 
-def _synthetic_frames(seconds: float, height: int, fps: float, seed: int = 0) -> np.ndarray:
+def synthetic_frames(seconds: float, height: int, fps: float, seed: int = 0) -> np.ndarray:
     """(T, height, ~16/9 height, 3) uint8: drifting stripes, a square crossing the frame, light noise.
 
     Texture and noise matter: a flat frame compresses to almost nothing and decodes
@@ -89,7 +89,7 @@ def bench_decode(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(workdir) if workdir is not None else Path(tmp)
         path = folder / f"bench_{height}p_{seconds:g}s.mp4"
-        frames = _synthetic_frames(seconds, height, fps)
+        frames = synthetic_frames(seconds, height, fps)
         write_mp4(path, frames, fps)
         del frames
 
@@ -102,6 +102,13 @@ def bench_decode(
         full = decode(None)
         preprocess(reduced, image_size, CLIP_MEAN, CLIP_STD)
         load_clip4clip_clip(path, image_size, max_frames=max_frames)
+        timings = {
+            "probe_read_reduced_ms": _median_ms(lambda: decode(image_size), repeats),
+            "probe_read_full_ms": _median_ms(lambda: decode(None), repeats),
+            "preprocess_ms": _median_ms(lambda: preprocess(reduced, image_size, CLIP_MEAN, CLIP_STD), repeats),
+            "preprocess_full_ms": _median_ms(lambda: preprocess(full, image_size, CLIP_MEAN, CLIP_STD), repeats),
+            "load_clip_ms": _median_ms(lambda: load_clip4clip_clip(path, image_size, max_frames=max_frames), repeats),
+        }
         info = probe(path)
         return {
             "seconds": float(seconds),
@@ -113,17 +120,7 @@ def bench_decode(
             "decode_short_side": float(min(reduced.shape[1:3])),
             "full_short_side": float(min(full.shape[1:3])),
             "torch_threads": float(torch.get_num_threads()),
-            "probe_read_reduced_ms": _median_ms(lambda: decode(image_size), repeats),
-            "probe_read_full_ms": _median_ms(lambda: decode(None), repeats),
-            "preprocess_ms": _median_ms(
-                lambda: preprocess(reduced, image_size, CLIP_MEAN, CLIP_STD), repeats
-            ),
-            "preprocess_full_ms": _median_ms(
-                lambda: preprocess(full, image_size, CLIP_MEAN, CLIP_STD), repeats
-            ),
-            "load_clip_ms": _median_ms(
-                lambda: load_clip4clip_clip(path, image_size, max_frames=max_frames), repeats
-            ),
+            **timings,
         }
 
 

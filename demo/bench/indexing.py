@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from demo.bench.common import TINY_TEXT, TINY_VISION, VITB32_VISION, embedded_encoder, random_encoder
+from demo.bench.decode import synthetic_frames
+from demo.video.decode import write_mp4
+from demo.world.clips import WorldConfig, clip_specs, render_to
 
 if TYPE_CHECKING:
     from demo.models.encoders import Clip4ClipEncoder
@@ -39,8 +42,6 @@ class IndexingScale:
 
 def world_clips(folder: Path, count: int) -> list[Path]:
     """The first ``count`` world test clips (128x128, 12 fps, a few seconds), rendered to mp4."""
-    from demo.world.clips import WorldConfig, clip_specs, render_to
-
     folder.mkdir(parents=True, exist_ok=True)
     return [render_to(spec, folder / f"{spec.id}.mp4") for spec in clip_specs(WorldConfig(), "test")[:count]]
 
@@ -48,15 +49,12 @@ def world_clips(folder: Path, count: int) -> list[Path]:
 def hd_clips(folder: Path, count: int, seconds: float, height: int = 224, fps: float = 30.0) -> list[Path]:
     """``count`` synthetic ``height``p 16:9 clips (two distinct encodes, then copies of them:
     decoding cost depends on the stream, not on which file it sits in)."""
-    from demo.bench.decode import _synthetic_frames
-    from demo.video.decode import write_mp4
-
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for i in range(count):
         path = folder / f"hd_{i:03d}.mp4"
         if i < 2:
-            write_mp4(path, _synthetic_frames(seconds, height, fps, seed=i), fps)
+            write_mp4(path, synthetic_frames(seconds, height, fps, seed=i), fps)
         else:
             shutil.copyfile(paths[i % 2], path)
         paths.append(path)

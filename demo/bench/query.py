@@ -27,10 +27,10 @@ from demo.bench.common import (
     weights_mb,
 )
 from demo.index.video_index import build_binary_index, default_rerank, hamming_search, rerank_rows
+from demo.models.encoders import Clip4ClipEncoder
 
 if TYPE_CHECKING:
     from demo.bench.data import RealBase, SearchSet
-    from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ def quantize_text_tower(encoder: Clip4ClipEncoder) -> Clip4ClipEncoder:
 
 def quantized_copy(encoder: Clip4ClipEncoder) -> Clip4ClipEncoder:
     """A second encoder with a quantised text tower; ``encoder`` is left as it was."""
-    from demo.models.encoders import Clip4ClipEncoder
-
     twin = Clip4ClipEncoder(copy.deepcopy(encoder.model), encoder.tokenizer, encoder.name, "cpu")
     return quantize_text_tower(twin)
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from demo.bench.app import format_app_markdown
+from demo.bench.decode import format_decode_markdown
+from demo.bench.indexing import format_indexing_markdown
+from demo.bench.query import format_query_markdown
+from demo.bench.search import format_search_markdown
+
 
 def busy_note(meta: dict[str, Any]) -> str | None:
     """A warning when other processes took a real share of the CPU during the run.
@@ -69,12 +75,6 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
 
 def format_markdown(out: dict[str, Any]) -> str:
     """All sections present in ``out`` (a :func:`demo.bench.runner.run_bench` result)."""
-    from demo.bench.app import format_app_markdown
-    from demo.bench.decode import format_decode_markdown
-    from demo.bench.indexing import format_indexing_markdown
-    from demo.bench.query import format_query_markdown
-    from demo.bench.search import format_search_markdown
-
     lines = _header(out["meta"]) + _targets(out.get("targets", []))
     parts = [
         ("search", "Search (d = 512, top-10)", lambda r: format_search_markdown(r["results"])),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -23,16 +22,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from demo.bench.app import bench_app
 from demo.bench.common import cpu_seconds, load_average, machine_info
-from demo.bench.indexing import IndexingScale
-from demo.bench.query import QueryScale
-from demo.bench.search import SearchScale
+from demo.bench.data import clustered_sets, real_base, realistic_sets
+from demo.bench.decode import bench_decode
+from demo.bench.indexing import IndexingScale, bench_indexing
+from demo.bench.query import QueryScale, bench_query
+from demo.bench.report import format_markdown
+from demo.bench.search import SearchScale, bench_search_set, search_targets
 from demo.errors import InputError
+from demo.files import write_section
+from demo.presets import ROOT
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("search", "query", "indexing", "app", "decode")
-BEGIN, END = "<!-- bench:main -->", "<!-- /bench:main -->"
+SECTION = "bench:main"  # the marked section of BENCHMARKS.md this command owns (demo.files)
 # The issue's targets on a 2-core CPU.
 LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0}
 
@@ -96,7 +101,6 @@ class BenchConfig:
             return self.markdown
         if self.quick or set(self.sections) != set(SECTIONS):
             return None  # partial or quick numbers do not replace the full table
-        from demo.presets import ROOT
 
         return ROOT / "BENCHMARKS.md"
 
@@ -149,7 +153,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         meta["other_cpu_share"] = round(max(0.0, others) / (meta["seconds"] * (meta["cores"] or 1)), 3)
     meta["stalled_s"], meta["stalls"] = stalls.stalled_s, stalls.count
     out["targets"] = collect_targets(out)
-    from demo.bench.report import format_markdown
 
     markdown = format_markdown(out)
     out["markdown"] = markdown
@@ -157,7 +160,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     (config.out / "bench.md").write_text(markdown)
     target = config.markdown_target()
     if target is not None:
-        write_section(target, markdown)
+        write_section(target, SECTION, markdown)
         log.info("wrote the bench section of %s", target)
     log.info("bench finished in %.0f s; results in %s", meta["seconds"], config.out / "bench.json")
     return out
@@ -168,45 +171,29 @@ def _run_sections(config: BenchConfig, p: Plan, tmp: Path) -> dict[str, Any]:
     chosen = set(config.sections)
     base = realistic = None
     if chosen & {"search", "query"}:
-        from demo.bench.data import real_base, realistic_sets
-
         base = real_base(tmp, config.index, p.fallback_videos, seed=config.seed)
         realistic = realistic_sets(tmp, base, p.sizes, p.queries, seed=config.seed)
     if "search" in chosen and realistic is not None:
-        from demo.bench.data import clustered_sets
-        from demo.bench.search import bench_search_set
-
         clustered = clustered_sets(tmp, p.sizes, clusters=p.clusters, queries=p.queries, seed=config.seed)
         results = [bench_search_set(s, p.search) for s in [*clustered, *realistic]]
         out["search"] = {"results": results, "limits": LIMITS}
         for s in clustered:  # free the disk early; the realistic set serves the query section
             s.emb_path.unlink(missing_ok=True)
     if "query" in chosen:
-        from demo.bench.query import bench_query
-
         out["query"] = bench_query(tmp, realistic[-1] if realistic else None, base, p.query)
     base = None  # the fallback model is not needed any more
     if "indexing" in chosen:
-        from demo.bench.indexing import bench_indexing
-
         out["indexing"] = bench_indexing(tmp, p.indexing)
     if "app" in chosen:
-        from demo.bench.app import bench_app
-        from demo.presets import ROOT
-
         args = ("--index", str(config.index)) if config.index else ()
         out["app"] = bench_app(ROOT, args) if p.app else {"skipped": "not run with --quick"}
     if "decode" in chosen:
-        from demo.bench.decode import bench_decode
-
         out["decode"] = bench_decode(workdir=tmp, **p.decode)
     return out
 
 
 def collect_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target with its goal, what was measured and whether it holds."""
-    from demo.bench.search import search_targets
-
     rows: list[dict[str, Any]] = []
     search = out.get("search", {}).get("results", [])
     for name in ("clustered", "realistic"):
@@ -236,21 +223,3 @@ def collect_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
                                      f"(serial split {row['decode_share_serial']:.0%})",
                          "holds": bool(row["holds"])})
     return rows
-
-
-def replace_section(document: str, body: str) -> str:
-    """``document`` with the text between the bench markers replaced by ``body`` (the
-    markers are appended when missing); everything outside them is kept byte for byte."""
-    section = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    start, stop = document.find(BEGIN), document.find(END)
-    if start >= 0 and stop > start:
-        return document[:start] + section + document[stop + len(END):]
-    return document.rstrip() + ("\n\n" if document.strip() else "") + section + "\n"
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace the bench section of ``path`` (created as ``# Benchmarks`` when missing), atomically."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(replace_section(old, body), encoding="utf-8")
-    os.replace(tmp, path)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from demo.errors import InputError
+from demo.world.clips import WorldConfig, synth
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ class Corpus:
 
 def world_corpus(world_dir: str | Path = DEFAULT_WORLD, limit: int | None = None, workers: int = 2) -> Corpus:
     """The world's test split from ``test.jsonl`` + ``clips/test/``; renders missing clips first."""
-    from demo.world.clips import WorldConfig, synth
-
     world = Path(world_dir)
     jsonl = world / "test.jsonl"
     rows = _read_jsonl(jsonl) if jsonl.is_file() else []

@@ -11,9 +11,9 @@ Files that are missing or cannot be decoded are reported, not fatal.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,14 +23,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from demo.errors import DemoError
+from demo.files import atomic_write, atomic_write_json
+from demo.models.encoders import Clip4ClipEncoder
+from demo.models.temporal import masked_mean
 
 if TYPE_CHECKING:
     import torch
 
     from demo.index.video_index import ModelFingerprint
-    from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)
@@ -41,10 +44,9 @@ def _sha1(text: str) -> str:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write(path, buffer.getvalue(), fsync=False)  # a cache: a lost entry is recomputed
 
 
 class EmbeddingCache:
@@ -62,7 +64,7 @@ class EmbeddingCache:
                      "sample_fps": fp.sample_fps, "dim": fp.dim}
         self.folder = Path(root) / _sha1(json.dumps(described, sort_keys=True))[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "model.json").write_text(json.dumps(described, indent=2) + "\n")
+        atomic_write_json(self.folder / "model.json", described)
 
     def _frames_file(self, path: str | Path) -> Path | None:
         try:
@@ -143,12 +145,6 @@ def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], tex
     The checkpoint is loaded once (with its seqTransf head when asked for); frame features
     come from the cache where present, else from decoding + the vision tower in batches.
     """
-    import torch
-    from tqdm import tqdm
-
-    from demo.models.encoders import Clip4ClipEncoder
-    from demo.models.temporal import masked_mean
-
     report = progress or (lambda fraction, message: None)
     encoder = Clip4ClipEncoder.from_pretrained(
         model, pooling="seqTransf" if "seqTransf" in poolings else "meanP", device=device)
@@ -161,52 +157,11 @@ def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], tex
     todo = [i for i in range(len(paths)) if features[i] is None and i not in failed]
     log.info("%s: %d clips cached, %d to encode, %d missing", encoder.name,
              len(paths) - len(todo) - len(failed), len(todo), len(failed))
-    done = 0
-
-    def run(batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        frames = torch.stack([f for _, (f, _) in batch]).to(encoder.device)
-        mask = torch.stack([m for _, (_, m) in batch]).to(encoder.device)
-        with torch.inference_mode(), _autocast(encoder.device):
-            out = encoder.model.frame_embeddings(frames, mask).float().cpu().numpy()
-        for j, (row, (_, m)) in enumerate(batch):
-            features[row] = out[j, : int(m.sum())]
-            if store is not None:
-                store.put_frames(paths[row], features[row])  # type: ignore[arg-type]
-
-    batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
-    with tqdm(total=len(todo), desc=f"encode clips ({Path(model).name})", disable=not todo) as bar:
-        for row, item in _decoded(encoder, paths, todo, workers, ahead=2 * batch_size):
-            if isinstance(item, str):
-                failed[row] = item
-                log.warning("skipping %s: %s", paths[row], item)
-            else:
-                batch.append((row, item))
-            if len(batch) == batch_size:
-                run(batch)
-                batch = []
-            done += 1
-            bar.update()
-            report(0.9 * done / max(1, len(todo)), f"encoding clips ({Path(model).name}): {done}/{len(todo)}")
-        if batch:
-            run(batch)
-    videos = {p: np.zeros((len(paths), encoder.dim), np.float32) for p in poolings}
+    _encode_frames(encoder, paths, todo, features, failed, store, batch_size, workers,
+                   lambda done: report(0.9 * done / max(1, len(todo)),
+                                       f"encoding clips ({Path(model).name}): {done}/{len(todo)}"))
     ok = [i for i in range(len(paths)) if i not in failed]
-    t = encoder.max_frames
-    for s in range(0, len(ok), 256):
-        rows = ok[s:s + 256]
-        x = torch.zeros(len(rows), t, encoder.dim)
-        mask = torch.zeros(len(rows), t, dtype=torch.bool)
-        for j, row in enumerate(rows):
-            f = features[row]
-            assert f is not None
-            x[j, : len(f)] = torch.from_numpy(f)
-            mask[j, : len(f)] = True
-        x, mask = x.to(encoder.device), mask.to(encoder.device)
-        with torch.inference_mode():
-            for p in poolings:
-                head = encoder.model.head if p == "seqTransf" else None
-                pooled = masked_mean(x, mask) if head is None else head(x, mask)
-                videos[p][rows] = pooled.float().cpu().numpy()
+    videos = _pool(encoder, poolings, [features[i] for i in ok], ok, len(paths))
     report(0.92, f"encoding {len(texts)} captions with {Path(model).name}")
     text_emb = store.get_texts(texts) if store is not None else None
     if text_emb is None:
@@ -216,3 +171,62 @@ def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], tex
     report(1.0, f"{Path(model).name} done")
     return Encoded(videos, text_emb, failed, encoder.fingerprint, encoded=len(todo) - sum(
         1 for i in todo if i in failed))
+
+
+def _encode_frames(encoder: Clip4ClipEncoder, paths: Sequence[str], todo: list[int],
+                   features: list[np.ndarray | None], failed: dict[int, str], store: EmbeddingCache | None,
+                   batch_size: int, workers: int, step: Callable[[int], None]) -> None:
+    """Decode and run the vision tower over the ``todo`` rows in batches, filling ``features``
+    (each clip's (n, D) real-frame features) and ``failed``; ``step(done)`` after each clip."""
+    import torch
+
+    def run(batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        frames = torch.stack([f for _, (f, _) in batch]).to(encoder.device)
+        mask = torch.stack([m for _, (_, m) in batch]).to(encoder.device)
+        with torch.inference_mode(), _autocast(encoder.device):
+            out = encoder.model.frame_embeddings(frames, mask).float().cpu().numpy()
+        for j, (row, (_, m)) in enumerate(batch):
+            features[row] = out[j, : int(m.sum())]
+            if store is not None:
+                store.put_frames(paths[row], out[j, : int(m.sum())])
+
+    batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
+    with tqdm(total=len(todo), desc=f"encode clips ({encoder.name})", disable=not todo) as bar:
+        for done, (row, item) in enumerate(_decoded(encoder, paths, todo, workers, ahead=2 * batch_size), 1):
+            if isinstance(item, str):
+                failed[row] = item
+                log.warning("skipping %s: %s", paths[row], item)
+            else:
+                batch.append((row, item))
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+            bar.update()
+            step(done)
+        if batch:
+            run(batch)
+
+
+def _pool(encoder: Clip4ClipEncoder, poolings: Sequence[str], features: list[np.ndarray | None],
+          rows: list[int], n: int) -> dict[str, np.ndarray]:
+    """pooling -> (n, D) video embeddings from each clip's frame ``features`` (placed at ``rows``;
+    the other rows stay zero), 256 clips at a time."""
+    import torch
+
+    videos = {p: np.zeros((n, encoder.dim), np.float32) for p in poolings}
+    t = encoder.max_frames
+    for s in range(0, len(rows), 256):
+        chunk = features[s:s + 256]
+        x = torch.zeros(len(chunk), t, encoder.dim)
+        mask = torch.zeros(len(chunk), t, dtype=torch.bool)
+        for j, f in enumerate(chunk):
+            assert f is not None
+            x[j, : len(f)] = torch.from_numpy(f)
+            mask[j, : len(f)] = True
+        x, mask = x.to(encoder.device), mask.to(encoder.device)
+        with torch.inference_mode():
+            for p in poolings:
+                head = encoder.model.head if p == "seqTransf" else None
+                pooled = masked_mean(x, mask) if head is None else head(x, mask)
+                videos[p][rows[s:s + 256]] = pooled.float().cpu().numpy()
+    return videos

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from demo.search import open_searcher
+from demo.world.clips import EVENTS
+
 # Event phrasings that appear in no training caption (checked in tests against
 # demo.world.clips.vocabulary()["event_phrases"]), recombined only from words the captions use,
 # like "drifting to the right" from "drifting right" and "sliding to the right".
@@ -174,9 +177,6 @@ def evaluate_freeform(index_dir: str | Any, test_attributes: Sequence[dict[str, 
     ``shape_blind`` is :func:`shape_blind_rate` over the index, ``events`` the
     :func:`event_recognition` of the index's lone-object test clips.
     """
-    from demo.search import open_searcher
-    from demo.world.clips import EVENTS
-
     searcher = open_searcher(index=str(index_dir), device=device)
     rows = {str(r["id"]): r.get("attributes") or {} for r in searcher.index.metadata}
 

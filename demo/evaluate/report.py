@@ -11,14 +11,15 @@ set family (the WebVid suite, WebVid feature files).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from demo.files import atomic_write, atomic_write_json, write_section
 from demo.metrics import metrics_from_ranks
+from demo.models.encoders import default_device
 
 METRIC_KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 CURVE_K = 50  # the plot shows R@K for K = 1..CURVE_K
@@ -40,8 +41,6 @@ TASKS = {
     "t2v-heldout": "Held-out subset: text -> video for clips showing a (colour, shape) never seen "
                    "in training (queries restricted, search over the whole corpus)",
 }  # fmt: skip
-BENCH_BEGIN = "<!-- evaluate:{suite} -->"
-BENCH_END = "<!-- /evaluate:{suite} -->"
 
 
 @dataclass(frozen=True)
@@ -221,8 +220,8 @@ class EvalResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         md, js = out / "results.md", out / "results.json"
-        _write_text(md, self.to_markdown())
-        _write_text(js, json.dumps(self.to_json(), indent=2, default=str) + "\n")
+        atomic_write(md, self.to_markdown())
+        atomic_write_json(js, self.to_json())
         return {"markdown": md, "json": js, "plot": self.plot(out / "recall_at_k.png")}
 
 
@@ -268,7 +267,6 @@ def device_name(device: str | None) -> str:
 
     import torch
 
-    from demo.models.encoders import default_device
 
     device = device or default_device()
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -282,34 +280,14 @@ def _info_text(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def replace_section(document: str, suite: str, body: str) -> str:
-    """``document`` with the text between the suite's markers replaced by ``body``
-    (the marked section is appended when the markers are missing).
-
-    >>> replace_section("# B\\n<!-- evaluate:x -->\\nold\\n<!-- /evaluate:x -->\\ntail\\n", "x", "new\\n")
-    '# B\\n<!-- evaluate:x -->\\nnew\\n<!-- /evaluate:x -->\\ntail\\n'
-    """
-    begin, end = BENCH_BEGIN.format(suite=suite), BENCH_END.format(suite=suite)
-    section = f"{begin}\n{body.rstrip()}\n{end}"
-    start, stop = document.find(begin), document.find(end)
-    if start >= 0 and stop > start:
-        return document[:start] + section + document[stop + len(end):]
-    return document.rstrip() + ("\n\n" if document.strip() else "") + section + "\n"
+def section_name(suite: str) -> str:
+    """The marked section of BENCHMARKS.md a suite's tables live in (see :mod:`demo.files`)."""
+    return f"evaluate:{suite}"
 
 
 def write_benchmarks(result: EvalResult, benchmarks_md: str | Path, eval_json: str | Path | None) -> None:
     """Replace the suite's marked section of ``benchmarks_md`` (created if missing) with
     the result's Markdown, and write the result's JSON (plus its Markdown) to ``eval_json``."""
-    md = Path(benchmarks_md)
-    old = md.read_text(encoding="utf-8") if md.is_file() else "# Benchmarks\n"
-    md.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(md, replace_section(old, result.suite, result.to_markdown()))
+    write_section(benchmarks_md, section_name(result.suite), result.to_markdown())
     if eval_json is not None:
-        payload = {**result.to_json(), "markdown": result.to_markdown()}
-        _write_text(Path(eval_json), json.dumps(payload, indent=2, default=str) + "\n")
+        atomic_write_json(eval_json, {**result.to_json(), "markdown": result.to_markdown()})

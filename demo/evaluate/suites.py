@@ -34,7 +34,9 @@ from demo.errors import InputError
 from demo.evaluate.corpus import DEFAULT_WORLD, Corpus, webvid_corpus, world_corpus
 from demo.evaluate.encode import ProgressFn, encode_corpus
 from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
+from demo.index.video_index import binarize, l2_normalize
 from demo.metrics import chunked_ranks, chunked_v2t_ranks
+from demo.models.temporal import POOLINGS, Clip4ClipSettings
 from demo.presets import PRECOMPUTED
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,6 @@ WEBVID_MODELS = (
 def parse_model(text: str) -> ModelSpec:
     """A ``--models`` entry: ``ID`` (the checkpoint's own pooling; meanP for hub ids) or
     ``ID:meanP`` / ``ID:seqTransf``."""
-    from demo.models.temporal import POOLINGS, Clip4ClipSettings
-
     model, _, pooling = text.rpartition(":")
     if pooling not in POOLINGS:
         folder = Path(text).expanduser()
@@ -99,8 +99,6 @@ def binary_rerank_ranks(queries: np.ndarray, candidates: np.ndarray, gt: np.ndar
     against the ground truth, then by row) are reranked by cosine. See the module
     docstring for the rank of a ground truth outside them. Returns (Q,) int64.
     """
-    from demo.index.video_index import binarize, l2_normalize
-
     q, c = l2_normalize(queries), l2_normalize(candidates)
     gt = np.asarray(gt, dtype=np.int64)
     if q.shape[1] != c.shape[1] or gt.shape != (len(q),) or rerank < 1:
@@ -295,7 +293,6 @@ def evaluate_features(text_npy: str | Path, video_npy: str | Path, *, rerank: tu
     if text.ndim != 2 or text.shape != video.shape or len(text) < 2:
         raise InputError(f"text and video embeddings must be matching (N, D) arrays with N >= 2, got "
                          f"{text.shape} from {text_npy} and {video.shape} from {video_npy}")
-    from demo.index.video_index import l2_normalize
 
     report(0.1, "normalising")
     text, video = l2_normalize(text), l2_normalize(video)
