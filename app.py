@@ -37,6 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--concurrency", type=int, default=2, help="requests served at once per action")
+    p.add_argument("--allow-rerun", action=argparse.BooleanOptionalAction, default=None,
+                   help="let visitors rerun the benchmark (default: only when serving 127.0.0.1 without --share)")
     return p.parse_args(argv)
 
 
@@ -50,23 +52,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from demo.app.service import AppConfig, DemoService
     from demo.errors import DemoError
 
+    public = args.share or args.host not in ("127.0.0.1", "localhost", "::1")
     config = AppConfig(preset=args.preset, model=args.model, index=args.index, xclip=args.xclip,
                        pooling=args.pooling, device=args.device, cache_dir=args.cache,
-                       eval_limit=args.eval_limit)
+                       eval_limit=args.eval_limit, allow_rerun=args.allow_rerun, public=public)
     try:
         service = DemoService.load(config)
     except DemoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from demo.app.ui import build_demo, launch_options  # gradio: imported once there is something to serve
+    from demo.app.ui import build_demo, launch  # gradio: imported once there is something to serve
 
     demo = build_demo(service)
     # A small queue: parallel users wait their turn instead of running N models at once.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
-                **launch_options(service))
+    service.warm_up()  # the first search finds the binary index built and torch's kernels loaded
+    launch(demo, service, server_name=args.host, server_port=args.port, share=args.share)
     logging.getLogger("app").info("ready in %.1f s at %s", time.perf_counter() - started, demo.local_url)
-    threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=service.prerender, name="prerender", daemon=True).start()
     demo.block_thread()
     return 0
 

@@ -54,7 +54,7 @@ class RunningApp:
 
 def launch_app(root: Path, model: Path) -> RunningApp:
     """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
-    from demo.app.ui import build_demo, launch_options
+    from demo.app.ui import build_demo, launch
     from tests.conftest import tiny_xclip
 
     index = build_world_index(root, model)
@@ -64,7 +64,7 @@ def launch_app(root: Path, model: Path) -> RunningApp:
     service = DemoService.load(config)
     demo = build_demo(service)
     demo.queue(default_concurrency_limit=2, max_size=64)
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options(service))
+    launch(demo, service, server_name="127.0.0.1", quiet=True)
     return RunningApp(service, demo, demo.local_url, root)
 
 
@@ -117,15 +117,26 @@ def test_search_text_returns_playable_clips(app: RunningApp, client: Any) -> Non
     assert all(h["id"].startswith("test-") and h["caption"] for h in hits)
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert "encode" in status and "ms" in status
-    # The clips were rendered into the cache on demand and are served by the file route...
+    # Each clip plays from the app's media route, by id; a world clip is rendered into the cache
+    # when first asked for, byte for byte what `python -m demo synth` writes.
     cache = app.root / "cache"
     for h in hits:
-        route, _, path = h["video"].partition("=")
-        assert route == "gradio_api/file" and Path(path).is_file() and Path(path).is_relative_to(cache)
-    response = httpx.get(app.url + hits[0]["video"])
-    assert response.status_code == 200 and response.content[4:8] == b"ftyp"
-    # ...which serves nothing outside the allowed folders.
+        assert h["video"] == f"media/{h['id']}"
+        response = httpx.get(app.url + h["video"])
+        assert response.status_code == 200 and response.content[4:8] == b"ftyp"
+        assert response.headers["content-type"] == "video/mp4"
+        assert response.content == (cache / "clips" / "test" / f"{h['id']}.mp4").read_bytes()
+    from demo.world.clips import WorldConfig, synth
+
+    synth(app.root / "synth", WorldConfig(), splits=("test",), limit=N_CLIPS, progress=False)
+    assert response.content == (app.root / "synth" / "clips" / "test" / f"{hits[-1]['id']}.mp4").read_bytes()
+    # Players seek with range requests.
+    part = httpx.get(app.url + hits[0]["video"], headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and len(part.content) == 100
+    # Nothing outside the index's clips: no index file, no unknown id, no path tricks.
     assert httpx.get(f"{app.url}gradio_api/file={app.root / 'index' / 'manifest.json'}").status_code == 403
+    for probe in ("media/nope", "media/../index/manifest.json", "media/%2E%2E/%2E%2E/etc/passwd"):
+        assert httpx.get(app.url + probe).status_code == 404, probe
 
 
 def test_binary_search_and_top_k(client: Any) -> None:

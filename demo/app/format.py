@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 if TYPE_CHECKING:
     from demo.app.service import BenchmarkView, DescribeResult, SearchResult
@@ -19,14 +18,6 @@ METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR")  # the model card's columns
 BENCH_HEADERS = ["Model", *METRICS]
 CAPTION_HEADERS = ["Rank", "Score", "Caption", "From clip", "Own"]
 TRAIN_COMMAND = "python -m demo train --preset embedded"
-
-
-def media_url(src: str) -> str:
-    """A URL the page can load: URLs as they are, local files through Gradio's file route
-    (relative, so the app also works under a path prefix)."""
-    if "://" in src:
-        return src
-    return "gradio_api/file=" + quote(src, safe="/")
 
 
 def message_html(text: str, kind: str = "info") -> str:
@@ -41,7 +32,7 @@ def results_html(result: SearchResult) -> str:
     cards = []
     for hit in result.hits:
         if hit.src:
-            media = (f'<video src="{html.escape(media_url(hit.src))}" autoplay loop muted playsinline '
+            media = (f'<video src="{html.escape(hit.src)}" autoplay loop muted playsinline '
                      f'preload="auto" title="{html.escape(hit.id)}"></video>')
         else:
             media = '<div class="vs-missing">clip not available</div>'
@@ -58,12 +49,24 @@ def results_html(result: SearchResult) -> str:
 def results_json(result: SearchResult) -> list[dict[str, Any]]:
     """One dict per hit; ``video`` is the URL the page plays (relative to the app for local files)."""
     return [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "caption": h.caption,
-             "video": media_url(h.src) if h.src else None} for h in result.hits]
+             "video": h.src} for h in result.hits]
 
 
 def search_status(result: SearchResult) -> str:
-    return (f"**{len(result.hits)}** of {result.corpus:,} videos for *{html.escape(result.query)}* · "
+    """The line above the results; any notes (unknown words, a low best score, a cut query) follow
+    as warnings, so a guess never reads like a match."""
+    shown = result.query if len(result.query) <= 120 else result.query[:119] + "…"
+    line = (f"**{len(result.hits)}** of {result.corpus:,} videos for *{html.escape(shown)}* · "
             f"encode **{result.encode_ms:.1f} ms** · search **{result.search_ms:.2f} ms** ({result.mode})")
+    return "\n\n".join([line, *(f"⚠️ {html.escape(n)}" for n in result.notes)])
+
+
+def preview_html(src: str | None, clip_id: str) -> str:
+    """A corpus clip playing in the Video -> Text tab (from its URL or the app's media route)."""
+    if not src:
+        return message_html(f"The clip of {clip_id} is not available here; its stored embedding is used.", "warn")
+    return (f'<video class="vs-preview" src="{html.escape(src)}" autoplay loop muted playsinline controls '
+            f'title="{html.escape(clip_id)}"></video>')
 
 
 def caption_rows(result: DescribeResult) -> list[list[Any]]:
@@ -98,10 +101,19 @@ def label_bars(result: Classification) -> Any:
     return pd.DataFrame({"label": list(result.labels), "probability": [round(p, 4) for p in result.probs]})
 
 
-def classify_notes(result: Classification) -> str:
-    lines = [f"Scored **{result.num_labels}** labels; the top {len(result.labels)} are shown."]
+def classify_notes(result: Classification, warning: str | None = None) -> str:
+    """What the numbers mean, then any notes about this clip and label set."""
+    lines = [f"Scored **{result.num_labels}** labels; the top {len(result.labels)} are shown. The percentages are "
+             "X-CLIP's softmax over the labels given, so they always sum to 100% and say which label fits best, "
+             "not how well: a clip that fits none still puts almost all weight on one."]
+    if result.similarities:
+        lines.append("Raw similarity (cosine of the clip's and the label's embeddings): "
+                     + ", ".join(f"{html.escape(label)} {s:.3f}" for label, s in
+                                 zip(result.labels, result.similarities, strict=True)) + ".")
+    if warning:
+        lines.append(f"⚠️ {html.escape(warning)}")
     lines += [f"- note: {html.escape(n)}" for n in result.notes]
-    return "\n".join(lines)
+    return "\n\n".join(lines)
 
 
 def _cells(metrics: dict[str, Any]) -> list[str]:
@@ -143,6 +155,16 @@ def recall_figure(view: BenchmarkView) -> Any:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return fig
+
+
+def rerun_note(allowed: bool, reason: str | None) -> str:
+    """Beside the rerun button: what it does, or why it is off here."""
+    if reason:
+        return f"Rerun is off: {html.escape(reason)}."
+    if not allowed:
+        return ("Reruns are for the operator on a shared server: `python -m demo evaluate`, or start the app "
+                "with `--allow-rerun`.")
+    return f"Reruns the test split in a separate process. Train the embedded models again: `{TRAIN_COMMAND}`"
 
 
 def benchmark_status(view: BenchmarkView, device: str) -> str:

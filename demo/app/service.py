@@ -6,32 +6,35 @@ event and returns plain data (dataclasses, dicts, lists) that :mod:`demo.app.ui`
 into components. Every error a person can cause is a :class:`demo.errors.DemoError`;
 the UI shows its message in the page.
 
-Corpus clips are resolved to something a browser can play (:mod:`demo.app.media`): a
-local file, rendered on demand for the embedded world, or a URL.
+Corpus clips are resolved to something a browser can play (:mod:`demo.media`): a URL, or the
+app's ``/media/<id>`` route for a local file (a world clip is rendered on demand).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
-import threading
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from demo.app.media import MediaResolver
+from demo.app.benchmark import BenchmarkView, Rerunner, read_view
+from demo.app.confidence import QueryCheck
 from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
-from demo.evaluate.report import PUBLISHED_WEBVID10K, device_name
+from demo.evaluate.report import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
-from demo.evaluate.workflow import EvaluateRequest, run_evaluation
-from demo.files import atomic_write_json
+from demo.evaluate.workflow import EvaluateRequest
+from demo.media import MediaResolver, is_url, prerender
 from demo.models.encoders import default_device
-from demo.models.labels import load_preset, parse_labels
+from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
 from demo.presets import ASSETS, ROOT, Preset, resolve_preset
-from demo.search import clean_query, open_searcher
+from demo.search import MAX_QUERY_CHARS, clean_query, open_searcher
 from demo.video.decode import probe
 from demo.world.clips import vocabulary
 
@@ -48,6 +51,7 @@ EXAMPLES_DIR = ASSETS / "examples"
 # Test-split clips of the embedded world shipped as examples: one per kind of event.
 EXAMPLE_IDS = ("test-000025", "test-000018", "test-000016", "test-000002", "test-000039", "test-000017")
 MODES = ("binary + rerank", "exact")
+MEDIA_ROUTE = "/media"  # local corpus clips are served at MEDIA_ROUTE/<quoted id>, by id only
 MAX_K = 24
 ProgressFn = Callable[[float, str], None]  # (fraction done, message)
 
@@ -66,6 +70,10 @@ class AppConfig:
     max_upload_mb: float = 100.0
     max_duration_s: float = 120.0
     eval_limit: int | None = None  # test clips a CPU rerun of the benchmark uses (None: all)
+    # Who may rerun the benchmark (52 s of CPU on the embedded suite): None lets it run when the
+    # app listens on this machine only (app.py sets it from --host / --share / --allow-rerun).
+    allow_rerun: bool | None = None
+    public: bool = False  # served beyond this machine (--host other than loopback, or --share)
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser().resolve()
@@ -73,7 +81,8 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class VideoHit:
-    """One text -> video result; ``src`` is a local file or URL (None: the clip is unavailable)."""
+    """One text -> video result; ``src`` is what the page plays: a URL, or the app's media route
+    (relative to the page) for a local clip; None when the clip is unavailable."""
 
     rank: int
     id: str
@@ -90,6 +99,7 @@ class SearchResult:
     search_ms: float
     mode: str
     corpus: int  # videos in the index
+    notes: tuple[str, ...] = ()  # why the results may not fit the query (unknown words, low scores, a cut)
 
 
 @dataclass(frozen=True)
@@ -102,17 +112,6 @@ class DescribeResult:
     search_ms: float
 
 
-@dataclass(frozen=True)
-class BenchmarkView:
-    """The retrieval table of the active model (empty rows: not evaluated yet)."""
-
-    rows: list[dict[str, Any]]  # {"name", "task", "metrics": {R@1..MnR}, "recall_curve", ...}
-    info: dict[str, Any] = field(default_factory=dict)
-    source: str | None = None  # the eval.json it was read from
-    markdown: str = ""  # every table of that run, as Markdown
-    published: dict[str, dict[str, float]] = field(default_factory=lambda: dict(PUBLISHED_WEBVID10K))
-
-
 class DemoService:
     """The loaded models and index, and one method per UI action."""
 
@@ -121,8 +120,11 @@ class DemoService:
         self.searcher, self.classifier, self.preset, self.config = searcher, classifier, preset, config
         self.xclip_error = xclip_error  # why the classifier is missing
         self.media = MediaResolver(searcher.index, config.cache_path())
-        self._eval_lock = threading.Lock()
+        self.rerunner = Rerunner()
         self._ids = set(searcher.index.ids)
+        world = self.vocabulary()
+        self.check = QueryCheck.for_index(searcher.index, None if world is None else
+                                          [w for ws in world.values() for w in ws])
 
     @classmethod
     def load(cls, config: AppConfig = AppConfig()) -> DemoService:  # noqa: B008
@@ -155,6 +157,19 @@ class DemoService:
             self.search_text("a red circle moving left", k=1)
         except DemoError as err:  # pragma: no cover - only a broken index gets here
             log.warning("warm-up search failed: %s", err)
+
+    def prerender(self) -> None:
+        """Render the index's world clips that the cache lacks, in a child process at the lowest
+        priority, so results play at once without slowing searches; returns when it is done."""
+        missing = self.media.world_ids_to_render()
+        if not missing:
+            return
+        log.info("rendering %d world clips into %s in the background", len(missing), self.config.cache_path())
+        context = multiprocessing.get_context("spawn")
+        child = context.Process(target=prerender, args=(self.config.cache_path(), missing), daemon=True,
+                                name="prerender")
+        child.start()
+        child.join()
 
     # ------------------------------------------------------------------ info
 
@@ -189,12 +204,27 @@ class DemoService:
         return [str(p) for p in self.media.examples(EXAMPLES_DIR, EXAMPLE_IDS)]
 
     def media_dirs(self) -> list[str]:
-        """Folders the web server may serve clips from (nothing wider)."""
-        return [str(p) for p in self.media.serve_dirs()] + [str(EXAMPLES_DIR)]
+        """Folders Gradio may serve files from: the example clips and the cache the world's clips are
+        rendered into (ours alone). An index's own clips go through :meth:`media_file`, by id."""
+        return [str(self.config.cache_path()), str(EXAMPLES_DIR)]
 
-    def clip_file(self, clip_id: str) -> str | None:
-        """A playable file or URL of corpus clip ``clip_id``."""
-        return self.media.resolve_id(clip_id)
+    def media_file(self, clip_id: str) -> Path | None:
+        """The local file of corpus clip ``clip_id`` (a world clip is rendered first); None for an
+        unknown id, a URL or a missing file. The app's ``/media/<id>`` route serves only this."""
+        return self.media.local_file(clip_id)
+
+    def clip_src(self, clip_id: str) -> str | None:
+        """What a page plays for corpus clip ``clip_id``: its URL, or the app's media route for a
+        local file (rendered when first asked for); None when the clip is unavailable."""
+        path = self.media.stored_path(clip_id)
+        if path is None:
+            return None
+        if is_url(path):
+            return path
+        # A world index's clips are rendered when the browser asks for them, not during the search.
+        if self.media.is_world() or self.media.resolve(clip_id, path) is not None:
+            return MEDIA_ROUTE.lstrip("/") + "/" + quote(clip_id, safe="")
+        return None
 
     # ------------------------------------------------------------- text -> video
 
@@ -202,16 +232,20 @@ class DemoService:
         text = clean_query(query)
         exact = mode == "exact"
         timed = self.searcher.search_text_timed(text, k=_k(k), exact=exact)
-        hits = [VideoHit(h.rank, h.id, h.score, h.caption, self.media.resolve(h.id, h.path_or_url))
-                for h in timed.hits]
+        hits = [VideoHit(h.rank, h.id, h.score, h.caption, self.clip_src(h.id)) for h in timed.hits]
+        notes = self.check.notes(text, hits[0].score if hits else None)
+        if len(" ".join((query or "").split())) > MAX_QUERY_CHARS:
+            notes.insert(0, f"Your text was cut to its first {MAX_QUERY_CHARS:,} characters (the model reads only "
+                            f"the first {self.searcher.encoder.max_words - 2} tokens of those).")
         return SearchResult(text, hits, timed.encode_ms, timed.search_ms, "exact" if exact else MODES[0],
-                            len(self.searcher.index))
+                            len(self.searcher.index), tuple(notes))
 
     # ------------------------------------------------------------- video -> text
 
     def search_video(self, video: str | None, clip_id: str | None = None, k: float = 10) -> DescribeResult:
         """Captions for corpus clip ``clip_id`` (its stored embedding) or else the ``video`` file."""
         index = self.searcher.index
+        clip_id = corpus_id(clip_id)
         if clip_id:
             t0 = time.perf_counter()
             vec = index.vector(clip_id)
@@ -225,6 +259,22 @@ class DemoService:
         return DescribeResult(timed.hits, own, timed.encode_ms, timed.search_ms)
 
     # ------------------------------------------------------------ classification
+
+    def label_presets(self) -> list[str]:
+        """The names of the label sets the classification tab offers."""
+        return list(LABEL_PRESETS)
+
+    def label_warning(self, labels: str | None) -> str | None:
+        """A sentence when most labels use words the loaded model never saw (Kinetics-400's
+        actions with the embedded world's X-CLIP, say); None when the labels suit it."""
+        parsed = parse_labels(labels or "") if (labels or "").strip() else []
+        strange = [label for label in parsed if self.check.unknown_words(label)]
+        if len(parsed) and len(strange) > len(parsed) / 2:
+            return (f"{len(strange)} of these {len(parsed)} labels use words the loaded model never saw in "
+                    "training (e.g. " + ", ".join(f"“{x}”" for x in strange[:3]) + "): its scores for them "
+                    "mean little. The embedded models know the rendered world's events (label set "
+                    "“embedded-events”).")
+        return None
 
     def label_preset(self, name: str | None) -> str:
         """The labels of preset ``name`` as one comma-separated string (for the textbox)."""
@@ -249,41 +299,35 @@ class DemoService:
 
     def benchmark(self) -> BenchmarkView:
         """The newest stored evaluation of the active model (no rows if it was never evaluated)."""
-        import json
+        return read_view(list(self.eval_files()))
 
-        found = [p for p in self.eval_files() if p.is_file()]
-        if not found:
-            return BenchmarkView([], {})
-        path = max(found, key=lambda p: p.stat().st_mtime)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return BenchmarkView(list(data.get("rows") or []), dict(data.get("info") or {}), str(path),
-                                 str(data.get("markdown") or ""))
-        except (OSError, ValueError, AttributeError) as err:
-            log.warning("cannot read %s: %s", path, err)
-            return BenchmarkView([], {"error": f"{path.name} is unreadable: {err}"}, str(path))
+    def can_rerun(self) -> bool:
+        """Whether this app reruns the benchmark for whoever presses the button (see AppConfig)."""
+        allowed = self.config.allow_rerun if self.config.allow_rerun is not None else not self.config.public
+        return allowed and self.rerun_reason() is None
+
+    def rerun_reason(self) -> str | None:
+        """Why a rerun cannot run here at all (None: it can, if the operator allows it)."""
+        if not self.knows_world() or not Path(self.searcher.model_source).is_dir():
+            return ("the app reruns the embedded suite only; evaluate other models and test sets with "
+                    "`python -m demo evaluate`")
+        return None
 
     def rerun_benchmark(self, progress: ProgressFn | None = None) -> BenchmarkView:
-        """Evaluate the active model on the embedded world's test split again (one run at a
-        time), through the same workflow as ``python -m demo evaluate``: the first
-        ``eval_limit`` clips on a CPU, all of them on a GPU."""
-        model = Path(self.searcher.model_source)
-        if not self.knows_world() or not model.is_dir():
-            raise InputError("the app reruns the embedded suite only; evaluate other models and test sets "
-                             "with `python -m demo evaluate`")
-        if not self._eval_lock.acquire(blocking=False):
-            raise InputError("an evaluation is already running; wait for it to finish")
-        try:
-            device = self.searcher.encoder.device
-            request = EvaluateRequest(
-                world=self.config.cache_path(), zero_shot=self._zero_shot(), clip4clip=model,
-                index=self.searcher.index.root, limit=None if device.startswith("cuda") else self.config.eval_limit,
-                device=device, workers=2, cache=self.config.cache_path().parent / "evaluate",
-                command="app.py: Benchmark tab, Rerun")
-            result = run_evaluation(request, progress)
-            atomic_write_json(self.eval_files()[1], {**result.to_json(), "markdown": result.to_markdown()})
-        finally:
-            self._eval_lock.release()
+        """Evaluate the active model on the embedded world's test split again, through the same
+        workflow as ``python -m demo evaluate``, in a child process (:mod:`demo.app.benchmark`):
+        the first ``eval_limit`` clips on a CPU, all of them on a GPU."""
+        reason = self.rerun_reason()
+        if reason is not None or not self.can_rerun():
+            raise InputError(reason or "reruns are off on this server (the operator can start the app with "
+                             "--allow-rerun, or run `python -m demo evaluate`)")
+        device = self.searcher.encoder.device
+        request = EvaluateRequest(
+            world=self.config.cache_path(), zero_shot=self._zero_shot(), clip4clip=Path(self.searcher.model_source),
+            index=self.searcher.index.root, limit=None if device.startswith("cuda") else self.config.eval_limit,
+            device=device, workers=2, cache=self.config.cache_path().parent / "evaluate",
+            command="app.py: Benchmark tab, Rerun")
+        self.rerunner.run(request, self.eval_files()[1], progress)
         return self.benchmark()
 
     def _zero_shot(self) -> Path | None:
@@ -321,9 +365,38 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def corpus_id(text: str | None) -> str:
+    """A corpus clip id as typed or as the picker shows it (``test-000025 · a red circle ...``).
+
+    >>> corpus_id(" test-000025 · a small red circle moving left ")
+    'test-000025'
+    """
+    return (text or "").split(" · ", 1)[0].strip()
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def plain_message(err: DemoError, path: str) -> str:
+    """The error in one plain sentence: no errno, no server folder, no quoted temp path.
+
+    >>> plain_message(VideoDecodeError("/tmp/u/a.mp4: not a readable video ([Errno 1094995529] Invalid data "
+    ...     "found when processing input: '/tmp/u/a.mp4')"), "/tmp/u/a.mp4").split(". ")[0]
+    'a.mp4 is not a video this app can read (invalid data found when processing input)'
+    """
+    name = Path(path).name
+    text = _ERRNO.sub("", str(err)).replace(str(Path(path).parent) + os.sep, "")
+    text = re.sub(r":\s*'[^']*'", "", text)
+    if isinstance(err, VideoDecodeError) and "not a readable video" in text:
+        reason = text.split("(", 1)[1].rstrip(")").strip() if "(" in text else "unknown format"
+        return (f"{name} is not a video this app can read ({reason[:1].lower()}{reason[1:]}). "
+                "Upload an mp4, webm, mov or mkv clip.")
+    return text
+
+
 def _friendly(path: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a decode error names the file, not the server's upload folder."""
+    """Run ``fn``; an error a person caused comes back as one plain sentence (:func:`plain_message`)."""
     try:
         return fn()
     except DemoError as err:
-        raise type(err)(str(err).replace(str(Path(path).parent) + os.sep, "")) from err
+        raise type(err)(plain_message(err, path)) from err

@@ -8,19 +8,20 @@ page, never an error popup, and the app keeps serving. Named API endpoints:
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
 import gradio as gr
 
 from demo.app import format as fmt
 from demo.app.header import header_html
-from demo.app.service import MAX_K, MODES, DemoService
+from demo.app.service import MAX_K, MEDIA_ROUTE, MODES, DemoService
 from demo.errors import DemoError
-from demo.models.labels import LABEL_PRESETS
 from demo.presets import ASSETS
 
 CSS = ASSETS / "app.css"
 CUSTOM_LABELS = "custom"
+UPLOAD_LIFETIME = (600, 3600)  # Gradio's delete_cache: (check every N s, delete files older than M s)
 # Example chips: each has a matching clip in the shipped index that the shipped model ranks in its top 3.
 WORLD_QUERIES = (
     "a green star drifting left",
@@ -46,14 +47,48 @@ def theme() -> gr.themes.Base:
 
 
 def launch_options(service: DemoService) -> dict[str, Any]:
-    """Keyword arguments for ``Blocks.launch``: theme, css and the only folders served."""
+    """Keyword arguments for ``Blocks.launch``: theme, css and the only folders Gradio serves
+    files from (the example clips and the world-clip cache: ours alone)."""
     return {"theme": theme(), "css_paths": [CSS], "allowed_paths": service.media_dirs(),
             "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"]}
 
 
+def launch(demo: gr.Blocks, service: DemoService, **options: Any) -> None:
+    """Start serving ``demo`` in the background (``Blocks.launch`` with :func:`launch_options`
+    plus ``options``) and add the media route; the caller keeps the process alive."""
+    demo.launch(prevent_thread_lock=True, **launch_options(service), **options)
+    add_media_route(demo.app, service)
+
+
+def add_media_route(app: Any, service: DemoService) -> None:
+    """Serve corpus clips at ``/media/<id>``: the file of that index row, by id, and nothing else.
+
+    The id is looked up in the index; no path from the request ever reaches the file system, so
+    neither a parent folder nor anything beside the clips can be fetched. Starlette's
+    FileResponse answers range requests, so players can seek. Gradio builds its FastAPI app in
+    ``launch``, with no hook for extra routes, so the route is added afterwards and moved to the
+    front of the route list, ahead of Gradio's own.
+    """
+    from fastapi import HTTPException
+    from fastapi.responses import FileResponse
+
+    def media(clip_id: str) -> FileResponse:  # sync: runs in a worker thread while a clip renders
+        path = service.media_file(clip_id)
+        if path is None:
+            raise HTTPException(status_code=404, detail="no such clip in the index")
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "video/mp4",
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+    app.add_api_route(MEDIA_ROUTE + "/{clip_id:path}", media, methods=["GET", "HEAD"], include_in_schema=False)
+    app.router.routes.insert(0, app.router.routes.pop())
+
+
 def build_demo(service: DemoService) -> gr.Blocks:
     """The whole page; models are already loaded in ``service``."""
-    with gr.Blocks(title="Video search · CLIP4Clip + X-CLIP", analytics_enabled=False) as demo:
+    # Uploads are deleted an hour after they arrive (checked every 10 minutes): the server keeps
+    # no one's clips for longer than a session needs them.
+    with gr.Blocks(title="Video search · CLIP4Clip + X-CLIP", analytics_enabled=False,
+                   delete_cache=UPLOAD_LIFETIME) as demo:
         gr.HTML(header_html(service.info(), service.vocabulary(), service.device()), elem_id="vs-header")
         with gr.Tabs():
             with gr.Tab("Text → Video", id="t2v"):
@@ -73,28 +108,28 @@ def _warn(err: Exception) -> str:
 
 def _text_to_video(service: DemoService) -> None:
     examples = WORLD_QUERIES if service.vocabulary() else OPEN_QUERIES
-    with gr.Row(equal_height=True):
-        query = gr.Textbox(label="Describe the video you want", placeholder="e.g. " + examples[0],
-                           scale=5, autofocus=True, max_length=1000, elem_id="vs-query")
-        button = gr.Button("Search", variant="primary", scale=1, elem_id="vs-search")
+    with gr.Row(equal_height=True, elem_classes="vs-query-row"):
+        query = gr.Textbox(label="query", placeholder="Describe the video you want, e.g. " + examples[0],
+                           show_label=False, scale=5, min_width=200, autofocus=True, elem_id="vs-query")
+        button = gr.Button("Search", variant="primary", scale=1, min_width=90, elem_id="vs-search")
     with gr.Row():
-        k = gr.Slider(1, MAX_K, value=10, step=1, label="Results (top-k)", scale=2)
-        mode = gr.Radio(list(MODES), value=MODES[0], label="Search", scale=2,
-                        info="binary: Hamming search on sign codes, then cosine rerank of the top 100")
+        k = gr.Slider(1, MAX_K, value=10, step=1, label="k", info="results to show", scale=2, min_width=160)
+        mode = gr.Radio(list(MODES), value=MODES[0], label="mode", scale=2, min_width=160,
+                        info="binary: Hamming search on sign codes, then a cosine rerank")
     tries = gr.Examples([[q] for q in examples], inputs=[query], label="Try one of these")
-    status = gr.Markdown(elem_classes="vs-status")
+    status = gr.Markdown(label="status", elem_classes="vs-status")
     results = gr.HTML(fmt.message_html("Results appear here: type a query or click an example."),
-                      elem_id="vs-results")
+                      label="results", elem_id="vs-results")
     with gr.Accordion("Results as JSON", open=False):
         as_json = gr.JSON(label="hits")
     outputs = [results, as_json, status]
 
-    def search(text: str | None, top_k: float, how: str) -> tuple[str, list[dict[str, Any]], str]:
-        if not (text or "").strip():
+    def search(query: str | None, k: float = 10, mode: str = MODES[0]) -> tuple[str, list[dict[str, Any]], str]:
+        if not (query or "").strip():
             hint = f"Type what should happen in the video first, e.g. “{examples[0]}”."
             return fmt.message_html(hint), [], ""
         try:
-            result = service.search_text(text, top_k, how)
+            result = service.search_text(query, k, mode)
         except DemoError as err:
             return fmt.message_html(str(err), "warn"), [], _warn(err)
         return fmt.results_html(result), fmt.results_json(result), fmt.search_status(result)
@@ -106,83 +141,87 @@ def _text_to_video(service: DemoService) -> None:
 
 def _video_to_text(service: DemoService) -> None:
     with gr.Row():
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=280):
             pick = gr.Dropdown(service.corpus_choices(), value=None, label="Pick a corpus clip",
                                info="its stored embedding is used; its own captions are marked ★")
-            video = gr.Video(label="…or upload a clip", sources=["upload"], autoplay=True, loop=True,
-                             height=240, elem_id="vs-describe-video")
-            example_clips = service.examples()
-            examples = gr.Examples([[p] for p in example_clips], inputs=[video], label="Example clips")
-            k = gr.Slider(1, MAX_K, value=10, step=1, label="Captions")
+            clip_id = gr.Textbox("", label="clip_id", visible=False)  # the API's way to name a corpus clip
+            preview = gr.HTML(label="preview", visible=False, elem_id="vs-describe-preview")
+            video = gr.Video(label="video", sources=["upload"], autoplay=True, loop=True, height=240,
+                             elem_id="vs-describe-video")
+            examples = gr.Examples([[p] for p in service.examples()], inputs=[video], label="Example clips")
+            k = gr.Slider(1, MAX_K, value=10, step=1, label="k", info="captions to show")
             button = gr.Button("Describe", variant="primary")
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=280):
             status = gr.Markdown("Pick or upload a clip to see the captions that match it best.",
-                                 elem_classes="vs-status")
+                                 label="status", elem_classes="vs-status")
             table = gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
-                                 interactive=False, wrap=True, label="Ranked captions", max_height=720,
-                                 elem_classes="vs-table",
-                                 column_widths=["8%", "11%", "53%", "17%", "11%"])
+                                 interactive=False, wrap=True, label="captions", max_height=720,
+                                 elem_classes="vs-table", column_widths=["8%", "11%", "53%", "17%", "11%"])
 
-    def describe(clip: str | None, clip_id: str | None, top_k: float) -> tuple[Any, str]:
-        if not clip and not clip_id:
+    def describe(video: str | None = None, clip_id: str = "", k: float = 10) -> tuple[Any, str]:
+        if not video and not (clip_id or "").strip():
             return [], "Upload a clip or pick one from the corpus first."
         try:
-            result = service.search_video(clip, clip_id, top_k)
+            result = service.search_video(video, clip_id, k)
         except DemoError as err:
             return [], _warn(err)
         return fmt.caption_table(result), fmt.describe_status(result)
 
-    def picked(clip_id: str | None, top_k: float) -> tuple[Any, ...]:
-        if not clip_id:
-            return None, [], "Pick a clip."
-        return (service.clip_file(clip_id), *describe(None, clip_id, top_k))
+    def picked(chosen: str | None, top_k: float) -> tuple[Any, ...]:
+        if not chosen:
+            return "", gr.update(visible=False), [], "Pick a clip."
+        src = service.clip_src(chosen)
+        return (chosen, gr.update(value=fmt.preview_html(src, chosen), visible=True), None,
+                *describe(None, chosen, top_k))
 
     def uploaded(clip: str | None, top_k: float) -> tuple[Any, ...]:
-        return (None, *describe(clip, None, top_k))
+        return (None, "", gr.update(visible=False), *describe(clip, "", top_k))
 
-    button.click(describe, [video, pick, k], [table, status], api_name="search_video")
-    pick.input(picked, [pick, k], [video, table, status], api_visibility="private")
-    video.upload(uploaded, [video, k], [pick, table, status], api_visibility="private")
-    examples.load_input_event.then(uploaded, [video, k], [pick, table, status], api_visibility="private")
+    button.click(describe, [video, clip_id, k], [table, status], api_name="search_video")
+    pick.input(picked, [pick, k], [clip_id, preview, video, table, status], api_visibility="private")
+    video.upload(uploaded, [video, k], [pick, clip_id, preview, table, status], api_visibility="private")
+    examples.load_input_event.then(uploaded, [video, k], [pick, clip_id, preview, table, status],
+                                   api_visibility="private")
 
 
 def _classification(service: DemoService) -> None:
-    presets = [*LABEL_PRESETS, CUSTOM_LABELS]
+    presets = [*service.label_presets(), CUSTOM_LABELS]
     with gr.Row():
-        with gr.Column(scale=2):
-            video = gr.Video(label="Clip", sources=["upload"], autoplay=True, loop=True, height=240,
+        with gr.Column(scale=2, min_width=280):
+            video = gr.Video(label="video", sources=["upload"], autoplay=True, loop=True, height=240,
                              elem_id="vs-classify-video")
-            example_clips = service.examples()
-            examples = gr.Examples([[p] for p in example_clips], inputs=[video], label="Example clips")
+            examples = gr.Examples([[p] for p in service.examples()], inputs=[video], label="Example clips")
             label_set = gr.Dropdown(presets, value=service.preset.labels, label="Label set",
                                     info="fills the labels box; edit it freely")
             labels = gr.Textbox(service.label_preset(service.preset.labels), lines=4, max_lines=8,
-                                label="Labels (comma- or newline-separated)", elem_id="vs-labels")
-            template = gr.Textbox("{}", label="Prompt template",
-                                  info="{} is replaced by each label, e.g. “a video of {}”")
+                                label="labels", info="comma- or newline-separated", elem_id="vs-labels")
+            template = gr.Textbox("{}", label="template",
+                                  info="prompt template: {} is replaced by each label, e.g. “a video of {}”")
             button = gr.Button("Classify", variant="primary", elem_id="vs-classify")
-        with gr.Column(scale=3):
-            top = gr.Label(num_top_classes=5, label="Top 5", elem_id="vs-label")
-            bars = gr.BarPlot(x="label", y="probability", sort="-y", y_lim=[0, None], label="Probabilities",
-                              x_label_angle=-30, height=260)
-            notes = gr.Markdown(elem_classes="vs-status")
+        with gr.Column(scale=3, min_width=280):
+            top = gr.Label(num_top_classes=5, label="top5", show_label=False, elem_id="vs-label")
+            bars = gr.BarPlot(x="label", y="probability", sort="-y", y_lim=[0, None], label="probabilities",
+                              show_label=False, x_label_angle=-30, height=260)
+            notes = gr.Markdown(label="notes", elem_classes="vs-status")
 
-    def classify(clip: str | None, text: str | None, prompt: str | None) -> tuple[Any, Any, str]:
-        if not clip:
+    def classify(video: str | None, labels: str | None = "", template: str | None = "{}") -> tuple[Any, Any, str]:
+        if not video:
             return None, None, "Upload a clip or click an example first."
-        if not (text or "").strip():
+        if not (labels or "").strip():
             return None, None, "Add at least one label (or pick a label set)."
         try:
-            result = service.classify(clip, text, prompt)
+            result = service.classify(video, labels, template)
         except DemoError as err:
             return None, None, _warn(err)
-        return result.as_dict(), fmt.label_bars(result), fmt.classify_notes(result)
+        return result.as_dict(), fmt.label_bars(result), fmt.classify_notes(result, service.label_warning(labels))
 
     def fill(name: str | None) -> Any:
         return gr.update() if not name or name == CUSTOM_LABELS else service.label_preset(name)
 
     outputs = [top, bars, notes]
     button.click(classify, [video, labels, template], outputs, api_name="classify")
+    # Like the Video -> Text tab: a clip runs as soon as it arrives (upload or example).
+    video.upload(classify, [video, labels, template], outputs, api_visibility="private")
     examples.load_input_event.then(classify, [video, labels, template], outputs, api_visibility="private")
     label_set.input(fill, [label_set], [labels], api_visibility="private")
     labels.input(lambda: CUSTOM_LABELS, None, [label_set], api_visibility="private", queue=False)
@@ -192,18 +231,19 @@ def _benchmark(service: DemoService, demo: gr.Blocks) -> None:
     gr.Markdown("Text → video retrieval in the model card's format: recall at 1/5/10 (%), median and "
                 "mean rank of the right video (lower is better).", elem_classes="vs-status")
     with gr.Row():
-        with gr.Column(scale=3):
-            table = gr.Dataframe(headers=fmt.BENCH_HEADERS, interactive=False, wrap=True, label="Retrieval",
-                                 elem_classes="vs-table",
+        with gr.Column(scale=3, min_width=300):
+            table = gr.Dataframe(headers=fmt.BENCH_HEADERS, interactive=False, wrap=True, label="table",
+                                 show_label=False, elem_classes="vs-table",
                                  column_widths=["40%", "12%", "12%", "12%", "12%", "12%"])
-            status = gr.Markdown(elem_classes="vs-status")
+            status = gr.Markdown(label="status", elem_classes="vs-status")
             with gr.Row():
-                rerun = gr.Button("Rerun evaluation", variant="secondary", scale=0, min_width=200)
-                gr.Markdown(f"Train the embedded models again: `{fmt.TRAIN_COMMAND}`")
-        with gr.Column(scale=2):
-            curve = gr.Plot(label="Recall at K", show_label=False, format="png")
+                rerun = gr.Button("Rerun evaluation", variant="secondary", scale=0, min_width=200,
+                                  interactive=service.can_rerun(), elem_id="vs-rerun")
+                gr.Markdown(fmt.rerun_note(service.can_rerun(), service.rerun_reason()))
+        with gr.Column(scale=2, min_width=300):
+            curve = gr.Plot(label="recall_at_k", show_label=False, format="png")
     with gr.Accordion("Every table of the stored run", open=False):
-        details = gr.Markdown()
+        details = gr.Markdown(label="details")
     outputs = [table, curve, status, details]
 
     def show(view: Any, note: str = "") -> tuple[Any, ...]:
@@ -221,4 +261,6 @@ def _benchmark(service: DemoService, demo: gr.Blocks) -> None:
             return show(service.benchmark(), _warn(err))
 
     demo.load(load, None, outputs, api_name="benchmark")
-    rerun.click(run, None, outputs, api_name="rerun_benchmark", concurrency_limit=1, concurrency_id="evaluate")
+    # Progress shows over the table only, so the status line stays readable during a rerun.
+    rerun.click(run, None, outputs, api_name="rerun_benchmark", concurrency_limit=1, concurrency_id="evaluate",
+                show_progress_on=[table])

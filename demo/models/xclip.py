@@ -41,6 +41,8 @@ class Classification:
     probs: tuple[float, ...]
     num_labels: int  # how many labels were scored (k or more)
     notes: tuple[str, ...] = ()  # things a person should know about this result
+    # cosine of the clip's and each shown label's embedding (X-CLIP's logit before its scale)
+    similarities: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         """``{label: probability}`` in rank order (the shape ``gr.Label`` takes)."""
@@ -50,7 +52,8 @@ class Classification:
         """A JSON-ready dict for ``--json`` output and the Gradio API."""
         return {
             "labels": [
-                {"label": lab, "probability": p} for lab, p in zip(self.labels, self.probs, strict=True)
+                {"label": lab, "probability": p, **({"similarity": self.similarities[i]} if self.similarities else {})}
+                for i, (lab, p) in enumerate(zip(self.labels, self.probs, strict=True))
             ],
             "num_labels": self.num_labels,
             "notes": list(self.notes),
@@ -224,11 +227,14 @@ class XClipClassifier:
                 attention_mask=text["attention_mask"].to(self.device),
                 pixel_values=frames.unsqueeze(0).to(self.device, torch.float32),  # (1, T, 3, S, S)
             )
-            probs = out.logits_per_video[0].float().softmax(dim=-1).cpu()  # (L,)
+            logits = out.logits_per_video[0].float().cpu()  # (L,) = logit_scale.exp() * cosine
+            probs = logits.softmax(dim=-1)
+            cosine = logits / self.model.logit_scale.detach().float().exp().cpu()
         order = torch.sort(probs, descending=True, stable=True).indices[: min(k, len(labels))]
         return Classification(
             labels=tuple(labels[i] for i in order.tolist()),
             probs=tuple(float(probs[i]) for i in order.tolist()),
             num_labels=len(labels),
             notes=tuple(notes),
+            similarities=tuple(float(cosine[i]) for i in order.tolist()),
         )

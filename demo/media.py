@@ -1,0 +1,148 @@
+"""Where an index row's clip is: a URL, a local file, or a world clip rendered on demand.
+
+Rows hold a URL, an absolute file, or a path relative to the index's ``media_root``. Rows of
+the embedded world (``clips/<split>/<id>.mp4``) need no files at all: a clip missing from the
+cache folder is rendered from its id (tens of milliseconds), under a lock so two requests for
+the same clip never write it twice. Renders are single-threaded x264, so a clip's bytes are
+the same whoever renders it (the app, the CLI, ``python -m demo synth``, an evaluation).
+
+The app serves a row's local file by its id (:mod:`demo.app.ui` adds the ``/media/<id>``
+route), never by a path the browser sends, so nothing beyond the index's own clips can be
+fetched through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from demo.index.video_index import VideoIndex
+from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+
+log = logging.getLogger(__name__)
+
+_WORLD_PATH = re.compile(r"clips/(train|val|test)/((?:train|val|test)-\d{6})\.mp4")
+
+
+def world_path(clip_id: str) -> str | None:
+    """The world-relative path of a world clip id (``test-000123`` -> ``clips/test/test-000123.mp4``)."""
+    split = clip_id.rpartition("-")[0]
+    rel = f"clips/{split}/{clip_id}.mp4"
+    return rel if _WORLD_PATH.fullmatch(rel) else None
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+class MediaResolver:
+    """Finds (or renders) the clip of each row of one index."""
+
+    def __init__(self, index: VideoIndex, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir.resolve()
+        root = index.info.get("media_root")
+        if root and index.root is not None and not Path(root).is_absolute():
+            root = str(index.root / root)  # recorded relative to the index folder
+        self.media_root = Path(root).resolve() if root and Path(root).is_dir() else None
+        self._paths = {str(r["id"]): str(r["path"]) for r in index.metadata}
+        self._lock = threading.Lock()
+        sample = list(self._paths.items())[:50]
+        self._world = bool(sample) and all(_WORLD_PATH.fullmatch(p.replace("\\", "/")) and
+                                           world_path(i) == p.replace("\\", "/") for i, p in sample)
+
+    def has_world_ids(self) -> bool:
+        """Whether the rows are named like world clips (an index built from world files)."""
+        return bool(self._paths) and all(world_path(i) for i in list(self._paths)[:50])
+
+    def is_world(self) -> bool:
+        """Whether the index holds clips of the embedded world (renderable from their ids)."""
+        return self._world
+
+    def stored_path(self, clip_id: str) -> str | None:
+        """The row's path as the index records it (None: no such id)."""
+        return self._paths.get(clip_id)
+
+    def resolve_id(self, clip_id: str) -> str | None:
+        """A URL or an existing local file for row ``clip_id`` (None: unknown id or missing file)."""
+        path = self._paths.get(clip_id)
+        return None if path is None else self.resolve(clip_id, path)
+
+    def resolve(self, clip_id: str, path: str) -> str | None:
+        """A URL or an existing local file for the clip, rendering a world clip if need be;
+        None when the file is gone (the UI then shows the caption without a player)."""
+        if is_url(path):
+            return path
+        p = Path(path)
+        if p.is_absolute():
+            return str(p) if p.is_file() else None
+        if self.media_root is not None:
+            target = (self.media_root / p).resolve()
+            # "../" in a row: never outside the media folder
+            if target.is_relative_to(self.media_root) and target.is_file():
+                return str(target)
+        target = (self.cache_dir / p).resolve()
+        if not target.is_relative_to(self.cache_dir):  # "../" in a row: never write outside the cache
+            return None
+        if target.is_file():
+            return str(target)
+        if world_path(clip_id) == p.as_posix():
+            return str(self._render(clip_id, target))
+        return None
+
+    def local_file(self, clip_id: str) -> Path | None:
+        """The local file of row ``clip_id`` (rendered if need be); None for URLs, unknown ids and
+        missing files. This is all the app's media route ever serves."""
+        found = self.resolve_id(clip_id)
+        return None if found is None or is_url(found) else Path(found)
+
+    def _render(self, clip_id: str, target: Path) -> Path:
+        with self._lock:
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                render_to(clip_spec_by_id(WorldConfig(), clip_id), target, threads=1)
+                log.debug("rendered %s", target)
+        return target
+
+    def world_ids_to_render(self) -> list[str]:
+        """World clips of the index not yet in the cache (what :func:`prerender` would write)."""
+        if not self.is_world():
+            return []
+        return [i for i, p in self._paths.items() if world_path(i) == p and not (self.cache_dir / p).is_file()]
+
+    def examples(self, folder: Path, ids: Sequence[str]) -> list[Path]:
+        """Example clips ``folder/<id>.mp4``; missing ones are rendered there (or into the
+        cache when ``folder`` is read-only)."""
+        out = []
+        for clip_id in ids:
+            path = folder / f"{clip_id}.mp4"
+            if not path.is_file():
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    self._render(clip_id, path)
+                except OSError:
+                    path = self._render(clip_id, self.cache_dir / "examples" / f"{clip_id}.mp4")
+            out.append(path)
+        return out
+
+
+def prerender(cache_dir: str | Path, ids: Iterable[str], nice: int = 19) -> int:
+    """Render the world clips ``ids`` into ``cache_dir`` (skipping those present); returns how many
+    were written. Meant for a background process at the lowest priority (``nice``), so the clips
+    of a first search are ready without slowing the searches themselves."""
+    import os
+
+    if nice:
+        os.nice(nice)
+    cache = Path(cache_dir)
+    written = 0
+    for clip_id in ids:
+        rel = world_path(clip_id)
+        target = cache / rel if rel else None
+        if target is not None and not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            render_to(clip_spec_by_id(WorldConfig(), clip_id), target, threads=1)
+            written += 1
+    return written
