@@ -90,7 +90,7 @@ def test_classify_an_uploaded_clip(page: Any) -> None:
     clip = page.app.service.examples()[0]
     page.locator("#vs-classify-video input[type=file]").set_input_files(clip)
     page.wait_for_selector("#vs-classify-video video", timeout=30_000)
-    page.locator("#vs-classify").click()
+    # No click: like the Video -> Text tab, a clip is classified as soon as it arrives.
     page.wait_for_function("() => document.querySelectorAll('#vs-label [data-testid=\"label-output-value\"],"
                            " #vs-label .output-class').length > 0", timeout=30_000)
     text = page.locator("#vs-label").inner_text()
@@ -105,3 +105,45 @@ def test_benchmark_tab(page: Any) -> None:
     page.wait_for_function("() => document.body.innerText.includes('CLIP4Clip (150k WebVid)')", timeout=30_000)
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "4-benchmark.png"), full_page=True)
+
+
+def test_a_non_video_upload_is_one_plain_sentence(page: Any, tmp_path: Path) -> None:
+    fresh = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        fresh.goto(page.app.url)
+        fresh.wait_for_selector("#vs-query textarea", timeout=30_000)
+        fresh.get_by_role("tab", name="Zero-shot classification").click()
+        bad = tmp_path / "notes.mp4"
+        bad.write_text("this is not a video\n")
+        fresh.locator("#vs-classify-video input[type=file]").set_input_files(str(bad))
+        fresh.wait_for_function("() => document.body.innerText.includes('is not a video this app can read')",
+                                timeout=30_000)
+        text = fresh.locator(".vs-status").filter(has_text="not a video").first.inner_text()
+        assert "Errno" not in text and "/tmp" not in text and text.count("notes.mp4") == 1
+        fresh.wait_for_timeout(800)
+        fresh.screenshot(path=str(SHOTS / "6-not-a-video.png"), full_page=True)
+        errors = fresh.locator(".toast-body.error, .toast-wrap .error").count()
+        assert errors == 0, "Gradio's own error toast showed as well"
+    finally:
+        fresh.close()
+
+
+def test_phone_screen(page: Any) -> None:
+    """At 390 px nothing is wider than the screen and the Search button is on it."""
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        phone.goto(page.app.url)
+        phone.wait_for_selector("#vs-query textarea", timeout=30_000)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        box = phone.locator("#vs-search").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        phone.locator("#vs-query textarea").fill("a small purple cross moving up")
+        phone.locator("#vs-search").click()
+        phone.wait_for_selector("#vs-results video", timeout=30_000)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        cards = phone.locator("#vs-results .vs-card").evaluate_all("cs => cs.map(c => c.getBoundingClientRect().right)")
+        assert cards and max(cards) <= 390
+        phone.wait_for_timeout(500)
+        phone.screenshot(path=str(SHOTS / "5-phone.png"), full_page=True)
+    finally:
+        phone.close()

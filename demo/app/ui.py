@@ -21,7 +21,16 @@ from demo.presets import ASSETS
 
 CSS = ASSETS / "app.css"
 CUSTOM_LABELS = "custom"
-UPLOAD_LIFETIME = (600, 3600)  # Gradio's delete_cache: (check every N s, delete files older than M s)
+UPLOAD_LIFETIME = (600, 3600)
+# Gradio's video player raises its own "Video not playable" toast when a browser cannot play an
+# upload; the tab's status line already says why in one sentence, so that toast is dropped.
+HEAD = """<script>
+new MutationObserver(() => {
+  for (const toast of document.querySelectorAll(".toast-body")) {
+    if (toast.innerText.includes("Video not playable")) toast.remove();
+  }
+}).observe(document.documentElement, {childList: true, subtree: true});
+</script>"""  # Gradio's delete_cache: (check every N s, delete files older than M s)
 # Example chips: each has a matching clip in the shipped index that the shipped model ranks in its top 3.
 WORLD_QUERIES = (
     "a green star drifting left",
@@ -49,7 +58,7 @@ def theme() -> gr.themes.Base:
 def launch_options(service: DemoService) -> dict[str, Any]:
     """Keyword arguments for ``Blocks.launch``: theme, css and the only folders Gradio serves
     files from (the example clips and the world-clip cache: ours alone)."""
-    return {"theme": theme(), "css_paths": [CSS], "allowed_paths": service.media_dirs(),
+    return {"theme": theme(), "css_paths": [CSS], "head": HEAD, "allowed_paths": service.media_dirs(),
             "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"]}
 
 
@@ -175,13 +184,16 @@ def _video_to_text(service: DemoService) -> None:
                 *describe(None, chosen, top_k))
 
     def uploaded(clip: str | None, top_k: float) -> tuple[Any, ...]:
-        return (None, "", gr.update(visible=False), *describe(clip, "", top_k))
+        """An upload is described at once; one that is no video leaves no empty player behind."""
+        table_rows, text = describe(clip, "", top_k)
+        failed = clip and isinstance(table_rows, list) and not table_rows
+        return (None, "", gr.update(visible=False), table_rows, text, None if failed else gr.update())
 
+    targets = [pick, clip_id, preview, table, status, video]
     button.click(describe, [video, clip_id, k], [table, status], api_name="search_video")
     pick.input(picked, [pick, k], [clip_id, preview, video, table, status], api_visibility="private")
-    video.upload(uploaded, [video, k], [pick, clip_id, preview, table, status], api_visibility="private")
-    examples.load_input_event.then(uploaded, [video, k], [pick, clip_id, preview, table, status],
-                                   api_visibility="private")
+    video.upload(uploaded, [video, k], targets, api_visibility="private")
+    examples.load_input_event.then(uploaded, [video, k], targets, api_visibility="private")
 
 
 def _classification(service: DemoService) -> None:
@@ -218,10 +230,15 @@ def _classification(service: DemoService) -> None:
     def fill(name: str | None) -> Any:
         return gr.update() if not name or name == CUSTOM_LABELS else service.label_preset(name)
 
+    def arrived(clip: str | None, text: str | None, prompt: str | None) -> tuple[Any, ...]:
+        """An upload is classified at once; one that is no video leaves no empty player behind."""
+        result = classify(clip, text, prompt)
+        return (*result, None if result[0] is None and clip else gr.update())
+
     outputs = [top, bars, notes]
     button.click(classify, [video, labels, template], outputs, api_name="classify")
     # Like the Video -> Text tab: a clip runs as soon as it arrives (upload or example).
-    video.upload(classify, [video, labels, template], outputs, api_visibility="private")
+    video.upload(arrived, [video, labels, template], [*outputs, video], api_visibility="private")
     examples.load_input_event.then(classify, [video, labels, template], outputs, api_visibility="private")
     label_set.input(fill, [label_set], [labels], api_visibility="private")
     labels.input(lambda: CUSTOM_LABELS, None, [label_set], api_visibility="private", queue=False)
