@@ -24,7 +24,8 @@ from demo.index.build import (
     items_from_csv,
     items_from_folder,
 )
-from demo.index.video_index import MANIFEST, ModelFingerprint, VideoIndex, binarize
+from demo.index.video_index import MANIFEST, VideoIndex, binarize
+from demo.models.fingerprint import ModelFingerprint
 
 DIM = 32
 FP = ModelFingerprint("fake/clip4clip-tiny", "meanP", DIM, 8, 4, 1.0)

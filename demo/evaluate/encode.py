@@ -29,8 +29,8 @@ from demo.errors import DemoError
 if TYPE_CHECKING:
     import torch
 
-    from demo.index.video_index import ModelFingerprint
     from demo.models.encoders import Clip4ClipEncoder
+    from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)

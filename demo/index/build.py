@@ -2,7 +2,7 @@
 
 The builder is resumable. While it runs, ``<out_dir>.partial/`` holds
 
-- ``fingerprint.json``   the encoder's :class:`~demo.index.video_index.ModelFingerprint` (a restart with
+- ``fingerprint.json``   the encoder's :class:`~demo.models.fingerprint.ModelFingerprint` (a restart with
                          another model is refused: its embeddings would not mix)
 - ``shard-NNNNN.npy``    (B, D) float32 embeddings of one finished batch, and
   ``shard-NNNNN.json``   their ids, written after the array; both via temp file + rename
@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
-from demo.index.video_index import MANIFEST, PARTIAL_SUFFIX, ModelFingerprint, VideoIndex
+from demo.index.video_index import MANIFEST, PARTIAL_SUFFIX, VideoIndex
+from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 

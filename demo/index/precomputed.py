@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from demo.errors import DemoError, IndexFormatError, InputError
-from demo.index.video_index import ModelFingerprint, VideoIndex
+from demo.index.video_index import VideoIndex
+from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 CAPTION_COLUMNS = ("caption", "name", "text", "title", "sentence")

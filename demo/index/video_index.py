@@ -29,7 +29,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from demo.errors import IndexFormatError, InputError
+from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 
@@ -59,57 +60,6 @@ MAX_DEFAULT_RERANK = 10000
 _SINGLE_THREAD_QUERIES = 32
 SHARD_MIN_ROWS = 200_000  # binary indexes this large scan their codes on parallel threads
 _RERANK_PAIRS = 16384  # (query, candidate) pairs scored at once in rerank_rows (~32 MB at D=512)
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What an embedding depends on; stored in the manifest, exposed by encoders as ``.fingerprint``."""
-
-    model: str  # hub id or folder; compared by its last path component (see ``conflicts``)
-    pooling: str  # "meanP", "seqLSTM", "seqTransf", ...
-    dim: int  # embedding width D
-    image_size: int  # frame side S fed to the vision tower
-    frames: int  # max frames per clip
-    sample_fps: float  # frames sampled per second before thinning to ``frames``
-
-    def describe(self) -> str:
-        return f"model {self.model!r} ({self.pooling}, {self.dim}-d)"
-
-    def conflicts(self, other: ModelFingerprint) -> list[str]:
-        """Fields that make the two models' embeddings incomparable.
-
-        The model is compared by its last path component so ``precomputed/clip4clip``,
-        its absolute path, and a local copy of a hub model in a folder of the same name
-        all match. Frame settings are not conflicts: they change how a clip is sampled,
-        not which space the text and video embeddings live in.
-        """
-        out = []
-        if not _same_model(self.model, other.model):
-            out.append("model")
-        return out + [f for f in ("pooling", "dim") if getattr(self, f) != getattr(other, f)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelFingerprint:
-        return cls(
-            model=str(d["model"]),
-            pooling=str(d["pooling"]),
-            dim=int(d["dim"]),
-            image_size=int(d["image_size"]),
-            frames=int(d["frames"]),
-            sample_fps=float(d["sample_fps"]),
-        )
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Compare model names by their last path component; ``name@hash`` (a local folder
-    with a weights hash, see :func:`demo.models.encoders.model_name`) must match exactly when
-    both sides carry a hash, and by name otherwise."""
-    name_a, _, hash_a = Path(a.rstrip("/\\")).name.partition("@")
-    name_b, _, hash_b = Path(b.rstrip("/\\")).name.partition("@")
-    return name_a == name_b and (not hash_a or not hash_b or hash_a == hash_b)
 
 
 @dataclass(frozen=True)
