@@ -84,7 +84,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from demo.index.build import build_index, items_from_csv, items_from_folder
+    from demo.index.build import build_index
+    from demo.index.items import items_from_csv, items_from_folder
     from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import resolve_preset
 

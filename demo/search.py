@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from demo.errors import IndexFormatError, InputError
-from demo.index.video_index import MANIFEST, CaptionHit, Hit, VideoIndex
+from demo.index.format import MANIFEST
+from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
 
 log = logging.getLogger(__name__)

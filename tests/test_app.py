@@ -23,7 +23,8 @@ N_CLIPS = 8
 def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
     """An index of the world's first ``n`` test clips whose rows hold world-relative paths
     (``clips/test/<id>.mp4``), like the shipped one: the app must render them on demand."""
-    from demo.index.build import VideoItem, build_index
+    from demo.index.build import build_index
+    from demo.index.items import VideoItem
     from demo.index.video_index import VideoIndex
     from demo.models.encoders import Clip4ClipEncoder
     from demo.world.clips import WorldConfig, clip_spec_by_id, render_to

@@ -12,7 +12,7 @@ import pytest
 
 from demo.bench.runner import BEGIN, END, SECTIONS, BenchConfig, replace_section
 from demo.cli import main
-from demo.index.video_index import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
+from demo.index.binary import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
 
 
 def _positive_timing(t: dict[str, float]) -> None:

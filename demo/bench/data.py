@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from demo.index.video_index import binarize, l2_normalize
+from demo.index.binary import binarize, l2_normalize
 
 if TYPE_CHECKING:
     from demo.models.encoders import Clip4ClipEncoder

@@ -99,7 +99,7 @@ def binary_rerank_ranks(queries: np.ndarray, candidates: np.ndarray, gt: np.ndar
     against the ground truth, then by row) are reranked by cosine. See the module
     docstring for the rank of a ground truth outside them. Returns (Q,) int64.
     """
-    from demo.index.video_index import binarize, l2_normalize
+    from demo.index.binary import binarize, l2_normalize
 
     q, c = l2_normalize(queries), l2_normalize(candidates)
     gt = np.asarray(gt, dtype=np.int64)
@@ -295,7 +295,7 @@ def evaluate_features(text_npy: str | Path, video_npy: str | Path, *, rerank: tu
     if text.ndim != 2 or text.shape != video.shape or len(text) < 2:
         raise InputError(f"text and video embeddings must be matching (N, D) arrays with N >= 2, got "
                          f"{text.shape} from {text_npy} and {video.shape} from {video_npy}")
-    from demo.index.video_index import l2_normalize
+    from demo.index.binary import l2_normalize
 
     report(0.1, "normalising")
     text, video = l2_normalize(text), l2_normalize(video)
