@@ -56,7 +56,7 @@ def tiny_clip4clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def moving_square_clip(path: Path, direction: int = 1, colour: tuple[int, int, int] = (255, 40, 40),
                        frames: int = 24, size: int = 64, fps: float = 12.0) -> Path:
     """A square sliding left (-1) or right (+1) over a dark background."""
-    from demo.video.decode import write_mp4
+    from demo.video.mp4 import write_mp4
 
     video = np.full((frames, size, size, 3), 20, dtype=np.uint8)
     for t in range(frames):
@@ -93,7 +93,7 @@ def tiny_xclip(path: Path, seed: int = 0, processor: bool = True) -> Path:
     from transformers import CLIPTokenizer, VideoMAEImageProcessorPil, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
     from demo.models.tokenizer import build_clip_tokenizer_files
-    from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
+    from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     proj = 32  # X-CLIP needs vision mit_hidden_size == projection_dim, set in both sub-configs too
     config = XCLIPConfig(

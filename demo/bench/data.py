@@ -234,7 +234,8 @@ def embed_world(encoder: Clip4ClipEncoder, count: int, batch: int = 32
     """
     import torch
 
-    from demo.video.decode import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
+    from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess
+    from demo.video.sampling import clip4clip_indices
     from demo.world.clips import WorldConfig, clip_specs, render
 
     specs = clip_specs(WorldConfig(), "test")[:count]

@@ -49,7 +49,7 @@ def hd_clips(folder: Path, count: int, seconds: float, height: int = 224, fps: f
     """``count`` synthetic ``height``p 16:9 clips (two distinct encodes, then copies of them:
     decoding cost depends on the stream, not on which file it sits in)."""
     from demo.bench.decode import _synthetic_frames
-    from demo.video.decode import write_mp4
+    from demo.video.mp4 import write_mp4
 
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

@@ -23,6 +23,7 @@ import torch
 from demo.errors import ModelLoadError
 from demo.models.clip4clip import Clip4Clip, first_line
 from demo.models.fingerprint import ModelFingerprint, model_name
+from demo.video.preprocess import load_clip4clip_clip
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ class Clip4ClipEncoder:
         Returns frames (max_frames, 3, S, S) float32 and mask (max_frames,) bool.
         Raises :class:`demo.errors.VideoDecodeError` for a file that is not a video.
         """
-        from demo.video.decode import load_clip4clip_clip
-
         return load_clip4clip_clip(path, image_size=self.image_size,
                                    sample_fps=self.sample_fps, max_frames=self.max_frames)
 

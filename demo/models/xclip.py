@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from demo.errors import InputError, ModelLoadError, VideoDecodeError
 from demo.models.labels import apply_template, parse_labels
+from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, load_uniform_clip
 
 if TYPE_CHECKING:
     import torch
@@ -108,8 +109,6 @@ class XClipClassifier:
         """
         from transformers import AutoConfig, CLIPTokenizer, XCLIPModel, XCLIPProcessor
 
-        from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
-
         source = _resolve_source(id_or_dir)
         # Any failure inside transformers (missing files, offline hub, bad json, corrupt
         # weights) is reported as one ModelLoadError with the cause chained.
@@ -134,7 +133,7 @@ class XClipClassifier:
         std: Sequence[float] = IMAGENET_STD
         try:
             # backend="pil": we only read the processor's settings (frames are preprocessed
-            # by demo.video.decode), and this avoids the "requires torchvision" fallback warning.
+            # by demo.video.preprocess), and this avoids the "requires torchvision" fallback warning.
             processor = XCLIPProcessor.from_pretrained(source, backend="pil")
             tokenizer = processor.tokenizer
             mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
@@ -176,8 +175,6 @@ class XClipClassifier:
         into a prompt, e.g. ``"a video of a person {}"``. Raises :class:`VideoDecodeError`
         for a missing or undecodable file and :class:`InputError` for bad labels or ``k``.
         """
-        from demo.video.decode import load_uniform_clip
-
         label_list = parse_labels(list(labels))
         prompts = apply_template(label_list, template)  # validate input before decoding
         path = Path(video_path)
