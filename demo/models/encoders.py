@@ -82,7 +82,7 @@ class Clip4ClipEncoder:
     def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
                         device: str | None = None) -> Clip4ClipEncoder:
         """Load a CLIP/CLIP4Clip checkpoint (hub id or folder) and its tokenizer."""
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # here: seconds to import, and not needed until a load
 
         source = str(id_or_dir)
         if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():

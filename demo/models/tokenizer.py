@@ -89,7 +89,7 @@ def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dic
     embedded models never trained anyway. The token table is most of a small CLIP's size
     (49,408 x width), which is why the embedded zero-shot stand-in ships this way.
     """
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # here: seconds to import
 
     src, dst = Path(src), Path(dst)
     full = CLIPTokenizer.from_pretrained(str(src))
@@ -138,7 +138,7 @@ def _needed_tokens(full: Any, vocab: dict[str, int], merges: list[tuple[str, str
 def _shrink_weights(src: Path, dst: Path, old_ids: list[int], special_ids: dict[str, int]) -> None:
     """Copy ``src``'s weights and config to ``dst`` keeping only the token rows ``old_ids``
     (renumbered in that order); ``special_ids`` are the text config's new special-token ids."""
-    import torch
+    import torch  # here, with safetensors.torch: building tokenizer files needs neither
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(src / "model.safetensors"))
