@@ -35,11 +35,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from demo.media import MediaResolver, default_cache
     from demo.search import open_searcher
 
     searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
     hits = searcher.search_text(args.text, k=args.k, exact=args.exact, rerank=args.rerank)
-    _print_hits(hits, args.json)
+    # Name a file that plays: a world clip is rendered into the cache first, as the app does.
+    media = MediaResolver(searcher.index, default_cache())
+    files = {h.id: media.resolve(h.id, h.path_or_url) for h in hits}
+    _print_hits(hits, args.json, files)
     return 0
 
 
@@ -52,15 +56,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_hits(hits: Sequence[Any], as_json: bool) -> None:
+def _print_hits(hits: Sequence[Any], as_json: bool, files: dict[str, str | None] | None = None) -> None:
+    """One line per hit (or JSON); ``files`` maps ids to what plays them (a file or URL; None:
+    the clip is missing), shown instead of the index's stored path."""
     from demo.search import hit_to_dict
 
     rows = [hit_to_dict(h) for h in hits]
+    if files is not None:
+        rows = [{**row, "file": files.get(row["id"])} for row in rows]
     if as_json:
         _print_json(rows)
         return
     for row in rows:
-        where = row.get("path_or_url") or row["id"]
+        where = row.get("file") or (row.get("path_or_url", "") + " (missing)" if "file" in row else "") or row["id"]
         print(f"{row['rank']:>3}  {row['score']:.4f}  {row['caption']}  [{where}]")
 
 
@@ -86,7 +94,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from demo.index.build import build_index, items_from_csv, items_from_folder
+    from demo.index.build import build_index
+    from demo.index.items import items_from_csv, items_from_folder
     from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import resolve_preset
 

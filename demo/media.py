@@ -14,15 +14,24 @@ fetched through it.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from demo.index.video_index import VideoIndex
+from demo.presets import ROOT
 from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
 
 log = logging.getLogger(__name__)
+
+CACHE_ENV = "DEMO_CACHE"
+
+
+def default_cache(folder: str | Path | None = None) -> Path:
+    """Where world clips are rendered: ``folder``, else ``$DEMO_CACHE``, else ``<project>/cache/world``."""
+    return Path(folder or os.environ.get(CACHE_ENV) or ROOT / "cache" / "world").expanduser().resolve()
 
 _WORLD_PATH = re.compile(r"clips/(train|val|test)/((?:train|val|test)-\d{6})\.mp4")
 
@@ -132,8 +141,6 @@ def prerender(cache_dir: str | Path, ids: Iterable[str], nice: int = 19) -> int:
     """Render the world clips ``ids`` into ``cache_dir`` (skipping those present); returns how many
     were written. Meant for a background process at the lowest priority (``nice``), so the clips
     of a first search are ready without slowing the searches themselves."""
-    import os
-
     if nice:
         os.nice(nice)
     cache = Path(cache_dir)

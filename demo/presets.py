@@ -20,12 +20,20 @@ PRESET_ENV = "DEMO_PRESET"
 
 
 def shown_path(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies below it, else as given: what
-    manifests and model cards record, so they name no one's home folder."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the project when it lies inside it (else to the working directory,
+    else as given): what manifests, model cards and results record, so they name no one's home
+    folder. Hub ids pass through unchanged.
+
+    >>> shown_path(ROOT / "precomputed" / "clip4clip-world")
+    'precomputed/clip4clip-world'
+    >>> shown_path("Searchium-ai/clip4clip-webvid150k")
+    'Searchium-ai/clip4clip-webvid150k'
+    """
+    resolved = Path(path).resolve()
+    for base in (ROOT, Path.cwd()):
+        if resolved.is_relative_to(base.resolve()) and Path(path).exists():
+            return resolved.relative_to(base.resolve()).as_posix()
+    return str(path)
 
 
 @dataclass(frozen=True)

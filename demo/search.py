@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from demo.errors import IndexFormatError, InputError
-from demo.index.video_index import MANIFEST, CaptionHit, Hit, VideoIndex
+from demo.index.format import MANIFEST
+from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
+from demo.presets import resolve_preset
 
 log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000  # longer text is cut here; the tokenizer then truncates to the model's context
@@ -113,8 +115,6 @@ class Searcher:
 def open_searcher(preset: str | None = None, model: str | None = None, index: str | None = None,
                   pooling: str | None = None, device: str | None = None) -> Searcher:
     """Load the index and its model (``model`` overrides the one the manifest names)."""
-    from demo.presets import resolve_preset
-
     chosen = resolve_preset(preset, model=model, index=index, pooling=pooling)
     if chosen.index is None:
         raise InputError("no index given: pass --index DIR (build one with `python -m demo index build`)")

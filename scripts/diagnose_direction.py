@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
 from demo.models.encoders import Clip4ClipEncoder  # noqa: E402
-from demo.video.decode import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
+from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from demo.world.clips import SHAPES, WorldConfig, clip_specs, object_state, render  # noqa: E402
 
 OPPOSITES = [("moving left", "moving right"), ("moving up", "moving down"), ("growing", "shrinking"),

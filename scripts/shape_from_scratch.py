@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
 from demo.models.clip4clip import Clip4Clip, Clip4ClipSettings  # noqa: E402
 from demo.train.recipes import EMBEDDED_MODEL  # noqa: E402
-from demo.video.decode import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
+from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from demo.world.clips import SHAPES, WorldConfig, clip_specs, render  # noqa: E402
 
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import csv
 import os
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,7 +60,7 @@ def tiny_clip4clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def moving_square_clip(path: Path, direction: int = 1, colour: tuple[int, int, int] = (255, 40, 40),
                        frames: int = 24, size: int = 64, fps: float = 12.0) -> Path:
     """A square sliding left (-1) or right (+1) over a dark background."""
-    from demo.video.decode import write_mp4
+    from demo.video.mp4 import write_mp4
 
     video = np.full((frames, size, size, 3), 20, dtype=np.uint8)
     for t in range(frames):
@@ -93,7 +97,7 @@ def tiny_xclip(path: Path, seed: int = 0, processor: bool = True) -> Path:
     from transformers import CLIPTokenizer, VideoMAEImageProcessorPil, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
     from demo.models.tokenizer import build_clip_tokenizer_files
-    from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
+    from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     proj = 32  # X-CLIP needs vision mit_hidden_size == projection_dim, set in both sub-configs too
     config = XCLIPConfig(
@@ -137,3 +141,92 @@ def tiny_xclip(path: Path, seed: int = 0, processor: bool = True) -> Path:
         tokenizer = CLIPTokenizer.from_pretrained(path)
         XCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+# --- the app, launched in-process with tiny models (tests/test_app*.py, tests/test_browser.py) ---
+
+N_CLIPS = 8
+
+
+def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
+    """An index of the world's first ``n`` test clips whose rows hold world-relative paths
+    (``clips/test/<id>.mp4``), like the shipped one: the app must render them on demand."""
+    from demo.index.build import build_index
+    from demo.index.items import VideoItem
+    from demo.index.video_index import VideoIndex
+    from demo.models.encoders import Clip4ClipEncoder
+    from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+
+    items = []
+    for i in range(n):
+        spec = clip_spec_by_id(WorldConfig(), f"test-{i:06d}")
+        path = render_to(spec, root / "world" / "clips" / "test" / f"{spec.id}.mp4")
+        items.append(VideoItem(spec.id, str(path), spec.captions, {"split": "test"}))
+    out = root / "index"
+    encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu")
+    build_index(items, out, encoder, progress=False, model_path=str(model))
+    index = VideoIndex.load(out)
+    for row in index.metadata:
+        row["path"] = f"clips/test/{row['id']}.mp4"
+    index.info.pop("media_root", None)  # the clips exist only in the app's cache
+    index.save(out, overwrite=True)
+    return out
+
+
+@dataclass
+class RunningApp:
+    service: Any  # demo.app.service.DemoService (imported lazily: gradio and torch)
+    demo: Any
+    url: str
+    root: Path
+
+
+def launch_app(root: Path, model: Path, **options: Any) -> RunningApp:
+    """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
+    from demo.app.service import AppConfig, DemoService
+    from demo.app.ui import build_demo, launch
+
+    index = build_world_index(root, model)
+    xclip = tiny_xclip(root / "xclip")
+    config = AppConfig(model=str(model), index=str(index), xclip=str(xclip), device="cpu",
+                       cache_dir=str(root / "cache"), eval_limit=6, **options)
+    service = DemoService.load(config)
+    demo = build_demo(service)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    launch(demo, service, server_name="127.0.0.1", quiet=True)
+    return RunningApp(service, demo, demo.local_url, root)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iterator[RunningApp]:
+    running = launch_app(tmp_path_factory.mktemp("app"), tiny_clip4clip)
+    yield running
+    running.demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app: RunningApp) -> Any:
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clip(app: RunningApp) -> str:
+    return app.service.examples()[0]
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """Uploads that are not videos: random bytes, text, an empty file, audio only."""
+    folder.mkdir(exist_ok=True)
+    files = {"corrupt": folder / "corrupt.mp4", "text": folder / "notes.mp4", "empty": folder / "empty.mp4",
+             "audio": folder / "tone.wav"}
+    files["corrupt"].write_bytes(np.random.default_rng(0).bytes(4096))
+    files["text"].write_text("this is not a video\n")
+    files["empty"].write_bytes(b"")
+    with wave.open(str(files["audio"]), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes((np.sin(np.arange(8000) / 5) * 8000).astype(np.int16).tobytes())
+    return files

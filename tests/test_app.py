@@ -4,103 +4,16 @@ and a small embedded-world index built here, called with gradio_client like any 
 from __future__ import annotations
 
 import json
-import wave
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from conftest import N_CLIPS, RunningApp, bad_files
 
-from demo.app.service import AppConfig, DemoService
+from demo.app.service import DemoService
 from demo.errors import InputError, VideoDecodeError
-
-N_CLIPS = 8
-
-
-def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
-    """An index of the world's first ``n`` test clips whose rows hold world-relative paths
-    (``clips/test/<id>.mp4``), like the shipped one: the app must render them on demand."""
-    from demo.index.build import VideoItem, build_index
-    from demo.index.video_index import VideoIndex
-    from demo.models.encoders import Clip4ClipEncoder
-    from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
-
-    items = []
-    for i in range(n):
-        spec = clip_spec_by_id(WorldConfig(), f"test-{i:06d}")
-        path = render_to(spec, root / "world" / "clips" / "test" / f"{spec.id}.mp4")
-        items.append(VideoItem(spec.id, str(path), spec.captions, {"split": "test"}))
-    out = root / "index"
-    encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu")
-    build_index(items, out, encoder, progress=False, model_path=str(model))
-    index = VideoIndex.load(out)
-    for row in index.metadata:
-        row["path"] = f"clips/test/{row['id']}.mp4"
-    index.info.pop("media_root", None)  # the clips exist only in the app's cache
-    index.save(out, overwrite=True)
-    return out
-
-
-@dataclass
-class RunningApp:
-    service: DemoService
-    demo: Any
-    url: str
-    root: Path
-
-
-def launch_app(root: Path, model: Path) -> RunningApp:
-    """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
-    from demo.app.ui import build_demo, launch
-    from tests.conftest import tiny_xclip
-
-    index = build_world_index(root, model)
-    xclip = tiny_xclip(root / "xclip")
-    config = AppConfig(model=str(model), index=str(index), xclip=str(xclip), device="cpu",
-                       cache_dir=str(root / "cache"), eval_limit=6)
-    service = DemoService.load(config)
-    demo = build_demo(service)
-    demo.queue(default_concurrency_limit=2, max_size=64)
-    launch(demo, service, server_name="127.0.0.1", quiet=True)
-    return RunningApp(service, demo, demo.local_url, root)
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iterator[RunningApp]:
-    running = launch_app(tmp_path_factory.mktemp("app"), tiny_clip4clip)
-    yield running
-    running.demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app: RunningApp) -> Any:
-    from gradio_client import Client
-
-    return Client(app.url, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def clip(app: RunningApp) -> str:
-    return app.service.examples()[0]
-
-
-def bad_files(folder: Path) -> dict[str, Path]:
-    """Uploads that are not videos: random bytes, text, an empty file, audio only."""
-    folder.mkdir(exist_ok=True)
-    files = {"corrupt": folder / "corrupt.mp4", "text": folder / "notes.mp4", "empty": folder / "empty.mp4",
-             "audio": folder / "tone.wav"}
-    files["corrupt"].write_bytes(np.random.default_rng(0).bytes(4096))
-    files["text"].write_text("this is not a video\n")
-    files["empty"].write_bytes(b"")
-    with wave.open(str(files["audio"]), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes((np.sin(np.arange(8000) / 5) * 8000).astype(np.int16).tobytes())
-    return files
 
 
 def test_named_endpoints(client: Any) -> None:

@@ -18,7 +18,8 @@ from conftest import moving_square_clip, tiny_xclip
 
 from demo.app.service import AppConfig, DemoService
 from demo.app.ui import build_demo, launch, launch_options
-from demo.index.build import build_index, items_from_csv
+from demo.index.build import build_index
+from demo.index.items import items_from_csv
 from demo.models.encoders import Clip4ClipEncoder
 
 FOLDERS = 40  # more than the 32 folders past which the old code widened to a common parent

@@ -13,7 +13,7 @@ import pytest
 from demo.bench.runner import SECTION, SECTIONS, BenchConfig
 from demo.cli import main
 from demo.files import markers, replace_section
-from demo.index.video_index import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
+from demo.index.binary import binarize, build_binary_index, hamming_search, l2_normalize, rerank_rows
 
 
 def _positive_timing(t: dict[str, float]) -> None:

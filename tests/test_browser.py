@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_app import N_CLIPS
+from conftest import N_CLIPS, launch_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(os.environ.get("SCREENSHOTS_DIR", Path(__file__).resolve().parent.parent / "screenshots"))
@@ -31,8 +31,6 @@ def page(tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iter
         pytest.skip("playwright is not installed (pip install playwright)")
     if not CHROMIUM.is_file():
         pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium)")
-    from test_app import launch_app
-
     app = launch_app(tmp_path_factory.mktemp("browser-app"), tiny_clip4clip)
     SHOTS.mkdir(parents=True, exist_ok=True)
     external: list[str] = []

@@ -12,7 +12,8 @@ import torch
 from demo.errors import InputError, ModelLoadError, VideoDecodeError
 from demo.models.labels import LABEL_PRESETS, MAX_LABELS, apply_template, load_preset, parse_labels
 from demo.models.xclip import Classification, XClipClassifier
-from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD, write_mp4
+from demo.video.mp4 import write_mp4
+from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import XCLIP_IMAGE_SIZE as IMAGE_SIZE  # noqa: E402
 from tests.conftest import XCLIP_NUM_FRAMES as NUM_FRAMES  # noqa: E402
 from tests.conftest import tiny_xclip  # noqa: E402

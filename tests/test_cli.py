@@ -139,3 +139,21 @@ def test_index_import_checks_shapes_and_searches(tmp_path, trained, capsys):
                  str(tmp_path / "bad_codes.npy"), "--metadata", str(tmp_path / "meta.csv"),
                  "--out", str(tmp_path / "x"), "--model", str(trained)]) == 2
     assert "(3, " in capsys.readouterr().err
+
+
+def test_search_names_files_that_play(tiny_clip4clip, tmp_path, monkeypatch, capsys):
+    """An index of world clips stores world-relative paths; the CLI renders what it names into the
+    cache (as the app does) and prints a file that exists, byte for byte the app's."""
+    from conftest import build_world_index
+
+    index = build_world_index(tmp_path, tiny_clip4clip, n=4)
+    monkeypatch.setenv("DEMO_CACHE", str(tmp_path / "cache"))
+    assert main(["search", "a red circle", "--index", str(index), "--k", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["path_or_url"] == f"clips/test/{row['id']}.mp4"
+        assert row["file"] == str(tmp_path / "cache" / row["path_or_url"])
+        assert open(row["file"], "rb").read() == (tmp_path / "world" / row["path_or_url"]).read_bytes()
+    assert main(["search", "a red circle", "--index", str(index), "--k", "1"]) == 0
+    assert str(tmp_path / "cache") in capsys.readouterr().out

@@ -18,7 +18,7 @@ from demo.evaluate.encode import encode_corpus
 from demo.evaluate.report import PUBLISHED_WEBVID10K, EvalResult, section_name
 from demo.evaluate.suites import ModelSpec, binary_rerank_ranks, evaluate_embedded, evaluate_features, model_rows
 from demo.files import replace_section
-from demo.index.video_index import binarize, l2_normalize
+from demo.index.binary import binarize, l2_normalize
 from demo.metrics import ranks_for
 
 

@@ -16,15 +16,13 @@ import numpy as np
 import pytest
 
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
-from demo.index.build import (
-    VideoItem,
-    build_index,
-    default_caption,
-    from_precomputed,
-    items_from_csv,
-    items_from_folder,
-)
-from demo.index.video_index import MANIFEST, ModelFingerprint, VideoIndex, binarize
+from demo.index.binary import binarize, build_binary_index, hamming_search
+from demo.index.build import build_index
+from demo.index.format import MANIFEST
+from demo.index.items import VideoItem, default_caption, items_from_csv, items_from_folder
+from demo.index.precomputed import from_precomputed
+from demo.index.video_index import VideoIndex
+from demo.models.fingerprint import ModelFingerprint
 
 DIM = 32
 FP = ModelFingerprint("fake/clip4clip-tiny", "meanP", DIM, 8, 4, 1.0)
@@ -147,7 +145,7 @@ def test_k_larger_than_count_is_clamped_and_faiss_padding_dropped() -> None:
         assert sorted(h.id for h in hits) == [f"v{i}" for i in range(5)]
     cands = index.hamming_candidates(q[None], 8)[0]
     assert sorted(cands.tolist()) == [0, 1, 2, 3, 4]
-    _, raw = index._binary.search(binarize(q[None]), 8)  # what faiss returns unfiltered
+    raw = hamming_search(build_binary_index(index.codes, DIM), q[None], 8)  # what faiss returns unfiltered
     assert (raw == -1).sum() == 3
 
 
@@ -259,9 +257,7 @@ def test_import_precomputed_checks_shapes(tmp_path: Path, caplog: pytest.LogCapt
         {"id": str(i), "path": f"https://example.com/{i}.mp4", "captions": [f"video {i}"]} for i in range(n)
     ]
     enc = FakeEncoder(ModelFingerprint("Searchium-ai/clip4clip-webvid150k", "meanP", d, 224, 12, 1.0))
-    index = VideoIndex.from_precomputed(
-        emb, rows, np.packbits(emb > 0, axis=1), encode_texts=enc.encode_texts
-    )
+    index = from_precomputed(emb, rows, np.packbits(emb > 0, axis=1), encode_texts=enc.encode_texts)
     assert index.fingerprint == enc.fingerprint and len(index.caption_video) == n
     np.testing.assert_allclose(np.linalg.norm(index.embeddings.astype(np.float32), axis=1), 1, atol=2e-3)
     index.save(tmp_path / "webvid")
@@ -274,7 +270,7 @@ def test_import_precomputed_checks_shapes(tmp_path: Path, caplog: pytest.LogCapt
     with pytest.raises(IndexFormatError, match="64-d"):
         from_precomputed(emb, rows, model=ModelFingerprint("x", "meanP", 512, 224, 12, 1.0))
 
-    with caplog.at_level(logging.WARNING, logger="demo.index.build"):
+    with caplog.at_level(logging.WARNING, logger="demo.index.precomputed"):
         flipped = from_precomputed(emb, rows, np.packbits(emb < 0, axis=1))
     assert "agree with sign(embeddings)" in caplog.text
     np.testing.assert_array_equal(flipped.codes, np.packbits(emb > 0, axis=1))
@@ -372,8 +368,6 @@ def test_build_where_every_file_fails_keeps_work_folder(tmp_path: Path) -> None:
 
 def test_sharded_binary_index_finds_the_same_nearest_codes() -> None:
     import faiss
-
-    from demo.index.video_index import binarize, build_binary_index, hamming_search
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5003, 64)).astype(np.float32)  # not a multiple of the shard count

@@ -32,7 +32,7 @@ from demo.train.xclip import (
     write_model_card,
     xclip_config,
 )
-from demo.video.decode import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from demo.video.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from demo.world.clips import WorldConfig, clip_event, clip_specs, event_labels, synth
 from demo.world.text import EVENT_PHRASES, RELATION_PHRASES
 from tests.conftest import TINY_TEXT, TINY_VISION

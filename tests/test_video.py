@@ -11,20 +11,18 @@ import pytest
 import torch
 
 from demo.errors import VideoDecodeError
-from demo.video.decode import (
+from demo.video.decode import probe, read_frames
+from demo.video.mp4 import write_mp4
+from demo.video.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    clip4clip_indices,
     load_clip4clip_clip,
     load_uniform_clip,
     preprocess,
-    probe,
-    read_frames,
-    uniform_indices,
-    write_mp4,
 )
+from demo.video.sampling import clip4clip_indices, uniform_indices
 
 SQUARE = 16
 
@@ -393,7 +391,8 @@ def test_module_imports_no_decoder_at_import_time() -> None:
     import subprocess
     import sys
 
-    code = "import sys, demo.video.decode; print(sorted({'decord', 'av', 'torch'} & set(sys.modules)))"
+    modules = "demo.video.decode, demo.video.sampling, demo.video.preprocess, demo.video.mp4"
+    code = f"import sys, {modules}; print(sorted({{'decord', 'av', 'torch'}} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -417,7 +416,7 @@ def test_decord_stride_failure_falls_back_to_pyav(tmp_path: Path, monkeypatch: p
     # recognised as decord's bug, not the file's, and PyAV decodes instead.
     import demo.video.decode
 
-    monkeypatch.setattr(demo.video.decode, "_decord_misreads", lambda width: False)
+    monkeypatch.setattr(demo.video.decode, "decord_misreads", lambda width: False)
     path = tmp_path / "w48.mp4"
     write_mp4(path, moving_square(6, 32, 48), fps=10)
     frames = read_frames(path, [5, 0])

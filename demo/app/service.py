@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,15 +23,16 @@ from urllib.parse import quote
 
 from demo.app.benchmark import BenchmarkView, Rerunner, read_view
 from demo.app.confidence import QueryCheck
+from demo.app.messages import corpus_id, friendly
 from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
 from demo.evaluate.report import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
 from demo.evaluate.workflow import EvaluateRequest
-from demo.media import MediaResolver, is_url, prerender
+from demo.media import MediaResolver, default_cache, is_url, prerender
 from demo.models.encoders import default_device
 from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
-from demo.presets import ASSETS, ROOT, Preset, resolve_preset
+from demo.presets import ASSETS, Preset, resolve_preset
 from demo.search import MAX_QUERY_CHARS, clean_query, open_searcher
 from demo.video.decode import probe
 from demo.world.clips import vocabulary
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "DEMO_CACHE"
-DEFAULT_CACHE = ROOT / "cache" / "world"
 EXAMPLES_DIR = ASSETS / "examples"
 # Test-split clips of the embedded world shipped as examples: one per kind of event.
 EXAMPLE_IDS = ("test-000025", "test-000018", "test-000016", "test-000002", "test-000039", "test-000017")
@@ -76,7 +73,7 @@ class AppConfig:
     public: bool = False  # served beyond this machine (--host other than loopback, or --share)
 
     def cache_path(self) -> Path:
-        return Path(self.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser().resolve()
+        return default_cache(self.cache_dir)
 
 
 @dataclass(frozen=True)
@@ -253,7 +250,7 @@ class DemoService:
             hits = index.describe(vec, k=_k(k))
             return DescribeResult(hits, clip_id, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
         path = self.check_upload(video)
-        timed = _friendly(path, lambda: self.searcher.describe_video_timed(path, k=_k(k)))
+        timed = friendly(path, lambda: self.searcher.describe_video_timed(path, k=_k(k)))
         stem = Path(path).stem  # an example or corpus clip uploaded under its own id
         own = stem if stem in self._ids else None
         return DescribeResult(timed.hits, own, timed.encode_ms, timed.search_ms)
@@ -286,7 +283,7 @@ class DemoService:
         label_list = parse_labels(labels or "")
         path = self.check_upload(video)
         classifier = self.classifier
-        return _friendly(path, lambda: classifier.classify(path, label_list, template=template or "{}", k=5))
+        return friendly(path, lambda: classifier.classify(path, label_list, template=template or "{}", k=5))
 
     # ----------------------------------------------------------------- benchmark
 
@@ -350,7 +347,7 @@ class DemoService:
         size_mb = path.stat().st_size / 2**20
         if size_mb > self.config.max_upload_mb:
             raise InputError(f"{path.name} is {size_mb:.0f} MB; the limit is {self.config.max_upload_mb:g} MB")
-        info = _friendly(str(path), lambda: probe(path))
+        info = friendly(str(path), lambda: probe(path))
         if info.duration > self.config.max_duration_s:
             raise InputError(f"{path.name} lasts {info.duration:.0f} s; the limit is "
                              f"{self.config.max_duration_s:g} s: trim it and upload again")
@@ -363,40 +360,3 @@ def _k(k: float | None) -> int:
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def corpus_id(text: str | None) -> str:
-    """A corpus clip id as typed or as the picker shows it (``test-000025 · a red circle ...``).
-
-    >>> corpus_id(" test-000025 · a small red circle moving left ")
-    'test-000025'
-    """
-    return (text or "").split(" · ", 1)[0].strip()
-
-
-_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
-
-
-def plain_message(err: DemoError, path: str) -> str:
-    """The error in one plain sentence: no errno, no server folder, no quoted temp path.
-
-    >>> plain_message(VideoDecodeError("/tmp/u/a.mp4: not a readable video ([Errno 1094995529] Invalid data "
-    ...     "found when processing input: '/tmp/u/a.mp4')"), "/tmp/u/a.mp4").split(". ")[0]
-    'a.mp4 is not a video this app can read (invalid data found when processing input)'
-    """
-    name = Path(path).name
-    text = _ERRNO.sub("", str(err)).replace(str(Path(path).parent) + os.sep, "")
-    text = re.sub(r":\s*'[^']*'", "", text)
-    if isinstance(err, VideoDecodeError) and "not a readable video" in text:
-        reason = text.split("(", 1)[1].rstrip(")").strip() if "(" in text else "unknown format"
-        return (f"{name} is not a video this app can read ({reason[:1].lower()}{reason[1:]}). "
-                "Upload an mp4, webm, mov or mkv clip.")
-    return text
-
-
-def _friendly(path: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; an error a person caused comes back as one plain sentence (:func:`plain_message`)."""
-    try:
-        return fn()
-    except DemoError as err:
-        raise type(err)(plain_message(err, path)) from err

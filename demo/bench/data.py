@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from demo.bench.common import random_encoder
-from demo.index.video_index import VideoIndex, binarize, l2_normalize
+from demo.index.binary import binarize, l2_normalize
+from demo.index.video_index import VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
 from demo.presets import EMBEDDED
-from demo.video.decode import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
+from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess
+from demo.video.sampling import clip4clip_indices
 from demo.world.clips import WorldConfig, clip_specs, render
 
 log = logging.getLogger(__name__)

@@ -18,16 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.video.decode import (
-    CLIP_MEAN,
-    CLIP_STD,
-    clip4clip_indices,
-    load_clip4clip_clip,
-    preprocess,
-    probe,
-    read_frames,
-    write_mp4,
-)
+from demo.video.decode import probe, read_frames
+from demo.video.mp4 import write_mp4
+from demo.video.preprocess import CLIP_MEAN, CLIP_STD, load_clip4clip_clip, preprocess
+from demo.video.sampling import clip4clip_indices
 
 
 def synthetic_frames(seconds: float, height: int, fps: float, seed: int = 0) -> np.ndarray:

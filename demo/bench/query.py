@@ -26,7 +26,7 @@ from demo.bench.common import (
     time_calls,
     weights_mb,
 )
-from demo.index.video_index import build_binary_index, default_rerank, hamming_search, rerank_rows
+from demo.index.binary import build_binary_index, default_rerank, hamming_search, rerank_rows
 from demo.models.encoders import Clip4ClipEncoder
 
 if TYPE_CHECKING:

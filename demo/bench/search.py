@@ -5,8 +5,8 @@ data and queries, in one process:
 
 (a) numpy brute force: float32 matrix in RAM, ``q @ X.T`` + argpartition;
 (b) faiss ``IndexFlatIP`` (its own float32 copy, default OpenMP threads);
-(c, d) :func:`demo.index.video_index.hamming_search` over the sign codes (faiss ``IndexBinaryFlat``)
-       + :func:`demo.index.video_index.rerank_rows` on rows of the float16 ``.npy``, memory-mapped
+(c, d) :func:`demo.index.binary.hamming_search` over the sign codes (faiss ``IndexBinaryFlat``)
+       + :func:`demo.index.binary.rerank_rows` on rows of the float16 ``.npy``, memory-mapped
        (what :meth:`demo.index.video_index.VideoIndex.search` runs).
 
 Memory is the RSS growth from building each structure (and, for (c, d), after the timed
@@ -26,7 +26,7 @@ import numpy as np
 
 from demo.bench.common import Timing, file_backed_mb, rss_mb, time_calls
 from demo.bench.data import SearchSet
-from demo.index.video_index import build_binary_index, default_rerank, hamming_search, rerank_rows
+from demo.index.binary import build_binary_index, default_rerank, hamming_search, rerank_rows
 
 log = logging.getLogger(__name__)
 Searcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (Q, D) -> scores, rows (Q, k)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from demo.errors import InputError
+from demo.presets import shown_path
 from demo.world.clips import WorldConfig, synth
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def world_corpus(world_dir: str | Path = DEFAULT_WORLD, limit: int | None = None
         if len(members) == 2:
             twins[members[0]], twins[members[1]] = members[1], members[0]
     heldout = [i for i, r in enumerate(rows) if r.get("attributes", {}).get("heldout")]
-    return Corpus(str(world / "test.jsonl"), [r["id"] for r in rows], [str(world / r["path"]) for r in rows],
+    # Named, not located: the clips are rendered from the world's seed wherever it runs.
+    return Corpus("the embedded world's test split", [r["id"] for r in rows], [str(world / r["path"]) for r in rows],
                   [list(r["captions"]) for r in rows],
                   subsets={"t2v-pairs": np.flatnonzero(twins >= 0),
                            "t2v-heldout": np.array(heldout, np.int64)},
@@ -126,5 +128,5 @@ def webvid_corpus(data_csv: str | Path, videos_dir: str | Path, limit: int | Non
             ids.append(vid)
     if skipped:
         log.warning("%d video(s) skipped (missing file or caption), e.g. %s", len(skipped), skipped[:3])
-    return Corpus(str(data_csv), ids, [videos[i][0] for i in ids], [videos[i][1] for i in ids],
+    return Corpus(shown_path(data_csv), ids, [videos[i][0] for i in ids], [videos[i][1] for i in ids],
                   skipped=skipped)

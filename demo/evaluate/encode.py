@@ -33,7 +33,7 @@ from demo.models.temporal import masked_mean
 if TYPE_CHECKING:
     import torch
 
-    from demo.index.video_index import ModelFingerprint
+    from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)

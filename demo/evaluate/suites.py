@@ -34,10 +34,10 @@ from demo.errors import InputError
 from demo.evaluate.corpus import DEFAULT_WORLD, Corpus, webvid_corpus, world_corpus
 from demo.evaluate.encode import ProgressFn, encode_corpus
 from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
-from demo.index.video_index import binarize, l2_normalize
+from demo.index.binary import binarize, l2_normalize
 from demo.metrics import chunked_ranks, chunked_v2t_ranks
 from demo.models.temporal import POOLINGS, Clip4ClipSettings
-from demo.presets import PRECOMPUTED
+from demo.presets import PRECOMPUTED, shown_path
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
         enc = encoded[spec.model]
         rows += model_rows(spec, enc.texts[text_rows], enc.videos[spec.pooling][keep], kept)
         fp = enc.fingerprint
-        info.append({"row": spec.name, "model": spec.model, "weights": fp.model, "pooling": spec.pooling,
+        info.append({"row": spec.name, "model": shown_path(spec.model), "weights": fp.model, "pooling": spec.pooling,
                      "frames": fp.frames, "sample_fps": fp.sample_fps, "image_size": fp.image_size,
                      "dim": fp.dim, "clips_encoded_now": enc.encoded})
     report(1.0, "done")

@@ -5,7 +5,8 @@ The checkpoint format is an ordinary Hugging Face CLIP folder (``config.json``,
 checkpoints on the hub are, plus ``clip4clip.json`` and, for seqTransf,
 ``temporal_head.safetensors``. So ``CLIPTextModelWithProjection.from_pretrained``
 and ``CLIPVisionModelWithProjection.from_pretrained`` load every model this
-project uses or trains, from the hub or from disk.
+project uses or trains, from the hub or from disk. transformers is imported inside the
+functions that need it: it adds seconds to start-up, and much of the CLI never needs it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from demo.errors import ModelLoadError
@@ -177,8 +180,6 @@ class Clip4Clip(nn.Module):
             head_path = folder / HEAD_FILE
             if not head_path.is_file():
                 raise ModelLoadError(f"{source!r} has no {HEAD_FILE}: it cannot run seqTransf pooling")
-            from safetensors.torch import load_file
-
             head.load_state_dict(load_file(str(head_path)))
             head.to(dtype)
         model = cls(text, vision, settings, head, logit_scale=read_logit_scale(folder))
@@ -186,7 +187,6 @@ class Clip4Clip(nn.Module):
 
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write a CLIP-format folder (loadable by both tower classes) plus the head."""
-        from safetensors.torch import save_file
         from transformers import CLIPConfig, CLIPModel
 
         out = Path(out_dir)
@@ -236,8 +236,6 @@ def read_logit_scale(folder: Path) -> float:
     """The learned temperature stored in a CLIP folder, or CLIP's initial value."""
     weights = folder / "model.safetensors"
     if weights.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(weights), framework="pt") as f:
             if "logit_scale" in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
                 return float(f.get_tensor("logit_scale").float())

@@ -8,7 +8,6 @@ builder, the search service and the evaluation code call; training uses
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import deque
@@ -16,40 +15,21 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from demo.errors import ModelLoadError
 from demo.models.clip4clip import Clip4Clip, first_line
-from demo.models.temporal import HEAD_FILE
-
-if TYPE_CHECKING:
-    from demo.index.video_index import ModelFingerprint
+from demo.models.fingerprint import ModelFingerprint, model_name
+from demo.video.preprocess import load_clip4clip_clip
 
 log = logging.getLogger(__name__)
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def model_name(id_or_dir: str | Path) -> str:
-    """How an index manifest names a model: the hub id, or a local folder's name
-    plus a short hash of its weights (so a retrained model in the same folder is
-    told apart from the one an index was built with)."""
-    folder = Path(id_or_dir)
-    if not folder.is_dir():
-        return str(id_or_dir)
-    digest = hashlib.sha256()
-    for name in ("model.safetensors", HEAD_FILE):
-        path = folder / name
-        if path.is_file():
-            with path.open("rb") as f:
-                digest.update(f.read(1 << 20))  # the first MiB differs between any two trainings
-            digest.update(str(path.stat().st_size).encode())
-    return f"{folder.resolve().name}@{digest.hexdigest()[:10]}"
 
 
 _THREADS_LOCK = threading.Lock()
@@ -102,7 +82,7 @@ class Clip4ClipEncoder:
     def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
                         device: str | None = None) -> Clip4ClipEncoder:
         """Load a CLIP/CLIP4Clip checkpoint (hub id or folder) and its tokenizer."""
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # here: seconds to import, and not needed until a load
 
         source = str(id_or_dir)
         if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
@@ -117,8 +97,6 @@ class Clip4ClipEncoder:
 
     @property
     def fingerprint(self) -> ModelFingerprint:
-        from demo.index.video_index import ModelFingerprint
-
         return ModelFingerprint(model=self.name, pooling=self.pooling, dim=self.dim,
                                 image_size=self.image_size, frames=self.max_frames,
                                 sample_fps=self.sample_fps)
@@ -154,8 +132,6 @@ class Clip4ClipEncoder:
         Returns frames (max_frames, 3, S, S) float32 and mask (max_frames,) bool.
         Raises :class:`demo.errors.VideoDecodeError` for a file that is not a video.
         """
-        from demo.video.decode import load_clip4clip_clip
-
         return load_clip4clip_clip(path, image_size=self.image_size,
                                    sample_fps=self.sample_fps, max_frames=self.max_frames)
 

@@ -75,7 +75,7 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def reverse_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Each clip's valid frames in reverse order, padding left in place: (B, T, ...) -> (B, T, ...).
 
-    Frames are valid first, padding after (as :func:`demo.video.decode.clip4clip_indices` samples them).
+    Frames are valid first, padding after (as :func:`demo.video.sampling.clip4clip_indices` samples them).
 
     >>> reverse_frames(torch.arange(4.0).view(1, 4), torch.tensor([[True, True, True, False]]))
     tensor([[2., 1., 0., 3.]])

@@ -13,6 +13,7 @@ import gzip
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from demo.presets import ASSETS
 
@@ -88,24 +89,14 @@ def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dic
     embedded models never trained anyway. The token table is most of a small CLIP's size
     (49,408 x width), which is why the embedded zero-shot stand-in ships this way.
     """
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # here: seconds to import
 
     src, dst = Path(src), Path(dst)
     full = CLIPTokenizer.from_pretrained(str(src))
     vocab: dict[str, int] = json.loads((src / "vocab.json").read_text(encoding="utf-8"))
     merges = _read_merges(src)
-    made_from = {a + b: (a, b) for a, b in merges}
-    keep = {token for token, i in vocab.items() if i < 512}
-    keep |= {full.bos_token, full.eos_token, full.unk_token, full.pad_token}
     full_ids = [full(text)["input_ids"] for text in texts]  # tokenised once: kept tokens, then the check
-    stack = [full.convert_ids_to_tokens(i) for ids in full_ids for i in ids]
-    while stack:
-        token = stack.pop()
-        if token not in keep:
-            keep.add(token)
-            stack.extend(made_from.get(token, ()))
+    keep = _needed_tokens(full, vocab, merges, [full.convert_ids_to_tokens(i) for ids in full_ids for i in ids])
     old_ids = sorted(vocab[t] for t in keep)
     new_vocab = {full.convert_ids_to_tokens(i): n for n, i in enumerate(old_ids)}
     kept_merges = [m for m in merges if m[0] + m[1] in keep]
@@ -117,18 +108,8 @@ def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dic
     (dst / "vocab.json").write_text(json.dumps(new_vocab, ensure_ascii=False), encoding="utf-8")
     (dst / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in kept_merges) + "\n",
                                     encoding="utf-8")
-    weights = load_file(str(src / "model.safetensors"))
-    key = "text_model.embeddings.token_embedding.weight"
-    weights[key] = weights[key][torch.tensor(old_ids)].contiguous()
-    save_file(weights, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    (dst / "model.safetensors").chmod(0o644)  # safetensors writes owner-only files
-    config = json.loads((src / "config.json").read_text())
-    text = config["text_config"]
-    text["vocab_size"] = len(old_ids)
-    for name, token in (("bos_token_id", full.bos_token), ("eos_token_id", full.eos_token)):
-        text[name] = new_vocab[token]
-    text["pad_token_id"] = new_vocab[full.pad_token]
-    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    _shrink_weights(src, dst, old_ids, {name: new_vocab[token] for name, token in (
+        ("bos_token_id", full.bos_token), ("eos_token_id", full.eos_token), ("pad_token_id", full.pad_token))})
 
     small = CLIPTokenizer.from_pretrained(str(dst))
     remap = {old: new for new, old in enumerate(old_ids)}
@@ -138,3 +119,35 @@ def shrink_vocabulary(src: str | Path, dst: str | Path, texts: list[str]) -> dic
         if got != want:
             raise RuntimeError(f"the shrunk tokenizer splits {text_!r} differently: {got} vs {want}")
     return {"tokens": len(old_ids), "merges": len(kept_merges), "texts": len(texts)}
+
+
+def _needed_tokens(full: Any, vocab: dict[str, int], merges: list[tuple[str, str]], used: list[str]) -> set[str]:
+    """The byte symbols, the special tokens, the ``used`` tokens and every piece they were merged from."""
+    made_from = {a + b: (a, b) for a, b in merges}
+    keep = {token for token, i in vocab.items() if i < 512}
+    keep |= {full.bos_token, full.eos_token, full.unk_token, full.pad_token}
+    stack = list(used)
+    while stack:
+        token = stack.pop()
+        if token not in keep:
+            keep.add(token)
+            stack.extend(made_from.get(token, ()))
+    return keep
+
+
+def _shrink_weights(src: Path, dst: Path, old_ids: list[int], special_ids: dict[str, int]) -> None:
+    """Copy ``src``'s weights and config to ``dst`` keeping only the token rows ``old_ids``
+    (renumbered in that order); ``special_ids`` are the text config's new special-token ids."""
+    import torch  # here, with safetensors.torch: building tokenizer files needs neither
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(src / "model.safetensors"))
+    key = "text_model.embeddings.token_embedding.weight"
+    weights[key] = weights[key][torch.tensor(old_ids)].contiguous()
+    save_file(weights, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    (dst / "model.safetensors").chmod(0o644)  # safetensors writes owner-only files
+    config = json.loads((src / "config.json").read_text())
+    text = config["text_config"]
+    text["vocab_size"] = len(old_ids)
+    text.update(special_ids)
+    (dst / "config.json").write_text(json.dumps(config, indent=2))

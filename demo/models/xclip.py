@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from demo.errors import InputError, ModelLoadError, VideoDecodeError
 from demo.models.labels import apply_template, parse_labels
+from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, load_uniform_clip
 
 if TYPE_CHECKING:
     import torch
@@ -77,6 +78,56 @@ def _resolve_source(id_or_dir: str | Path) -> str:
     return text
 
 
+def _load_model(source: str) -> Any:
+    """``XCLIPModel`` from ``source``, after checking its config is an X-CLIP one this code can run."""
+    from transformers import AutoConfig, XCLIPModel
+
+    # Any failure inside transformers (missing files, offline hub, bad json, corrupt
+    # weights) is reported as one ModelLoadError with the cause chained.
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load X-CLIP model {source!r}: {exc}") from exc
+    if config.model_type != "xclip":
+        raise ModelLoadError(f"cannot load X-CLIP model {source!r}: it is a {config.model_type!r} model")
+    vision = config.vision_config
+    if vision.mit_hidden_size != config.projection_dim:
+        raise ModelLoadError(
+            f"cannot load X-CLIP model {source!r}: vision_config.mit_hidden_size "
+            f"({vision.mit_hidden_size}) must equal projection_dim ({config.projection_dim})"
+        )
+    try:
+        return XCLIPModel.from_pretrained(source, config=config)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load X-CLIP model {source!r}: {exc}") from exc
+
+
+def _load_processor(source: str) -> tuple[Any, Sequence[float], Sequence[float], int | None]:
+    """The tokenizer, mean, std and crop size of ``source``'s processor; without processor
+    files, its CLIP tokenizer, ImageNet mean/std and no crop size."""
+    from transformers import CLIPTokenizer, XCLIPProcessor
+
+    try:
+        # backend="pil": we only read the processor's settings (frames are preprocessed
+        # by demo.video.preprocess), and this avoids the "requires torchvision" fallback warning.
+        processor = XCLIPProcessor.from_pretrained(source, backend="pil")
+    except OSError as exc:
+        logger.info(
+            "no X-CLIP processor in %s (%s); using its CLIP tokenizer and ImageNet mean/std",
+            source,
+            str(exc).splitlines()[0],
+        )
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(source)
+        except Exception as exc2:
+            raise ModelLoadError(f"cannot load a tokenizer for X-CLIP model {source!r}: {exc2}") from exc2
+        return tokenizer, IMAGENET_MEAN, IMAGENET_STD, None
+    images = processor.image_processor
+    crop = getattr(images, "crop_size", None)
+    crop_size = getattr(crop, "height", None) if crop is not None else None
+    return processor.tokenizer, images.image_mean, images.image_std, crop_size
+
+
 class XClipClassifier:
     """An X-CLIP model with the tokenizer and frame settings it was trained with."""
 
@@ -109,52 +160,10 @@ class XClipClassifier:
         folder and ImageNet mean/std. Raises :class:`ModelLoadError` naming the id and the
         reason (missing folder, not an X-CLIP model, hub unreachable, ...).
         """
-        from transformers import AutoConfig, CLIPTokenizer, XCLIPModel, XCLIPProcessor
-
-        from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
-
         source = _resolve_source(id_or_dir)
-        # Any failure inside transformers (missing files, offline hub, bad json, corrupt
-        # weights) is reported as one ModelLoadError with the cause chained.
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load X-CLIP model {source!r}: {exc}") from exc
-        if config.model_type != "xclip":
-            raise ModelLoadError(f"cannot load X-CLIP model {source!r}: it is a {config.model_type!r} model")
-        vision = config.vision_config
-        if vision.mit_hidden_size != config.projection_dim:
-            raise ModelLoadError(
-                f"cannot load X-CLIP model {source!r}: vision_config.mit_hidden_size "
-                f"({vision.mit_hidden_size}) must equal projection_dim ({config.projection_dim})"
-            )
-        try:
-            model = XCLIPModel.from_pretrained(source, config=config)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load X-CLIP model {source!r}: {exc}") from exc
-
-        mean: Sequence[float] = IMAGENET_MEAN
-        std: Sequence[float] = IMAGENET_STD
-        try:
-            # backend="pil": we only read the processor's settings (frames are preprocessed
-            # by demo.video.decode), and this avoids the "requires torchvision" fallback warning.
-            processor = XCLIPProcessor.from_pretrained(source, backend="pil")
-            tokenizer = processor.tokenizer
-            mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
-            crop = getattr(processor.image_processor, "crop_size", None)
-            crop_size = getattr(crop, "height", None) if crop is not None else None
-        except OSError as exc:
-            logger.info(
-                "no X-CLIP processor in %s (%s); using its CLIP tokenizer and ImageNet mean/std",
-                source,
-                str(exc).splitlines()[0],
-            )
-            crop_size = None
-            try:
-                tokenizer = CLIPTokenizer.from_pretrained(source)
-            except Exception as exc2:
-                raise ModelLoadError(f"cannot load a tokenizer for X-CLIP model {source!r}: {exc2}") from exc2
-
+        model = _load_model(source)
+        tokenizer, mean, std, crop_size = _load_processor(source)
+        vision = model.config.vision_config
         size = vision.image_size
         image_size = int(size if isinstance(size, int) else size[0])
         if crop_size is not None and crop_size != image_size:
@@ -179,8 +188,6 @@ class XClipClassifier:
         into a prompt, e.g. ``"a video of a person {}"``. Raises :class:`VideoDecodeError`
         for a missing or undecodable file and :class:`InputError` for bad labels or ``k``.
         """
-        from demo.video.decode import load_uniform_clip
-
         label_list = parse_labels(list(labels))
         prompts = apply_template(label_list, template)  # validate input before decoding
         path = Path(video_path)

@@ -8,7 +8,7 @@ Two sources share one sample type:
   image-text pretraining and the time-reversal pair ids).
 
 Clips are decoded once, through the same path as any user video
-(:func:`demo.video.decode.load_clip4clip_clip`), and kept in memory as float16, so an
+(:func:`demo.video.preprocess.load_clip4clip_clip`), and kept in memory as float16, so an
 epoch costs only the model's forward and backward passes.
 """
 
@@ -90,7 +90,7 @@ class FrameCache:
                  workers: int = 2, progress: bool = True) -> None:
         from tqdm.auto import tqdm
 
-        from demo.video.decode import load_clip4clip_clip
+        from demo.video.preprocess import load_clip4clip_clip
 
         def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor] | str:
             try:

@@ -339,7 +339,7 @@ class Trainer:
         """Caption and mirrored negative of the ``pick``-th sampled frame of a world clip (else None)."""
         if sample.frames < 2 or not sample.attributes.get("objects"):
             return None
-        from demo.video.decode import clip4clip_indices
+        from demo.video.sampling import clip4clip_indices
         from demo.world.clips import frame_caption_pair
 
         settings = self.model.settings

@@ -26,7 +26,7 @@ def sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
                          ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
     """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
     given of each world clip (the probe losses' targets are computed per such frame)."""
-    from demo.video.decode import clip4clip_indices
+    from demo.video.sampling import clip4clip_indices
 
     for i, sample in enumerate(samples):
         if sample.frames < 2 or not sample.attributes.get("objects"):

@@ -177,7 +177,8 @@ def build_embedded_index(world_dir: str | Path, model_dir: str | Path, out: str 
     """
     import csv
 
-    from demo.index.build import build_index, items_from_csv
+    from demo.index.build import build_index
+    from demo.index.items import items_from_csv
     from demo.models.encoders import Clip4ClipEncoder
 
     world = Path(world_dir)

@@ -13,7 +13,7 @@ tower is frozen by default, so the caption synonyms the CLIP4Clip text tower lea
 ("sliding to the left" ~ "moving left") survive: :data:`REWORDED` measures that.
 
 Each clip is decoded once to exactly ``num_frames`` uniformly spread frames with
-ImageNet mean/std (X-CLIP's preprocessing, :func:`demo.video.decode.load_uniform_clip`) and
+ImageNet mean/std (X-CLIP's preprocessing, :func:`demo.video.preprocess.load_uniform_clip`) and
 kept in memory as float16. Outputs: ``out/best`` (checkpoint + processor files that
 :meth:`demo.models.xclip.XClipClassifier.from_pretrained` loads), ``out/log.jsonl``.
 """
@@ -212,7 +212,7 @@ def init_from_clip(model: Any, clip_dir: str | Path) -> InitReport:
     from safetensors.torch import load_file
 
     from demo.models.temporal import HEAD_FILE
-    from demo.video.decode import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from demo.video.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
     folder = Path(clip_dir)
     state = model.state_dict()
@@ -331,7 +331,7 @@ def load_frames(paths: list[Path], num_frames: int, image_size: int, mean: tuple
     import torch
     from tqdm.auto import tqdm
 
-    from demo.video.decode import load_uniform_clip
+    from demo.video.preprocess import load_uniform_clip
 
     def load(path: Path) -> torch.Tensor | str:
         try:
@@ -412,7 +412,7 @@ def save_xclip(model: Any, tokenizer: Any, folder: str | Path, dtype: str = "flo
     from transformers import VideoMAEImageProcessorPil, XCLIPProcessor
 
     from demo.models.clip4clip import quiet_transformers
-    from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
+    from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     final = Path(folder)
     tmp = final.with_name(f".{final.name}.tmp")
@@ -442,7 +442,7 @@ def train_xclip(config: XClipTrainConfig, progress: bool = True) -> Path:
 
     from demo.models.labels import apply_template
     from demo.train.loop import lr_factor
-    from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
+    from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
     from demo.world.clips import event_labels
 
     out = Path(config.out)

@@ -1,41 +1,33 @@
-"""Video decoding, frame sampling, preprocessing, and browser-playable mp4 writing.
+"""Opening, probing and reading videos: decord first, PyAV where decord cannot.
 
 Decoding goes through decord, which builds a frame index when it opens a file (so
 random access is frame-accurate) and can scale while it decodes; PyAV is the
 fallback for files decord cannot open, and for a decord bug with a few small frame
-widths (see ``_decord_misreads``). Every way a file can be bad (missing,
+widths (see :func:`decord_misreads`). Every way a file can be bad (missing,
 empty, not a video, audio only, truncated, corrupt, no frames) ends in
 :class:`~demo.errors.VideoDecodeError` naming the file and the reason.
+
+decord and PyAV are imported inside the functions that use them, so importing this
+module (and the app, the CLI) stays quick.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from demo.errors import VideoDecodeError
-
-if TYPE_CHECKING:
-    import torch
+from demo.video.sampling import valid_fps
 
 log = logging.getLogger(__name__)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Frame rates outside this range are metadata garbage (0, NaN, 90000 from a timebase).
-_MAX_PLAUSIBLE_FPS = 1000.0
 # Used only when neither decord nor the container knows the frame rate.
 _ASSUMED_FPS = 25.0
 
@@ -64,14 +56,6 @@ class _Header:
     height: int
     num_frames: int
     fps: float
-
-
-def _valid_fps(value: Any) -> float | None:
-    try:
-        fps = float(value)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return fps if 0.0 < fps <= _MAX_PLAUSIBLE_FPS and math.isfinite(fps) else None
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -108,7 +92,7 @@ def _read_header(path: Path) -> _Header:
             raise VideoDecodeError(f"{path}: no video stream (streams: {kinds})")
         stream = streams[0]
         fps = next(
-            (f for f in map(_valid_fps, (stream.average_rate, stream.guessed_rate, stream.base_rate)) if f),
+            (f for f in map(valid_fps, (stream.average_rate, stream.guessed_rate, stream.base_rate)) if f),
             0.0,
         )
         ctx = stream.codec_context
@@ -131,7 +115,7 @@ def _even(x: float) -> int:
     return max(2, 2 * int(x / 2 + 0.5))
 
 
-def _decord_misreads(width: int) -> bool:
+def decord_misreads(width: int) -> bool:
     """True for frame widths decord returns garbled (dmlc/decord#93, #336).
 
     decord infers the channel count from the RGB row stride. ffmpeg pads rows to a
@@ -153,15 +137,17 @@ def _decode_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     scale = short_side / min(width, height)
     w, h = _even(width * scale), _even(height * scale)
     # Step around the few widths decord garbles; 2 px changes the aspect ratio negligibly.
-    w = next(c for d in range(0, 64, 2) for c in (w + d, w - d) if c >= 2 and not _decord_misreads(c))
+    w = next(c for d in range(0, 64, 2) for c in (w + d, w - d) if c >= 2 and not decord_misreads(c))
     return w, h
 
 
-class _Source:
+class VideoSource:
     """An opened video: its header, and a decord reader unless decord could not open it.
 
-    The reader is created at the reduced decode size, so probing and reading share one
-    open. Use as a context manager: decord holds the file handle until the reader is freed.
+    ``info`` is what :func:`probe` reports, ``read(indices)`` what :func:`read_frames` returns
+    (at short side ~``short_side``). The reader is created at the reduced decode size, so
+    probing and reading share one open (:mod:`demo.video.preprocess` samples from ``info``,
+    then reads). Use as a context manager: decord holds the file handle until the reader is freed.
     """
 
     def __init__(self, path: Path, short_side: int | None = None) -> None:
@@ -183,7 +169,7 @@ class _Source:
         except ImportError:  # e.g. platforms without decord wheels: PyAV does everything
             return None
         scaled = self.size != (self.header.width, self.header.height)
-        if _decord_misreads(self.size[0]):  # only tiny native widths get here
+        if decord_misreads(self.size[0]):  # only tiny native widths get here
             log.info("%s: width %d trips a decord bug; decoding with PyAV", self.path, self.size[0])
             return None
         width, height = self.size if scaled else (-1, -1)
@@ -202,7 +188,7 @@ class _Source:
             num_frames = h.num_frames or _count_packets(self.path, h.stream_index)
         if num_frames <= 0:
             raise VideoDecodeError(f"{self.path}: video stream has no frames")
-        fps = (_valid_fps(self.reader.get_avg_fps()) if self.reader is not None else None) or h.fps
+        fps = (valid_fps(self.reader.get_avg_fps()) if self.reader is not None else None) or h.fps
         if not fps:
             log.warning("%s: unknown frame rate, assuming %.0f fps", self.path, _ASSUMED_FPS)
             fps = _ASSUMED_FPS
@@ -232,7 +218,7 @@ class _Source:
     def close(self) -> None:
         self.reader = None  # decord frees the handle when the reader is collected
 
-    def __enter__(self) -> _Source:
+    def __enter__(self) -> VideoSource:
         return self
 
     def __exit__(
@@ -259,7 +245,7 @@ def _read_decord(path: Path, reader: Any, idx: list[int]) -> np.ndarray | None:
     return np.ascontiguousarray(array, dtype=np.uint8)
 
 
-def _decode_pyav(src: _Source, idx: list[int]) -> np.ndarray:
+def _decode_pyav(src: VideoSource, idx: list[int]) -> np.ndarray:
     """Decode sequentially with PyAV up to the last wanted frame (the fallback path)."""
     import av
 
@@ -294,7 +280,7 @@ def _decode_pyav(src: _Source, idx: list[int]) -> np.ndarray:
 
 def probe(path: str | Path) -> VideoInfo:
     """Frame count, frame rate and native size of a video (opens it; decodes nothing)."""
-    with _Source(Path(path)) as src:
+    with VideoSource(Path(path)) as src:
         return src.info
 
 
@@ -309,155 +295,5 @@ def read_frames(
     ``ValueError`` for out-of-range indices and :class:`VideoDecodeError` when the file
     cannot be decoded.
     """
-    with _Source(Path(path), short_side) as src:
+    with VideoSource(Path(path), short_side) as src:
         return src.read(indices)
-
-
-def clip4clip_indices(
-    num_frames: int, fps: float, sample_fps: float = 1.0, max_frames: int = 12
-) -> np.ndarray:
-    """CLIP4Clip sampling: one frame every ``1 / sample_fps`` s, then uniformly down to ``max_frames``.
-
-    Sample k is the frame on screen at ``k / sample_fps`` seconds, computed from the real
-    (float) fps: CLIP4Clip's reference code truncates 29.97 to 29 and drifts by a frame
-    every second. Returns sorted int64 indices, 1 <= len <= max_frames.
-    """
-    if num_frames < 1 or max_frames < 1:
-        raise ValueError(f"need num_frames >= 1 and max_frames >= 1, got {num_frames} and {max_frames}")
-    if _valid_fps(fps) is None or not (sample_fps > 0 and math.isfinite(sample_fps)):
-        raise ValueError(f"need positive finite fps and sample_fps, got {fps} and {sample_fps}")
-    step = fps / sample_fps  # frames between samples
-    # Samples at t = k / sample_fps for every t inside the clip (t < num_frames / fps);
-    # the epsilons absorb float error such as 3 * (30 / 3) = 29.999999.
-    count = max(1, math.ceil(num_frames / step - 1e-9))
-    samples = np.minimum(np.floor(np.arange(count) * step + 1e-6), num_frames - 1).astype(np.int64)
-    if count > max_frames:
-        samples = samples[np.linspace(0, count - 1, max_frames).round().astype(np.int64)]
-    return samples
-
-
-def uniform_indices(num_frames: int, n: int) -> np.ndarray:
-    """``n`` frames at the centres of ``n`` equal segments -> sorted int64 (n,).
-
-    A clip shorter than ``n`` frames repeats frames (in order) to fill all ``n`` slots.
-    """
-    if num_frames < 1 or n < 1:
-        raise ValueError(f"need num_frames >= 1 and n >= 1, got {num_frames} and {n}")
-    centres = (np.arange(n) + 0.5) * (num_frames / n)
-    return np.minimum(np.floor(centres), num_frames - 1).astype(np.int64)
-
-
-def preprocess(
-    frames: np.ndarray, image_size: int, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, S, S) float32 with S = ``image_size``.
-
-    Short side to S (bicubic with antialias, as PIL does for CLIP), centre crop S x S,
-    scale to [0, 1], then ``(x - mean) / std`` per channel. Pass CLIP's mean/std for
-    CLIP4Clip and ImageNet's for X-CLIP.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    if image_size < 1 or len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"need image_size >= 1 and 3-channel mean/std, got {image_size}, {mean}, {std}")
-    t, h, w, _ = frames.shape
-    if t == 0:
-        return torch.zeros((0, 3, image_size, image_size), dtype=torch.float32)
-    if min(h, w) == image_size:
-        # Already at scale (the usual case after a reduced-resolution decode): crop the
-        # uint8 frames first so only S x S pixels are converted to float.
-        top, left = int(round((h - image_size) / 2)), int(round((w - image_size) / 2))
-        crop = np.ascontiguousarray(frames[:, top : top + image_size, left : left + image_size])
-        x = torch.from_numpy(crop).permute(0, 3, 1, 2).float().div_(255.0)
-    else:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        scale = image_size / min(h, w)
-        size = (max(image_size, round(h * scale)), max(image_size, round(w * scale)))
-        # Bicubic overshoots at edges; clamp like the uint8 round trip in PIL would.
-        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
-        top, left = int(round((size[0] - image_size) / 2)), int(round((size[1] - image_size) / 2))
-        x = x[:, :, top : top + image_size, left : left + image_size]
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean_t) / std_t).contiguous()
-
-
-def load_clip4clip_clip(
-    path: str | Path, image_size: int, sample_fps: float = 1.0, max_frames: int = 12
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A clip as CLIP4Clip sees it -> frames (max_frames, 3, S, S) float32, mask (max_frames,) bool.
-
-    Frames are sampled with :func:`clip4clip_indices`, decoded at short side ~S, and
-    normalised with CLIP's mean/std; slots past the clip's sample count are zeros with
-    ``mask`` False.
-    """
-    import torch
-
-    with _Source(Path(path), short_side=image_size) as src:
-        idx = clip4clip_indices(src.info.num_frames, src.info.fps, sample_fps, max_frames)
-        frames = src.read(idx)
-    x = preprocess(frames, image_size, CLIP_MEAN, CLIP_STD)
-    out = torch.zeros((max_frames, 3, image_size, image_size), dtype=torch.float32)
-    out[: len(x)] = x
-    mask = torch.zeros(max_frames, dtype=torch.bool)
-    mask[: len(x)] = True
-    return out, mask
-
-
-def load_uniform_clip(
-    path: str | Path, num_frames: int, image_size: int, mean: Sequence[float], std: Sequence[float]
-) -> tuple[torch.Tensor, int]:
-    """``num_frames`` frames at segment centres -> ((num_frames, 3, S, S) float32, distinct count).
-
-    The count is the number of distinct source frames: below ``num_frames`` when the clip
-    is shorter than ``num_frames`` and frames were repeated (X-CLIP samples 8).
-    """
-    with _Source(Path(path), short_side=image_size) as src:
-        idx = uniform_indices(src.info.num_frames, num_frames)
-        unique, inverse = np.unique(idx, return_inverse=True)
-        frames = src.read(unique)
-    # Preprocess each distinct frame once, then repeat the tensors.
-    x = preprocess(frames, image_size, mean, std)[inverse.reshape(-1)]
-    return x.contiguous(), int(len(unique))
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float, threads: int = 0) -> None:
-    """Write ``frames`` (T, H, W, 3) uint8 as an H.264 yuv420p mp4 that browsers play.
-
-    Width and height must be even (yuv420p subsamples chroma by 2). The moov atom is
-    moved to the front (``+faststart``) so a browser can start playing before the
-    whole file has arrived. Fractional rates (29.97) are kept exactly. The file is
-    written next to ``path`` and renamed, so a reader never sees half a file.
-    ``threads``: x264's encoder threads (0: its own choice, one or more per core); a caller
-    that already runs one encoder per core (``demo.world.clips.synth``) passes 1.
-    """
-    import av
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    t, h, w, _ = frames.shape
-    if t == 0 or h % 2 or w % 2:
-        raise ValueError(f"need at least one frame and even width/height, got T={t} H={h} W={w}")
-    if _valid_fps(fps) is None:
-        raise ValueError(f"fps must be in (0, {_MAX_PLAUSIBLE_FPS:g}], got {fps}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": "23", "preset": "veryfast", "threads": str(max(0, int(threads)))}
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

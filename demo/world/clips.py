@@ -411,8 +411,8 @@ def render(spec: ClipSpec) -> np.ndarray:
 
 def render_to(spec: ClipSpec, path: str | Path, threads: int = 0) -> Path:
     """Render ``spec`` and write it to ``path`` as mp4, atomically (temp file, then rename).
-    ``threads``: the encoder's (see :func:`demo.video.decode.write_mp4`)."""
-    from demo.video.decode import write_mp4
+    ``threads``: the encoder's (see :func:`demo.video.mp4.write_mp4`)."""
+    from demo.video.mp4 import write_mp4
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
