@@ -2,6 +2,9 @@
 
 import sys
 
-from demo.cli import main
+try:
+    from demo.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the libraries load: no traceback for that
+    sys.exit(130)
 
 sys.exit(main())

@@ -109,13 +109,16 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     model = args.model or resolve_preset(args.preset).model
     encoder = Clip4ClipEncoder.from_pretrained(model, pooling=args.pooling, device=args.device)
     report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
-                         num_workers=2, model_path=model, media_root=media_root)
+                         num_workers=2, model_path=model, media_root=media_root, retry_failed=args.retry_failed)
     resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
     print(f"indexed {report.indexed} videos into {args.out}{resumed}")
     if report.skipped:
         print(f"skipped {len(report.skipped)} file(s) that could not be decoded:")
         for path, reason in report.skipped:
             print(f"  {path}: {reason}")
+    if report.not_retried:
+        print(f"{len(report.not_retried)} of them failed in an earlier run and were not tried again (unchanged "
+              "since); pass --retry-failed to try them anyway")
     return 0
 
 
@@ -235,6 +238,8 @@ def _add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="try again files that failed in an earlier run even if they have not changed")
     p.set_defaults(func=cmd_index_build)
 
     p = index.add_parser("import", help="turn precomputed embeddings into an index")
@@ -325,9 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # builds the train parser, which imports torch: Ctrl-C-able
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader reports every CPU-feature probe at INFO
     try:
         return int(args.func(args))
     except DemoError as err:

@@ -8,9 +8,9 @@ through :class:`Searcher`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from demo.errors import IndexFormatError, InputError
+from demo.index import store
 from demo.index.format import MANIFEST
 from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
@@ -38,8 +39,15 @@ def hit_to_dict(hit: Hit | CaptionHit) -> dict[str, Any]:
 
 
 def clean_query(text: str | None) -> str:
-    """Strip and bound a query; an empty one is an InputError with a hint."""
-    query = " ".join((text or "").split())
+    """Strip and bound a query; an empty one (nothing but spaces, control or invisible characters
+    such as NUL or zero-width spaces) is an InputError with a hint.
+
+    >>> clean_query("  a red\\u200b circle\\x00  moving left ")
+    'a red circle moving left'
+    """
+    visible = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in (text or "")
+                      if unicodedata.category(c) not in ("Cf", "Cs", "Co", "Cn"))
+    query = " ".join(visible.split())
     if not query:
         raise InputError("the query is empty: type what should happen in the video, "
                          "e.g. 'a red circle moving left'")
@@ -47,13 +55,14 @@ def clean_query(text: str | None) -> str:
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:
+    """The index's manifest, or one line saying why there is none (see :mod:`demo.index.store`)."""
     path = Path(index_dir) / MANIFEST
     if not path.is_file():
         if not Path(index_dir).exists():
             raise IndexFormatError(f"index folder {index_dir} does not exist; build one with "
                                    "`python -m demo index build SOURCE --out DIR`")
         raise IndexFormatError(f"{index_dir} is not a finished index (no {MANIFEST})")
-    return dict(json.loads(path.read_text()))
+    return store.read_manifest(Path(index_dir))
 
 
 @dataclass

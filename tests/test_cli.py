@@ -3,11 +3,13 @@ search and describe, import precomputed embeddings, and every bad input as one c
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from demo.cli import main
+from demo.index.store import data_files
 from demo.models.encoders import Clip4ClipEncoder
 from demo.train.loop import TrainConfig, train
 from tests.conftest import TINY_TEXT, TINY_VISION
@@ -69,7 +71,7 @@ def test_build_reports_skipped_files_and_writes_a_complete_index(built_index, ca
     manifest = json.loads((built_index / "manifest.json").read_text())
     assert manifest["count"] == 6 and manifest["pooling"] == "meanP"
     assert manifest["media_root"]
-    rows = [json.loads(line) for line in (built_index / "metadata.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in data_files(built_index)["metadata"].read_text().splitlines()]
     assert {r["id"] for r in rows} >= {"red_left", "blue_right"}
 
 
@@ -96,8 +98,13 @@ def test_very_long_query_is_truncated_not_an_error(built_index, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["search", "   "], "query is empty"),
+    (["search", "\x00\x00"], "query is empty"),
+    (["search", "\u200b\u200b\ufeff"], "query is empty"),
     (["search", "x", "--index", "/nonexistent/index"], "does not exist"),
     (["describe", "/nonexistent/clip.mp4"], "clip.mp4"),
+    (["describe", "/tmp"], "is a folder"),
+    (["search", "x", "--device", "banana"], "unknown device 'banana'"),
+    (["search", "x", "--device", "cuda:7"], "cuda:7"),
 ])
 def test_bad_inputs_end_in_one_line_and_exit_2(argv, message, built_index, capsys):
     if "--index" not in argv:
@@ -110,6 +117,22 @@ def test_bad_inputs_end_in_one_line_and_exit_2(argv, message, built_index, capsy
 def test_non_video_upload_to_describe(built_index, corpus, capsys):
     assert main(["describe", str(corpus / "broken.mp4"), "--index", str(built_index)]) == 2
     assert "broken.mp4" in capsys.readouterr().err
+
+
+def test_a_truncated_clip_is_one_line_without_decoder_noise(built_index, corpus, tmp_path, capfd):
+    """The decoders' own C-level logging (ffmpeg inside decord) stays quiet; only our line shows."""
+    whole = (corpus / "red_left.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    capfd.readouterr()
+    code = main(["describe", str(cut), "--index", str(built_index)])
+    err = [line for line in capfd.readouterr().err.splitlines() if not line.startswith("INFO ")]
+    assert code in (0, 2) and len(err) <= 1 and not any("@ 0x" in line for line in err), err
+
+
+def test_classify_a_folder_says_so(capsys):
+    assert main(["classify", "/tmp", "--labels", "a, b"]) == 2
+    assert "is a folder, not a video file" in capsys.readouterr().err
 
 
 def test_index_built_with_another_model_is_refused(built_index, tiny_clip4clip_other, capsys):
@@ -154,6 +177,6 @@ def test_search_names_files_that_play(tiny_clip4clip, tmp_path, monkeypatch, cap
     for row in rows:
         assert row["path_or_url"] == f"clips/test/{row['id']}.mp4"
         assert row["file"] == str(tmp_path / "cache" / row["path_or_url"])
-        assert open(row["file"], "rb").read() == (tmp_path / "world" / row["path_or_url"]).read_bytes()
+        assert Path(row["file"]).read_bytes() == (tmp_path / "world" / row["path_or_url"]).read_bytes()
     assert main(["search", "a red circle", "--index", str(index), "--k", "1"]) == 0
     assert str(tmp_path / "cache") in capsys.readouterr().out

@@ -6,6 +6,7 @@ and projects frame means through a fixed random matrix.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -18,9 +19,10 @@ import pytest
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
 from demo.index.binary import binarize, build_binary_index, hamming_search
 from demo.index.build import build_index
-from demo.index.format import MANIFEST
+from demo.index.format import FORMAT_VERSION, MANIFEST
 from demo.index.items import VideoItem, default_caption, items_from_csv, items_from_folder
 from demo.index.precomputed import from_precomputed
+from demo.index.store import data_files
 from demo.index.video_index import VideoIndex
 from demo.models.fingerprint import ModelFingerprint
 
@@ -106,18 +108,19 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     loaded = VideoIndex.load(tmp_path / "idx", expect=FP)
 
     assert isinstance(loaded.embeddings, np.memmap) and loaded.embeddings.dtype == np.float16
-    assert np.load(tmp_path / "idx" / "embeddings.npy").dtype == np.float16
+    assert np.load(data_files(tmp_path / "idx")["embeddings"]).dtype == np.float16
     np.testing.assert_array_equal(loaded.embeddings, index.embeddings)
     np.testing.assert_array_equal(loaded.codes, binarize(index.embeddings))
     np.testing.assert_array_equal(loaded.caption_video, index.caption_video)
     assert loaded.metadata == index.metadata and loaded.fingerprint == FP
     manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
-    assert manifest["format_version"] == 1 and manifest["count"] == 40 and manifest["captions"] == 80
+    assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["count"] == 40 and manifest["captions"] == 80
     assert manifest["model"] == FP.model and manifest["dim"] == DIM and manifest["pooling"] == "meanP"
     assert loaded.search(q, k=5, exact=True) == before
     # Embeddings are stored unit-length.
     np.testing.assert_allclose(np.linalg.norm(loaded.embeddings.astype(np.float32), axis=1), 1, atol=2e-3)
-    assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temp folder left behind
+    # No temp folder left behind (the writer lock file stays beside the index).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]
 
 
 def test_binary_rerank_matches_exact(tmp_path: Path) -> None:
@@ -187,8 +190,8 @@ def test_missing_and_half_written_index_refused(tmp_path: Path) -> None:
         VideoIndex.load(tmp_path / "nomanifest")
 
     shutil.copytree(tmp_path / "idx", tmp_path / "nocodes")
-    (tmp_path / "nocodes" / "codes.npy").unlink()
-    with pytest.raises(IndexFormatError, match="missing codes.npy"):
+    data_files(tmp_path / "nocodes")["codes"].unlink()
+    with pytest.raises(IndexFormatError, match="missing codes"):
         VideoIndex.load(tmp_path / "nocodes")
 
     manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
@@ -215,18 +218,20 @@ def test_save_is_atomic_and_guards_existing(tmp_path: Path, monkeypatch: pytest.
     def failing_save(*args: object, **kwargs: object) -> None:
         calls["n"] += 1
         if calls["n"] % 4 == 3:  # the third of the four arrays of each save
-            raise OSError("disk full")
+            raise OSError(errno.ENOSPC, "No space left on device")
         real_save(*args, **kwargs)  # type: ignore[arg-type]
 
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
     monkeypatch.setattr(np, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(IndexFormatError, match="disk is full"):
         index.save(tmp_path / "new")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(IndexFormatError, match="disk is full"):
         index.save(tmp_path / "idx", overwrite=True)
     monkeypatch.undo()
     assert not (tmp_path / "new").exists()
     assert len(VideoIndex.load(tmp_path / "idx")) == 7  # the old index survived the failed replace
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "mine"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == before  # and nothing of the new one
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["idx", "mine"]
 
 
 def test_describe_returns_planted_caption_first() -> None:

@@ -29,7 +29,7 @@ from demo.evaluate.report import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
 from demo.evaluate.workflow import EvaluateRequest
 from demo.media import MediaResolver, default_cache, is_url, prerender
-from demo.models.encoders import default_device
+from demo.models.device import default_device
 from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
 from demo.presets import ASSETS, Preset, resolve_preset

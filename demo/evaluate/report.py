@@ -19,7 +19,7 @@ import numpy as np
 
 from demo.files import atomic_write, atomic_write_json, write_section
 from demo.metrics import metrics_from_ranks
-from demo.models.encoders import default_device
+from demo.models.device import default_device
 
 METRIC_KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 CURVE_K = 50  # the plot shows R@K for K = 1..CURVE_K

@@ -23,7 +23,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,8 +34,10 @@ from tqdm.auto import tqdm
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
 from demo.files import atomic_write
 from demo.index.captions import caption_embeddings
-from demo.index.format import PARTIAL_SUFFIX, check_target
+from demo.index.format import PARTIAL_SUFFIX
 from demo.index.items import VideoItem
+from demo.index.lock import writer_lock
+from demo.index.store import check_target, disk_error
 from demo.index.video_index import VideoIndex
 from demo.models.fingerprint import ModelFingerprint
 
@@ -62,6 +64,9 @@ class BuildReport:
     indexed: int  # videos in the written index
     skipped: list[tuple[str, str]]  # (path, reason) of every file that could not be decoded
     resumed_from: int  # videos whose embeddings were already in the work folder at start
+    # (path, reason) of the skipped files that failed in an earlier run and were not tried again
+    # (unchanged since; ``retry_failed`` tries them anyway)
+    not_retried: list[tuple[str, str]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- the work folder
@@ -69,8 +74,14 @@ class BuildReport:
 
 def _open_work_folder(work: Path, fp: ModelFingerprint) -> None:
     fp_file = work / "fingerprint.json"
+    if work.exists() and not work.is_dir():
+        raise IndexFormatError(f"{work} is a file, not a build's work folder; move it away and run this again")
     if fp_file.exists():
-        old = ModelFingerprint.from_dict(json.loads(fp_file.read_text()))
+        try:
+            old = ModelFingerprint.from_dict(json.loads(fp_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise IndexFormatError(f"the work folder {work} of an earlier build is damaged ({fp_file.name} is "
+                                   f"unreadable: {type(err).__name__}); delete {work} to start over") from err
         if old != fp:
             raise IndexFormatError(
                 f"work folder {work} was started with {old} but the encoder is {fp}; "
@@ -86,29 +97,51 @@ def _read_shards(work: Path) -> tuple[dict[str, np.ndarray], int]:
     done: dict[str, np.ndarray] = {}
     last = -1
     for ids_file in sorted(work.glob("shard-*.json")):
-        last = max(last, int(ids_file.stem.split("-")[1]))
+        number = ids_file.stem.split("-")[1]
+        if not number.isdigit():
+            continue  # not one of ours
+        last = max(last, int(number))
         try:
             ids = json.loads(ids_file.read_text())
             emb = np.load(ids_file.with_suffix(".npy"))
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable shard %s: %s", ids_file, e)
             continue
-        if len(ids) != len(emb):
-            log.warning("ignoring shard %s: %d ids but %d embeddings", ids_file, len(ids), len(emb))
+        if not isinstance(ids, list) or emb.ndim != 2 or len(ids) != len(emb):
+            log.warning("ignoring shard %s: its ids and embeddings do not match", ids_file)
             continue
         done.update(zip(ids, emb, strict=True))
     return done, last + 1
 
 
-def _read_failed(work: Path) -> dict[str, tuple[str, str]]:
-    failed: dict[str, tuple[str, str]] = {}
+def file_stamp(path: str) -> list[int] | None:
+    """(mtime in ns, size) of a local file, None for a URL or a missing file: a failure is tried
+    again when its file's stamp has changed since (it was replaced or fixed)."""
+    if "://" in path:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
+    stamp: list[int] | None  # the file's stamp when it failed (see file_stamp)
+
+
+def _read_failed(work: Path) -> dict[str, Failure]:
+    failed: dict[str, Failure] = {}
     path = work / FAILED
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-                failed[str(rec["id"])] = (str(rec["path"]), str(rec["reason"]))
-            except (ValueError, KeyError, TypeError):
+                failed[str(rec["id"])] = Failure(str(rec["path"]), str(rec["reason"]), rec.get("stamp"))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a line cut short by an interrupt
     return failed
 
@@ -120,16 +153,17 @@ class _WorkFolder:
         _open_work_folder(path, fingerprint)
         self.path = path
         self.done, self._next_shard = _read_shards(path)  # embeddings by id
-        self.failed = _read_failed(path)  # (path, reason) by id
+        self.failed = _read_failed(path)  # by id
 
     def add_failure(self, item: VideoItem, reason: str) -> None:
         log.warning("skipping %s: %s", item.path, reason)
-        self.failed[item.id] = (item.path, reason)
+        self.failed[item.id] = Failure(item.path, reason, file_stamp(item.path))
         # Appended, not rewritten through atomic_write: the list grows with each failure (with
         # every item when a CSV lists URLs), and rewriting it per failure would be quadratic. A
         # line cut short by an interrupt is skipped on resume.
         with open(self.path / FAILED, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"id": item.id, "path": item.path, "reason": reason}) + "\n")
+            f.write(json.dumps({"id": item.id, "path": item.path, "reason": reason,
+                                "stamp": self.failed[item.id].stamp}) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -140,6 +174,8 @@ class _WorkFolder:
         atomic_write(self.path / f"{name}.npy", buf.getvalue())
         atomic_write(self.path / f"{name}.json", json.dumps(ids))  # written last: shard done
         self.done.update(zip(ids, embeddings, strict=True))
+        for i in ids:  # a file that failed before and decodes now (fixed since, or retried)
+            self.failed.pop(i, None)
         self._next_shard += 1
 
 
@@ -253,26 +289,44 @@ def build_index(
     num_workers: int = 0,
     model_path: str | None = None,
     media_root: str | Path | None = None,
+    retry_failed: bool = False,
 ) -> BuildReport:
     """Encode ``items`` with ``encoder`` into an index at ``out_dir``, resumably.
 
     Files that fail to decode (VideoDecodeError/OSError from ``encoder.load_video``) are
-    recorded and skipped. ``num_workers`` > 0 decodes each batch's files in that many
-    threads. Raises IndexFormatError if ``out_dir`` holds an index (without ``overwrite``),
-    if the work folder belongs to another model, or if no file at all could be decoded
-    (the work folder is then kept).
+    recorded and skipped; a rerun tries them again when the file changed since, or every one
+    with ``retry_failed``. ``num_workers`` > 0 decodes each batch's files in that many threads.
+    One build at a time per ``out_dir`` (:mod:`demo.index.lock`). Raises IndexFormatError if
+    ``out_dir`` holds an index (without ``overwrite``), if another build is writing it, if the
+    work folder belongs to another model or is damaged, if the disk fills up (what was embedded
+    is kept), or if no file at all could be decoded (the work folder is then kept).
     """
     items, out = list(items), Path(out_dir)
     _check_request(items, out, batch_size, overwrite)
+    with writer_lock(out):
+        try:
+            return _build(items, out, encoder, batch_size, progress, overwrite, text_batch_size, num_workers,
+                          model_path, media_root, retry_failed)
+        except OSError as err:
+            raise disk_error(err, f"the work folder {out.with_name(out.name + PARTIAL_SUFFIX)}") from err
+
+
+def _build(items: list[VideoItem], out: Path, encoder: FrameEncoder, batch_size: int, progress: bool,
+           overwrite: bool, text_batch_size: int, num_workers: int, model_path: str | None,
+           media_root: str | Path | None, retry_failed: bool) -> BuildReport:
     fp = encoder.fingerprint
     work = _WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), fp)
     resumed_from = len({it.id for it in items} & work.done.keys())
-    todo = [it for it in items if it.id not in work.done and it.id not in work.failed]
+    earlier = {i: f for i, f in work.failed.items() if i not in work.done}
+    again = {i for i, f in earlier.items() if retry_failed or f.stamp != file_stamp(f.path)}
+    todo = [it for it in items if it.id not in work.done and (it.id not in earlier or it.id in again)]
     if resumed_from or len(todo) < len(items):
-        log.info("resuming %s: %d embedded, %d failed, %d to go", work.path, resumed_from, len(work.failed), len(todo))
+        log.info("resuming %s: %d embedded, %d failed before (%d tried again), %d to go", work.path, resumed_from,
+                 len(earlier), len(again), len(todo))
     _embed_all(todo, len(items), encoder, work, batch_size, num_workers, progress)
 
-    skipped = [work.failed[it.id] for it in items if it.id in work.failed]
+    skipped = [(work.failed[it.id].path, work.failed[it.id].reason) for it in items if it.id in work.failed]
+    not_retried = [(f.path, f.reason) for i, f in earlier.items() if i not in again and i in work.failed]
     kept = [it for it in items if it.id in work.done]
     if not kept:
         reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
@@ -286,8 +340,20 @@ def build_index(
     if model_path:
         index.info["model_path"] = model_path
     if media_root:
-        index.info["media_root"] = str(Path(media_root).resolve())
+        index.info["media_root"] = media_root_entry(media_root, out)
     index.save(out, overwrite=overwrite)
     shutil.rmtree(work.path, ignore_errors=True)
     log.info("indexed %d videos into %s (%d skipped, %d resumed)", len(kept), out, len(skipped), resumed_from)
-    return BuildReport(indexed=len(kept), skipped=skipped, resumed_from=resumed_from)
+    return BuildReport(indexed=len(kept), skipped=skipped, resumed_from=resumed_from, not_retried=not_retried)
+
+
+def media_root_entry(media_root: str | Path, out: Path) -> str:
+    """How the manifest records the media folder: relative to the index folder when the two share a
+    parent somewhere (an index and its clips can move together), else absolute.
+
+    >>> media_root_entry("/data/world", Path("/data/indexes/world"))
+    '../../world'
+    """
+    root = os.path.abspath(media_root)
+    relative = os.path.relpath(root, os.path.abspath(out))
+    return relative if Path(relative).parts.count("..") <= 3 else root

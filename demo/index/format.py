@@ -1,52 +1,79 @@
 """The index folder on disk: its files, its manifest, the atomic save, and the checks on load.
 
-Folder layout (``FORMAT_VERSION`` 1), ``N`` videos, ``M`` captions, ``D``-d embeddings:
+Folder layout (``FORMAT_VERSION`` 2), ``N`` videos, ``M`` captions, ``D``-d embeddings, each
+data file named with the id of the write that made it (``<W>``, 12 hex digits):
 
-- ``manifest.json``           written LAST; its presence marks a complete index
-- ``metadata.jsonl``          N rows ``{"id", "path" (file or URL), "captions": [...], ...}``
-- ``embeddings.npy``          (N, D) float16, L2-normalised, memory-mapped on load
-- ``codes.npy``               (N, D/8) uint8, ``np.packbits(embeddings > 0, axis=1)``
-- ``caption_embeddings.npy``  (M, D) float16, L2-normalised, memory-mapped on load
-- ``caption_video.npy``       (M,) int64: the metadata ROW (0..N-1) of each caption; the
-                              j-th caption embedding of row r is ``metadata[r]["captions"][j]``
+- ``manifest.json``               written LAST, by one atomic rename; names ``write_id`` ``<W>``
+- ``metadata.<W>.jsonl``          N rows ``{"id", "path" (file or URL), "captions": [...], ...}``
+- ``embeddings.<W>.npy``          (N, D) float16, L2-normalised, memory-mapped on load
+- ``codes.<W>.npy``               (N, D/8) uint8, ``np.packbits(embeddings > 0, axis=1)``
+- ``caption_embeddings.<W>.npy``  (M, D) float16, L2-normalised, memory-mapped on load
+- ``caption_video.<W>.npy``       (M,) int64: the metadata ROW (0..N-1) of each caption; the
+                                  j-th caption embedding of row r is ``metadata[r]["captions"][j]``
 
-Folders are written atomically (sibling temp folder, manifest last, then rename), so a
-reader sees either no index or a whole one. :class:`demo.index.video_index.VideoIndex`
-saves and loads through :func:`write_index_folder` and :func:`read_index_folder`.
+Replacing an index writes the new files beside the old ones, then swaps ``manifest.json`` in
+one rename, then deletes the old write's files: a reader gets the old index or the new one,
+never a mix (the manifest it read names every file it opens), and a kill at any moment leaves
+one of them whole. A reader that finds its write's files deleted under it (a swap in between)
+reads the manifest again. Leftovers of killed writes are removed by the next writer, which
+holds the folder's lock (:mod:`demo.index.lock`). Version 1 folders (unnamed files, as shipped
+before) still load. :class:`demo.index.video_index.VideoIndex` saves and loads through
+:func:`write_index_folder` and :func:`read_index_folder`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import shutil
-import tempfile
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
+import secrets
 from typing import Any
 
 import numpy as np
 
 from demo.errors import IndexFormatError
-from demo.files import atomic_write
 from demo.models.fingerprint import ModelFingerprint
 
-log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
-METADATA = "metadata.jsonl"
-ARRAY_FILES = ("embeddings.npy", "codes.npy", "caption_embeddings.npy", "caption_video.npy")
+ARRAYS = ("embeddings", "codes", "caption_embeddings", "caption_video")
 PARTIAL_SUFFIX = ".partial"
 INFO_FIELDS = ("model_path", "source", "media_root")  # optional manifest fields kept through save/load
+# Rows whose finiteness and sign codes are checked on load: all of them up to this many values,
+# else an even sample of this many rows (a full scan of a 10M-row index would take seconds).
+CHECK_VALUES = 1 << 26
+CHECK_ROWS = 1 << 16
+
+
+def new_write_id() -> str:
+    return secrets.token_hex(6)
+
+
+def file_names(write_id: str | None) -> dict[str, str]:
+    """Data file names by role (the four arrays and ``metadata``) for one write (None: version 1).
+
+    >>> file_names("0123456789ab")["embeddings"], file_names(None)["metadata"]
+    ('embeddings.0123456789ab.npy', 'metadata.jsonl')
+    """
+    tag = f".{write_id}" if write_id else ""
+    return {**{a: f"{a}{tag}.npy" for a in ARRAYS}, "metadata": f"metadata{tag}.jsonl"}
+
+
+def write_id_of(name: str) -> str | None:
+    """The write id in a data file's name (None for other files).
+
+    >>> write_id_of("codes.0123456789ab.npy"), write_id_of("manifest.json")
+    ('0123456789ab', None)
+    """
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] in (*ARRAYS, "metadata") and len(parts[1]) == 12:
+        return parts[1]
+    return None
 
 
 def make_manifest(
     fingerprint: ModelFingerprint, count: int, captions: int, created: str, info: dict[str, Any]
 ) -> dict[str, Any]:
-    """The ``manifest.json`` of an index of ``count`` videos and ``captions`` caption embeddings."""
+    """The ``manifest.json`` of an index of ``count`` videos and ``captions`` caption embeddings
+    (the writer adds its ``write_id``)."""
     fp = fingerprint
     return {
         "format_version": FORMAT_VERSION,
@@ -79,6 +106,9 @@ def check_arrays(where: str, dim: int, metadata: list[dict[str, Any]], arrays: d
         arr = arrays[name]
         if arr.shape != shape or arr.dtype != dtype:
             raise IndexFormatError(f"{where}: {name} is {arr.shape} {arr.dtype}, expected {shape} {np.dtype(dtype)}")
+    missing = next((i for i, r in enumerate(metadata) if not isinstance(r, dict) or "id" not in r), None)
+    if missing is not None:
+        raise IndexFormatError(f"{where}: metadata row {missing} has no 'id'")
     ids = len({str(r["id"]) for r in metadata})
     if ids != n:
         raise IndexFormatError(f"{where}: metadata ids are not unique ({n} rows, {ids} ids)")
@@ -99,173 +129,20 @@ def check_arrays(where: str, dim: int, metadata: list[dict[str, Any]], arrays: d
     return nth
 
 
-# ---------------------------------------------------------------------------- saving
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic | np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path | tuple | set):
-        return str(o) if isinstance(o, Path) else list(o)
-    raise TypeError(f"metadata value {o!r} ({type(o).__name__}) is not JSON-serialisable")
-
-
-def check_target(target: Path, overwrite: bool, refusal: str = "refusing to replace it") -> None:
-    """Refuse to write an index over anything but an index, and over an index without ``overwrite``."""
-    if not target.exists():
-        return
-    if not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).exists()):
-        raise IndexFormatError(f"{target} exists and is not an index folder; {refusal}")
-    if (target / MANIFEST).exists() and not overwrite:
-        raise IndexFormatError(f"{target} already holds an index; pass overwrite=True (--overwrite) to replace it")
-
-
-def _write_files(
-    folder: Path, arrays: dict[str, np.ndarray], metadata: list[dict[str, Any]], manifest: dict[str, Any]
-) -> None:
-    for name in ARRAY_FILES:
-        # Streamed into the file (an index can be larger than memory), then fsynced; the
-        # folder itself is the unit that is renamed into place.
-        with open(folder / name, "wb") as f:
-            np.save(f, np.ascontiguousarray(arrays[name.removesuffix(".npy")]))
-            f.flush()
-            os.fsync(f.fileno())
-    lines = [json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in metadata]
-    atomic_write(folder / METADATA, "".join(lines))
-    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2))  # last: it marks the folder complete
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``target``, moving an old index aside first."""
-    if not target.exists():
-        os.rename(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(target, old)
-    os.rename(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_index_folder(
-    directory: str | Path,
-    arrays: dict[str, np.ndarray],
-    metadata: list[dict[str, Any]],
-    manifest: dict[str, Any],
-    overwrite: bool = False,
-) -> Path:
-    """Write an index folder atomically; returns its path.
-
-    Everything goes into a hidden sibling temp folder (manifest last) that is then
-    renamed into place, so ``directory`` never holds a half-written index. An existing
-    index is replaced only with ``overwrite``; a non-empty folder that is not an index
-    is never replaced. ``arrays`` are keyed by file name without ``.npy``.
-    """
-    target = Path(directory)
-    check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        _write_files(tmp, arrays, metadata, manifest)
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-# --------------------------------------------------------------------------- loading
-
-
-@dataclass(frozen=True)
-class IndexFiles:
-    """What :func:`read_index_folder` found: the manifest, its fingerprint, arrays and rows."""
-
-    root: Path
-    manifest: dict[str, Any]
-    fingerprint: ModelFingerprint
-    arrays: dict[str, np.ndarray]  # keyed by file name without ``.npy``; read-only memmaps
-    metadata: list[dict[str, Any]]
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The optional manifest fields (:data:`INFO_FIELDS`) this index carries."""
-        return {k: self.manifest[k] for k in INFO_FIELDS if k in self.manifest}
-
-
-def _check_complete(root: Path) -> None:
-    """Refuse a work or temp folder, a missing folder, and a folder without all its files."""
-    if root.name.endswith(PARTIAL_SUFFIX) or ".tmp-" in root.name:
-        raise IndexFormatError(
-            f"{root} is the work folder of an unfinished build, not an index; "
-            "rerun `python -m demo index build` with the same arguments to finish it"
-        )
-    if not root.is_dir():
-        raise IndexFormatError(f"index folder {root} does not exist")
-    if not (root / MANIFEST).is_file():
-        partial = root.with_name(root.name + PARTIAL_SUFFIX)
-        hint = f"; an unfinished build is in {partial}" if partial.exists() else ""
-        raise IndexFormatError(f"{root} has no {MANIFEST}: it is half-written or not an index{hint}")
-    missing = [f for f in (METADATA, *ARRAY_FILES) if not (root / f).is_file()]
-    if missing:
-        raise IndexFormatError(f"index {root} is incomplete: missing {', '.join(missing)}")
-
-
-def _read_manifest(root: Path) -> tuple[dict[str, Any], ModelFingerprint, int, int]:
-    """The manifest, the fingerprint it records, and its video and caption counts."""
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise IndexFormatError(f"index {root} has format version {version!r}; this code reads {FORMAT_VERSION}")
-        fp = ModelFingerprint.from_dict(manifest)
-        count, captions = int(manifest["count"]), int(manifest["captions"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IndexFormatError(f"{root / MANIFEST} is unreadable or lacks a field: {e!r}") from e
-    return manifest, fp, count, captions
-
-
-def _check_model(root: Path, manifest: dict[str, Any], built: ModelFingerprint, expect: ModelFingerprint) -> None:
-    """Refuse an index whose embeddings the ``expect`` model cannot search; warn on lesser differences."""
-    clash = built.conflicts(expect)
-    where = f" ({manifest['model_path']})" if manifest.get("model_path") else ""
-    if clash:
-        raise IndexFormatError(
-            f"index {root} was built with {built.describe()} but the loaded model is "
-            f"{expect.describe()} ({', '.join(clash)} differ); rebuild the index with this "
-            f"model (`python -m demo index build SOURCE --out DIR --model ...`) or load the "
-            f"model it was built with{where}"
-        )
-    if built != expect:
-        log.warning("index %s was built with %s, the loaded model uses %s", root, built, expect)
-
-
-def _read_data(root: Path, count: int, captions: int) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    try:
-        arrays = {n.removesuffix(".npy"): np.load(root / n, mmap_mode="r") for n in ARRAY_FILES}
-        lines = (root / METADATA).read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError) as e:
-        raise IndexFormatError(f"index {root} has an unreadable file: {e}") from e
-    if len(rows) != count or len(arrays["caption_video"]) != captions:
-        raise IndexFormatError(
-            f"index {root}: manifest says {count} videos / {captions} captions, files hold "
-            f"{len(rows)} metadata rows / {len(arrays['caption_video'])} caption ids"
-        )
-    arrays["caption_video"] = np.asarray(arrays["caption_video"])
-    return arrays, rows
-
-
-def read_index_folder(directory: str | Path, expect: ModelFingerprint | None = None) -> IndexFiles:
-    """Open an index folder; float arrays are memory-mapped read-only.
-
-    Refuses (IndexFormatError) a missing folder, a work or temp folder, a folder without
-    its manifest or with missing files, arrays that disagree with the manifest, and, when
-    ``expect`` is given, an index built with a model whose embeddings are incomparable.
-    """
-    root = Path(directory)
-    _check_complete(root)
-    manifest, fp, count, captions = _read_manifest(root)
-    if expect is not None:
-        _check_model(root, manifest, fp, expect)
-    arrays, rows = _read_data(root, count, captions)
-    return IndexFiles(root, manifest, fp, arrays, rows)
+def check_contents(where: str, embeddings: np.ndarray, codes: np.ndarray) -> None:
+    """Refuse embeddings that hold NaN/inf and sign codes that do not match them (all rows of a
+    small index, an even sample of :data:`CHECK_ROWS` of a large one)."""
+    n, d = embeddings.shape
+    rows = np.arange(n) if n * d <= CHECK_VALUES else np.unique(np.linspace(0, n - 1, CHECK_ROWS).astype(np.int64))
+    for start in range(0, len(rows), 8192):
+        chunk = rows[start:start + 8192]
+        emb = np.asarray(embeddings[chunk], dtype=np.float32)
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            raise IndexFormatError(f"{where}: embedding row {int(chunk[np.argmax(bad)])} holds NaN/inf: the index "
+                                   "is corrupt; rebuild it")
+        agree = float(np.mean(np.unpackbits(np.asarray(codes[chunk]), axis=1)[:, :d] == (emb > 0)))
+        if agree < 0.99:
+            raise IndexFormatError(f"{where}: the sign codes disagree with the embeddings ({100 * agree:.1f}% of "
+                                   f"bits agree in rows {int(chunk[0])}..{int(chunk[-1])}): the index is corrupt; "
+                                   "rebuild it")

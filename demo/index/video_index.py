@@ -29,7 +29,8 @@ from demo.index.binary import (
     l2_normalize,
     rerank_rows,
 )
-from demo.index.format import ARRAY_FILES, check_arrays, make_manifest, read_index_folder, write_index_folder
+from demo.index.format import ARRAYS, check_arrays, check_contents, make_manifest
+from demo.index.store import read_index_folder, write_index_folder
 from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,14 @@ class VideoIndex:
         self.caption_video = caption_video  # (M,) int64 rows into metadata
         self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
         self.root = root
-        self._row = {str(r["id"]): i for i, r in enumerate(metadata)}
         self._binary: Any = None  # faiss.IndexBinaryFlat, built on first binary search
         self._lock = threading.Lock()
         self._caption_nth = check_arrays(str(root) if root else "index", fingerprint.dim, metadata, self._arrays())
+        self._row = {str(r["id"]): i for i, r in enumerate(metadata)}
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of the folder format, keyed by file name without ``.npy``."""
-        return {name.removesuffix(".npy"): getattr(self, name.removesuffix(".npy")) for name in ARRAY_FILES}
+        """The arrays of the folder format, keyed by role (``embeddings``, ``codes``, ...)."""
+        return {name: getattr(self, name) for name in ARRAYS}
 
     def __len__(self) -> int:
         return len(self.metadata)
@@ -261,7 +262,7 @@ class VideoIndex:
         """Write the index folder atomically (a reader never sees half of it); returns its path.
 
         An existing index is replaced only with ``overwrite``; see
-        :func:`demo.index.format.write_index_folder`.
+        :func:`demo.index.store.write_index_folder`.
         """
         target = write_index_folder(directory, self._arrays(), self.metadata, self.manifest(), overwrite)
         log.info("wrote index %s (%d videos, %d captions)", target, len(self), len(self.caption_video))
@@ -270,9 +271,12 @@ class VideoIndex:
     @classmethod
     def load(cls, directory: str | Path, expect: ModelFingerprint | None = None) -> VideoIndex:
         """Open an index folder, arrays memory-mapped read-only; with ``expect``, refuse an index
-        built with an incomparable model. The checks: :func:`demo.index.format.read_index_folder`.
+        built with an incomparable model, and refuse one whose files are corrupt. The checks:
+        :func:`demo.index.store.read_index_folder`, the layout's, then the contents'.
         """
         files = read_index_folder(directory, expect)
         a = files.arrays
-        return cls(files.fingerprint, a["embeddings"], a["codes"], files.metadata, a["caption_embeddings"],
-                   a["caption_video"], created=files.manifest.get("created"), root=files.root, info=files.info)
+        index = cls(files.fingerprint, a["embeddings"], a["codes"], files.metadata, a["caption_embeddings"],
+                    a["caption_video"], created=files.manifest.get("created"), root=files.root, info=files.info)
+        check_contents(str(files.root), index.embeddings, index.codes)
+        return index

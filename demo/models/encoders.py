@@ -22,14 +22,13 @@ import torch
 
 from demo.errors import ModelLoadError
 from demo.models.clip4clip import Clip4Clip, first_line
+from demo.models.device import resolve_device
 from demo.models.fingerprint import ModelFingerprint, model_name
 from demo.video.preprocess import load_clip4clip_clip
 
 log = logging.getLogger(__name__)
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 _THREADS_LOCK = threading.Lock()
@@ -85,6 +84,7 @@ class Clip4ClipEncoder:
         from transformers import AutoTokenizer  # here: seconds to import, and not needed until a load
 
         source = str(id_or_dir)
+        device = resolve_device(device)  # before seconds of loading
         if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
             raise ModelLoadError(f"model folder {source!r} does not exist")
         model = Clip4Clip.from_pretrained(Path(source).expanduser() if Path(source).expanduser().is_dir()
@@ -93,7 +93,7 @@ class Clip4ClipEncoder:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {first_line(err)}") from err
-        return cls(model, tokenizer, model_name(source), device or default_device())
+        return cls(model, tokenizer, model_name(source), device)
 
     @property
     def fingerprint(self) -> ModelFingerprint:

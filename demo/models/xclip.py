@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from demo.errors import InputError, ModelLoadError, VideoDecodeError
+from demo.models.clip4clip import quiet_transformers
+from demo.models.device import resolve_device
 from demo.models.labels import apply_template, parse_labels
 from demo.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, load_uniform_clip
 
@@ -97,7 +99,8 @@ def _load_model(source: str) -> Any:
             f"({vision.mit_hidden_size}) must equal projection_dim ({config.projection_dim})"
         )
     try:
-        return XCLIPModel.from_pretrained(source, config=config)
+        with quiet_transformers():  # no "Loading weights" bar on every CLI call
+            return XCLIPModel.from_pretrained(source, config=config)
     except Exception as exc:
         raise ModelLoadError(f"cannot load X-CLIP model {source!r}: {exc}") from exc
 
@@ -153,13 +156,14 @@ class XClipClassifier:
         self.max_text_tokens: int = int(model.config.text_config.max_position_embeddings)
 
     @classmethod
-    def from_pretrained(cls, id_or_dir: str | Path, device: str = "cpu") -> XClipClassifier:
+    def from_pretrained(cls, id_or_dir: str | Path, device: str | None = "cpu") -> XClipClassifier:
         """Load ``XCLIPModel`` + ``XCLIPProcessor`` from a folder or a hub id.
 
         A folder without processor files falls back to a CLIP tokenizer from the same
         folder and ImageNet mean/std. Raises :class:`ModelLoadError` naming the id and the
         reason (missing folder, not an X-CLIP model, hub unreachable, ...).
         """
+        device = resolve_device(device)  # before seconds of loading
         source = _resolve_source(id_or_dir)
         model = _load_model(source)
         tokenizer, mean, std, crop_size = _load_processor(source)
@@ -191,6 +195,8 @@ class XClipClassifier:
         label_list = parse_labels(list(labels))
         prompts = apply_template(label_list, template)  # validate input before decoding
         path = Path(video_path)
+        if path.is_dir():
+            raise VideoDecodeError(f"{path} is a folder, not a video file")
         if not path.is_file():
             raise VideoDecodeError(f"cannot decode {str(path)!r}: no such file")
         frames, distinct = load_uniform_clip(path, self.num_frames, self.image_size, self.mean, self.std)

@@ -13,6 +13,7 @@ module (and the app, the CLI) stays quick.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -71,6 +72,8 @@ def _read_header(path: Path) -> _Header:
 
     if not path.exists():
         raise VideoDecodeError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoDecodeError(f"{path} is a folder, not a video file")
     if not path.is_file():
         raise VideoDecodeError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
@@ -164,9 +167,8 @@ class VideoSource:
             raise
 
     def _open_decord(self) -> Any | None:
-        try:
-            import decord
-        except ImportError:  # e.g. platforms without decord wheels: PyAV does everything
+        decord = quiet_decord()
+        if decord is None:  # e.g. platforms without decord wheels: PyAV does everything
             return None
         scaled = self.size != (self.header.width, self.header.height)
         if decord_misreads(self.size[0]):  # only tiny native widths get here
@@ -176,7 +178,7 @@ class VideoSource:
         try:
             return decord.VideoReader(str(self.path), width=width, height=height)
         except (decord.DECORDError, RuntimeError, AssertionError) as exc:  # asserts on 0 frames
-            log.info("decord cannot open %s (%s); decoding with PyAV", self.path, _short_reason(exc))
+            log.debug("decord cannot open %s (%s); decoding with PyAV", self.path, _short_reason(exc))
             return None
 
     def _info(self) -> VideoInfo:
@@ -225,6 +227,21 @@ class VideoSource:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@functools.cache
+def quiet_decord() -> Any | None:
+    """decord, with its bundled ffmpeg's log turned off (None where decord is not installed).
+
+    That ffmpeg prints to stderr on its own ("[mov,mp4 @ 0x...] partial file" and a line per
+    damaged frame); every failure already ends in one VideoDecodeError naming the file and why.
+    """
+    try:
+        import decord
+    except ImportError:
+        return None
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
 
 
 def _read_decord(path: Path, reader: Any, idx: list[int]) -> np.ndarray | None:
