@@ -121,7 +121,7 @@ def cmd_index_import(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     config = WorldConfig(seed=args.seed)
     written = synth(args.out, config, splits=tuple(args.splits), limit=args.limit, workers=args.workers)

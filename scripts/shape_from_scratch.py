@@ -25,16 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from demo.models.clip4clip import Clip4Clip, Clip4ClipSettings  # noqa: E402
 from demo.train.recipes import EMBEDDED_MODEL  # noqa: E402
 from demo.video.decode import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
-from demo.world.clips import SHAPES, WorldConfig, clip_specs, render  # noqa: E402
+from demo.world import SHAPES, WorldConfig, clip_specs, render  # noqa: E402
 
 
 def middle_frames(split: str, n: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    specs = [s for s in clip_specs(WorldConfig(), split) if len(s.attributes["objects"]) == 1][:n]
+    specs = [s for s in clip_specs(WorldConfig(), split) if len(s.attributes.objects) == 1][:n]
     pixels, shapes = [], []
     for spec in specs:
         frames = render(spec)
         pixels.append(preprocess(frames[[len(frames) // 2]], image_size, CLIP_MEAN, CLIP_STD))
-        shapes.append(SHAPES.index(spec.attributes["objects"][0]["shape"]))
+        shapes.append(SHAPES.index(spec.attributes.objects[0].shape))
     return torch.cat(pixels), torch.tensor(shapes)
 
 

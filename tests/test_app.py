@@ -26,7 +26,7 @@ def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
     from demo.index.build import VideoItem, build_index
     from demo.index.video_index import VideoIndex
     from demo.models.encoders import Clip4ClipEncoder
-    from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+    from demo.world import WorldConfig, clip_spec_by_id, render_to
 
     items = []
     for i in range(n):
@@ -242,7 +242,7 @@ def test_benchmark_reads_and_reruns(app: RunningApp, client: Any) -> None:
     assert published[1:] == ["50.74", "77.30", "85.05", "1", "14.95"]
     assert plot is not None
 
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     # The clips the rerun scores, rendered ahead so the test does not start a process pool.
     synth(app.root / "cache", WorldConfig(), splits=("test",), limit=6, workers=1, progress=False)
@@ -269,7 +269,7 @@ def test_missing_index_stops_app_py_with_one_line(capsys: pytest.CaptureFixture[
 
 def test_example_queries_speak_the_world_language() -> None:
     from demo.app.ui import WORLD_QUERIES
-    from demo.world.clips import vocabulary
+    from demo.world import vocabulary
 
     vocab = vocabulary()
     words = {w for key in ("shapes", "colours", "sizes", "backgrounds") for w in vocab[key]}

@@ -12,6 +12,7 @@ from demo.errors import InputError
 from demo.models.encoders import Clip4ClipEncoder
 from demo.train.data import epoch_order, read_samples
 from demo.train.loop import TrainConfig, lr_factor, train
+from demo.world import ClipAttributes, WorldObject
 from tests.conftest import TINY_TEXT, TINY_VISION
 
 
@@ -41,6 +42,13 @@ def test_pairs_stay_adjacent_in_epoch_order(clip_folder):
         assert abs(order.index(1) - order.index(4)) == 1
 
 
+def _attributes(colour: str, background: str = "dark") -> ClipAttributes:
+    """A world clip's attributes with one object of ``colour`` (all else fixed)."""
+    star = WorldObject("star", colour, "small", "staying still", 64.0, 64.0, 64.0, 64.0, 11.0, 11.0, 0.0, 0.0,
+                       1.0, 1.0, 0.0, 0)
+    return ClipAttributes((star,), background)
+
+
 def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
     from pathlib import Path
 
@@ -48,18 +56,18 @@ def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
 
     colours = ["red", "blue", "green", "white"]
     samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",), pair=f"p{i // 2}" if i < 40 else None,
-                      attributes={"objects": [{"colour": colours[(i // 2) % 4]}]}) for i in range(200)]
+                      attributes=_attributes(colours[(i // 2) % 4])) for i in range(200)]
     for epoch in range(3):
         order = epoch_order(samples, seed=0, epoch=epoch, batch_size=8, grouped=1.0)
         assert sorted(order.tolist()) == list(range(200))
         full = [order[i:i + 8] for i in range(0, len(order) - 7, 8)]
-        one_colour = [len({samples[j].attributes["objects"][0]["colour"] for j in b}) == 1 for b in full]
+        one_colour = [len({samples[j].attributes.objects[0].colour for j in b}) == 1 for b in full]
         assert np.mean(one_colour) >= 0.8  # only a colour's last, partial batch mixes
         positions = {int(j): k for k, j in enumerate(order)}
         # A pair stays adjacent unless a batch edge splits it (at most one pair per batch).
         assert np.mean([abs(positions[2 * p] - positions[2 * p + 1]) == 1 for p in range(20)]) >= 0.75
     mixed = epoch_order(samples, seed=0, epoch=0, batch_size=8, grouped=0.0)
-    assert np.mean([len({samples[j].attributes["objects"][0]["colour"] for j in mixed[i:i + 8]}) == 1
+    assert np.mean([len({samples[j].attributes.objects[0].colour for j in mixed[i:i + 8]}) == 1
                     for i in range(0, 200, 8)]) < 0.2
 
 
@@ -69,11 +77,11 @@ def test_grouped_batches_can_hold_one_value_of_several_attributes():
     from demo.train.data import Sample
 
     samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",),
-                      attributes={"objects": [{"colour": ["red", "blue"][i % 2]}],
-                                  "background": ["sky", "grass", "sand"][i % 3]}) for i in range(240)]
+                      attributes=_attributes(["red", "blue"][i % 2], ["sky", "grass", "sand"][i % 3]))
+               for i in range(240)]
     order = epoch_order(samples, seed=0, epoch=0, batch_size=8, grouped=1.0, group_by="colour+background")
     assert sorted(order.tolist()) == list(range(240))
-    keys = [{(samples[j].attributes["objects"][0]["colour"], samples[j].attributes["background"])
+    keys = [{(samples[j].attributes.objects[0].colour, samples[j].attributes.background)
              for j in order[i:i + 8]} for i in range(0, 240, 8)]
     assert all(len(k) == 1 for k in keys)  # 6 groups of 40 clips: five full batches each
     with pytest.raises(InputError, match="group_by"):
@@ -124,7 +132,7 @@ def test_image_stage_needs_still_captions(clip_folder, tiny_config, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     world = tmp_path_factory.mktemp("world")
     synth(world, WorldConfig(n_train=12, n_val=4, n_test=4), splits=("train", "val"), workers=1, progress=False)
@@ -223,8 +231,8 @@ def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_c
     reversible = trainer.train_reversible[:6]
     assert reversible.any(), "the tiny world should hold clips that read differently backwards"
     for sample, flag in zip(trainer.train_data.samples[:6], reversible, strict=True):
-        events = {o["event"] for o in sample.attributes["objects"]}
-        if events <= {"bouncing", "staying still"} and not sample.attributes.get("relation"):
+        events = {o.event for o in sample.attributes.objects}
+        if events <= {"bouncing", "staying still"} and not sample.attributes.relation:
             assert not flag  # the same forwards and backwards
 
     # One more negative per reversible caption can only raise the loss; none, it stays the same.
@@ -325,7 +333,7 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
     from dataclasses import replace
 
     from demo.train.loop import Trainer
-    from demo.world.clips import SHAPES
+    from demo.world import SHAPES
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
@@ -336,7 +344,7 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
     data = trainer.train_data
     # targets: each clip's own shapes, in the frames where its objects show
     for i, sample in enumerate(data.samples):
-        own = {o["shape"] for o in sample.attributes["objects"]}
+        own = {o.shape for o in sample.attributes.objects}
         named = {SHAPES[k] for k in torch.nonzero(shapes.train[i].sum(0)).flatten().tolist()}
         assert named and named <= own
     per_frame = trainer.model.frame_embeddings(data.frames.float(), data.masks)
@@ -425,7 +433,7 @@ def test_cached_frames_decode_each_split_once(clip_folder):
 @pytest.mark.parametrize("stage", ["image", "video"])
 def test_shape_negatives_name_a_shape_the_clip_lacks(tiny_world, tiny_config, tmp_path, stage):
     from demo.train.loop import Trainer
-    from demo.world.clips import SHAPES
+    from demo.world import SHAPES
 
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                          out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage, pooling="both",
@@ -436,7 +444,7 @@ def test_shape_negatives_name_a_shape_the_clip_lacks(tiny_world, tiny_config, tm
     negatives = trainer._shape_negatives(np.arange(6), still=stage == "image")
     assert [i for i, _ in negatives] == list(range(6))
     for i, caption in negatives:
-        own = {o["shape"] for o in samples[i].attributes["objects"]}
+        own = {o.shape for o in samples[i].attributes.objects}
         named = {w for w in caption.split() if w in SHAPES}
         assert named - own, (caption, own)  # names a shape the clip does not show
         assert caption not in samples[i].captions + samples[i].still_captions
@@ -535,8 +543,8 @@ def test_still_videos_are_negatives_for_clips_where_something_happens(tiny_world
     moving = trainer.train_moving[:6]
     assert moving.any(), "the tiny world should hold clips where something happens"
     for sample, flag in zip(trainer.train_data.samples[:6], moving, strict=True):
-        still = all(o["event"] == "staying still" for o in sample.attributes["objects"])
-        assert flag == (not still or bool(sample.attributes.get("relation")))
+        still = all(o.event == "staying still" for o in sample.attributes.objects)
+        assert flag == (not still or bool(sample.attributes.relation))
 
     # A frozen copy of each moving clip is one more negative for its caption: the loss can only rise,
     # and with the reversed clips too it rises further; with no moving clips it stays the same.

@@ -33,7 +33,7 @@ from demo.train.xclip import (
     xclip_config,
 )
 from demo.video.decode import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from demo.world.clips import WorldConfig, clip_event, clip_specs, event_labels, synth
+from demo.world import WorldConfig, clip_event, clip_specs, event_labels, synth
 from demo.world.text import EVENT_PHRASES, RELATION_PHRASES
 from tests.conftest import TINY_TEXT, TINY_VISION
 
@@ -129,8 +129,8 @@ def test_clip_label_is_clip_event_unless_ambiguous() -> None:
         if label is not None:
             assert label == clip_event(spec)
         else:
-            assert spec.attributes["relation"] is None
-            assert len({o["event"] for o in spec.attributes["objects"]}) > 1
+            assert spec.attributes.relation is None
+            assert len({o.event for o in spec.attributes.objects}) > 1
     assert 0 < labels.count(None) < len(labels) / 2
 
 
@@ -138,8 +138,8 @@ def test_reversed_class_matches_the_worlds_time_reversal_pairs() -> None:
     assert all(REVERSED_CLASS[REVERSED_CLASS[c]] == c for c in event_labels())
     pairs: dict[str, list[str | None]] = {}
     for spec in clip_specs(WorldConfig(seed=0, n_train=120, n_val=8, n_test=8), "train"):
-        if spec.attributes["pair"]:
-            pairs.setdefault(spec.attributes["pair"], []).append(clip_label(spec.attributes))
+        if spec.attributes.pair:
+            pairs.setdefault(spec.attributes.pair, []).append(clip_label(spec.attributes))
     checked = [(a, b) for a, b in pairs.values() if a is not None and b is not None]
     assert checked and all(REVERSED_CLASS[a] == b for a, b in checked)
 

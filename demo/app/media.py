@@ -77,7 +77,7 @@ class MediaResolver:
         return str(p.resolve()) if p.is_file() else None
 
     def _render(self, clip_id: str, target: Path) -> Path:
-        from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+        from demo.world import WorldConfig, clip_spec_by_id, render_to
 
         with self._lock:
             if not target.is_file():

@@ -169,7 +169,7 @@ class DemoService:
         """The embedded world's words (None for an index of other videos)."""
         if not self.knows_world():
             return None
-        from demo.world.clips import vocabulary
+        from demo.world import vocabulary
 
         return vocabulary()
 

@@ -235,7 +235,7 @@ def embed_world(encoder: Clip4ClipEncoder, count: int, batch: int = 32
     import torch
 
     from demo.video.decode import CLIP_MEAN, CLIP_STD, clip4clip_indices, preprocess
-    from demo.world.clips import WorldConfig, clip_specs, render
+    from demo.world import WorldConfig, clip_specs, render
 
     specs = clip_specs(WorldConfig(), "test")[:count]
     s, t = encoder.image_size, encoder.max_frames

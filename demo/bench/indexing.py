@@ -39,7 +39,7 @@ class IndexingScale:
 
 def world_clips(folder: Path, count: int) -> list[Path]:
     """The first ``count`` world test clips (128x128, 12 fps, a few seconds), rendered to mp4."""
-    from demo.world.clips import WorldConfig, clip_specs, render_to
+    from demo.world import WorldConfig, clip_specs, render_to
 
     folder.mkdir(parents=True, exist_ok=True)
     return [render_to(spec, folder / f"{spec.id}.mp4") for spec in clip_specs(WorldConfig(), "test")[:count]]

@@ -53,7 +53,7 @@ class Corpus:
 
 def world_corpus(world_dir: str | Path = DEFAULT_WORLD, limit: int | None = None, workers: int = 2) -> Corpus:
     """The world's test split from ``test.jsonl`` + ``clips/test/``; renders missing clips first."""
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     world = Path(world_dir)
     jsonl = world / "test.jsonl"

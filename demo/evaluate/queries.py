@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 # Event phrasings that appear in no training caption (checked in tests against
-# demo.world.clips.vocabulary()["event_phrases"]), recombined only from words the captions use,
+# demo.world.vocabulary()["event_phrases"]), recombined only from words the captions use,
 # like "drifting to the right" from "drifting right" and "sliding to the right".
 NEW_PHRASES: dict[str, tuple[str, ...]] = {
     "moving left": ("drifting to the left", "heading to the left"),
@@ -175,7 +175,7 @@ def evaluate_freeform(index_dir: str | Any, test_attributes: Sequence[dict[str, 
     :func:`event_recognition` of the index's lone-object test clips.
     """
     from demo.search import open_searcher
-    from demo.world.clips import EVENTS
+    from demo.world import EVENTS
 
     searcher = open_searcher(index=str(index_dir), device=device)
     rows = {str(r["id"]): r.get("attributes") or {} for r in searcher.index.metadata}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from demo.errors import DemoError, InputError
+from demo.world import ClipAttributes
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Sample:
     pair: str | None = None  # clips sharing a pair id differ only in the direction of time
     frames: int = 0  # world clips: rendered frame count and rate (for per-frame captions)
     fps: float = 0.0
-    attributes: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    attributes: ClipAttributes | None = field(default=None, compare=False, hash=False)  # world clips
 
 
 def read_samples(source: str | Path, limit: int | None = None) -> list[Sample]:
@@ -73,9 +74,9 @@ def _read_jsonl(path: Path) -> list[Sample]:
         if not line.strip():
             continue
         row = json.loads(line)
-        attributes = row.get("attributes") or {}
+        attributes = ClipAttributes.from_dict(row["attributes"]) if row.get("attributes") else None
         samples.append(Sample((path.parent / row["path"]).resolve(), tuple(row["captions"]),
-                              tuple(row.get("still_captions") or ()), attributes.get("pair"),
+                              tuple(row.get("still_captions") or ()), attributes.pair if attributes else None,
                               int(row.get("frames") or 0), float(row.get("fps") or 0.0), attributes))
     return samples
 
@@ -155,10 +156,10 @@ GROUP_ATTRIBUTES = ("colour", "shape", "size", "event", "background")
 def group_key(sample: Sample, group_by: str = "colour") -> tuple[str, ...] | None:
     """The values of the ``+``-joined attributes ``group_by`` ("colour", "colour+background")
     for a world clip: background from the clip, the rest from its first object (None: no attributes)."""
-    objects = sample.attributes.get("objects") if sample.attributes else None
-    if not (isinstance(objects, list) and objects):
+    if sample.attributes is None or not sample.attributes.objects:
         return None
-    return tuple(str(sample.attributes["background"] if name == "background" else objects[0][name])
+    first = sample.attributes.objects[0]
+    return tuple(str(sample.attributes.background if name == "background" else getattr(first, name))
                  for name in group_by.split("+"))
 
 

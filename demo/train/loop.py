@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,10 +67,10 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of all steps spent warming up linearly
     grad_clip: float = 1.0
     # World clips (video stage): share of clips that also get a hard negative caption, their
-    # caption with one event changed (see demo.world.clips.counterfactual and multi_positive_infonce).
+    # caption with one event changed (see demo.world.counterfactual and multi_positive_infonce).
     hard_negatives: float = 0.0
     # World clips (both stages): share of clips that also get a hard negative caption with one
-    # object's shape changed (demo.world.clips.shape_swapped), on top of any event-changed one. In a
+    # object's shape changed (demo.world.shape_swapped), on top of any event-changed one. In a
     # random batch colour and background tell almost every clip apart, so without it the frame
     # embeddings barely keep shape (a linear probe reads it 22-28% of the time; chance 12.5%).
     shape_negatives: float = 0.0
@@ -110,14 +110,14 @@ class TrainConfig:
     still_videos: float = 0.0
     reversal_margin: float = 0.9
     # World clips (both stages): weight of a regression from every frame embedding the loss sees
-    # onto what the frame shows (demo.world.clips.frame_layout: a coarse coverage map, and a lone
+    # onto what the frame shows (demo.world.frame_layout: a coarse coverage map, and a lone
     # object's position, size, opacity and angle), through a linear probe that is trained with
     # the model and then dropped. Captions name positions only coarsely and batches rarely need
     # them, so without it the frame embeddings lose where things are, and with it the order of
     # frames is all a temporal head needs to read direction (BENCHMARKS.md, "Training runs compared").
     layout_loss: float = 0.0
     # World clips (all stages): weight of a cross-entropy from every frame embedding the loss sees
-    # onto which shapes the frame shows (demo.world.clips.frame_shapes), through a linear classifier trained
+    # onto which shapes the frame shows (demo.world.frame_shapes), through a linear classifier trained
     # with the model and then dropped. Captions alone leave shape out of the frames: in a random batch
     # colour, size and event tell clips apart, and "a red circle" / "a red square" embed at cosine
     # 0.998, so shape-changed negatives have no gradient to start from (BENCHMARKS.md, "shape").
@@ -337,10 +337,10 @@ class Trainer:
 
     def _frame_caption(self, sample: Sample, pick: int) -> tuple[str, str | None] | None:
         """Caption and mirrored negative of the ``pick``-th sampled frame of a world clip (else None)."""
-        if sample.frames < 2 or not sample.attributes.get("objects"):
+        if sample.frames < 2 or sample.attributes is None or not sample.attributes.objects:
             return None
         from demo.video.decode import clip4clip_indices
-        from demo.world.clips import frame_caption_pair
+        from demo.world import frame_caption_pair
 
         settings = self.model.settings
         shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
@@ -482,13 +482,13 @@ class Trainer:
     def _caption_separation(self, indices: np.ndarray) -> torch.Tensor | None:
         """Mean hinge on cosine(canonical caption, canonical caption of the time reversal) above
         ``caption_margin``, over the batch's world clips whose reversal reads differently."""
-        from demo.world.clips import time_reversed
+        from demo.world import time_reversed
         from demo.world.text import canonical_caption
 
         pairs = []
         for i in indices:
             attributes = self.train_data.samples[i].attributes
-            if attributes.get("objects"):
+            if attributes is not None and attributes.objects:
                 own, opposite = canonical_caption(attributes), canonical_caption(time_reversed(attributes))
                 if own != opposite:  # bouncing, staying still: the same forwards and backwards
                     pairs.append((own, opposite))
@@ -503,7 +503,7 @@ class Trainer:
         caption of the clip with one event changed, phrased like any other caption)."""
         if self.config.stage != "video" or self.config.hard_negatives <= 0:
             return []
-        from demo.world.clips import counterfactual
+        from demo.world import counterfactual
         from demo.world.text import make_captions
 
         return self._changed_captions(indices, self.config.hard_negatives, counterfactual, make_captions)
@@ -513,7 +513,7 @@ class Trainer:
         the clip with one object's shape changed); a still-frame caption in the image stage."""
         if self.config.shape_negatives <= 0:
             return []
-        from demo.world.clips import shape_swapped
+        from demo.world import shape_swapped
         from demo.world.text import make_captions, make_still_captions
 
         describe = make_still_captions if still else make_captions
@@ -525,7 +525,7 @@ class Trainer:
         out = []
         for position, i in enumerate(indices):
             attributes = self.train_data.samples[i].attributes
-            if attributes.get("objects") and self.rng.random() < share:
+            if attributes is not None and attributes.objects and self.rng.random() < share:
                 changed = describe(change(attributes, self.rng), self.rng)
                 out.append((position, str(changed[int(self.rng.integers(len(changed)))])))
         return out
@@ -710,12 +710,12 @@ def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
 
 def _reversible(samples: list[Sample]) -> np.ndarray:
     """(N,) bool: world clips whose canonical caption changes when the clip plays backwards."""
-    from demo.world.clips import time_reversed
+    from demo.world import time_reversed
     from demo.world.text import canonical_caption
 
     out = np.zeros(len(samples), dtype=bool)
     for i, sample in enumerate(samples):
-        if sample.attributes.get("objects"):
+        if sample.attributes is not None and sample.attributes.objects:
             out[i] = canonical_caption(sample.attributes) != canonical_caption(time_reversed(sample.attributes))
     return out
 
@@ -724,8 +724,9 @@ def _moving(samples: list[Sample]) -> np.ndarray:
     """(N,) bool: world clips in which something happens (not every object staying still)."""
     out = np.zeros(len(samples), dtype=bool)
     for i, sample in enumerate(samples):
-        objects = cast("list[dict[str, Any]]", sample.attributes.get("objects") or [])
-        out[i] = bool(sample.attributes.get("relation")) or any(o["event"] != "staying still" for o in objects)
+        if sample.attributes is not None:
+            objects = sample.attributes.objects
+            out[i] = bool(sample.attributes.relation) or any(o.event != "staying still" for o in objects)
     return out
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,16 +19,17 @@ from demo.errors import InputError
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import Clip4ClipSettings
 from demo.train.data import FrameCache, Sample
+from demo.world import ClipAttributes
 
 
 def sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
-                         ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
+                         ) -> Iterator[tuple[int, int, ClipAttributes, int, int]]:
     """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
     given of each world clip (the probe losses' targets are computed per such frame)."""
     from demo.video.decode import clip4clip_indices
 
     for i, sample in enumerate(samples):
-        if sample.frames < 2 or not sample.attributes.get("objects"):
+        if sample.frames < 2 or sample.attributes is None or not sample.attributes.objects:
             continue
         shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
         for k, frame in enumerate(shown):
@@ -54,14 +54,14 @@ class LayoutTargets:
     """Per-frame layout targets of world clips and the linear probe that reads them off the
     frame embeddings (``TrainConfig.layout_loss``).
 
-    Targets are :func:`demo.world.clips.frame_layout` of each sampled frame, standardised per value
+    Targets are :func:`demo.world.frame_layout` of each sampled frame, standardised per value
     over the training frames, so the loss is about 1 - R^2 averaged over the values. The probe
     sees unit-length frame embeddings scaled by sqrt(D), as the contrastive losses see only
     directions.
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world.clips import LAYOUT_DIM
+        from demo.world import LAYOUT_DIM
 
         self.settings, self.dim = settings, dim
         self.train, self.train_mask = self._targets(train)
@@ -78,7 +78,7 @@ class LayoutTargets:
         torch.nn.init.zeros_(self.probe.bias)
 
     def _targets(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        from demo.world.clips import LAYOUT_DIM, frame_layout
+        from demo.world import LAYOUT_DIM, frame_layout
 
         t = self.settings.max_frames
         values = torch.zeros(len(samples), t, LAYOUT_DIM)
@@ -130,7 +130,7 @@ class LayoutTargets:
     def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         """The probe's R^2 on the validation frames: overall, the coverage map, a lone object's
         x, y and angle code."""
-        from demo.world.clips import LAYOUT_LONE
+        from demo.world import LAYOUT_LONE
 
         pred = self.probe(probe_inputs(per_frame)).cpu()
         target = (self.val - self.mean) / self.std
@@ -156,7 +156,7 @@ class ShapeTargets:
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world.clips import SHAPES
+        from demo.world import SHAPES
 
         self.settings = settings
         self.train = self._targets(train)
@@ -169,7 +169,7 @@ class ShapeTargets:
 
     def _targets(self, samples: list[Sample]) -> torch.Tensor:
         """(N, T, shapes) 0/1: the shapes each sampled frame shows (all 0: none, or not a world clip)."""
-        from demo.world.clips import SHAPES, frame_shapes
+        from demo.world import SHAPES, frame_shapes
 
         out = torch.zeros(len(samples), self.settings.max_frames, len(SHAPES))
         for i, k, attributes, frame, last in sampled_world_frames(samples, self.settings):

@@ -23,7 +23,7 @@ from demo.models.tokenizer import shrink_vocabulary
 from demo.presets import PRECOMPUTED, shown_path
 from demo.train.data import read_samples
 from demo.train.loop import TrainConfig, train
-from demo.world.text import vocabulary_lists
+from demo.world.text import vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class EmbeddedRecipe:
 
 def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, Path]:
     """Render the world, run both stages, copy the models into ``recipe.out``."""
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     work = Path(recipe.work)
     started = time.time()
@@ -162,7 +162,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
 
 def world_texts(world_dir: str | Path) -> list[str]:
     """Every caption of every split of a rendered world, plus the vocabulary's words and phrases."""
-    texts = [text for words in vocabulary_lists().values() for text in words]
+    texts = [text for words in vocabulary().values() for text in words]
     texts += [c for path in sorted(Path(world_dir).glob("*.jsonl")) for s in read_samples(path) for c in s.captions]
     return list(dict.fromkeys(texts))
 
@@ -227,7 +227,7 @@ def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     """Train X-CLIP from the shipped CLIP4Clip on the world, ship it with a model card and
     write its test accuracy into BENCHMARKS.md (see :mod:`demo.train.xclip`)."""
     from demo.train import xclip as tx
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     init = Path(recipe.init) if recipe.init else Path(recipe.out) / "clip4clip-world"
     if not (init / "config.json").is_file():

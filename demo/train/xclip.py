@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from demo.errors import DemoError, InputError, ModelLoadError
 from demo.presets import shown_path
+from demo.world import ClipAttributes
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +65,7 @@ BENCH_BEGIN, BENCH_END = "<!-- xclip:embedded -->", "<!-- /xclip:embedded -->"
 
 @dataclass(frozen=True)
 class XClipTrainConfig:
-    world: str  # world folder with train.jsonl / val.jsonl (demo.world.clips.synth output)
+    world: str  # world folder with train.jsonl / val.jsonl (demo.world.synth output)
     init: str  # CLIP or CLIP4Clip checkpoint folder to initialise from
     out: str  # run folder: best/, log.jsonl
     num_frames: int = 8
@@ -282,15 +283,15 @@ def build_xclip(init: str | Path, num_frames: int = 8, prompt_layers: int = 2,
 # --- data ----------------------------------------------------------------------------------
 
 
-def clip_label(attributes: dict[str, Any]) -> str | None:
-    """The clip's class, as :func:`demo.world.clips.clip_event`, or None when it is ambiguous.
+def clip_label(attributes: ClipAttributes) -> str | None:
+    """The clip's class, as :func:`demo.world.clip_event`, or None when it is ambiguous.
 
     Ambiguous: several independent objects doing different things (the label would name
     only the first). Relations are never ambiguous; objects doing the same event neither.
     """
-    if attributes.get("relation"):
-        return str(attributes["relation"])
-    events = {str(o["event"]) for o in attributes["objects"]}
+    if attributes.relation:
+        return str(attributes.relation)
+    events = {str(o.event) for o in attributes.objects}
     return events.pop() if len(events) == 1 else None
 
 
@@ -311,7 +312,7 @@ def read_labelled(jsonl: str | Path, limit: int | None = None) -> tuple[list[Lab
         if not line.strip():
             continue
         row = json.loads(line)
-        label = clip_label(row["attributes"])
+        label = clip_label(ClipAttributes.from_dict(row["attributes"]))
         if label is None:
             excluded += 1
             continue
@@ -443,7 +444,7 @@ def train_xclip(config: XClipTrainConfig, progress: bool = True) -> Path:
     from demo.models.labels import apply_template
     from demo.train.loop import lr_factor
     from demo.video.decode import IMAGENET_MEAN, IMAGENET_STD
-    from demo.world.clips import event_labels
+    from demo.world import event_labels
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -531,7 +532,7 @@ def evaluate_xclip(model_dir: str | Path, world_dir: str | Path, split: str = "t
                    progress: bool = False) -> dict[str, Any]:
     """Top-1 accuracy of the X-CLIP in ``model_dir`` on the unambiguous clips of a world split.
 
-    The labels are :func:`demo.world.clips.event_labels`, or with ``reworded`` their
+    The labels are :func:`demo.world.event_labels`, or with ``reworded`` their
     :data:`REWORDED` phrasings (predictions map back to the canonical class). Latency is
     the median of ``latency_runs`` :meth:`XClipClassifier.classify` calls on one clip
     (decoding included). Returns a JSON-ready dict.
@@ -541,7 +542,7 @@ def evaluate_xclip(model_dir: str | Path, world_dir: str | Path, split: str = "t
 
     from demo.models.labels import apply_template
     from demo.models.xclip import XClipClassifier
-    from demo.world.clips import event_labels
+    from demo.world import event_labels
 
     classes = event_labels()
     labels = [REWORDED[c] for c in classes] if reworded else classes
@@ -587,7 +588,7 @@ def write_benchmarks(results: list[dict[str, Any]], command: str, path: str | Pa
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, {threads} torch threads"
     block = "\n".join([
         BENCH_BEGIN,
-        f"Top-1 over the {len(REWORDED)} event/relation labels (`demo.world.clips.event_labels()`) on the "
+        f"Top-1 over the {len(REWORDED)} event/relation labels (`demo.world.event_labels()`) on the "
         "test clips whose label is not ambiguous (clips with several objects doing different things "
         "are left out); `reworded` asks with other phrasings of the same classes, never used as "
         "training prompts (`demo.train.xclip.REWORDED`). Latency: one `XClipClassifier.classify` "
@@ -649,8 +650,8 @@ Weights are stored in float16; they load as float32.
 ## Training
 
 X-CLIP's objective: for each training clip, logits over the {len(REWORDED)} class prompts
-(`demo.world.clips.event_labels()`; per class {prompts}; template `{config.template!r}`), cross-entropy
-against the clip's class (`demo.world.clips.clip_event`). Clips with several objects doing different
+(`demo.world.event_labels()`; per class {prompts}; template `{config.template!r}`), cross-entropy
+against the clip's class (`demo.world.clip_event`). Clips with several objects doing different
 things have no single class and are left out. {"The text tower is frozen, so the caption synonyms the "
 "CLIP4Clip text tower learned survive." if config.text_lr <= 0 else f"The text tower trains at lr "
 f"{config.text_lr:g} (left frozen, its label embeddings stay too close to tell apart); its token embeddings stay "
