@@ -68,8 +68,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     best = max(r["val"][head]["R@1"] for r in log)
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
-               "reversed_videos": "reversed-clip negatives", "reversal_separation": "clip-reversal hinge",
-               "layout_loss": "frame-layout regression", "shape_negatives": "shape-changed negative captions",
+               "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
                "shape_loss": "frame shape classification"}
     extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
     if config.get("compile"):
@@ -156,11 +155,9 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
     spec_path = work / "embedded_model.json"
     init = json.loads(spec_path.read_text()).get("init", {}) if spec_path.is_file() else {}
     if init.get("position_scale"):
-        dct = init.get("patch_dct_scale")
         lines.append(f"- initialisation: random, except the vision tower's patch positions, which start as 2-D "
-                     f"sin-cos codes times {init['position_scale']:g} (about a patch embedding's size)"
-                     + (f", and half its patch filters, which start as the 2-D DCT basis of a patch's "
-                        f"luminance times {dct:g}" if dct else "") + "; all are then learned")
+                     f"sin-cos codes times {init['position_scale']:g} (about a patch embedding's size); all are "
+                     "then learned")
     for stage in stages:
         if stage == "image" or (work / stage).is_dir():  # stages 0 and 3 are optional
             lines += _stage_lines(names[stage], work / stage)

@@ -150,31 +150,25 @@ def cached_frames(samples: list[Sample], image_size: int, sample_fps: float, max
     return cache
 
 
-GROUP_ATTRIBUTES = ("colour", "shape", "size", "event", "background")
-
-
-def group_key(sample: Sample, group_by: str = "colour") -> tuple[str, ...] | None:
-    """The values of the ``+``-joined attributes ``group_by`` ("colour", "colour+background")
-    for a world clip: background from the clip, the rest from its first object (None: no attributes)."""
+def group_key(sample: Sample) -> str | None:
+    """The colour of a world clip's first object, which one-colour batches group by (None: not a
+    world clip)."""
     if sample.attributes is None or not sample.attributes.objects:
         return None
-    first = sample.attributes.objects[0]
-    return tuple(str(sample.attributes.background if name == "background" else getattr(first, name))
-                 for name in group_by.split("+"))
+    return sample.attributes.objects[0].colour
 
 
 def epoch_order(samples: list[Sample], seed: int, epoch: int, batch_size: int = 0,
-                grouped: float = 0.0, group_by: str = "colour") -> np.ndarray:
+                grouped: float = 0.0) -> np.ndarray:
     """A shuffled order of sample indices in which time-reversal pairs stay adjacent.
 
     Keeping a clip and its reversal in one batch makes each the other's hardest
     negative: the only way to tell them apart is the order of the frames.
 
     ``grouped`` (world clips, with ``batch_size``): about that share of the batches hold
-    clips whose first object has one colour (``group_by``: or one value of each of several
-    attributes, :func:`group_key`). Colour alone tells most clips of a random batch apart,
-    so the loss rewards little else; within one colour only shape, size, background and
-    what happens over time do.
+    clips whose first object has one colour (:func:`group_key`). Colour alone tells most
+    clips of a random batch apart, so the loss rewards little else; within one colour only
+    shape, size, background and what happens over time do.
     """
     groups: dict[str, list[int]] = {}
     singles: list[list[int]] = []
@@ -190,9 +184,9 @@ def epoch_order(samples: list[Sample], seed: int, epoch: int, batch_size: int = 
         return np.array([i for u in order for i in units[u]], dtype=np.int64)
     # Batches of whole units: grouped ones filled from one colour's units, the rest from the others.
     pick = rng.random(len(units)) < grouped
-    by_group: dict[tuple[str, ...] | None, list[int]] = {}
+    by_group: dict[str | None, list[int]] = {}
     for u in order[pick[order]]:
-        by_group.setdefault(group_key(samples[units[u][0]], group_by), []).append(int(u))
+        by_group.setdefault(group_key(samples[units[u][0]]), []).append(int(u))
     batches: list[list[int]] = []
     for unit_list in [*by_group.values(), [int(u) for u in order[~pick[order]]]]:
         batch: list[int] = []

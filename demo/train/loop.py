@@ -39,13 +39,12 @@ from demo.errors import InputError
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import Clip4ClipSettings, masked_mean, reverse_frames
 from demo.models.tokenizer import build_clip_tokenizer_files
-from demo.train.data import GROUP_ATTRIBUTES, Sample, cached_frames, epoch_order, read_samples
+from demo.train.data import Sample, cached_frames, epoch_order, read_samples
 from demo.train.losses import multi_positive_infonce
 from demo.train.probes import LayoutTargets, ShapeTargets
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
-WORD_DROP = 0.25  # per-word drop probability of a caption chosen for word dropout
 
 
 @dataclass(frozen=True)
@@ -69,27 +68,14 @@ class TrainConfig:
     # World clips (video stage): share of clips that also get a hard negative caption, their
     # caption with one event changed (see demo.world.counterfactual and multi_positive_infonce).
     hard_negatives: float = 0.0
-    # World clips (both stages): share of clips that also get a hard negative caption with one
-    # object's shape changed (demo.world.shape_swapped), on top of any event-changed one. In a
-    # random batch colour and background tell almost every clip apart, so without it the frame
-    # embeddings barely keep shape (a linear probe reads it 22-28% of the time; chance 12.5%).
-    shape_negatives: float = 0.0
     # World clips (image stage): share of frames captioned with where each object is in that very
     # frame (with the mirrored caption as a hard negative); the rest get still-frame captions.
     frame_captions: float = 0.0
     # World clips (video stage): weight of the image stage's frame-caption loss on one frame per
     # clip, which keeps object positions in the frame embeddings.
     frame_loss: float = 0.0
-    # World clips: share of batches drawn from clips of one colour (see demo.train.data.epoch_order),
-    # or of one value of each ``+``-joined attribute in ``group_by`` ("colour+background").
+    # World clips: share of batches drawn from clips of one colour (see demo.train.data.epoch_order).
     grouped_batches: float = 0.0
-    group_by: str = "colour"
-    # World clips (video stage): weight of a hinge that keeps a clip's canonical caption and the
-    # canonical caption of its time reversal (same words, opposite events) below cosine
-    # ``caption_margin``. Opposite events ("moving left" / "moving right") otherwise embed almost
-    # identically, and no video feature can tell them apart (BENCHMARKS.md, "Training runs compared").
-    caption_separation: float = 0.0
-    caption_margin: float = 0.9
     # World clips (video stage, seqTransf head): share of the captions whose meaning changes when
     # their clip plays backwards ("moving left", "growing") that also score the clip's own frames in
     # reverse order, as a negative video of their own. Only frame order tells the two apart, so this is the one
@@ -97,37 +83,19 @@ class TrainConfig:
     # almost never hold a clip's reversal. Time-reversed videos as negatives follow Bagad et al.,
     # "Test of Time" (CVPR 2023).
     reversed_videos: float = 0.0
-    # World clips (video stage, seqTransf head): weight of a hinge that keeps the head's embedding of
-    # each such clip and of its frames played backwards below cosine ``reversal_margin``. Contrastive
-    # losses alone sit at a saddle here: while "moving left" and "moving right" embed alike there is
-    # no gradient to tell the clips apart, and vice versa. This pushes from the video side, which
-    # needs no caption and only order to satisfy.
-    reversal_separation: float = 0.0
-    # World clips (video stage, seqTransf head): share of the captions of clips where something
-    # happens that also score their clip frozen on its middle frame (that frame repeated) as a
-    # negative video of their own. A reversed clip still moves; this one shows the same objects
-    # in the same place doing nothing, which is what "moving up" has to be told apart from.
-    still_videos: float = 0.0
-    reversal_margin: float = 0.9
     # World clips (both stages): weight of a regression from every frame embedding the loss sees
     # onto what the frame shows (demo.world.frame_layout: a coarse coverage map, and a lone
     # object's position, size, opacity and angle), through a linear probe that is trained with
     # the model and then dropped. Captions name positions only coarsely and batches rarely need
     # them, so without it the frame embeddings lose where things are, and with it the order of
-    # frames is all a temporal head needs to read direction (BENCHMARKS.md, "Training runs compared").
+    # frames is all a temporal head needs to read direction (docs/decisions/frame-probes.md).
     layout_loss: float = 0.0
     # World clips (all stages): weight of a cross-entropy from every frame embedding the loss sees
     # onto which shapes the frame shows (demo.world.frame_shapes), through a linear classifier trained
     # with the model and then dropped. Captions alone leave shape out of the frames: in a random batch
     # colour, size and event tell clips apart, and "a red circle" / "a red square" embed at cosine
-    # 0.998, so shape-changed negatives have no gradient to start from (BENCHMARKS.md, "shape").
+    # 0.998, so shape-changed negatives have no gradient to start from (docs/decisions/frame-probes.md).
     shape_loss: float = 0.0
-    # Video stage: share of training captions that lose each of their words with probability
-    # ``WORD_DROP`` (at least one word stays). A caption's words then have to mean something on
-    # their own, not only in the phrases the captions use, which is what lets a query in a new
-    # phrasing ("going downward") land near its clips. Such a row gets no reversed-clip negative:
-    # with its event word gone, the clip played backwards may match it too.
-    word_dropout: float = 0.0
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -141,7 +109,7 @@ class TrainConfig:
     save_dtype: str = "float16"  # weights are stored in this dtype; training runs in fp32
     # torch.compile the text and vision towers (weights and checkpoints unchanged). On the 2-core CPU
     # a video-stage step ran about 25% faster and an image-stage step about 13% after a one-off
-    # compile of under a minute (BENCHMARKS.md, "Training time"); the embedded recipe compiles every stage.
+    # compile of under a minute (docs/decisions/compile-every-stage.md); the embedded recipe compiles every stage.
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -153,9 +121,6 @@ class TrainConfig:
             raise InputError(f"pooling must be meanP, seqTransf or both, got {self.pooling!r}")
         if (self.init is None) == (self.model_config is None):
             raise InputError("give exactly one of init (a checkpoint) or model_config (random init)")
-        unknown = [name for name in self.group_by.split("+") if name not in GROUP_ATTRIBUTES]
-        if unknown:
-            raise InputError(f"group_by takes '+'-joined attributes of {GROUP_ATTRIBUTES}, got {self.group_by!r}")
 
 
 def compile_towers(model: Clip4Clip, device: str) -> bool:
@@ -182,8 +147,7 @@ def build_model(config: TrainConfig) -> Clip4Clip:
         base = Clip4ClipSettings(**spec.get("clip4clip", {}))
         settings = _settings(base, config, head_pooling)
         return Clip4Clip.from_config(spec["text"], spec["vision"], settings,
-                                     position_scale=float(spec.get("init", {}).get("position_scale", 0.0)),
-                                     patch_dct_scale=float(spec.get("init", {}).get("patch_dct_scale", 0.0)))
+                                     position_scale=float(spec.get("init", {}).get("position_scale", 0.0)))
     assert config.init is not None
     model = Clip4Clip.from_pretrained(config.init, pooling="meanP")
     settings = _settings(model.settings, config, head_pooling)
@@ -284,10 +248,8 @@ class Trainer:
         self.use_amp = use_amp
         self.epoch, self.step, self.best = 0, 0, float("-inf")
         self._picks: torch.Tensor | None = None
-        self._dropped = np.zeros(0, dtype=bool)  # video batch rows whose caption lost words
         self.rng = np.random.default_rng(config.seed)
         self.train_reversible = _reversible(self.train_data.samples)
-        self.train_moving = _moving(self.train_data.samples)
         self.val_reversible = _reversible(self.val_data.samples)
 
     # -- one optimisation step -------------------------------------------------------------
@@ -298,8 +260,7 @@ class Trainer:
         still captions; with ``frame_captions`` > 0 a world clip gets, that often, a caption
         of that very frame instead (where each object is, how big, how visible) and, as its
         own hard negative, that caption with the objects mirrored. The video stage's hard
-        negatives are captions with an event changed (:meth:`_hard_negatives`); both stages can
-        add captions with a shape changed (:meth:`_shape_negatives`).
+        negatives are captions with an event changed (:meth:`_hard_negatives`).
         Negatives are (position in the batch, caption).
         """
         samples = self.train_data.samples
@@ -308,21 +269,14 @@ class Trainer:
         if self.config.stage != "image":
             frames = self.train_data.frames[idx].float()
             captions = [str(self.rng.choice(samples[i].captions)) for i in indices]
-            self._dropped = np.zeros(len(indices), dtype=bool)
-            if self.config.word_dropout > 0:
-                for row, caption in enumerate(captions):
-                    if self.rng.random() < self.config.word_dropout:
-                        captions[row] = drop_words(caption, WORD_DROP, self.rng)
-                        self._dropped[row] = captions[row] != caption
-            negatives = self._hard_negatives(indices) + self._shape_negatives(indices, still=False)
-            return captions, frames.to(self.device), masks.to(self.device), negatives
+            return captions, frames.to(self.device), masks.to(self.device), self._hard_negatives(indices)
         counts = masks.sum(1).numpy()
         if self.config.frame_captions <= 0:  # still captions only (drawn before the frames, as always)
             captions = [str(self.rng.choice(samples[i].still_captions)) for i in indices]
         picks = [int(c // 4 + self.rng.integers(0, max(1, c // 2))) for c in counts]
         frames, masks = self._shown_frames(idx, torch.tensor(picks))
         if self.config.frame_captions <= 0:
-            return captions, frames.to(self.device), masks.to(self.device), self._shape_negatives(indices, still=True)
+            return captions, frames.to(self.device), masks.to(self.device), []
         captions, negatives = [], []
         for position, (i, pick) in enumerate(zip(indices, picks, strict=True)):
             if self.rng.random() < self.config.frame_captions and (
@@ -332,7 +286,6 @@ class Trainer:
                     negatives.append((position, pair[1]))
             else:
                 captions.append(str(self.rng.choice(samples[i].still_captions)))
-        negatives += self._shape_negatives(indices, still=True)
         return captions, frames.to(self.device), masks.to(self.device), negatives
 
     def _frame_caption(self, sample: Sample, pick: int) -> tuple[str, str | None] | None:
@@ -380,7 +333,7 @@ class Trainer:
                      own_videos: Sequence[tuple[torch.Tensor, np.ndarray]] = ()) -> torch.Tensor:
         """InfoNCE of ``videos`` (B, D, unit) against the first B rows of ``text``; the rest are
         the hard negatives (a clip may have several), each counted against its own clip only.
-        ``own_videos``: pairs of (B, D) negative videos (each clip played backwards, frozen) and
+        ``own_videos``: pairs of (B, D) negative videos (each clip played backwards) and
         the (B,) rows whose caption they are a negative for."""
         # Identical caption strings in one batch are positives for each other's clips.
         _, groups = np.unique(np.array(captions), return_inverse=True)
@@ -444,31 +397,14 @@ class Trainer:
             if self.config.pooling in ("meanP", "both") or self.config.stage == "image":
                 losses.append(self._contrastive(text, masked_mean(per_frame, masks), captions, negatives, scale))
             if self.model.head is not None and self.config.stage == "video":
-                backwards: torch.Tensor | None = None
                 own_videos: list[tuple[torch.Tensor, np.ndarray]] = []
                 forwards = self.model.head(per_frame, masks)
-                if self.config.reversed_videos > 0 or self.config.reversal_separation > 0:
-                    # meanP cannot see order: only the head gets these
+                if self.config.reversed_videos > 0:  # meanP cannot see order: only the head gets these
                     backwards = self.model.head(reverse_frames(per_frame, masks), masks)
                     drawn = self.rng.random(len(indices)) < self.config.reversed_videos
-                    own_videos.append((backwards, self.train_reversible[indices] & drawn & ~self._dropped))
-                if self.config.still_videos > 0:  # nor tell a clip from its frame held still
-                    drawn = self.rng.random(len(indices)) < self.config.still_videos
-                    own_videos.append((self.model.head(held_still(per_frame, masks), masks),
-                                       self.train_moving[indices] & drawn & ~self._dropped))
+                    own_videos.append((backwards, self.train_reversible[indices] & drawn))
                 losses.append(self._contrastive(text, forwards, captions, negatives, scale, own_videos))
-                if self.config.reversal_separation > 0 and backwards is not None:
-                    rows = np.flatnonzero(self.train_reversible[indices])
-                    if len(rows):
-                        pick = torch.from_numpy(rows).to(self.device)
-                        cosine = (forwards[pick] * backwards[pick]).sum(-1)
-                        apart = torch.relu(cosine - self.config.reversal_margin).mean()
-                        losses[-1] = losses[-1] + self.config.reversal_separation * apart
             loss = torch.stack(losses).mean()
-            if self.config.stage == "video" and self.config.caption_separation > 0:
-                hinge = self._caption_separation(indices)
-                if hinge is not None:
-                    loss = loss + self.config.caption_separation * hinge
             if self.config.stage == "video" and self.config.frame_loss > 0:
                 frame = self._frame_loss(indices, per_frame, masks, scale)
                 if frame is not None:
@@ -479,25 +415,6 @@ class Trainer:
                 loss = loss + probes
         return loss
 
-    def _caption_separation(self, indices: np.ndarray) -> torch.Tensor | None:
-        """Mean hinge on cosine(canonical caption, canonical caption of the time reversal) above
-        ``caption_margin``, over the batch's world clips whose reversal reads differently."""
-        from demo.world import time_reversed
-        from demo.world.text import canonical_caption
-
-        pairs = []
-        for i in indices:
-            attributes = self.train_data.samples[i].attributes
-            if attributes is not None and attributes.objects:
-                own, opposite = canonical_caption(attributes), canonical_caption(time_reversed(attributes))
-                if own != opposite:  # bouncing, staying still: the same forwards and backwards
-                    pairs.append((own, opposite))
-        if not pairs:
-            return None
-        text = self._encode_captions([a for a, _ in pairs] + [b for _, b in pairs]).float()
-        cosine = (text[:len(pairs)] * text[len(pairs):]).sum(-1)
-        return torch.relu(cosine - self.config.caption_margin).mean()
-
     def _hard_negatives(self, indices: np.ndarray) -> list[tuple[int, str]]:
         """For a ``hard_negatives`` share of the world clips in a video batch: (position, a
         caption of the clip with one event changed, phrased like any other caption)."""
@@ -507,17 +424,6 @@ class Trainer:
         from demo.world.text import make_captions
 
         return self._changed_captions(indices, self.config.hard_negatives, counterfactual, make_captions)
-
-    def _shape_negatives(self, indices: np.ndarray, still: bool) -> list[tuple[int, str]]:
-        """For a ``shape_negatives`` share of the world clips in a batch: (position, a caption of
-        the clip with one object's shape changed); a still-frame caption in the image stage."""
-        if self.config.shape_negatives <= 0:
-            return []
-        from demo.world import shape_swapped
-        from demo.world.text import make_captions, make_still_captions
-
-        describe = make_still_captions if still else make_captions
-        return self._changed_captions(indices, self.config.shape_negatives, shape_swapped, describe)
 
     def _changed_captions(self, indices: np.ndarray, share: float, change: Any, describe: Any,
                           ) -> list[tuple[int, str]]:
@@ -662,7 +568,7 @@ class Trainer:
         log_path = self.out / "log.jsonl"
         while self.epoch < cfg.epochs:
             order = epoch_order(self.train_data.samples, cfg.seed, self.epoch,
-                                cfg.batch_size * cfg.accum_steps, cfg.grouped_batches, cfg.group_by)
+                                cfg.batch_size * cfg.accum_steps, cfg.grouped_batches)
             started, losses = time.time(), []
             bar = tqdm(range(self.steps_per_epoch), desc=f"{cfg.stage} epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not self.progress, unit="step")
@@ -697,17 +603,6 @@ def _headline(name: str, values: dict[str, float]) -> str:
     return f"{name} x {values['x']:.2f}"  # layout/R2
 
 
-def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
-    """``caption`` with each word dropped with probability ``p``; at least one word stays."""
-    words = caption.split()
-    if not words:
-        return caption
-    keep = rng.random(len(words)) >= p
-    if not keep.any():
-        keep[int(rng.integers(len(words)))] = True
-    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
-
-
 def _reversible(samples: list[Sample]) -> np.ndarray:
     """(N,) bool: world clips whose canonical caption changes when the clip plays backwards."""
     from demo.world import time_reversed
@@ -718,28 +613,6 @@ def _reversible(samples: list[Sample]) -> np.ndarray:
         if sample.attributes is not None and sample.attributes.objects:
             out[i] = canonical_caption(sample.attributes) != canonical_caption(time_reversed(sample.attributes))
     return out
-
-
-def _moving(samples: list[Sample]) -> np.ndarray:
-    """(N,) bool: world clips in which something happens (not every object staying still)."""
-    out = np.zeros(len(samples), dtype=bool)
-    for i, sample in enumerate(samples):
-        if sample.attributes is not None:
-            objects = sample.attributes.objects
-            out[i] = bool(sample.attributes.relation) or any(o.event != "staying still" for o in objects)
-    return out
-
-
-def held_still(per_frame: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(B, T, D) frame features with every frame replaced by the clip's middle real frame.
-
-    >>> x = torch.arange(6.0).view(1, 3, 2)
-    >>> held_still(x, torch.tensor([[True, True, False]]))[0].tolist()
-    [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
-    """
-    middle = ((masks.sum(1) - 1).clamp(min=0) // 2).long()
-    frame = per_frame[torch.arange(len(per_frame), device=per_frame.device), middle]
-    return frame.unsqueeze(1).expand_as(per_frame)
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:

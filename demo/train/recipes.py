@@ -38,7 +38,7 @@ EMBEDDED_MODEL: dict[str, dict[str, Any]] = {
     "clip4clip": {"sample_fps": 3.0, "max_frames": 8, "max_words": 32, "head_layers": 2, "head_heads": 4},
     # Patch positions start as 2-D sin-cos codes at about a patch's own magnitude (see
     # Clip4Clip.from_config): with HF's tiny random positions the ViT never learns where things are.
-    # ("patch_dct_scale", DCT patch filters, was tried for shape and is off: BENCHMARKS.md.)
+    # (DCT patch filters were tried for shape and left off: docs/decisions/left-off-training-options.md.)
     "init": {"position_scale": 0.5},
 }
 
@@ -52,7 +52,8 @@ class EmbeddedRecipe:
     seed: int = 0
     # Stage 0: the vision tower alone, on the frame probes (shape classification and layout
     # regression; ``frames`` stage). Contrastive captions never taught this ViT shape (a linear
-    # probe read 19-28%, chance 12.5%); told directly for 2,000 steps it reads 73% (BENCHMARKS.md).
+    # probe read 19-28%, chance 12.5%); told directly for 2,000 steps it reads 73%
+    # (docs/decisions/frame-probes.md).
     frames_epochs: int = 16  # 0 skips it (stage 1 then starts from random weights)
     frames_lr: float = 1e-3
     image_epochs: int = 6
@@ -66,9 +67,6 @@ class EmbeddedRecipe:
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
     order_grouped: float = 0.75  # stage 3: share of one-colour batches (demo.train.data.epoch_order)
-    # Stage 3: weight of the hinge keeping the head's embeddings of a clip and of its reversal apart
-    # (TrainConfig.reversal_separation, at its default margin): pushes the head to read order.
-    order_reversal_separation: float = 0.0  # tried at 1.0: val order up, test R@1 down (BENCHMARKS.md)
     # Stage 1: share of frames captioned with where each object is (mirrored caption as a hard
     # negative). Video stages: each clip's caption with an event changed as a hard negative, and
     # the frame-caption loss on one frame per clip so frame embeddings keep positions.
@@ -81,13 +79,10 @@ class EmbeddedRecipe:
     # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
     # so that position, size, opacity and angle survive into the video stages for the head to read.
     layout_loss: float = 1.0
-    # All stages: share of clips that also get a caption with one object's shape changed as a hard
-    # negative (TrainConfig.shape_negatives). Tried at 1.0: shape stayed unread (BENCHMARKS.md), off.
-    shape_negatives: float = 0.0
     # All stages: weight of the frame shape classification (TrainConfig.shape_loss). In stage 0 it
     # teaches shape; afterwards it keeps it in the frames (val probe 73% after stage 0, 78% shipped).
     shape_loss: float = 1.0
-    # TrainConfig.compile in all three stages (BENCHMARKS.md, "Training time"); --no-compile trains eagerly.
+    # TrainConfig.compile in every stage (docs/decisions/compile-every-stage.md); --no-compile trains eagerly.
     compile: bool = True
     world_limit: int | None = None  # only for quick trials: clips per split
 
@@ -107,8 +102,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     jsonl = {split: Path(str(path)).with_suffix(".jsonl") for split, path in world.items()}
     # What every stage shares, and what the two video stages share on top.
     common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
-                                  seed=recipe.seed, layout_loss=recipe.layout_loss,
-                                  shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss,
+                                  seed=recipe.seed, layout_loss=recipe.layout_loss, shape_loss=recipe.shape_loss,
                                   compile=recipe.compile, resume=True)
     videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
@@ -136,8 +130,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     if recipe.order_epochs > 0:
         video = train(TrainConfig(**videos, out=str(work / "video2"), init=str(video), pooling="seqTransf",
                                   epochs=recipe.order_epochs, lr=recipe.order_lr, clip_lr=recipe.order_clip_lr,
-                                  grouped_batches=recipe.order_grouped,
-                                  reversal_separation=recipe.order_reversal_separation),
+                                  grouped_batches=recipe.order_grouped),
                       progress=progress)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)

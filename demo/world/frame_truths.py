@@ -49,7 +49,7 @@ def frame_layout(attributes: ClipAttributes, i: int, n: int) -> tuple[np.ndarray
     objects; the angle of a circle). ``TrainConfig.layout_loss`` regresses frame embeddings
     onto these so that they keep where things are, how big and how turned. (Which shapes a
     frame shows, tried as eight more values, stayed unreadable through all three stages:
-    validation probe R^2 at most 0.05; BENCHMARKS.md, "What it still gets wrong: shape".)
+    docs/decisions/left-off-training-options.md.)
     """
     states = [(obj, object_state(obj, i, n)) for obj in attributes.objects]
     centres = (np.arange(LAYOUT_GRID, dtype=np.float32) + 0.5) * (REF / LAYOUT_GRID)
