@@ -9,7 +9,8 @@ Two sources share one sample type:
 
 Clips are decoded once, through the same path as any user video
 (:func:`demo.video.decode.load_clip4clip_clip`), and kept in memory as float16, so an
-epoch costs only the model's forward and backward passes.
+epoch costs only the model's forward and backward passes; :class:`FrameCaches` lets a caller
+that runs several stages keep them from one stage to the next.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from demo.errors import DemoError, InputError
+from demo.video.decode import load_clip4clip_clip
 from demo.world import ClipAttributes
 
 log = logging.getLogger(__name__)
@@ -89,10 +92,6 @@ class FrameCache:
 
     def __init__(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
                  workers: int = 2, progress: bool = True) -> None:
-        from tqdm.auto import tqdm
-
-        from demo.video.decode import load_clip4clip_clip
-
         def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor] | str:
             try:
                 return load_clip4clip_clip(sample.path, image_size=image_size,
@@ -123,31 +122,38 @@ class FrameCache:
         return len(self.samples)
 
 
-_RECENT: dict[tuple[object, ...], FrameCache] = {}  # the last few caches, for the next stage of a recipe
+class FrameCaches:
+    """The last few :class:`FrameCache` objects, for a caller that trains several stages on the same
+    data (a recipe): each split is decoded once instead of once per stage.
+
+    A cache is reused when the same files (same size and mtime) were decoded with the same
+    settings; the ``keep`` most recent (train and validation) are kept.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.recent: dict[tuple[object, ...], FrameCache] = {}
+
+    def get(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
+            workers: int = 2, progress: bool = True) -> FrameCache:
+        """A :class:`FrameCache` of ``samples``: a kept one when it matches, else decoded now."""
+        key = (tuple((s, _stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
+        if key in self.recent:
+            self.recent[key] = self.recent.pop(key)  # most recent last
+            return self.recent[key]
+        cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
+        self.recent[key] = cache
+        while len(self.recent) > self.keep:
+            del self.recent[next(iter(self.recent))]
+        return cache
 
 
-def cached_frames(samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
-                  workers: int = 2, progress: bool = True) -> FrameCache:
-    """A :class:`FrameCache` of ``samples``, reused when the same files (same size and mtime)
-    were decoded with the same settings in this process: the stages of a recipe decode each
-    split once instead of once per stage. Keeps the two most recent (train and validation)."""
-
-    def stamp(path: Path) -> tuple[int, int]:
-        try:
-            info = path.stat()
-        except OSError:
-            return (-1, -1)
-        return (info.st_size, info.st_mtime_ns)
-
-    key = (tuple((s, stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
-    if key in _RECENT:
-        _RECENT[key] = _RECENT.pop(key)  # most recent last
-        return _RECENT[key]
-    cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
-    _RECENT[key] = cache
-    while len(_RECENT) > 2:
-        del _RECENT[next(iter(_RECENT))]
-    return cache
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (info.st_size, info.st_mtime_ns)
 
 
 def group_key(sample: Sample) -> str | None:

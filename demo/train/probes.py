@@ -19,15 +19,14 @@ from demo.errors import InputError
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import Clip4ClipSettings
 from demo.train.data import FrameCache, Sample
-from demo.world import ClipAttributes
+from demo.video.decode import clip4clip_indices
+from demo.world import LAYOUT_DIM, LAYOUT_LONE, SHAPES, ClipAttributes, frame_layout, frame_shapes
 
 
 def sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
                          ) -> Iterator[tuple[int, int, ClipAttributes, int, int]]:
     """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
     given of each world clip (the probe losses' targets are computed per such frame)."""
-    from demo.video.decode import clip4clip_indices
-
     for i, sample in enumerate(samples):
         if sample.frames < 2 or sample.attributes is None or not sample.attributes.objects:
             continue
@@ -61,8 +60,6 @@ class LayoutTargets:
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world import LAYOUT_DIM
-
         self.settings, self.dim = settings, dim
         self.train, self.train_mask = self._targets(train)
         self.val, self.val_mask = self._targets(val)
@@ -78,8 +75,6 @@ class LayoutTargets:
         torch.nn.init.zeros_(self.probe.bias)
 
     def _targets(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        from demo.world import LAYOUT_DIM, frame_layout
-
         t = self.settings.max_frames
         values = torch.zeros(len(samples), t, LAYOUT_DIM)
         mask = torch.zeros(len(samples), t, LAYOUT_DIM, dtype=torch.bool)
@@ -130,8 +125,6 @@ class LayoutTargets:
     def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         """The probe's R^2 on the validation frames: overall, the coverage map, a lone object's
         x, y and angle code."""
-        from demo.world import LAYOUT_LONE
-
         pred = self.probe(probe_inputs(per_frame)).cpu()
         target = (self.val - self.mean) / self.std
         mask = self.val_mask & masks.cpu().unsqueeze(-1)
@@ -156,8 +149,6 @@ class ShapeTargets:
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world import SHAPES
-
         self.settings = settings
         self.train = self._targets(train)
         self.val = self._targets(val)
@@ -169,8 +160,6 @@ class ShapeTargets:
 
     def _targets(self, samples: list[Sample]) -> torch.Tensor:
         """(N, T, shapes) 0/1: the shapes each sampled frame shows (all 0: none, or not a world clip)."""
-        from demo.world import SHAPES, frame_shapes
-
         out = torch.zeros(len(samples), self.settings.max_frames, len(SHAPES))
         for i, k, attributes, frame, last in sampled_world_frames(samples, self.settings):
             out[i, k] = torch.from_numpy(frame_shapes(attributes, frame, last))

@@ -21,8 +21,9 @@ from typing import Any
 from demo.errors import InputError
 from demo.models.tokenizer import shrink_vocabulary
 from demo.presets import PRECOMPUTED, shown_path
-from demo.train.data import read_samples
-from demo.train.loop import TrainConfig, train
+from demo.train.config import TrainConfig
+from demo.train.data import FrameCaches, read_samples
+from demo.train.loop import train
 from demo.world.text import vocabulary
 
 log = logging.getLogger(__name__)
@@ -107,23 +108,24 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                                   reversed_videos=recipe.reversed_videos)
+    decoded = FrameCaches()  # each split is decoded once for all the stages
     # Stage 1 starts from stage 0's vision tower when there is one, else from the random-init config.
     model_config: str | None = str(spec_path)
     init: str | None = None
     if recipe.frames_epochs > 0:
         frames = train(TrainConfig(**common, out=str(work / "frames"), model_config=str(spec_path), stage="frames",
                                    epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr),
-                       progress=progress)
+                       progress=progress, frames=decoded)
         log.info("frames stage done at %.0f s", time.time() - started)
         model_config, init = None, str(frames)
     image = train(TrainConfig(**common, out=str(work / "image"), model_config=model_config, init=init, stage="image",
                               epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
                               frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr),
-                  progress=progress)
+                  progress=progress, frames=decoded)
     log.info("image stage done at %.0f s", time.time() - started)
     video = train(TrainConfig(**videos, out=str(work / "video"), init=str(image), pooling="both",
                               epochs=recipe.video_epochs, lr=recipe.video_lr, clip_lr=recipe.video_clip_lr),
-                  progress=progress)
+                  progress=progress, frames=decoded)
     log.info("video stage done at %.0f s", time.time() - started)
     # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
     # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
@@ -131,7 +133,7 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
         video = train(TrainConfig(**videos, out=str(work / "video2"), init=str(video), pooling="seqTransf",
                                   epochs=recipe.order_epochs, lr=recipe.order_lr, clip_lr=recipe.order_clip_lr,
                                   grouped_batches=recipe.order_grouped),
-                      progress=progress)
+                      progress=progress, frames=decoded)
         log.info("order stage done at %.0f s", time.time() - started)
     out = Path(recipe.out)
     target = out / "clip4clip-world"
