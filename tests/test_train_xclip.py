@@ -11,11 +11,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from demo.errors import InputError
+from demo.files import markers
 from demo.models.xclip import XClipClassifier
+from demo.train.cards import write_xclip_card
 from demo.train.recipes import XClipRecipe, train_embedded_xclip
 from demo.train.xclip import (
-    BENCH_BEGIN,
-    BENCH_END,
+    BENCH_SECTION,
     CLIP_TO_XCLIP,
     FOLDED,
     REVERSED_CLASS,
@@ -29,7 +30,6 @@ from demo.train.xclip import (
     train_xclip,
     training_phrasings,
     write_benchmarks,
-    write_model_card,
     xclip_config,
 )
 from demo.video.decode import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -184,16 +184,17 @@ def test_evaluation_and_reports(trained: tuple[Path, XClipTrainConfig], world: P
         assert set(r["per_class"]) <= set(event_labels())
 
     bench = tmp_path / "BENCHMARKS.md"
+    begin, end = markers(BENCH_SECTION)  # BENCHMARKS.md's existing xclip:embedded markers
     other = "# Benchmarks\n\n<!-- evaluate:embedded -->\nR@1 42\n<!-- /evaluate:embedded -->\n"
-    bench.write_text(other + f"\n{BENCH_BEGIN}\nNot yet run.\n{BENCH_END}\n\ntail text\n")
+    bench.write_text(other + f"\n{begin}\nNot yet run.\n{end}\n\ntail text\n")
     for _ in range(2):  # rewriting replaces the block, never duplicates it
         write_benchmarks(results, "python -m demo train --preset embedded-xclip", bench)
     text = bench.read_text()
     assert text.startswith(other) and text.rstrip().endswith("tail text")
-    assert text.count(BENCH_BEGIN) == 1 and "Not yet run" not in text
+    assert text.count(begin) == 1 and "Not yet run" not in text and begin == "<!-- xclip:embedded -->"
     assert f"| reworded | test | {len(clips)} | {results[1]['top1']:.1f} |" in text
 
-    card = write_model_card(best, config, results, "python -m demo train --preset embedded-xclip")
+    card = write_xclip_card(best, config, results, "python -m demo train --preset embedded-xclip")
     body = card.read_text()
     assert "python -m demo train --preset embedded-xclip" in body and "| canonical | test |" in body
     assert body.count("| 1 |") >= 1  # the per-epoch history

@@ -222,6 +222,7 @@ def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     """Train X-CLIP from the shipped CLIP4Clip on the world, ship it with a model card and
     write its test accuracy into BENCHMARKS.md (see :mod:`demo.train.xclip`)."""
     from demo.train import xclip as tx
+    from demo.train.cards import write_xclip_card
     from demo.world import WorldConfig, synth
 
     init = Path(recipe.init) if recipe.init else Path(recipe.out) / "clip4clip-world"
@@ -241,7 +242,7 @@ def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     results = [tx.evaluate_xclip(target, work / "world", "test", reworded=r, progress=progress)
                for r in (False, True)]
     command = "python -m demo train --preset embedded-xclip"
-    tx.write_model_card(target, config, results, command)
+    write_xclip_card(target, config, results, command)
     tx.write_benchmarks(results, command, recipe.benchmarks)
     return target
 
