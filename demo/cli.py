@@ -131,7 +131,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from demo.train.recipes import train_command
+    from demo.train.cli import train_command
 
     return train_command(args)
 
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
-    from demo.train.recipes import add_train_arguments
+    from demo.train.cli import add_train_arguments
 
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)

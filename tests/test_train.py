@@ -389,13 +389,29 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
     assert calls == ["cpu"]
     assert Clip4ClipEncoder.from_pretrained(out / "best").max_frames == 6
     # --no-compile turns it off (for a recipe that compiles by default); unset leaves the default
-    from demo.train.recipes import add_train_arguments
+    from demo.train.cli import add_train_arguments
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     assert parser.parse_args(["--no-compile"]).compile is False
     assert parser.parse_args(["--compile"]).compile is True
     assert parser.parse_args([]).compile is None
+
+
+def test_train_flags_the_chosen_path_does_not_use_are_an_error(tmp_path, tiny_config, capsys):
+    work = tmp_path / "w"
+    assert main(["train", "--preset", "embedded", "--work", str(work), "--epochs", "3", "--lr", "1e-4"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--epochs, --lr" in error and "--batch-size" in error, error
+    assert not work.exists()  # refused before rendering anything
+    assert main(["train", "--preset", "embedded-xclip", "--work", str(work), "--stage", "image"]) == 2
+    assert "--stage" in capsys.readouterr().err
+    assert main(["train", "--preset", "embedded-xclip", "--evaluate-only", "--epochs", "2"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--train", "t.csv", "--out", str(tmp_path / "o"), "--model-config", str(tiny_config),
+                 "--work", str(work)]) == 2
+    assert "train without --preset does not use --work" in capsys.readouterr().err
+    assert not work.exists()
 
 
 def test_compiled_towers_keep_their_parameter_names(monkeypatch):

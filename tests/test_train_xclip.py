@@ -207,3 +207,28 @@ def test_recipe_needs_the_clip4clip_model_first(tmp_path: Path) -> None:
         train_embedded_xclip(XClipRecipe(work=str(tmp_path / "w"), out=str(tmp_path / "pre")))
     assert main(["train", "--preset", "embedded-xclip", "--out", str(tmp_path / "pre")]) == 2
     assert not (tmp_path / "w").exists()  # failed before rendering anything
+
+
+def test_evaluate_only_rewrites_the_benchmarks_section(trained: tuple[Path, XClipTrainConfig], world: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m demo train --preset embedded-xclip --evaluate-only`` (once ``python -m demo.train.xclip
+    MODEL WORLD``): the shipped X-CLIP re-evaluated on the world's test split, no training."""
+    import shutil
+
+    from demo.cli import main
+
+    best, _ = trained
+    out, work = tmp_path / "pre", tmp_path / "w"
+    shutil.copytree(best, out / "xclip-world")
+    work.mkdir()
+    (work / "world").symlink_to(world)
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# Benchmarks\n\nintro\n")
+    assert main(["train", "--preset", "embedded-xclip", "--evaluate-only", "--out", str(out), "--work", str(work),
+                 "--benchmarks", str(bench)]) == 0
+    printed = capsys.readouterr().out
+    assert "| canonical | test |" in printed and "| reworded | test |" in printed
+    text = bench.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n") and text.count(markers(BENCH_SECTION)[0]) == 1
+    assert "`python -m demo train --preset embedded-xclip --out" in text and " --evaluate-only " in text
+    assert not (tmp_path / "w" / "xclip").exists()  # nothing trained

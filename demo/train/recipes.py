@@ -1,30 +1,37 @@
-"""Training recipes: the ``train`` command's arguments and the embedded preset.
+"""Training recipes: the stages that rebuild the shipped embedded models, and their X-CLIP.
 
 ``python -m demo train --preset embedded`` rebuilds the shipped models from
 nothing: it renders the world, pretrains a small CLIP on still frames, fine-tunes
 it as CLIP4Clip on clips, and copies the results into ``precomputed/``. Before the
 image-text stage the vision tower alone is taught what frames show (``frames`` stage,
 see :mod:`demo.train.loop`): the stand-in for starting from an ImageNet-trained ViT.
+``--preset embedded-xclip`` then trains the X-CLIP from the shipped CLIP4Clip.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
+import io
 import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from demo.errors import InputError
+from demo.files import atomic_write
+from demo.index.build import build_index, items_from_csv
+from demo.models.encoders import Clip4ClipEncoder
 from demo.models.tokenizer import shrink_vocabulary
 from demo.presets import PRECOMPUTED, shown_path
+from demo.train import xclip as tx
+from demo.train.cards import write_clip4clip_card, write_xclip_card
 from demo.train.config import TrainConfig
 from demo.train.data import FrameCaches, read_samples
 from demo.train.loop import train
-from demo.world.text import vocabulary
+from demo.world import WorldConfig, synth, vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -89,52 +96,15 @@ class EmbeddedRecipe:
 
 
 def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, Path]:
-    """Render the world, run both stages, copy the models into ``recipe.out``."""
-    from demo.world import WorldConfig, synth
-
+    """Render the world, run the stages, copy the models into ``recipe.out``, index and card them."""
     work = Path(recipe.work)
     started = time.time()
     world = synth(work / "world", WorldConfig(seed=recipe.seed), limit=recipe.world_limit,
                   progress=progress)
     log.info("world ready in %.0f s", time.time() - started)
-    spec_path = work / "embedded_model.json"
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(EMBEDDED_MODEL, indent=2))
+    spec_path = atomic_write(work / "embedded_model.json", json.dumps(EMBEDDED_MODEL, indent=2))
     jsonl = {split: Path(str(path)).with_suffix(".jsonl") for split, path in world.items()}
-    # What every stage shares, and what the two video stages share on top.
-    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
-                                  seed=recipe.seed, layout_loss=recipe.layout_loss, shape_loss=recipe.shape_loss,
-                                  compile=recipe.compile, resume=True)
-    videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
-                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                                  reversed_videos=recipe.reversed_videos)
-    decoded = FrameCaches()  # each split is decoded once for all the stages
-    # Stage 1 starts from stage 0's vision tower when there is one, else from the random-init config.
-    model_config: str | None = str(spec_path)
-    init: str | None = None
-    if recipe.frames_epochs > 0:
-        frames = train(TrainConfig(**common, out=str(work / "frames"), model_config=str(spec_path), stage="frames",
-                                   epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr),
-                       progress=progress, frames=decoded)
-        log.info("frames stage done at %.0f s", time.time() - started)
-        model_config, init = None, str(frames)
-    image = train(TrainConfig(**common, out=str(work / "image"), model_config=model_config, init=init, stage="image",
-                              epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
-                              frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr),
-                  progress=progress, frames=decoded)
-    log.info("image stage done at %.0f s", time.time() - started)
-    video = train(TrainConfig(**videos, out=str(work / "video"), init=str(image), pooling="both",
-                              epochs=recipe.video_epochs, lr=recipe.video_lr, clip_lr=recipe.video_clip_lr),
-                  progress=progress, frames=decoded)
-    log.info("video stage done at %.0f s", time.time() - started)
-    # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
-    # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
-    if recipe.order_epochs > 0:
-        video = train(TrainConfig(**videos, out=str(work / "video2"), init=str(video), pooling="seqTransf",
-                                  epochs=recipe.order_epochs, lr=recipe.order_lr, clip_lr=recipe.order_clip_lr,
-                                  grouped_batches=recipe.order_grouped),
-                      progress=progress, frames=decoded)
-        log.info("order stage done at %.0f s", time.time() - started)
+    image, video = _train_stages(recipe, work, spec_path, jsonl, started, progress)
     out = Path(recipe.out)
     target = out / "clip4clip-world"
     shutil.rmtree(target, ignore_errors=True)
@@ -146,13 +116,48 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     index = build_embedded_index(work / "world", out / "clip4clip-world", out / "index-world",
                                  progress=progress)
     log.info("built the embedded index at %.1f min", (time.time() - started) / 60)
-    from demo.train.cards import write_clip4clip_card
-
     note = "Test-split results: run `python -m demo evaluate --write-benchmarks` (BENCHMARKS.md)."
     write_clip4clip_card(out / "clip4clip-world", "clip4clip-world: the embedded CLIP4Clip (seqTransf)", work, note)
     write_clip4clip_card(out / "clip-world-image", "clip-world-image: the image-pretrained stand-in for "
                          "zero-shot CLIP", work, note, stages=("frames", "image"))
     return {"clip-world-image": out / "clip-world-image", "clip4clip-world": target, "index-world": index}
+
+
+def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: dict[str, Path], started: float,
+                  progress: bool) -> tuple[Path, Path]:
+    """Stages 0-3 in ``work``; the best image-stage and last video-stage checkpoint folders."""
+    # What every stage shares, and what the two video stages share on top.
+    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
+                                  seed=recipe.seed, layout_loss=recipe.layout_loss, shape_loss=recipe.shape_loss,
+                                  compile=recipe.compile, resume=True)
+    videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
+                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
+                                  reversed_videos=recipe.reversed_videos)
+    decoded = FrameCaches()  # each split is decoded once for all the stages
+
+    def stage(name: str, **values: Any) -> Path:
+        best = train(TrainConfig(**values, out=str(work / name)), progress=progress, frames=decoded)
+        log.info("%s stage done at %.0f s", name, time.time() - started)
+        return best
+
+    # Stage 1 starts from stage 0's vision tower when there is one, else from the random-init config.
+    model_config: str | None = str(spec_path)
+    init: str | None = None
+    if recipe.frames_epochs > 0:
+        init = str(stage("frames", **common, model_config=str(spec_path), stage="frames",
+                         epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr))
+        model_config = None
+    image = stage("image", **common, model_config=model_config, init=init, stage="image",
+                  epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
+                  frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr)
+    video = stage("video", **videos, init=str(image), pooling="both", epochs=recipe.video_epochs,
+                  lr=recipe.video_lr, clip_lr=recipe.video_clip_lr)
+    # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
+    # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
+    if recipe.order_epochs > 0:
+        video = stage("video2", **videos, init=str(video), pooling="seqTransf", epochs=recipe.order_epochs,
+                      lr=recipe.order_lr, clip_lr=recipe.order_clip_lr, grouped_batches=recipe.order_grouped)
+    return image, video
 
 
 def world_texts(world_dir: str | Path) -> list[str]:
@@ -170,32 +175,32 @@ def build_embedded_index(world_dir: str | Path, model_dir: str | Path, out: str 
     of rendered clips, decoded and embedded by the shipped model. Paths stay relative to
     the world folder, so the app can re-render a missing clip from its id.
     """
-    import csv
-
-    from demo.index.build import build_index, items_from_csv
-    from demo.models.encoders import Clip4ClipEncoder
-
     world = Path(world_dir)
-    corpus = world / "corpus.csv"
-    train_ids: set[str] = set()
-    with corpus.open("w", newline="", encoding="utf-8") as f:
-        writer: csv.DictWriter[str] | None = None
-        for split in ("test", "val", "train"):
-            with (world / f"{split}.csv").open(newline="", encoding="utf-8") as src:
-                for row in csv.DictReader(src):
-                    if split == "train":
-                        if row["id"] not in train_ids and len(train_ids) >= n_train:
-                            continue
-                        train_ids.add(row["id"])
-                    if writer is None:
-                        writer = csv.DictWriter(f, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow(row)
+    corpus = atomic_write(world / "corpus.csv", _corpus_rows(world, n_train))
     encoder = Clip4ClipEncoder.from_pretrained(model_dir)
     report = build_index(items_from_csv(corpus), out, encoder, batch_size=16, progress=progress,
                          overwrite=True, num_workers=2, model_path=shown_path(model_dir), media_root=world)
     log.info("indexed %d clips into %s (%d skipped)", report.indexed, out, len(report.skipped))
     return Path(out)
+
+
+def _corpus_rows(world: Path, n_train: int) -> str:
+    """The CSV of the index's clips: every test and val row, then the rows of the first training clips."""
+    table = io.StringIO(newline="")
+    writer: csv.DictWriter[str] | None = None
+    train_ids: set[str] = set()
+    for split in ("test", "val", "train"):
+        with (world / f"{split}.csv").open(newline="", encoding="utf-8") as src:
+            for row in csv.DictReader(src):
+                if split == "train":
+                    if row["id"] not in train_ids and len(train_ids) >= n_train:
+                        continue
+                    train_ids.add(row["id"])
+                if writer is None:
+                    writer = csv.DictWriter(table, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+    return table.getvalue()
 
 
 @dataclass(frozen=True)
@@ -221,10 +226,6 @@ class XClipRecipe:
 def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     """Train X-CLIP from the shipped CLIP4Clip on the world, ship it with a model card and
     write its test accuracy into BENCHMARKS.md (see :mod:`demo.train.xclip`)."""
-    from demo.train import xclip as tx
-    from demo.train.cards import write_xclip_card
-    from demo.world import WorldConfig, synth
-
     init = Path(recipe.init) if recipe.init else Path(recipe.out) / "clip4clip-world"
     if not (init / "config.json").is_file():
         raise InputError(f"the embedded X-CLIP starts from the embedded CLIP4Clip model, but {init} has "
@@ -247,45 +248,14 @@ def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     return target
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=["embedded", "embedded-xclip"],
-                   help="rebuild the shipped embedded models (embedded-xclip: the X-CLIP, after embedded)")
-    p.add_argument("--train", help="CSV (path,caption) or world .jsonl")
-    p.add_argument("--val", help="validation data (default: 5%% of --train)")
-    p.add_argument("--out", help="output folder (checkpoints, log)")
-    p.add_argument("--init", help="CLIP/CLIP4Clip checkpoint folder or hub id to start from")
-    p.add_argument("--model-config", help="JSON with text/vision configs for random init")
-    p.add_argument("--work", help="with --preset: working folder (default work/embedded)")
-    for f in fields(TrainConfig):
-        if f.name in {"train", "val", "out", "init", "model_config", "resume", "amp"}:
-            continue
-        if isinstance(f.default, bool):  # --compile / --no-compile; unset: the config's or recipe's default
-            p.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None)
-            continue
-        kind: Any = type(f.default) if f.default is not None else (
-            float if f.name in {"sample_fps"} else int if f.name in {"max_frames", "limit", "schedule_epochs"} else str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from out/last")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-
-
-def train_command(args: argparse.Namespace) -> int:
-    values = {k: v for k, v in vars(args).items() if v is not None}
-    if args.preset == "embedded":
-        recipe_fields = {f.name for f in fields(EmbeddedRecipe)}
-        recipe = EmbeddedRecipe(**{k: v for k, v in values.items() if k in recipe_fields})
-        for name, path in train_embedded(recipe).items():
-            print(f"{name}: {path}")
-        return 0
-    if args.preset == "embedded-xclip":
-        xclip_fields = {f.name for f in fields(XClipRecipe)}
-        xclip = XClipRecipe(**{k: v for k, v in values.items() if k in xclip_fields})
-        print(f"xclip-world: {train_embedded_xclip(xclip)}")
-        return 0
-    if not args.train or not args.out:
-        raise InputError("train needs --train DATA and --out DIR (or --preset embedded)")
-    config_fields = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in values.items() if k in config_fields},
-                         amp=not args.no_amp)
-    print(train(config))
-    return 0
+def evaluate_embedded_xclip(recipe: XClipRecipe, command: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Re-evaluate the shipped X-CLIP (``<out>/xclip-world``) on the test split of the rendered world
+    in ``<work>/world`` (canonical and reworded labels) and rewrite its section of ``recipe.benchmarks``,
+    recording ``command``; the results."""
+    model = Path(recipe.out) / "xclip-world"
+    if not (model / "config.json").is_file():
+        raise InputError(f"no X-CLIP in {model}: run `python -m demo train --preset embedded-xclip` first")
+    world = Path(recipe.work) / "world"
+    results = [tx.evaluate_xclip(model, world, "test", reworded=r, progress=progress) for r in (False, True)]
+    tx.write_benchmarks(results, command, recipe.benchmarks)
+    return results
