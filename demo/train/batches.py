@@ -53,24 +53,20 @@ class Batch:
     frame_captions: FrameCaptions | None = None  # video stage with frame_loss
 
 
-def is_world(sample: Sample) -> bool:
-    """True for a clip of the rendered world (one with attributes to draw world negatives from)."""
-    return sample.attributes is not None and bool(sample.attributes.objects)
-
-
 def reversible(samples: list[Sample]) -> np.ndarray:
     """(N,) bool: world clips whose canonical caption changes when the clip plays backwards."""
     out = np.zeros(len(samples), dtype=bool)
     for i, sample in enumerate(samples):
-        if sample.attributes is not None and is_world(sample):
-            out[i] = canonical_caption(sample.attributes) != canonical_caption(time_reversed(sample.attributes))
+        attributes = sample.attributes
+        if attributes is not None and attributes.objects:  # a world clip
+            out[i] = canonical_caption(attributes) != canonical_caption(time_reversed(attributes))
     return out
 
 
 def frame_caption(sample: Sample, pick: int, settings: Clip4ClipSettings,
                   rng: np.random.Generator) -> tuple[str, str | None] | None:
     """Caption and mirrored negative of the ``pick``-th sampled frame of a world clip (else None)."""
-    if sample.frames < 2 or sample.attributes is None or not is_world(sample):
+    if sample.frames < 2 or sample.attributes is None or not sample.attributes.objects:
         return None
     shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
     return frame_caption_pair(sample.attributes, int(shown[min(pick, len(shown) - 1)]), sample.frames - 1, rng)

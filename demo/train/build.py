@@ -53,7 +53,7 @@ def _settings(base: Clip4ClipSettings, config: TrainConfig, pooling: str) -> Cli
 def build_tokenizer(config: TrainConfig) -> Any:
     """The checkpoint's tokenizer, or for random init the real CLIP vocabulary built from its merge
     list (written to ``out/tokenizer``)."""
-    from transformers import AutoTokenizer  # heavy: transformers' tokenizer machinery
+    from transformers import AutoTokenizer  # transformers' classes take seconds to import
 
     if config.init is None:
         return AutoTokenizer.from_pretrained(str(build_clip_tokenizer_files(Path(config.out) / "tokenizer")))

@@ -259,7 +259,7 @@ It is not a general video classifier; use `microsoft/xclip-base-patch32` for rea
 def write_xclip_card(folder: str | Path, config: XClipTrainConfig, results: list[dict[str, Any]],
                      command: str) -> Path:
     """``README.md`` for the shipped X-CLIP checkpoint: what it is, how it was trained, its accuracy."""
-    from transformers import XCLIPConfig  # transformers' model classes take seconds to import
+    from transformers import XCLIPConfig  # transformers' classes take seconds to import
 
     folder = Path(folder)
     c: Any = XCLIPConfig.from_pretrained(str(folder))

@@ -88,7 +88,7 @@ def xclip_config(clip_dir: str | Path, num_frames: int = 8, prompt_layers: int =
     embeddings), set in the text and vision sub-configs too. The MIT gets the CLIP4Clip
     head's depth and heads when the folder has a seqTransf head, so the head can be copied.
     """
-    from transformers import CLIPConfig, XCLIPConfig  # transformers' model classes take seconds to import
+    from transformers import CLIPConfig, XCLIPConfig  # transformers' classes take seconds to import
 
     try:
         clip: Any = CLIPConfig.from_pretrained(str(clip_dir))
@@ -186,7 +186,7 @@ def init_from_clip(model: Any, clip_dir: str | Path) -> InitReport:
 def build_xclip(init: str | Path, num_frames: int = 8, prompt_layers: int = 2,
                 mit_layers: int | None = None, seed: int = 0) -> tuple[Any, InitReport]:
     """A new ``XCLIPModel`` (float32) initialised from the CLIP4Clip folder ``init``."""
-    from transformers import XCLIPModel  # transformers' model classes take seconds to import
+    from transformers import XCLIPModel  # transformers' classes take seconds to import
 
     config = xclip_config(init, num_frames, prompt_layers, mit_layers)
     torch.manual_seed(seed)

@@ -114,7 +114,7 @@ def predict(model: Any, text: dict[str, torch.Tensor], frames: torch.Tensor, bat
 def save_xclip(model: Any, tokenizer: Any, folder: str | Path, dtype: str = "float16") -> Path:
     """Write the model (weights cast to ``dtype``; config says float32), tokenizer and an
     ``XCLIPProcessor`` with X-CLIP's preprocessing, atomically (temp folder, then rename)."""
-    from transformers import VideoMAEImageProcessorPil, XCLIPProcessor  # seconds to import
+    from transformers import VideoMAEImageProcessorPil, XCLIPProcessor  # transformers' classes take seconds to import
 
     final = Path(folder)
     tmp = final.with_name(f".{final.name}.tmp")
@@ -139,7 +139,7 @@ class XClipTrainer:
     """One X-CLIP training run: the model, its prompts, the decoded clips and the optimiser."""
 
     def __init__(self, config: XClipTrainConfig, progress: bool = True) -> None:
-        from transformers import AutoTokenizer  # seconds to import
+        from transformers import AutoTokenizer  # transformers' classes take seconds to import
 
         self.config, self.progress, self.out = config, progress, Path(config.out)
         self.model, report = build_xclip(config.init, config.num_frames, config.prompt_layers, config.mit_layers,
