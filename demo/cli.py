@@ -135,7 +135,7 @@ def cmd_index_import(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     config = WorldConfig(seed=args.seed)
     written = synth(args.out, config, splits=tuple(args.splits), limit=args.limit, workers=args.workers)
@@ -145,7 +145,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from demo.train.recipes import train_command
+    from demo.train.cli import train_command
 
     return train_command(args)
 
@@ -312,7 +312,7 @@ def _add_other_commands(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
-    from demo.train.recipes import add_train_arguments  # torch: only when the parser is built
+    from demo.train.cli import add_train_arguments
 
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from demo.index.video_index import VideoIndex
 from demo.presets import ROOT
-from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+from demo.world import WorldConfig, clip_spec_by_id, render_to
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class MediaResolver:
         with self._lock:
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                render_to(clip_spec_by_id(WorldConfig(), clip_id), target, threads=1)
+                render_to(clip_spec_by_id(WorldConfig(), clip_id), target)
                 log.debug("rendered %s", target)
         return target
 
@@ -150,6 +150,6 @@ def prerender(cache_dir: str | Path, ids: Iterable[str], nice: int = 19) -> int:
         target = cache / rel if rel else None
         if target is not None and not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            render_to(clip_spec_by_id(WorldConfig(), clip_id), target, threads=1)
+            render_to(clip_spec_by_id(WorldConfig(), clip_id), target)
             written += 1
     return written

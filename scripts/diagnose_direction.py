@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
 from demo.models.encoders import Clip4ClipEncoder  # noqa: E402
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
-from demo.world.clips import SHAPES, WorldConfig, clip_specs, object_state, render  # noqa: E402
+from demo.world import SHAPES, WorldConfig, clip_specs, object_state, render  # noqa: E402
 
 OPPOSITES = [("moving left", "moving right"), ("moving up", "moving down"), ("growing", "shrinking"),
              ("appearing", "disappearing"), ("turning clockwise", "turning anticlockwise")]
@@ -73,7 +73,7 @@ def twin_ordering(model: str, world: Path) -> None:
 
 def frame_probe(model: str, clips: int = 300, seed: int = 0) -> None:
     enc = Clip4ClipEncoder.from_pretrained(model)
-    specs = [s for s in clip_specs(WorldConfig(), "test") if len(s.attributes["objects"]) == 1][:clips]
+    specs = [s for s in clip_specs(WorldConfig(), "test") if len(s.attributes.objects) == 1][:clips]
     rng = np.random.default_rng(seed)
     features, targets = [], []
     for spec in specs:
@@ -82,7 +82,7 @@ def frame_probe(model: str, clips: int = 300, seed: int = 0) -> None:
         pixels = preprocess(frames[pick], enc.model.image_size, CLIP_MEAN, CLIP_STD)
         with torch.inference_mode():
             features.append(enc.model.vision(pixel_values=pixels).image_embeds.numpy())
-        obj = spec.attributes["objects"][0]
+        obj = spec.attributes.objects[0]
         for i in pick:
             x, y, radius, _, opacity = object_state(obj, int(i), len(frames) - 1)
             targets.append([x, y, radius, opacity])
@@ -101,7 +101,7 @@ STEADY = ("moving left", "moving right", "moving up", "moving down", "bouncing",
 def lone_specs(split: str, events: tuple[str, ...], n: int) -> list[Any]:
     """The first ``n`` clips of ``split`` with a single object doing one of ``events``."""
     return [s for s in clip_specs(WorldConfig(), split)
-            if len(s.attributes["objects"]) == 1 and s.attributes["objects"][0]["event"] in events][:n]
+            if len(s.attributes.objects) == 1 and s.attributes.objects[0].event in events][:n]
 
 
 def unit_embeddings(enc: Clip4ClipEncoder, frames: np.ndarray) -> np.ndarray:
@@ -127,9 +127,9 @@ def shape_probe(model: str, train_clips: int = 1500, test_clips: int = 400) -> N
         for spec in lone_specs(split, STEADY, n):
             frames = render(spec)
             features.append(unit_embeddings(enc, frames[[len(frames) // 2]])[0])
-            obj = spec.attributes["objects"][0]
-            shapes.append(SHAPES.index(obj["shape"]))
-            sizes.append(obj["size"])
+            obj = spec.attributes.objects[0]
+            shapes.append(SHAPES.index(obj.shape))
+            sizes.append(obj.size)
         return np.array(features), np.array(shapes), np.array(sizes)
 
     x_train, y_train, _ = middle_frames("train", train_clips)
@@ -151,7 +151,7 @@ def motion_probe(model: str, train_clips: int = 800, test_clips: int = 300) -> N
             frames = render(spec)
             ends = unit_embeddings(enc, frames[[0, len(frames) - 1]])
             rows.append(ends[1] - ends[0])
-            labels.append(MOTIONS.index(spec.attributes["objects"][0]["event"]))
+            labels.append(MOTIONS.index(spec.attributes.objects[0].event))
         return np.array(rows), np.array(labels)
 
     x_train, y_train = differences("train", train_clips)

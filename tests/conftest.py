@@ -155,7 +155,7 @@ def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
     from demo.index.items import VideoItem
     from demo.index.video_index import VideoIndex
     from demo.models.encoders import Clip4ClipEncoder
-    from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
+    from demo.world import WorldConfig, clip_spec_by_id, render_to
 
     items = []
     for i in range(n):

@@ -39,7 +39,7 @@ def test_search_text_returns_playable_clips(app: RunningApp, client: Any) -> Non
         assert response.status_code == 200 and response.content[4:8] == b"ftyp"
         assert response.headers["content-type"] == "video/mp4"
         assert response.content == (cache / "clips" / "test" / f"{h['id']}.mp4").read_bytes()
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     synth(app.root / "synth", WorldConfig(), splits=("test",), limit=N_CLIPS, progress=False)
     assert response.content == (app.root / "synth" / "clips" / "test" / f"{hits[-1]['id']}.mp4").read_bytes()
@@ -166,7 +166,7 @@ def test_benchmark_reads_and_reruns(app: RunningApp, client: Any) -> None:
     assert published[1:] == ["50.74", "77.30", "85.05", "1", "14.95"]
     assert plot is not None
 
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     # The clips the rerun scores, rendered ahead so the test does not start a process pool.
     synth(app.root / "cache", WorldConfig(), splits=("test",), limit=6, workers=1, progress=False)
@@ -193,7 +193,7 @@ def test_missing_index_stops_app_py_with_one_line(capsys: pytest.CaptureFixture[
 
 def test_example_queries_speak_the_world_language() -> None:
     from demo.app.ui import WORLD_QUERIES
-    from demo.world.clips import vocabulary
+    from demo.world import vocabulary
 
     vocab = vocabulary()
     words = {w for key in ("shapes", "colours", "sizes", "backgrounds") for w in vocab[key]}

@@ -18,7 +18,7 @@ from tests.conftest import XCLIP_IMAGE_SIZE as IMAGE_SIZE  # noqa: E402
 from tests.conftest import XCLIP_NUM_FRAMES as NUM_FRAMES  # noqa: E402
 from tests.conftest import tiny_xclip  # noqa: E402
 
-# The world's event classes, used only if demo.world.clips is not there yet.
+# The world's event classes, used only if demo.world is not there yet.
 FALLBACK_EVENTS = parse_labels(
     "moving left, moving right, moving up, moving down, turning clockwise, turning anticlockwise, "
     "growing, shrinking, bouncing, appearing, disappearing, staying still, approaching, moving apart, passing"
@@ -286,18 +286,7 @@ def test_kinetics_preset() -> None:
     assert set(LABEL_PRESETS) == {"kinetics400", "embedded-events"}
 
 
-def test_embedded_events_preset(monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        import demo.world.clips  # noqa: F401
-    except ImportError:
-        # demo/world.py is written by someone else; stand in for it so the lazy import
-        # path in load_preset still runs.
-        import sys
-        import types
-
-        fake = types.ModuleType("demo.world.clips")
-        fake.event_labels = lambda: list(FALLBACK_EVENTS)  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "demo.world.clips", fake)
+def test_embedded_events_preset() -> None:
     labels = load_preset("embedded-events")
     assert labels and len(labels) <= MAX_LABELS
     assert {"moving left", "moving right", "growing", "shrinking"} <= set(labels)
@@ -313,10 +302,10 @@ def test_shipped_embedded_xclip_calls_growing_clips_growing(tmp_path: Path) -> N
     """The shipped X-CLIP on the first three single-object "growing" clips of the world's test
     split, rendered here, against all 15 event labels (growing is its best class: BENCHMARKS.md)."""
     from demo.presets import PRECOMPUTED
-    from demo.world.clips import WorldConfig, clip_event, clip_specs, event_labels, render_to
+    from demo.world import WorldConfig, clip_event, clip_specs, event_labels, render_to
 
     specs = [s for s in clip_specs(WorldConfig(), "test")
-             if len(s.attributes["objects"]) == 1 and clip_event(s) == "growing"][:3]
+             if len(s.attributes.objects) == 1 and clip_event(s) == "growing"][:3]
     assert len(specs) == 3
     shipped = XClipClassifier.from_pretrained(PRECOMPUTED / "xclip-world")
     for spec in specs:

@@ -242,7 +242,7 @@ def test_embedded_suite_on_a_tiny_stand_in(tmp_path: Path, tiny_clip4clip: Path,
 
 
 def test_embedded_cli_writes_benchmarks(tmp_path: Path, tiny_clip4clip: Path) -> None:
-    from demo.world.clips import synth
+    from demo.world import synth
 
     world = tmp_path / "world"
     synth(world, splits=("test",), limit=6, workers=1, progress=False)

@@ -10,7 +10,7 @@ from demo.evaluate.queries import (
     make_queries,
     shape_blind_rate,
 )
-from demo.world.clips import WorldConfig, clip_specs, vocabulary
+from demo.world import WorldConfig, clip_specs, vocabulary
 
 
 def test_phrases_are_new_but_made_of_known_words():
@@ -26,7 +26,7 @@ def test_phrases_are_new_but_made_of_known_words():
 
 def test_queries_describe_their_clip_and_hit_rate_counts_matches():
     specs = clip_specs(WorldConfig(), "test")[:200]
-    attributes = {s.id: s.attributes for s in specs}
+    attributes = {s.id: s.attributes.to_dict() for s in specs}
     queries = make_queries(list(attributes.values()), n=20, seed=1)
     assert len(queries) == 20
     for q in queries:
@@ -46,7 +46,7 @@ def test_queries_describe_their_clip_and_hit_rate_counts_matches():
 
 def test_caption_words_control_says_the_event_as_the_captions_do():
     specs = clip_specs(WorldConfig(), "test")[:200]
-    queries = make_queries([s.attributes for s in specs], n=30, seed=2)
+    queries = make_queries([s.attributes.to_dict() for s in specs], n=30, seed=2)
     for q in queries:
         assert q.phrase in NEW_PHRASES[q.event] and q.phrase in q.text
         control = q.in_caption_words()

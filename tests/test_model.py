@@ -119,32 +119,3 @@ def test_reverse_frames_reverses_only_valid_frames():
     assert torch.equal(reverse_frames(out, mask), frames)  # an involution
     # meanP cannot tell a clip from its reversal; that is why only the head gets reversed negatives.
     assert torch.allclose(masked_mean(out, mask), masked_mean(frames, mask), atol=1e-6)
-
-
-def test_dct_patch_filters_at_random_init() -> None:
-    from demo.models.clip4clip import dct_filters
-    from tests.conftest import TINY_TEXT, TINY_VISION
-
-    patch = TINY_VISION["patch_size"]
-    basis = dct_filters(patch)
-    assert basis.shape == (patch * patch, patch, patch)
-    flat = basis.flatten(1)
-    assert torch.allclose(flat @ flat.t(), torch.eye(patch * patch), atol=1e-5)  # orthonormal
-    assert torch.allclose(basis[0], torch.full((patch, patch), 1.0 / patch))  # the DC filter comes first
-    model = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings(), patch_dct_scale=2.0)
-    weight = model.vision.vision_model.embeddings.patch_embedding.weight.detach()
-    half = TINY_VISION["hidden_size"] // 2
-    for channel in range(3):  # the same luminance filter on R, G and B, at norm 2 over all three
-        assert torch.allclose(weight[:half, channel], 2.0 * basis[:half] / 3**0.5)
-    assert torch.allclose(weight[:half].flatten(1).norm(dim=1), torch.full((half,), 2.0), atol=1e-5)
-    plain = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
-    assert plain.vision.vision_model.embeddings.patch_embedding.weight.std() < 0.1
-    assert weight[half:].std() < 0.1  # the colour half stays random
-    # With sin-cos positions the filters take the channels whose codes vary least over the grid.
-    placed = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings(), position_scale=0.5,
-                                   patch_dct_scale=2.0).vision.vision_model.embeddings
-    norms = placed.patch_embedding.weight.detach().flatten(1).norm(dim=1)
-    dct_channels = torch.isclose(norms, torch.tensor(2.0), atol=1e-5)
-    assert int(dct_channels.sum()) == half
-    spread = placed.position_embedding.weight.detach()[1:].std(dim=0)
-    assert spread[dct_channels].max() <= spread[~dct_channels].min()

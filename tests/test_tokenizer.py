@@ -7,7 +7,7 @@ import pytest
 
 from demo.models.encoders import Clip4ClipEncoder
 from demo.models.tokenizer import shrink_vocabulary
-from demo.world.text import vocabulary_lists
+from demo.world import vocabulary
 
 WORLD_TEXTS = ["a small green star drifting to the right", "the red circle shrinks over a checkered background",
                "two hearts approaching each other", "a hexagon fading out on a dusk background"]
@@ -15,7 +15,7 @@ WORLD_TEXTS = ["a small green star drifting to the right", "the red circle shrin
 
 @pytest.fixture(scope="module")
 def shrunk(tiny_clip4clip, tmp_path_factory):
-    texts = WORLD_TEXTS + [w for words in vocabulary_lists().values() for w in words]
+    texts = WORLD_TEXTS + [w for words in vocabulary().values() for w in words]
     out = tmp_path_factory.mktemp("shrunk") / "small"
     stats = shrink_vocabulary(tiny_clip4clip, out, texts)
     return out, stats

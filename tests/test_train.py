@@ -10,8 +10,13 @@ import torch
 from demo.cli import main
 from demo.errors import InputError
 from demo.models.encoders import Clip4ClipEncoder
-from demo.train.data import epoch_order, read_samples
-from demo.train.loop import TrainConfig, lr_factor, train
+from demo.train import objectives
+from demo.train.batches import hard_negatives
+from demo.train.config import TrainConfig
+from demo.train.data import FrameCaches, epoch_order, read_samples
+from demo.train.loop import Trainer, lr_factor, train
+from demo.train.losses import caption_video_infonce
+from demo.world import ClipAttributes, WorldObject
 from tests.conftest import TINY_TEXT, TINY_VISION
 
 
@@ -41,6 +46,13 @@ def test_pairs_stay_adjacent_in_epoch_order(clip_folder):
         assert abs(order.index(1) - order.index(4)) == 1
 
 
+def _attributes(colour: str, background: str = "dark") -> ClipAttributes:
+    """A world clip's attributes with one object of ``colour`` (all else fixed)."""
+    star = WorldObject("star", colour, "small", "staying still", 64.0, 64.0, 64.0, 64.0, 11.0, 11.0, 0.0, 0.0,
+                       1.0, 1.0, 0.0, 0)
+    return ClipAttributes((star,), background)
+
+
 def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
     from pathlib import Path
 
@@ -48,36 +60,19 @@ def test_grouped_batches_hold_one_colour_and_keep_pairs(tmp_path):
 
     colours = ["red", "blue", "green", "white"]
     samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",), pair=f"p{i // 2}" if i < 40 else None,
-                      attributes={"objects": [{"colour": colours[(i // 2) % 4]}]}) for i in range(200)]
+                      attributes=_attributes(colours[(i // 2) % 4])) for i in range(200)]
     for epoch in range(3):
         order = epoch_order(samples, seed=0, epoch=epoch, batch_size=8, grouped=1.0)
         assert sorted(order.tolist()) == list(range(200))
         full = [order[i:i + 8] for i in range(0, len(order) - 7, 8)]
-        one_colour = [len({samples[j].attributes["objects"][0]["colour"] for j in b}) == 1 for b in full]
+        one_colour = [len({samples[j].attributes.objects[0].colour for j in b}) == 1 for b in full]
         assert np.mean(one_colour) >= 0.8  # only a colour's last, partial batch mixes
         positions = {int(j): k for k, j in enumerate(order)}
         # A pair stays adjacent unless a batch edge splits it (at most one pair per batch).
         assert np.mean([abs(positions[2 * p] - positions[2 * p + 1]) == 1 for p in range(20)]) >= 0.75
     mixed = epoch_order(samples, seed=0, epoch=0, batch_size=8, grouped=0.0)
-    assert np.mean([len({samples[j].attributes["objects"][0]["colour"] for j in mixed[i:i + 8]}) == 1
+    assert np.mean([len({samples[j].attributes.objects[0].colour for j in mixed[i:i + 8]}) == 1
                     for i in range(0, 200, 8)]) < 0.2
-
-
-def test_grouped_batches_can_hold_one_value_of_several_attributes():
-    from pathlib import Path
-
-    from demo.train.data import Sample
-
-    samples = [Sample(Path(f"{i}.mp4"), (f"clip {i}",),
-                      attributes={"objects": [{"colour": ["red", "blue"][i % 2]}],
-                                  "background": ["sky", "grass", "sand"][i % 3]}) for i in range(240)]
-    order = epoch_order(samples, seed=0, epoch=0, batch_size=8, grouped=1.0, group_by="colour+background")
-    assert sorted(order.tolist()) == list(range(240))
-    keys = [{(samples[j].attributes["objects"][0]["colour"], samples[j].attributes["background"])
-             for j in order[i:i + 8]} for i in range(0, 240, 8)]
-    assert all(len(k) == 1 for k in keys)  # 6 groups of 40 clips: five full batches each
-    with pytest.raises(InputError, match="group_by"):
-        TrainConfig(train="t.csv", out="o", model_config="m.json", group_by="colour+mood")
 
 
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(clip_folder, tiny_config, tmp_path):
@@ -124,29 +119,45 @@ def test_image_stage_needs_still_captions(clip_folder, tiny_config, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from demo.world.clips import WorldConfig, synth
+    from demo.world import WorldConfig, synth
 
     world = tmp_path_factory.mktemp("world")
     synth(world, WorldConfig(n_train=12, n_val=4, n_test=4), splits=("train", "val"), workers=1, progress=False)
     return world
 
 
-def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
+@pytest.fixture(scope="module")
+def decoded():
+    """Frame caches the tests on the tiny world share, as a recipe's stages do."""
+    return FrameCaches()
+
+
+def _world_trainer(tiny_world, tiny_config, tmp_path, decoded, **settings) -> Trainer:
+    """A trainer on the tiny world (random init) with ``settings`` on top of the defaults."""
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
+                         out=str(tmp_path / "o"), model_config=str(tiny_config), workers=1,
+                         **{"epochs": 1, "batch_size": 6, **settings})
+    return Trainer(config, progress=False, frames=decoded)
+
+
+def _total(named: dict[str, torch.Tensor]) -> float:
+    return sum(float(v.detach()) for v in named.values())
+
+
+def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_path, decoded):
     from demo.world.text import POSITION_PHRASES
 
-    world = tiny_world
-    trainer = Trainer(TrainConfig(train=str(world / "train.jsonl"), val=str(world / "val.jsonl"),
-                                  out=str(tmp_path / "o"), model_config=str(tiny_config), stage="image",
-                                  epochs=1, batch_size=4, workers=1, frame_captions=0.75), progress=False)
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="image", batch_size=4,
+                             frame_captions=0.75)
     samples = trainer.train_data.samples
     assert all(24 <= s.frames <= 48 and s.fps == 12 for s in samples)  # 2-4 s at 12 fps
     framed = 0
     for _ in range(5):
-        captions, frames, masks, negatives = trainer._batch(np.arange(len(samples)))
-        assert all(captions[i] != c and c.startswith("a") for i, c in negatives)
-        assert frames.shape[:2] == (len(samples), 1) and masks.all()
-        for sample, caption in zip(samples, captions, strict=True):
+        batch = trainer.batch(np.arange(len(samples)))
+        assert all(batch.captions[i] != c and c.startswith("a") for i, c in batch.negatives)
+        assert batch.frames.shape[:2] == (len(samples), 1) and batch.masks.all()
+        assert batch.shown is not None and batch.shown.shape == (len(samples),)
+        for sample, caption in zip(samples, batch.captions, strict=True):
             if caption in sample.still_captions:
                 continue
             framed += 1
@@ -154,131 +165,61 @@ def test_image_stage_captions_the_frame_it_shows(tiny_world, tiny_config, tmp_pa
     assert framed > 0
 
 
-def test_caption_separation_adds_a_hinge_on_reversed_captions(tiny_world, tiny_config, tmp_path):
-    from dataclasses import replace
-
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
-                         pooling="meanP", epochs=1, batch_size=6, workers=1)
-    trainer = Trainer(config, progress=False)
-
-    def loss(**change):
-        trainer.config = replace(config, **change)
-        trainer.rng = np.random.default_rng(0)  # the same captions each time
-        return float(trainer._loss(np.arange(6)).detach())
-
-    base = loss()
-    assert loss(caption_separation=2.0, caption_margin=1.0) == pytest.approx(base)  # cosine <= 1: no hinge
-    # margin -1: the hinge is 1 + cosine > 0 for every pair, so the loss grows.
-    assert loss(caption_separation=2.0, caption_margin=-1.0) > base + 0.5
-
-
-def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video", pooling="both",
-                         head_layers=1, epochs=3, batch_size=6, workers=1, hard_negatives=1.0,
-                         frame_loss=0.5)
-    trainer = Trainer(config, progress=False)
-    negatives = trainer._hard_negatives(np.arange(6))
+def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_path, decoded):
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="video", pooling="both",
+                             head_layers=1, epochs=3, hard_negatives=1.0, frame_loss=0.5)
+    samples = trainer.train_data.samples
+    negatives = hard_negatives(samples, np.arange(6), 1.0, np.random.default_rng(0))
     assert [i for i, _ in negatives] == list(range(6))
     for i, caption in negatives:
-        assert caption not in trainer.train_data.samples[i].captions
-    assert torch.isfinite(trainer._loss(np.arange(6)))
-    frames, masks = trainer.train_data.frames[:6].float(), trainer.train_data.masks[:6]
-    per_frame = trainer.model.frame_embeddings(frames, masks)
-    frame_loss = trainer._frame_loss(np.arange(6), per_frame, masks, torch.tensor(10.0))
-    assert frame_loss is not None and torch.isfinite(frame_loss) and frame_loss.requires_grad
+        assert caption not in samples[i].captions
+    batch = trainer.batch(np.arange(6))
+    assert [i for i, _ in batch.negatives] == list(range(6))
+    assert torch.isfinite(trainer.loss(np.arange(6)))
+    # the frame-caption loss: one frame of each world clip against a caption of where its objects are
+    assert batch.frame_captions is not None and len(batch.frame_captions.rows) == 6
+    named = objectives.frame_caption(batch, trainer.embed(batch), 0.5)
+    assert torch.isfinite(named["frame_caption"]) and named["frame_caption"].requires_grad
+    assert set(trainer.losses(batch)) == {"contrastive", "frame_caption"}
     best = trainer.fit()
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and all(np.isfinite(r["loss"]) for r in log)
     assert Clip4ClipEncoder.from_pretrained(best).pooling == "seqTransf"
 
 
-def _seq_trainer(tiny_world, tiny_config, tmp_path):
-    """A seqTransf video-stage trainer on the tiny world, and the loss of its first 6 clips
-    under changed settings (same random draws each time)."""
+def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_config, tmp_path, decoded):
     from dataclasses import replace
 
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
-                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1)
-    trainer = Trainer(config, progress=False)
-
-    def loss(**change):
-        trainer.config = replace(config, **change)
-        trainer.rng = np.random.default_rng(0)
-        return float(trainer._loss(np.arange(6)).detach())
-
-    return trainer, loss
-
-
-def test_reversed_videos_are_negatives_for_direction_captions(tiny_world, tiny_config, tmp_path):
-    trainer, loss = _seq_trainer(tiny_world, tiny_config, tmp_path)
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="video", pooling="seqTransf",
+                             head_layers=1, reversed_videos=1.0)
     reversible = trainer.train_reversible[:6]
     assert reversible.any(), "the tiny world should hold clips that read differently backwards"
     for sample, flag in zip(trainer.train_data.samples[:6], reversible, strict=True):
-        events = {o["event"] for o in sample.attributes["objects"]}
-        if events <= {"bouncing", "staying still"} and not sample.attributes.get("relation"):
+        events = {o.event for o in sample.attributes.objects}
+        if events <= {"bouncing", "staying still"} and not sample.attributes.relation:
             assert not flag  # the same forwards and backwards
 
-    # One more negative per reversible caption can only raise the loss; none, it stays the same.
-    assert loss(reversed_videos=1.0) > loss()
+    # Every reversible caption of the batch gets its clip played backwards as one more negative: the
+    # loss can only rise; with none to add (no reversible clip) it stays the same.
+    batch = trainer.batch(np.arange(6))
+    assert batch.reversed is not None and (batch.reversed == reversible).all()
+
+    def contrastive(reversed_rows):
+        return float(trainer.losses(replace(batch, reversed=reversed_rows))["contrastive"].detach())
+
+    assert contrastive(batch.reversed) > contrastive(None)
+    assert contrastive(np.zeros(6, dtype=bool)) == pytest.approx(contrastive(None))
     trainer.train_reversible = np.zeros_like(trainer.train_reversible)
-    assert loss(reversed_videos=1.0) == pytest.approx(loss())
+    assert not trainer.batch(np.arange(6)).reversed.any()
     metrics = trainer.validate()
     assert 0.0 <= metrics["seqTransf/order"]["ahead"] <= 100.0
     assert metrics["seqTransf/order"]["clips"] == float(trainer.val_reversible.sum())
 
 
-def test_drop_words_keeps_order_and_at_least_one_word():
-    from demo.train.loop import drop_words
-
-    rng = np.random.default_rng(0)
-    caption = "a small red star moving left on a dark background"
-    for _ in range(50):
-        dropped = drop_words(caption, 0.5, rng)
-        source = iter(caption.split())
-        assert dropped and all(w in source for w in dropped.split())  # a subsequence: order kept
-    assert drop_words("star", 1.0, rng) == "star"  # everything drawn for dropping: one word stays
-    assert drop_words(caption, 0.0, rng) == caption
-
-
-def test_word_dropout_rows_lose_their_reversed_clip_negative(tiny_world, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="video",
-                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1,
-                         reversed_videos=1.0, word_dropout=1.0)
-    trainer = Trainer(config, progress=False)
-    captions, *_ = trainer._batch(np.arange(6))
-    samples = trainer.train_data.samples[:6]
-    assert trainer._dropped.any()
-    for caption, dropped, sample in zip(captions, trainer._dropped, samples, strict=True):
-        assert (caption not in sample.captions) == dropped  # a changed caption is flagged
-        assert any(set(caption.split()) <= set(c.split()) for c in sample.captions)
-    # With every reversible row's caption cut, the reversed clips add no negative at all.
-    trainer.train_reversible = trainer.train_reversible & False
-    assert torch.isfinite(trainer._loss(np.arange(6)))
-
-
 @pytest.mark.parametrize("stage", ["image", "video"])
-def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_config, tmp_path, stage):
-    from dataclasses import replace
-
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
-                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1,
-                         frame_captions=0.5 if stage == "image" else 0.0, layout_loss=1.0)
-    trainer = Trainer(config, progress=False)
+def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_config, tmp_path, decoded, stage):
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage=stage, pooling="seqTransf",
+                             head_layers=1, frame_captions=0.5 if stage == "image" else 0.0, layout_loss=1.0)
     assert trainer.layout is not None
     data = trainer.train_data
 
@@ -296,12 +237,11 @@ def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_co
     assert layout_loss() < 0.9
     # the weighted term is part of the training loss
     trainer.rng = np.random.default_rng(0)
-    with_layout = float(trainer._loss(np.arange(6)).detach())
-    trainer.config = replace(config, layout_loss=0.0)
-    trainer.layout, probe = None, trainer.layout
+    named = trainer.losses(trainer.batch(np.arange(6)))
+    assert float(named["layout"].detach()) > 0 and set(named) == {"contrastive", "layout"}
     trainer.rng = np.random.default_rng(0)
-    assert float(trainer._loss(np.arange(6)).detach()) < with_layout
-    trainer.layout, trainer.config = probe, config
+    assert float(trainer.loss(np.arange(6)).detach()) == pytest.approx(_total(named), rel=1e-5)
+    probe = trainer.layout
     best = trainer.fit()
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
     assert set(log[-1]["val"]["layout/R2"]) == {"all", "coverage", "x", "y", "angle"}
@@ -311,8 +251,6 @@ def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_co
 
 
 def test_layout_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
-
     config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
                          model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, layout_loss=1.0)
     with pytest.raises(InputError, match="world"):
@@ -320,23 +258,19 @@ def test_layout_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["image", "video"])
-def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_path, stage):
+def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_path, decoded, stage):
     import math
-    from dataclasses import replace
 
-    from demo.train.loop import Trainer
-    from demo.world.clips import SHAPES
+    from demo.world import SHAPES
 
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage,
-                         pooling="seqTransf", head_layers=1, epochs=1, batch_size=6, workers=1, shape_loss=1.0)
-    trainer = Trainer(config, progress=False)
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage=stage, pooling="seqTransf",
+                             head_layers=1, shape_loss=1.0)
     shapes = trainer.shapes
     assert shapes is not None
     data = trainer.train_data
     # targets: each clip's own shapes, in the frames where its objects show
     for i, sample in enumerate(data.samples):
-        own = {o["shape"] for o in sample.attributes["objects"]}
+        own = {o.shape for o in sample.attributes.objects}
         named = {SHAPES[k] for k in torch.nonzero(shapes.train[i].sum(0)).flatten().tolist()}
         assert named and named <= own
     per_frame = trainer.model.frame_embeddings(data.frames.float(), data.masks)
@@ -349,12 +283,10 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
     assert shapes.loss(np.arange(len(data)), per_frame[:, :1], data.masks[:, :1], shown) is not None
     # the weighted term is part of the training loss, and the classifier learns from it
     trainer.rng = np.random.default_rng(0)
-    with_shape = float(trainer._loss(np.arange(6)).detach())
-    trainer.config = replace(config, shape_loss=0.0)
-    trainer.shapes = None
+    named = trainer.losses(trainer.batch(np.arange(6)))
+    assert float(named["shape"].detach()) > 0 and set(named) == {"contrastive", "shape"}
     trainer.rng = np.random.default_rng(0)
-    assert float(trainer._loss(np.arange(6)).detach()) < with_shape
-    trainer.shapes, trainer.config = shapes, config
+    assert float(trainer.loss(np.arange(6)).detach()) == pytest.approx(_total(named), rel=1e-5)
     best = trainer.fit()
     assert float(shapes.probe.weight.detach().abs().sum()) > 0
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
@@ -365,20 +297,19 @@ def test_shape_loss_classifies_the_frames_shapes(tiny_world, tiny_config, tmp_pa
     assert state["shape_probe"]["weight"].shape == (len(SHAPES), trainer.model.dim)
 
 
-def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage="frames",
-                         epochs=4, batch_size=6, workers=1, lr=3e-3, clip_lr=3e-3, shape_loss=1.0, layout_loss=1.0)
-    trainer = Trainer(config, progress=False)
+def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, tiny_config, tmp_path, decoded):
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="frames", epochs=4, lr=3e-3,
+                             clip_lr=3e-3, shape_loss=1.0, layout_loss=1.0)
     assert trainer.model.head is None  # no temporal head before the video stages
     text_before = {k: v.clone() for k, v in trainer.model.text.state_dict().items()}
     vision_before = {k: v.clone() for k, v in trainer.model.vision.state_dict().items()}
     indices = np.arange(6)
     trainer.rng = np.random.default_rng(0)
-    first = float(trainer._loss(indices).detach())
-    assert trainer._picks is not None and trainer._picks.shape == (6,)
+    batch = trainer.batch(indices)
+    assert batch.shown is not None and batch.shown.shape == (6,) and not batch.captions
+    named = trainer.losses(batch)
+    assert set(named) == {"layout", "shape"}  # the probe terms alone
+    first = _total(named)
     best = trainer.fit()
     # the text tower is untouched (no caption is encoded), the vision tower learned
     assert all(torch.equal(v, trainer.model.text.state_dict()[k]) for k, v in text_before.items())
@@ -386,7 +317,7 @@ def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, ti
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 4 and set(log[-1]["val"]) == {"layout/R2", "shape/probe"}
     trainer.rng = np.random.default_rng(0)  # the same frames as before training
-    assert float(trainer._loss(indices).detach()) < first  # the probe terms fall
+    assert float(trainer.loss(indices).detach()) < first  # the probe terms fall
     # the checkpoint is an ordinary model folder the next stage starts from
     image = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
                         out=str(tmp_path / "i"), init=str(best), stage="image", epochs=1, batch_size=6,
@@ -397,69 +328,39 @@ def test_frames_stage_trains_the_vision_tower_on_the_probes_alone(tiny_world, ti
 
 
 def test_shape_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
-
     config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
                          model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, shape_loss=1.0)
     with pytest.raises(InputError, match="world"):
         Trainer(config, progress=False)
 
 
-def test_cached_frames_decode_each_split_once(clip_folder):
+def test_frame_caches_decode_each_split_once(clip_folder):
     import os
 
-    from demo.train.data import cached_frames
-
     samples = read_samples(clip_folder / "captions.csv")[:3]
-    first = cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
-    assert cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False) is first
-    other = cached_frames(samples, image_size=32, sample_fps=1.0, max_frames=4, workers=1, progress=False)
+    caches = FrameCaches()
+    first = caches.get(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
+    assert caches.get(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False) is first
+    other = caches.get(samples, image_size=32, sample_fps=1.0, max_frames=4, workers=1, progress=False)
     assert other is not first and other.frames.shape == first.frames.shape
     # a file written again (new mtime) is decoded again
     info = samples[0].path.stat()
     os.utime(samples[0].path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
-    again = cached_frames(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
+    again = caches.get(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
     assert again is not first and torch.equal(again.frames, first.frames)
+    # each caller owns its caches: another one decodes for itself
+    assert FrameCaches().get(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1,
+                             progress=False) is not again
 
 
-@pytest.mark.parametrize("stage", ["image", "video"])
-def test_shape_negatives_name_a_shape_the_clip_lacks(tiny_world, tiny_config, tmp_path, stage):
-    from demo.train.loop import Trainer
-    from demo.world.clips import SHAPES
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), stage=stage, pooling="both",
-                         head_layers=1, epochs=1, batch_size=6, workers=1, shape_negatives=1.0,
-                         hard_negatives=1.0, frame_captions=0.5 if stage == "image" else 0.0)
-    trainer = Trainer(config, progress=False)
-    samples = trainer.train_data.samples
-    negatives = trainer._shape_negatives(np.arange(6), still=stage == "image")
-    assert [i for i, _ in negatives] == list(range(6))
-    for i, caption in negatives:
-        own = {o["shape"] for o in samples[i].attributes["objects"]}
-        named = {w for w in caption.split() if w in SHAPES}
-        assert named - own, (caption, own)  # names a shape the clip does not show
-        assert caption not in samples[i].captions + samples[i].still_captions
-    _, _, _, batch_negatives = trainer._batch(np.arange(6))
-    per_clip = np.bincount([i for i, _ in batch_negatives], minlength=6)
-    # video: an event-changed and a shape-changed caption for every clip; image: at least the shape one
-    assert (per_clip == 2).all() if stage == "video" else (per_clip >= 1).all()
-    assert torch.isfinite(trainer._loss(np.arange(6)))
-
-
-def test_contrastive_with_several_own_negatives_matches_brute_force(tiny_world, tiny_config, tmp_path):
-    from demo.train.loop import Trainer
-
-    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"),
-                         out=str(tmp_path / "o"), model_config=str(tiny_config), epochs=1, batch_size=4, workers=1)
-    trainer = Trainer(config, progress=False)
+def test_contrastive_with_several_own_negatives_matches_brute_force():
     gen = torch.Generator().manual_seed(0)
     captions = ["a", "b", "c", "d"]
     negatives = [(0, "x"), (2, "y"), (0, "z")]  # clip 0 has two own negatives, clip 2 one
     text = torch.nn.functional.normalize(torch.randn(7, 8, generator=gen), dim=-1)
     videos = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1)
     scale = torch.tensor(10.0)
-    got = float(trainer._contrastive(text, videos, captions, negatives, scale))
+    got = float(caption_video_infonce(text, videos, captions, negatives, scale))
     logits = (scale * text @ videos.t()).numpy()  # (7, 4): rows 4-6 are the negatives
     owner = {4: 0, 5: 2, 6: 0}
 
@@ -488,7 +389,7 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
     assert calls == ["cpu"]
     assert Clip4ClipEncoder.from_pretrained(out / "best").max_frames == 6
     # --no-compile turns it off (for a recipe that compiles by default); unset leaves the default
-    from demo.train.recipes import add_train_arguments
+    from demo.train.cli import add_train_arguments
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
@@ -497,16 +398,40 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
     assert parser.parse_args([]).compile is None
 
 
-def test_compiled_towers_keep_their_parameter_names():
+def test_train_flags_the_chosen_path_does_not_use_are_an_error(tmp_path, tiny_config, capsys):
+    work = tmp_path / "w"
+    assert main(["train", "--preset", "embedded", "--work", str(work), "--epochs", "3", "--lr", "1e-4"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--epochs, --lr" in error and "--batch-size" in error, error
+    assert not work.exists()  # refused before rendering anything
+    assert main(["train", "--preset", "embedded-xclip", "--work", str(work), "--stage", "image"]) == 2
+    assert "--stage" in capsys.readouterr().err
+    assert main(["train", "--preset", "embedded-xclip", "--evaluate-only", "--epochs", "2"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--train", "t.csv", "--out", str(tmp_path / "o"), "--model-config", str(tiny_config),
+                 "--work", str(work)]) == 2
+    assert "train without --preset does not use --work" in capsys.readouterr().err
+    assert not work.exists()
+
+
+def test_compiled_towers_keep_their_parameter_names(monkeypatch):
     from demo.models.clip4clip import Clip4Clip
     from demo.models.temporal import Clip4ClipSettings
-    from demo.train.loop import compile_towers
+    from demo.train.build import compile_towers
 
+    compiled = []
+    real = torch.nn.Module.compile
+
+    def spy(module, *args, **kwargs):
+        compiled.append((module, kwargs.get("dynamic")))
+        return real(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", spy)
     model = Clip4Clip.from_config(TINY_TEXT, TINY_VISION, Clip4ClipSettings())
     names = list(model.state_dict())
     assert compile_towers(model, "cpu")
     assert list(model.state_dict()) == names  # in place: optimizer state and checkpoints unchanged
-    assert model.text._compiled_call_impl is not None and model.vision._compiled_call_impl is not None
+    assert compiled == [(model.text, True), (model.vision, True)]  # both towers, for dynamic shapes
 
 
 @pytest.mark.slow
@@ -528,19 +453,3 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
     assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()
     assert (shipped["index-world"] / "manifest.json").is_file()
-
-
-def test_still_videos_are_negatives_for_clips_where_something_happens(tiny_world, tiny_config, tmp_path):
-    trainer, loss = _seq_trainer(tiny_world, tiny_config, tmp_path)
-    moving = trainer.train_moving[:6]
-    assert moving.any(), "the tiny world should hold clips where something happens"
-    for sample, flag in zip(trainer.train_data.samples[:6], moving, strict=True):
-        still = all(o["event"] == "staying still" for o in sample.attributes["objects"])
-        assert flag == (not still or bool(sample.attributes.get("relation")))
-
-    # A frozen copy of each moving clip is one more negative for its caption: the loss can only rise,
-    # and with the reversed clips too it rises further; with no moving clips it stays the same.
-    assert loss(still_videos=1.0) > loss()
-    assert loss(still_videos=1.0, reversed_videos=1.0) > loss(reversed_videos=1.0)
-    trainer.train_moving = np.zeros_like(trainer.train_moving)
-    assert loss(still_videos=1.0) == pytest.approx(loss())

@@ -11,11 +11,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from demo.errors import InputError
+from demo.files import markers
 from demo.models.xclip import XClipClassifier
+from demo.train.cards import write_xclip_card
 from demo.train.recipes import XClipRecipe, train_embedded_xclip
 from demo.train.xclip import (
-    BENCH_BEGIN,
-    BENCH_END,
+    BENCH_SECTION,
     CLIP_TO_XCLIP,
     FOLDED,
     REVERSED_CLASS,
@@ -29,11 +30,10 @@ from demo.train.xclip import (
     train_xclip,
     training_phrasings,
     write_benchmarks,
-    write_model_card,
     xclip_config,
 )
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from demo.world.clips import WorldConfig, clip_event, clip_specs, event_labels, synth
+from demo.world import WorldConfig, clip_event, clip_specs, event_labels, synth
 from demo.world.text import EVENT_PHRASES, RELATION_PHRASES
 from tests.conftest import TINY_TEXT, TINY_VISION
 
@@ -129,8 +129,8 @@ def test_clip_label_is_clip_event_unless_ambiguous() -> None:
         if label is not None:
             assert label == clip_event(spec)
         else:
-            assert spec.attributes["relation"] is None
-            assert len({o["event"] for o in spec.attributes["objects"]}) > 1
+            assert spec.attributes.relation is None
+            assert len({o.event for o in spec.attributes.objects}) > 1
     assert 0 < labels.count(None) < len(labels) / 2
 
 
@@ -138,8 +138,8 @@ def test_reversed_class_matches_the_worlds_time_reversal_pairs() -> None:
     assert all(REVERSED_CLASS[REVERSED_CLASS[c]] == c for c in event_labels())
     pairs: dict[str, list[str | None]] = {}
     for spec in clip_specs(WorldConfig(seed=0, n_train=120, n_val=8, n_test=8), "train"):
-        if spec.attributes["pair"]:
-            pairs.setdefault(spec.attributes["pair"], []).append(clip_label(spec.attributes))
+        if spec.attributes.pair:
+            pairs.setdefault(spec.attributes.pair, []).append(clip_label(spec.attributes))
     checked = [(a, b) for a, b in pairs.values() if a is not None and b is not None]
     assert checked and all(REVERSED_CLASS[a] == b for a, b in checked)
 
@@ -184,16 +184,17 @@ def test_evaluation_and_reports(trained: tuple[Path, XClipTrainConfig], world: P
         assert set(r["per_class"]) <= set(event_labels())
 
     bench = tmp_path / "BENCHMARKS.md"
+    begin, end = markers(BENCH_SECTION)  # BENCHMARKS.md's existing xclip:embedded markers
     other = "# Benchmarks\n\n<!-- evaluate:embedded -->\nR@1 42\n<!-- /evaluate:embedded -->\n"
-    bench.write_text(other + f"\n{BENCH_BEGIN}\nNot yet run.\n{BENCH_END}\n\ntail text\n")
+    bench.write_text(other + f"\n{begin}\nNot yet run.\n{end}\n\ntail text\n")
     for _ in range(2):  # rewriting replaces the block, never duplicates it
         write_benchmarks(results, "python -m demo train --preset embedded-xclip", bench)
     text = bench.read_text()
     assert text.startswith(other) and text.rstrip().endswith("tail text")
-    assert text.count(BENCH_BEGIN) == 1 and "Not yet run" not in text
+    assert text.count(begin) == 1 and "Not yet run" not in text and begin == "<!-- xclip:embedded -->"
     assert f"| reworded | test | {len(clips)} | {results[1]['top1']:.1f} |" in text
 
-    card = write_model_card(best, config, results, "python -m demo train --preset embedded-xclip")
+    card = write_xclip_card(best, config, results, "python -m demo train --preset embedded-xclip")
     body = card.read_text()
     assert "python -m demo train --preset embedded-xclip" in body and "| canonical | test |" in body
     assert body.count("| 1 |") >= 1  # the per-epoch history
@@ -206,3 +207,28 @@ def test_recipe_needs_the_clip4clip_model_first(tmp_path: Path) -> None:
         train_embedded_xclip(XClipRecipe(work=str(tmp_path / "w"), out=str(tmp_path / "pre")))
     assert main(["train", "--preset", "embedded-xclip", "--out", str(tmp_path / "pre")]) == 2
     assert not (tmp_path / "w").exists()  # failed before rendering anything
+
+
+def test_evaluate_only_rewrites_the_benchmarks_section(trained: tuple[Path, XClipTrainConfig], world: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m demo train --preset embedded-xclip --evaluate-only`` (once ``python -m demo.train.xclip
+    MODEL WORLD``): the shipped X-CLIP re-evaluated on the world's test split, no training."""
+    import shutil
+
+    from demo.cli import main
+
+    best, _ = trained
+    out, work = tmp_path / "pre", tmp_path / "w"
+    shutil.copytree(best, out / "xclip-world")
+    work.mkdir()
+    (work / "world").symlink_to(world)
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# Benchmarks\n\nintro\n")
+    assert main(["train", "--preset", "embedded-xclip", "--evaluate-only", "--out", str(out), "--work", str(work),
+                 "--benchmarks", str(bench)]) == 0
+    printed = capsys.readouterr().out
+    assert "| canonical | test |" in printed and "| reworded | test |" in printed
+    text = bench.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n") and text.count(markers(BENCH_SECTION)[0]) == 1
+    assert "`python -m demo train --preset embedded-xclip --out" in text and " --evaluate-only " in text
+    assert not (tmp_path / "w" / "xclip").exists()  # nothing trained

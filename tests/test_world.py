@@ -11,22 +11,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.world import clips as world
-from demo.world.clips import (
+import demo.world as world
+from demo.world import (
     BACKGROUNDS,
     COLOURS,
     EVENTS,
     RELATIONS,
     SHAPES,
+    ClipAttributes,
     WorldConfig,
+    WorldObject,
     clip_event,
     clip_spec_by_id,
     clip_specs,
+    draw_split,
     event_labels,
     render,
     synth,
     vocabulary,
 )
+from demo.world.frame_truths import LAYOUT_GRID
+from demo.world.render import RGB
+from demo.world.sampling import TURN_DEG_PER_S
+from demo.world.shapes import SYMMETRY, shape_extents
 from demo.world.text import EVENT_PHRASES, MAX_WORDS, RELATION_PHRASES, caption_length
 
 SMALL = WorldConfig(n_train=400, n_val=80, n_test=240)
@@ -43,21 +50,30 @@ REVERSE.update({"bouncing": "bouncing", "staying still": "staying still"})
 def _pairs(specs: list[world.ClipSpec]) -> list[tuple[world.ClipSpec, world.ClipSpec]]:
     by_pair: dict[str, list[world.ClipSpec]] = {}
     for s in specs:
-        if s.attributes["pair"] is not None:
-            by_pair.setdefault(s.attributes["pair"], []).append(s)
+        if s.attributes.pair is not None:
+            by_pair.setdefault(s.attributes.pair, []).append(s)
     assert all(len(v) == 2 for v in by_pair.values())
     return [(v[0], v[1]) for v in by_pair.values()]
 
 
 def _empty(spec: world.ClipSpec) -> world.ClipSpec:
     """The same clip with its objects removed: the bare background."""
-    return dataclasses.replace(spec, attributes=dict(spec.attributes, objects=[]))
+    return dataclasses.replace(spec, attributes=dataclasses.replace(spec.attributes, objects=()))
+
+
+def test_attributes_round_trip_through_their_json_rows() -> None:
+    for spec in clip_specs(SMALL, "val")[:50]:
+        row = json.loads(json.dumps(spec.attributes.to_dict()))
+        assert ClipAttributes.from_dict(row) == spec.attributes
+        assert json.dumps(ClipAttributes.from_dict(row).to_dict()) == json.dumps(row)
+    assert list(row) == ["objects", "background", "relation", "heldout", "pair"]
+    with pytest.raises(ValueError, match="keys"):
+        WorldObject.from_dict({"shape": "star"})
 
 
 def test_specs_and_frames_are_deterministic() -> None:
     first = clip_specs(SMALL, "val")
-    world._split_specs.cache_clear()  # regenerate from scratch, not from the cache
-    again = clip_specs(SMALL, "val")
+    again = list(draw_split(SMALL, "val"))  # regenerated from scratch, not from the cache
     assert [(s.id, s.seed, s.captions, s.attributes) for s in first] == [
         (s.id, s.seed, s.captions, s.attributes) for s in again
     ]
@@ -78,11 +94,11 @@ def test_render_shape_and_visible_objects() -> None:
         assert t == round(spec.duration * 12) and 24 <= t <= 48
         mid = t // 2
         bare = render(_empty(spec))[mid].astype(int)
-        for obj in spec.attributes["objects"]:
+        for obj in spec.attributes.objects:
             x, y, _, _, opacity = world.object_state(obj, mid, t - 1)
             assert opacity > 0.3  # the middle frame shows every object (still captions rely on it)
             pixel = frames[mid, int(y), int(x)].astype(int)
-            expected = (1 - opacity) * bare[int(y), int(x)] + opacity * np.array(world.RGB[obj["colour"]])
+            expected = (1 - opacity) * bare[int(y), int(x)] + opacity * np.array(RGB[obj.colour])
             assert np.abs(pixel - bare[int(y), int(x)]).sum() > 60, (spec.id, obj)
             assert np.abs(pixel - expected).max() < 12, (spec.id, obj, pixel, expected)
 
@@ -99,15 +115,15 @@ def test_other_frame_sizes_and_bad_configs() -> None:
 def test_canonical_caption_states_every_attribute() -> None:
     for spec in clip_specs(SMALL, "test"):
         attrs, canonical = spec.attributes, spec.captions[0]
-        assert canonical.endswith(f" {attrs['background']} background")
-        nouns = [f"{o['size']} {o['colour']} {o['shape']}" for o in attrs["objects"]]
-        if attrs["relation"] is not None:
+        assert canonical.endswith(f" {attrs.background} background")
+        nouns = [f"{o.size} {o.colour} {o.shape}" for o in attrs.objects]
+        if attrs.relation is not None:
             assert len(nouns) == 2
-            phrase = RELATION_PHRASES[attrs["relation"]][0][0]
+            phrase = RELATION_PHRASES[attrs.relation][0][0]
             assert f"{nouns[0]} and a {nouns[1]} {phrase}" in canonical.replace(" an ", " a ")
         else:
-            for noun, o in zip(nouns, attrs["objects"], strict=True):
-                assert f"{noun} {o['event']}" in canonical, (canonical, o)
+            for noun, o in zip(nouns, attrs.objects, strict=True):
+                assert f"{noun} {o.event}" in canonical, (canonical, o)
 
 
 def test_every_caption_names_each_object_and_its_event() -> None:
@@ -115,19 +131,19 @@ def test_every_caption_names_each_object_and_its_event() -> None:
         attrs = spec.attributes
         assert len(spec.captions) == 5 and len(set(spec.captions)) == 5
         for caption in spec.captions:
-            for o in attrs["objects"]:
-                if attrs["relation"] is not None:
-                    assert f"{o['colour']} {o['shape']}" in caption
+            for o in attrs.objects:
+                if attrs.relation is not None:
+                    assert f"{o.colour} {o.shape}" in caption
                     continue
-                forms = [p for pair in EVENT_PHRASES[o["event"]] for p in pair]
-                pattern = rf"{o['colour']} {o['shape']} ({'|'.join(map(re.escape, forms))})(,| |$)"
-                assert re.search(pattern, caption), (caption, o["event"])
-            if attrs["relation"] is not None:
-                forms = [p for pair in RELATION_PHRASES[attrs["relation"]] for p in pair]
+                forms = [p for pair in EVENT_PHRASES[o.event] for p in pair]
+                pattern = rf"{o.colour} {o.shape} ({'|'.join(map(re.escape, forms))})(,| |$)"
+                assert re.search(pattern, caption), (caption, o.event)
+            if attrs.relation is not None:
+                forms = [p for pair in RELATION_PHRASES[attrs.relation] for p in pair]
                 assert any(f in caption for f in forms), caption
         motion = {p for phrases in EVENT_PHRASES.values() for pair in phrases for p in pair}
         for still in spec.still_captions:
-            assert all(o["colour"] in still and o["shape"] in still for o in attrs["objects"])
+            assert all(o.colour in still and o.shape in still for o in attrs.objects)
             assert not any(re.search(rf"\b{re.escape(m)}\b", still) for m in motion), still
 
 
@@ -160,9 +176,9 @@ def test_event_phrases_mean_their_event() -> None:
                 assert not words & KEYWORDS[REVERSE[event]], (event, phrase)
 
 
-def _track(spec: world.ClipSpec, obj: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _track(spec: world.ClipSpec, obj: WorldObject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroid x, y and area per frame of ``obj`` rendered alone over the clip's background."""
-    alone = render(dataclasses.replace(spec, attributes=dict(spec.attributes, objects=[obj])))
+    alone = render(dataclasses.replace(spec, attributes=dataclasses.replace(spec.attributes, objects=(obj,))))
     mask = np.abs(alone.astype(int) - render(_empty(spec))).sum(-1) > 40
     area = mask.sum((1, 2)).astype(float)
     ys, xs = np.indices(mask.shape[1:])
@@ -172,9 +188,9 @@ def _track(spec: world.ClipSpec, obj: dict) -> tuple[np.ndarray, np.ndarray, np.
 
 def test_rendered_motion_matches_the_attributes() -> None:
     for spec in clip_specs(SMALL, "test")[:40]:
-        tracks = [_track(spec, o) for o in spec.attributes["objects"]]
-        for o, (x, y, area) in zip(spec.attributes["objects"], tracks, strict=True):
-            ev, msg = o["event"], (spec.id, o)
+        tracks = [_track(spec, o) for o in spec.attributes.objects]
+        for o, (x, y, area) in zip(spec.attributes.objects, tracks, strict=True):
+            ev, msg = o.event, (spec.id, o)
             if ev == "appearing":
                 assert area[0] == 0 and area[-1] > 50, msg
             elif ev == "disappearing":
@@ -186,7 +202,7 @@ def test_rendered_motion_matches_the_attributes() -> None:
                     area[-1], area[0]
                 ), msg
             dx, dy = x[-1] - x[0], y[-1] - y[0]
-            travel = 15 if spec.attributes["relation"] else 40  # relations move each object less
+            travel = 15 if spec.attributes.relation else 40  # relations move each object less
             if ev in ("moving left", "moving right"):
                 assert abs(dx) > travel and (dx < 0) == (ev == "moving left") and abs(dy) < 3, msg
             elif ev in ("moving up", "moving down"):
@@ -194,11 +210,11 @@ def test_rendered_motion_matches_the_attributes() -> None:
             elif ev in ("staying still", "bouncing") or ev.startswith("turning"):
                 assert abs(dx) < 1.5 and abs(dy) < 1.5, msg
                 assert (y.min() < y[0] - 20) == (ev == "bouncing"), msg
-        if spec.attributes["relation"] in ("approaching", "moving apart"):
+        if spec.attributes.relation in ("approaching", "moving apart"):
             (xa, ya, _), (xb, yb, _) = tracks
             gap = np.hypot(xa - xb, ya - yb)
-            assert (gap[-1] < gap[0] - 30) == (spec.attributes["relation"] == "approaching"), spec.id
-        elif spec.attributes["relation"] == "passing":
+            assert (gap[-1] < gap[0] - 30) == (spec.attributes.relation == "approaching"), spec.id
+        elif spec.attributes.relation == "passing":
             (xa, _, _), (xb, _, _) = tracks
             assert np.sign(xa[0] - xb[0]) == -np.sign(xa[-1] - xb[-1]), spec.id
 
@@ -206,10 +222,10 @@ def test_rendered_motion_matches_the_attributes() -> None:
 @pytest.mark.parametrize("event", ["turning clockwise", "turning anticlockwise"])
 def test_turning_direction_on_screen(event: str) -> None:
     spec = clip_specs(SMALL, "test")[0]
-    diamond = dict(spec.attributes["objects"][0], shape="diamond", event=event, x0=64.0, x1=64.0, y0=64.0,
+    diamond = dataclasses.replace(spec.attributes.objects[0], shape="diamond", event=event, x0=64.0, x1=64.0, y0=64.0,
                    y1=64.0, r0=23.0, r1=23.0, fade0=1.0, fade1=1.0, bounce=0.0, bounces=0, angle0=0.0,
                    angle1=30.0 if event == "turning clockwise" else -30.0)  # fmt: skip
-    spec = dataclasses.replace(spec, attributes=dict(spec.attributes, objects=[diamond]))
+    spec = dataclasses.replace(spec, attributes=dataclasses.replace(spec.attributes, objects=(diamond,)))
     frames, bare = render(spec), render(_empty(spec))
     orientation = []
     for i in (0, len(frames) - 1):  # long axis angle from second moments; y points down
@@ -237,7 +253,7 @@ def _tracked_frames(count: int):
     the first ``count`` test clips."""
     for spec in clip_specs(SMALL, "test")[:count]:
         n = spec.num_frames - 1
-        tracks = [_track(spec, o) for o in spec.attributes["objects"]]
+        tracks = [_track(spec, o) for o in spec.attributes.objects]
         for i in (0, n // 2, n):
             yield spec, i, n, tracks
 
@@ -246,12 +262,12 @@ def test_frame_captions_say_where_each_visible_object_is() -> None:
     rng = np.random.default_rng(0)
     checked = {"empty": 0, "corner": 0}
     for spec, i, n, tracks in _tracked_frames(30):
-        objects = spec.attributes["objects"]
+        objects = spec.attributes.objects
         caption = world.frame_caption(spec.attributes, i, n, rng)
         assert caption_length(caption) <= 32, caption
         visible = [(o, t) for o, t in zip(objects, tracks, strict=True) if t[2][i] > 60]
         if not visible:
-            assert caption == f"an empty {spec.attributes['background']} background" or "faint" in caption
+            assert caption == f"an empty {spec.attributes.background} background" or "faint" in caption
             checked["empty"] += caption.startswith("an empty")
             continue
         for o, (x, y, _) in visible:
@@ -259,7 +275,7 @@ def test_frame_captions_say_where_each_visible_object_is() -> None:
             third = spec.size / 3
             col = "left" if x[i] < third - 2 else "right" if x[i] > 2 * third + 2 else None
             row = "top" if y[i] < third - 2 else "bottom" if y[i] > 2 * third + 2 else None
-            words = re.split(r" and |, ", caption.split(f"{o['colour']} {o['shape']}", 1)[1])[0].split()
+            words = re.split(r" and |, ", caption.split(f"{o.colour} {o.shape}", 1)[1])[0].split()
             assert words, (caption, o)
             if col:
                 assert col in words, (caption, o, x[i], y[i])
@@ -274,7 +290,7 @@ def test_frame_layout_follows_the_rendered_object() -> None:
     g = world.LAYOUT_LONE
     for spec in clip_specs(SMALL, "test")[:40]:
         n = spec.num_frames - 1
-        objects = spec.attributes["objects"]
+        objects = spec.attributes.objects
         for i in (0, n // 2, n):
             values, mask = world.frame_layout(spec.attributes, i, n)
             assert values.shape == mask.shape == (world.LAYOUT_DIM,) and mask[:g].all()
@@ -288,10 +304,10 @@ def test_frame_layout_follows_the_rendered_object() -> None:
                 continue
             # the lone object's x, y match its rendered centroid, and the coverage map peaks there
             assert abs(values[g] * spec.size - x[i]) < 3 and abs(values[g + 1] * spec.size - y[i]) < 3, spec.id
-            row, col = np.unravel_index(int(np.argmax(values[:g])), (world.LAYOUT_GRID,) * 2)
-            cell = spec.size / world.LAYOUT_GRID
+            row, col = np.unravel_index(int(np.argmax(values[:g])), (LAYOUT_GRID,) * 2)
+            cell = spec.size / LAYOUT_GRID
             assert abs((col + 0.5) * cell - x[i]) <= cell and abs((row + 0.5) * cell - y[i]) <= cell, spec.id
-            assert mask[g + 4] == (objects[0]["shape"] != "circle")
+            assert mask[g + 4] == (objects[0].shape != "circle")
             checked["lone"] += 1
             checked["angle"] += bool(mask[g + 4])
     assert min(checked.values()) > 0, checked
@@ -300,34 +316,34 @@ def test_frame_layout_follows_the_rendered_object() -> None:
 def test_frame_shapes_name_the_visible_objects() -> None:
     seen = {"hidden": 0, "shown": 0}
     for spec, i, n, tracks in _tracked_frames(40):
-        objects = spec.attributes["objects"]
+        objects = spec.attributes.objects
         shapes = world.frame_shapes(spec.attributes, i, n)
         assert shapes.shape == (len(world.SHAPES),) and set(np.unique(shapes)) <= {0.0, 1.0}
         named = {world.SHAPES[k] for k in np.flatnonzero(shapes)}
-        assert named <= {o["shape"] for o in objects}, spec.id
+        assert named <= {o.shape for o in objects}, spec.id
         for o, (_, _, area) in zip(objects, tracks, strict=True):
             if area[i] == 0:  # not drawn at all (appearing / disappearing): not named
-                if sum(p["shape"] == o["shape"] for p in objects) == 1:
-                    assert o["shape"] not in named, (spec.id, i)
+                if sum(p.shape == o.shape for p in objects) == 1:
+                    assert o.shape not in named, (spec.id, i)
                     seen["hidden"] += 1
-            elif area[i] > 50 and o["event"] not in ("appearing", "disappearing"):
-                assert o["shape"] in named, (spec.id, i)
+            elif area[i] > 50 and o.event not in ("appearing", "disappearing"):
+                assert o.shape in named, (spec.id, i)
                 seen["shown"] += 1
     assert min(seen.values()) > 0, seen
 
 
 def test_frame_layout_angle_code_turns_with_the_object() -> None:
-    spec = next(s for s in clip_specs(SMALL, "train") if len(s.attributes["objects"]) == 1
-                and s.attributes["objects"][0]["event"] == "turning clockwise")
+    spec = next(s for s in clip_specs(SMALL, "train") if len(s.attributes.objects) == 1
+                and s.attributes.objects[0].event == "turning clockwise")
     n = spec.num_frames - 1
     g = world.LAYOUT_LONE
     codes = [world.frame_layout(spec.attributes, i, n)[0][g + 4:g + 6] for i in range(n + 1)]
-    order = world.SYMMETRY[spec.attributes["objects"][0]["shape"]]
+    order = SYMMETRY[spec.attributes.objects[0].shape]
     step = np.degrees(np.arctan2(codes[1][1], codes[1][0]) - np.arctan2(codes[0][1], codes[0][0]))
-    obj = spec.attributes["objects"][0]
-    assert obj["angle1"] - obj["angle0"] == pytest.approx(world.TURN_DEG_PER_S * spec.duration)  # clockwise
+    obj = spec.attributes.objects[0]
+    assert obj.angle1 - obj.angle0 == pytest.approx(TURN_DEG_PER_S * spec.duration)  # clockwise
     # the code turns by the shape's symmetry order times the angle between two rendered frames
-    turn = order * (obj["angle1"] - obj["angle0"]) / n
+    turn = order * (obj.angle1 - obj.angle0) / n
     assert (step - turn + 180) % 360 - 180 == pytest.approx(0, abs=1e-3)
 
 
@@ -347,6 +363,10 @@ def test_mirrored_frame_caption_differs_only_in_position_words() -> None:
     assert negatives > 20
 
 
+def _changed_fields(x: WorldObject, y: WorldObject) -> set[str]:
+    return {k for k, v in x.to_dict().items() if y.to_dict()[k] != v}
+
+
 def test_counterfactual_changes_exactly_one_event() -> None:
     rng = np.random.default_rng(0)
     reversals = 0
@@ -354,16 +374,16 @@ def test_counterfactual_changes_exactly_one_event() -> None:
         a = spec.attributes
         b = world.counterfactual(a, rng)
         assert world.canonical_caption(b) != spec.captions[0]
-        if a["relation"] is not None:
-            assert b["relation"] != a["relation"] and b["objects"] == a["objects"]
-            reversals += b["relation"] == REVERSE.get(a["relation"])
+        if a.relation is not None:
+            assert b.relation != a.relation and b.objects == a.objects
+            reversals += b.relation == REVERSE.get(a.relation)
             continue
-        changed = [(x, y) for x, y in zip(a["objects"], b["objects"], strict=True) if x != y]
+        changed = [(x, y) for x, y in zip(a.objects, b.objects, strict=True) if x != y]
         assert len(changed) == 1, changed
         x, y = changed[0]
-        assert x["event"] != y["event"] and {k for k in x if x[k] != y[k]} <= {"event", "size"}
-        assert not (y["shape"] == "circle" and y["event"].startswith("turning"))
-        reversals += y["event"] == REVERSE[x["event"]]
+        assert x.event != y.event and _changed_fields(x, y) <= {"event", "size"}
+        assert not (y.shape == "circle" and y.event.startswith("turning"))
+        reversals += y.event == REVERSE[x.event]
     assert 30 < reversals < 120  # about half the changes are time reversals
 
 
@@ -374,15 +394,15 @@ def test_shape_swapped_changes_one_shape_and_never_makes_a_heldout_pair() -> Non
     for spec in clip_specs(SMALL, "train")[:200]:
         a = spec.attributes
         b = world.shape_swapped(a, rng, SMALL.heldout)
-        assert {k: v for k, v in b.items() if k != "objects"} == {k: v for k, v in a.items() if k != "objects"}
-        changed = [(x, y) for x, y in zip(a["objects"], b["objects"], strict=True) if x != y]
+        assert dataclasses.replace(b, objects=()) == dataclasses.replace(a, objects=())
+        changed = [(x, y) for x, y in zip(a.objects, b.objects, strict=True) if x != y]
         assert len(changed) == 1, changed
         x, y = changed[0]
-        assert {k for k in x if x[k] != y[k]} == {"shape"}
-        assert (y["colour"], y["shape"]) not in held
-        assert not (y["shape"] == "circle" and y["event"].startswith("turning"))
+        assert _changed_fields(x, y) == {"shape"}
+        assert (y.colour, y.shape) not in held
+        assert not (y.shape == "circle" and y.event.startswith("turning"))
         assert world.canonical_caption(b) != world.canonical_caption(a)
-        new_shapes.add(y["shape"])
+        new_shapes.add(y.shape)
     assert new_shapes == set(SHAPES)
 
 
@@ -403,16 +423,16 @@ def test_vocabulary_covers_every_caption_word() -> None:
 def test_objects_are_distinct_valid_and_inside_the_frame() -> None:
     counts = np.zeros(4, int)
     for spec in clip_specs(SMALL, "train") + clip_specs(SMALL, "test"):
-        objects = spec.attributes["objects"]
+        objects = spec.attributes.objects
         counts[len(objects)] += 1
-        assert len({(o["colour"], o["shape"]) for o in objects}) == len(objects)
-        assert spec.attributes["background"] in BACKGROUNDS
+        assert len({(o.colour, o.shape) for o in objects}) == len(objects)
+        assert spec.attributes.background in BACKGROUNDS
         for o in objects:
-            assert o["event"] in EVENTS
-            assert not (o["shape"] == "circle" and o["event"].startswith("turning"))
+            assert o.event in EVENTS
+            assert not (o.shape == "circle" and o.event.startswith("turning"))
             for i in range(spec.num_frames):
                 x, y, r, angle, _ = world.object_state(o, i, spec.num_frames - 1)
-                hx, hy = world.shape_extents(o["shape"], angle)
+                hx, hy = shape_extents(o.shape, angle)
                 assert hx * r <= x <= 128 - hx * r and hy * r <= y <= 128 - hy * r, (spec.id, o)
     share = counts[1:] / counts.sum()
     assert 0.45 < share[0] < 0.65 and 0.2 < share[1] < 0.4 and 0.07 < share[2] < 0.25
@@ -421,14 +441,14 @@ def test_objects_are_distinct_valid_and_inside_the_frame() -> None:
 def test_heldout_combinations_only_outside_train() -> None:
     heldout = set(SMALL.heldout)
     for spec in clip_specs(SMALL, "train"):
-        assert not spec.attributes["heldout"]
-        assert not {(o["colour"], o["shape"]) for o in spec.attributes["objects"]} & heldout
+        assert not spec.attributes.heldout
+        assert not {(o.colour, o.shape) for o in spec.attributes.objects} & heldout
     for split in ("val", "test"):
         specs = clip_specs(WorldConfig(), split)
         for spec in specs:
-            has = bool({(o["colour"], o["shape"]) for o in spec.attributes["objects"]} & heldout)
-            assert spec.attributes["heldout"] == has
-        assert 0.08 < np.mean([s.attributes["heldout"] for s in specs]) < 0.22
+            has = bool({(o.colour, o.shape) for o in spec.attributes.objects} & heldout)
+            assert spec.attributes.heldout == has
+        assert 0.08 < np.mean([s.attributes.heldout for s in specs]) < 0.22
 
 
 def test_val_and_test_canonical_captions_are_unique() -> None:
@@ -446,13 +466,13 @@ def test_pairs_are_exact_time_reversals() -> None:
     assert _pairs(clip_specs(SMALL, "train"))  # train has pairs too
     for a, b in pairs:
         assert (a.seed, a.duration) == (b.seed, b.duration)
-        assert a.attributes["background"] == b.attributes["background"]
-        if a.attributes["relation"] is not None:
-            assert b.attributes["relation"] == REVERSE[a.attributes["relation"]]
-        for oa, ob in zip(a.attributes["objects"], b.attributes["objects"], strict=True):
-            assert (oa["colour"], oa["shape"]) == (ob["colour"], ob["shape"])
-            assert ob["event"] == REVERSE[oa["event"]]
-            assert (oa["x0"], oa["y0"]) == (ob["x1"], ob["y1"])
+        assert a.attributes.background == b.attributes.background
+        if a.attributes.relation is not None:
+            assert b.attributes.relation == REVERSE[a.attributes.relation]
+        for oa, ob in zip(a.attributes.objects, b.attributes.objects, strict=True):
+            assert (oa.colour, oa.shape) == (ob.colour, ob.shape)
+            assert ob.event == REVERSE[oa.event]
+            assert (oa.x0, oa.y0) == (ob.x1, ob.y1)
     for a, b in pairs[:6]:
         assert np.array_equal(render(a), render(b)[::-1]), (a.id, b.id)
 
@@ -463,8 +483,8 @@ def test_event_labels_and_clip_event() -> None:
     for spec in clip_specs(SMALL, "val"):
         event = clip_event(spec)
         assert event in labels
-        relation = spec.attributes["relation"]
-        assert event == (relation if relation else spec.attributes["objects"][0]["event"])
+        relation = spec.attributes.relation
+        assert event == (relation if relation else spec.attributes.objects[0].event)
 
 
 def test_clip_spec_by_id() -> None:
@@ -495,7 +515,7 @@ def test_synth_writes_a_resumable_corpus(tmp_path: Path, workers: int) -> None:
     assert len(rows) == sum(len(s.captions) for s in specs)
     assert list(rows[0]) == ["path", "caption", "id", "split", "attributes"]
     assert rows[0]["caption"] == specs[0].captions[0] and rows[0]["id"] == specs[0].id
-    assert json.loads(rows[0]["attributes"]) == specs[0].attributes
+    assert json.loads(rows[0]["attributes"]) == specs[0].attributes.to_dict()
     lines = [json.loads(line) for line in (tmp_path / "val.jsonl").read_text().splitlines()]
     assert [d["id"] for d in lines] == [s.id for s in specs]
     assert lines[1]["still_captions"] == specs[1].still_captions

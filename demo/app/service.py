@@ -35,7 +35,7 @@ from demo.models.xclip import XClipClassifier
 from demo.presets import ASSETS, Preset, resolve_preset
 from demo.search import MAX_QUERY_CHARS, clean_query, open_searcher
 from demo.video.decode import probe
-from demo.world.clips import vocabulary
+from demo.world import vocabulary
 
 if TYPE_CHECKING:
     from demo.index.video_index import CaptionHit

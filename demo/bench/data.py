@@ -26,7 +26,7 @@ from demo.models.encoders import Clip4ClipEncoder
 from demo.presets import EMBEDDED
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess
 from demo.video.sampling import clip4clip_indices
-from demo.world.clips import WorldConfig, clip_specs, render
+from demo.world import WorldConfig, clip_specs, render
 
 log = logging.getLogger(__name__)
 _CHUNK = 65536  # rows generated and written at a time (bounds memory at 1M x 512)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from demo.bench.common import TINY_TEXT, TINY_VISION, VITB32_VISION, embedded_encoder, random_encoder
 from demo.bench.decode import synthetic_frames
 from demo.video.mp4 import write_mp4
-from demo.world.clips import WorldConfig, clip_specs, render_to
+from demo.world import WorldConfig, clip_specs, render_to
 
 if TYPE_CHECKING:
     from demo.models.encoders import Clip4ClipEncoder

@@ -185,7 +185,7 @@ def _run_sections(config: BenchConfig, p: Plan, tmp: Path) -> dict[str, Any]:
     if "indexing" in chosen:
         out["indexing"] = bench_indexing(tmp, p.indexing)
     if "app" in chosen:
-        args = ("--index", str(config.index)) if config.index else ()
+        args: tuple[str, ...] = ("--index", str(config.index)) if config.index else ()
         # An empty clip cache: the first search's clips are rendered as a new machine would.
         args += ("--cache", str(tmp / "app-cache"))
         out["app"] = bench_app(ROOT, args) if p.app else {"skipped": "not run with --quick"}

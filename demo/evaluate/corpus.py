@@ -16,7 +16,7 @@ import numpy as np
 
 from demo.errors import InputError
 from demo.presets import shown_path
-from demo.world.clips import WorldConfig, synth
+from demo.world import WorldConfig, synth
 
 log = logging.getLogger(__name__)
 

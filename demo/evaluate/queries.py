@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from demo.search import open_searcher
-from demo.world.clips import EVENTS
+from demo.world import EVENTS
 
 # Event phrasings that appear in no training caption (checked in tests against
-# demo.world.clips.vocabulary()["event_phrases"]), recombined only from words the captions use,
+# demo.world.vocabulary()["event_phrases"]), recombined only from words the captions use,
 # like "drifting to the right" from "drifting right" and "sliding to the right".
 NEW_PHRASES: dict[str, tuple[str, ...]] = {
     "moving left": ("drifting to the left", "heading to the left"),

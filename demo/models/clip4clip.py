@@ -66,21 +66,6 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def dct_filters(patch: int) -> torch.Tensor:
-    """(patch * patch, patch, patch) orthonormal 2-D DCT-II basis, lowest frequencies first.
-
-    >>> basis = dct_filters(4).flatten(1)
-    >>> bool(torch.allclose(basis @ basis.t(), torch.eye(16), atol=1e-6))
-    True
-    """
-    k = torch.arange(patch, dtype=torch.float32)
-    basis = torch.cos(math.pi * (k[None, :] + 0.5) * k[:, None] / patch) * math.sqrt(2 / patch)
-    basis[0] /= math.sqrt(2)
-    filters = torch.einsum("ux,vy->uvxy", basis, basis).reshape(patch * patch, patch, patch)
-    order = torch.argsort((k[:, None] + k[None, :]).flatten(), stable=True)  # by total frequency
-    return filters[order]
-
-
 class Clip4Clip(nn.Module):
     """Text tower, vision tower, temporal head and the learned temperature."""
 
@@ -103,8 +88,7 @@ class Clip4Clip(nn.Module):
 
     @classmethod
     def from_config(cls, text_config: dict[str, Any], vision_config: dict[str, Any],
-                    settings: Clip4ClipSettings, position_scale: float = 0.0,
-                    patch_dct_scale: float = 0.0) -> Clip4Clip:
+                    settings: Clip4ClipSettings, position_scale: float = 0.0) -> Clip4Clip:
         """A randomly initialised model (the embedded model starts here).
 
         ``position_scale`` > 0 starts the vision tower's patch positions as a fixed 2-D sin-cos
@@ -112,14 +96,6 @@ class Clip4Clip(nn.Module):
         HF's default init a patch's position is ~15x weaker than its pixels, and a small ViT
         trained briefly stays a bag of patches: it learns colour and size but not where
         things are, so no temporal head can tell left from right.
-
-        ``patch_dct_scale`` > 0 starts half of the patch embedding's output channels as the 2-D
-        DCT basis of a patch's luminance (lowest frequencies first) times this scale: the
-        channels whose sin-cos position codes vary least over the grid, so positions stay
-        readable; the other half stay random for colour. A small ViT from random filters learns
-        colour and position quickly but shape very slowly: told the shape of lone objects
-        directly, it reached 24% on the world's 8 shapes after 8 epochs on 2,000 frames, 45%
-        from DCT filters (BENCHMARKS.md).
         """
         from transformers import (
             CLIPTextConfig,
@@ -134,23 +110,12 @@ class Clip4Clip(nn.Module):
             raise ValueError(f"text projection_dim {text.config.projection_dim} != vision "
                              f"projection_dim {vision.config.projection_dim}")
         embeddings = vision.vision_model.embeddings
-        hidden = int(vision.config.hidden_size)
-        channels = torch.arange(hidden)  # patch channels in the order the DCT filters take them
         if position_scale > 0:
             grid = math.isqrt(int(embeddings.num_patches))
-            codes = sincos_2d(grid, hidden)
+            codes = sincos_2d(grid, int(vision.config.hidden_size))
             with torch.no_grad():
                 embeddings.position_embedding.weight[1:] = position_scale * codes
                 embeddings.position_embedding.weight[0] = 0.0  # the class token has no place
-            # Over a small grid the low-frequency sin-cos channels barely vary (on an 8x8 grid
-            # about half stay within 0.02 of a constant): those carry no position to drown.
-            channels = torch.argsort(codes.std(dim=0), stable=True)
-        if patch_dct_scale > 0:
-            weight = embeddings.patch_embedding.weight  # (hidden, 3, patch, patch)
-            half = min(hidden // 2, weight.shape[2] * weight.shape[3])
-            basis = dct_filters(int(weight.shape[2]))[:half] / math.sqrt(weight.shape[1])  # same on R, G, B
-            with torch.no_grad():
-                weight[channels[:half]] = patch_dct_scale * basis[:, None].expand(-1, weight.shape[1], -1, -1)
         return cls(text, vision, settings, build_head(settings, int(text.config.projection_dim or 0)))
 
     @classmethod

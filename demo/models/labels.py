@@ -98,7 +98,7 @@ def load_preset(name: str) -> list[str]:
     if name == "embedded-events":
         # Imported here: the world module pulls in rendering code the CLI does not need
         # just to list labels.
-        from demo.world.clips import event_labels
+        from demo.world import event_labels
 
         return parse_labels(list(event_labels()))
     raise InputError(f"unknown label preset {name!r}; choose one of {sorted(LABEL_PRESETS)}")

@@ -1,4 +1,8 @@
-"""Model cards (``README.md`` in a checkpoint folder) for the embedded CLIP4Clip models."""
+"""Model cards (``README.md`` in a checkpoint folder) for the embedded CLIP4Clip and X-CLIP models.
+
+Cards are written from the training logs and configs through :func:`demo.files.atomic_write`, and
+record paths relative to the project (:func:`demo.presets.shown_path`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
+from demo.files import atomic_write
 from demo.models.temporal import Clip4ClipSettings
 from demo.models.tokenizer import VOCAB_SIZE
+from demo.presets import shown_path
+from demo.train.xclip.data import REWORDED
+from demo.train.xclip.report import results_table
+from demo.train.xclip.trainer import XClipTrainConfig
 
 
 def _read_log(run_dir: Path) -> list[dict[str, Any]]:
@@ -18,8 +29,6 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _param_count(folder: Path) -> int:
-    from safetensors import safe_open
-
     total = 0
     for name in ("model.safetensors", "temporal_head.safetensors"):
         path = folder / name
@@ -50,7 +59,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     config = json.loads((run_dir / "train_config.json").read_text()) if (run_dir / "train_config.json").is_file() \
         else {}
     if not log:
-        return [f"- {name}: no training log found in {run_dir}"]
+        return [f"- {name}: no training log found in {shown_path(run_dir)}"]
     minutes = sum(r.get("seconds", 0) for r in log) / 60
     if config.get("stage") == "frames":  # no text: the shape probe's validation accuracy
         best_shape = max(r["val"].get("shape/probe", {}).get("accuracy", float("nan")) for r in log)
@@ -68,8 +77,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     best = max(r["val"][head]["R@1"] for r in log)
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
-               "reversed_videos": "reversed-clip negatives", "reversal_separation": "clip-reversal hinge",
-               "layout_loss": "frame-layout regression", "shape_negatives": "shape-changed negative captions",
+               "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
                "shape_loss": "frame shape classification"}
     extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
     if config.get("compile"):
@@ -105,8 +113,17 @@ def set_card_results(card: str | Path, markdown: str) -> bool:
     body = start + len(RESULTS_HEADING)
     stop = text.find("\n## ", body)
     rest = text[stop + 1:] if stop >= 0 else ""
-    path.write_text(f"{text[:body]}\n\n{markdown.strip()}\n\n{rest}", encoding="utf-8")
+    atomic_write(path, f"{text[:body]}\n\n{markdown.strip()}\n\n{rest}")
     return True
+
+
+# What each stage folder of the embedded recipe's work folder holds, as the card names it.
+STAGE_NAMES = {
+    "frames": "stage 0, the vision tower alone told what single frames show (linear probes, dropped afterwards)",
+    "image": "stage 1, image-text pretraining on single frames with still-frame captions",
+    "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, loss = mean of both)",
+    "video2": "stage 3, video-text fine-tuning of the seqTransf model alone",
+}
 
 
 def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_markdown: str | None,
@@ -114,9 +131,6 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
                          stages: tuple[str, ...] = ("frames", "image", "video", "video2")) -> Path:
     """Write ``README.md`` into a shipped checkpoint folder from its training logs and results."""
     folder, work = Path(folder), Path(work)
-    settings = Clip4ClipSettings.load(folder)
-    config = json.loads((folder / "config.json").read_text())
-    text, vision = config["text_config"], config["vision_config"]
     lines = [
         f"# {title}",
         "",
@@ -127,6 +141,22 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
         "`CLIPVisionModelWithProjection.from_pretrained(folder)` load the towers; `clip4clip.json` holds the "
         "frame sampling and pooling, `temporal_head.safetensors` the seqTransf head (if any).",
         "",
+        *_architecture_lines(folder),
+        *_training_lines(work, command, stages),
+    ]
+    if eval_markdown:
+        lines += [RESULTS_HEADING, "", eval_markdown.strip(), ""]
+    lines += ["## Limitations", "",
+              "It knows only the rendered world's words and pictures: it has never seen a real video. Use it "
+              "to explore the product offline; use the `webvid` preset for real footage.", ""]
+    return atomic_write(folder / "README.md", "\n".join(lines))
+
+
+def _architecture_lines(folder: Path) -> list[str]:
+    settings = Clip4ClipSettings.load(folder)
+    config = json.loads((folder / "config.json").read_text())
+    text, vision = config["text_config"], config["vision_config"]
+    return [
         "## Architecture",
         "",
         f"- text: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, "
@@ -140,6 +170,11 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
         f"text: at most {settings.max_words} tokens",
         f"- weights stored as float16 ({_param_count(folder) / 1e6:.1f} M parameters); they load as float32",
         "",
+    ]
+
+
+def _training_lines(work: Path, command: str, stages: tuple[str, ...]) -> list[str]:
+    lines = [
         "## Training",
         "",
         f"Reproduce with `{command}` (renders the world, then trains; CPU, fp32).",
@@ -147,32 +182,100 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
         "- data: the world with seed 0: 8,000 training clips (5 captions each, plus still-frame captions), "
         "500 validation clips for model selection; five colour-shape combinations never appear in training",
     ]
-    names = {"frames": "stage 0, the vision tower alone told what single frames show (linear probes, "
-                       "dropped afterwards)",
-             "image": "stage 1, image-text pretraining on single frames with still-frame captions",
-             "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, "
-                      "loss = mean of both)",
-             "video2": "stage 3, video-text fine-tuning of the seqTransf model alone"}
     spec_path = work / "embedded_model.json"
     init = json.loads(spec_path.read_text()).get("init", {}) if spec_path.is_file() else {}
     if init.get("position_scale"):
-        dct = init.get("patch_dct_scale")
         lines.append(f"- initialisation: random, except the vision tower's patch positions, which start as 2-D "
-                     f"sin-cos codes times {init['position_scale']:g} (about a patch embedding's size)"
-                     + (f", and half its patch filters, which start as the 2-D DCT basis of a patch's "
-                        f"luminance times {dct:g}" if dct else "") + "; all are then learned")
+                     f"sin-cos codes times {init['position_scale']:g} (about a patch embedding's size); all are "
+                     "then learned")
     for stage in stages:
         if stage == "image" or (work / stage).is_dir():  # stages 0 and 3 are optional
-            lines += _stage_lines(names[stage], work / stage)
-    lines += ["- loss: symmetric InfoNCE over in-batch similarities with a learned temperature; identical "
-              "captions in a batch count as positives; a clip and its time reversal share a batch",
-              "- schedule: AdamW, linear warm-up over 10% of the steps, cosine decay, gradient clipping at 1.0",
-              ""]
-    if eval_markdown:
-        lines += [RESULTS_HEADING, "", eval_markdown.strip(), ""]
-    lines += ["## Limitations", "",
-              "It knows only the rendered world's words and pictures: it has never seen a real video. Use it "
-              "to explore the product offline; use the `webvid` preset for real footage.", ""]
-    out = folder / "README.md"
-    out.write_text("\n".join(lines))
-    return out
+            lines += _stage_lines(STAGE_NAMES[stage], work / stage)
+    return lines + [
+        "- loss: symmetric InfoNCE over in-batch similarities with a learned temperature; identical "
+        "captions in a batch count as positives; a clip and its time reversal share a batch",
+        "- schedule: AdamW, linear warm-up over 10% of the steps, cosine decay, gradient clipping at 1.0",
+        "",
+    ]
+
+
+XCLIP_CARD = """---
+library_name: transformers
+pipeline_tag: video-classification
+tags: [x-clip, video-classification, synthetic]
+---
+
+# xclip-world: a small X-CLIP trained on the embedded procedural world
+
+A Hugging Face `XCLIPModel` (`XCLIPModel.from_pretrained` / `XCLIPProcessor.from_pretrained`,
+or `demo.models.xclip.XClipClassifier.from_pretrained`) trained by this project from its own
+CLIP4Clip model, for zero-shot classification of clips of the rendered world (`demo/world.py`).
+Weights are stored in float16; they load as float32.
+
+## Model
+
+- text tower: {t.num_hidden_layers} layers, hidden {t.hidden_size}, {t.max_position_embeddings} positions,
+  CLIP's 49,408-token vocabulary; vision tower: {v.image_size}x{v.image_size} frames, patch {v.patch_size},
+  {v.num_hidden_layers} layers, hidden {v.hidden_size}, with X-CLIP's cross-frame message tokens;
+  projection {c.projection_dim}
+- {v.num_frames} frames per clip, spread uniformly over the clip, ImageNet mean/std
+- multi-frame integration transformer: {v.mit_num_hidden_layers} layer(s); video-specific prompt
+  generator: {c.prompt_layers} layer(s)
+- initialised from `{init}`: text tower, vision embeddings and layers, projections and
+  temperature copied by an explicit name map (`demo.train.xclip.CLIP_TO_XCLIP`), the vision
+  embeddings folded from CLIP's to ImageNet's mean/std, and the CLIP4Clip seqTransf temporal
+  head copied into the MIT (`HEAD_TO_MIT`); message tokens and prompt generator start random
+
+## Training
+
+X-CLIP's objective: for each training clip, logits over the {classes} class prompts
+(`demo.world.event_labels()`; per class {prompts}; template `{template}`), cross-entropy
+against the clip's class (`demo.world.clip_event`). Clips with several objects doing different
+things have no single class and are left out. {text_tower}
+Data: the world's train split (seed {config.seed}{limit}), validated each epoch on val, best epoch kept. \
+{config.epochs} epochs, batch {config.batch_size},
+AdamW, lr {config.lr:g} (new parts) / {config.vision_lr:g} (copied vision weights), warm-up then cosine.
+
+| epoch | train loss | val top-1 (%) | val top-1, reworded labels (%) | seconds since training began |
+|---|---|---|---|---|
+{history}
+
+Reproduce: `{command}` (after `python -m demo train --preset embedded`).
+
+## Test accuracy
+
+{results}
+
+Reworded labels: {reworded}.
+
+## Limits
+
+Knows only the rendered world: eight shapes in eight colours, their motions, and the world's
+plain, gradient and textured backgrounds.
+It is not a general video classifier; use `microsoft/xclip-base-patch32` for real video.
+"""
+
+
+def write_xclip_card(folder: str | Path, config: XClipTrainConfig, results: list[dict[str, Any]],
+                     command: str) -> Path:
+    """``README.md`` for the shipped X-CLIP checkpoint: what it is, how it was trained, its accuracy."""
+    from transformers import XCLIPConfig  # transformers' classes take seconds to import
+
+    folder = Path(folder)
+    c: Any = XCLIPConfig.from_pretrained(str(folder))
+    history = "\n".join(f"| {e['epoch']} | {e['loss']:.3f} | {e['val_top1']:.1f} | "
+                        f"{e.get('val_top1_reworded', float('nan')):.1f} | {e['seconds']:.0f} |"
+                        for e in _read_log(Path(config.out)))  # fmt: skip
+    prompts = ("the canonical label or, at random each step, one of the world's other phrasings of the "
+               "class (never the reworded test phrasing)" if config.synonyms else "the canonical label")
+    text_tower = ("The text tower is frozen, so the caption synonyms the CLIP4Clip text tower learned survive."
+                  if config.text_lr <= 0 else
+                  f"The text tower trains at lr {config.text_lr:g} (left frozen, its label embeddings stay too "
+                  "close to tell apart); its token embeddings stay frozen, so words keep what the CLIP4Clip text "
+                  "tower learned.")
+    card = XCLIP_CARD.format(
+        c=c, t=c.text_config, v=c.vision_config, config=config, init=shown_path(config.init), prompts=prompts,
+        classes=len(REWORDED), template=repr(config.template), text_tower=text_tower, history=history,
+        limit=f", first {config.limit} usable clips" if config.limit else "", command=command,
+        results=results_table(results), reworded=", ".join(f"{k} -> {v}" for k, v in REWORDED.items()))
+    return atomic_write(folder / "README.md", card)

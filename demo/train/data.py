@@ -8,8 +8,9 @@ Two sources share one sample type:
   image-text pretraining and the time-reversal pair ids).
 
 Clips are decoded once, through the same path as any user video
-(:func:`demo.video.preprocess.load_clip4clip_clip`), and kept in memory as float16, so an
-epoch costs only the model's forward and backward passes.
+(:func:`demo.video.decode.load_clip4clip_clip`), and kept in memory as float16, so an
+epoch costs only the model's forward and backward passes; :class:`FrameCaches` lets a caller
+that runs several stages keep them from one stage to the next.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from demo.errors import DemoError, InputError
+from demo.video.preprocess import load_clip4clip_clip
+from demo.world import ClipAttributes
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class Sample:
     pair: str | None = None  # clips sharing a pair id differ only in the direction of time
     frames: int = 0  # world clips: rendered frame count and rate (for per-frame captions)
     fps: float = 0.0
-    attributes: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    attributes: ClipAttributes | None = field(default=None, compare=False, hash=False)  # world clips
 
 
 def read_samples(source: str | Path, limit: int | None = None) -> list[Sample]:
@@ -73,9 +77,9 @@ def _read_jsonl(path: Path) -> list[Sample]:
         if not line.strip():
             continue
         row = json.loads(line)
-        attributes = row.get("attributes") or {}
+        attributes = ClipAttributes.from_dict(row["attributes"]) if row.get("attributes") else None
         samples.append(Sample((path.parent / row["path"]).resolve(), tuple(row["captions"]),
-                              tuple(row.get("still_captions") or ()), attributes.get("pair"),
+                              tuple(row.get("still_captions") or ()), attributes.pair if attributes else None,
                               int(row.get("frames") or 0), float(row.get("fps") or 0.0), attributes))
     return samples
 
@@ -88,10 +92,6 @@ class FrameCache:
 
     def __init__(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
                  workers: int = 2, progress: bool = True) -> None:
-        from tqdm.auto import tqdm
-
-        from demo.video.preprocess import load_clip4clip_clip
-
         def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor] | str:
             try:
                 return load_clip4clip_clip(sample.path, image_size=image_size,
@@ -122,58 +122,59 @@ class FrameCache:
         return len(self.samples)
 
 
-_RECENT: dict[tuple[object, ...], FrameCache] = {}  # the last few caches, for the next stage of a recipe
+class FrameCaches:
+    """The last few :class:`FrameCache` objects, for a caller that trains several stages on the same
+    data (a recipe): each split is decoded once instead of once per stage.
+
+    A cache is reused when the same files (same size and mtime) were decoded with the same
+    settings; the ``keep`` most recent (train and validation) are kept.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.recent: dict[tuple[object, ...], FrameCache] = {}
+
+    def get(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
+            workers: int = 2, progress: bool = True) -> FrameCache:
+        """A :class:`FrameCache` of ``samples``: a kept one when it matches, else decoded now."""
+        key = (tuple((s, _stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
+        if key in self.recent:
+            self.recent[key] = self.recent.pop(key)  # most recent last
+            return self.recent[key]
+        cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
+        self.recent[key] = cache
+        while len(self.recent) > self.keep:
+            del self.recent[next(iter(self.recent))]
+        return cache
 
 
-def cached_frames(samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
-                  workers: int = 2, progress: bool = True) -> FrameCache:
-    """A :class:`FrameCache` of ``samples``, reused when the same files (same size and mtime)
-    were decoded with the same settings in this process: the stages of a recipe decode each
-    split once instead of once per stage. Keeps the two most recent (train and validation)."""
-
-    def stamp(path: Path) -> tuple[int, int]:
-        try:
-            info = path.stat()
-        except OSError:
-            return (-1, -1)
-        return (info.st_size, info.st_mtime_ns)
-
-    key = (tuple((s, stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
-    if key in _RECENT:
-        _RECENT[key] = _RECENT.pop(key)  # most recent last
-        return _RECENT[key]
-    cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
-    _RECENT[key] = cache
-    while len(_RECENT) > 2:
-        del _RECENT[next(iter(_RECENT))]
-    return cache
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (info.st_size, info.st_mtime_ns)
 
 
-GROUP_ATTRIBUTES = ("colour", "shape", "size", "event", "background")
-
-
-def group_key(sample: Sample, group_by: str = "colour") -> tuple[str, ...] | None:
-    """The values of the ``+``-joined attributes ``group_by`` ("colour", "colour+background")
-    for a world clip: background from the clip, the rest from its first object (None: no attributes)."""
-    objects = sample.attributes.get("objects") if sample.attributes else None
-    if not (isinstance(objects, list) and objects):
+def group_key(sample: Sample) -> str | None:
+    """The colour of a world clip's first object, which one-colour batches group by (None: not a
+    world clip)."""
+    if sample.attributes is None or not sample.attributes.objects:
         return None
-    return tuple(str(sample.attributes["background"] if name == "background" else objects[0][name])
-                 for name in group_by.split("+"))
+    return sample.attributes.objects[0].colour
 
 
 def epoch_order(samples: list[Sample], seed: int, epoch: int, batch_size: int = 0,
-                grouped: float = 0.0, group_by: str = "colour") -> np.ndarray:
+                grouped: float = 0.0) -> np.ndarray:
     """A shuffled order of sample indices in which time-reversal pairs stay adjacent.
 
     Keeping a clip and its reversal in one batch makes each the other's hardest
     negative: the only way to tell them apart is the order of the frames.
 
     ``grouped`` (world clips, with ``batch_size``): about that share of the batches hold
-    clips whose first object has one colour (``group_by``: or one value of each of several
-    attributes, :func:`group_key`). Colour alone tells most clips of a random batch apart,
-    so the loss rewards little else; within one colour only shape, size, background and
-    what happens over time do.
+    clips whose first object has one colour (:func:`group_key`). Colour alone tells most
+    clips of a random batch apart, so the loss rewards little else; within one colour only
+    shape, size, background and what happens over time do.
     """
     groups: dict[str, list[int]] = {}
     singles: list[list[int]] = []
@@ -189,9 +190,9 @@ def epoch_order(samples: list[Sample], seed: int, epoch: int, batch_size: int = 
         return np.array([i for u in order for i in units[u]], dtype=np.int64)
     # Batches of whole units: grouped ones filled from one colour's units, the rest from the others.
     pick = rng.random(len(units)) < grouped
-    by_group: dict[tuple[str, ...] | None, list[int]] = {}
+    by_group: dict[str | None, list[int]] = {}
     for u in order[pick[order]]:
-        by_group.setdefault(group_key(samples[units[u][0]], group_by), []).append(int(u))
+        by_group.setdefault(group_key(samples[units[u][0]]), []).append(int(u))
     batches: list[list[int]] = []
     for unit_list in [*by_group.values(), [int(u) for u in order[~pick[order]]]]:
         batch: list[int] = []

@@ -1,7 +1,15 @@
-"""Contrastive losses for text-video training."""
+"""Contrastive losses for text-video training: pure functions of logits or embeddings.
+
+:func:`symmetric_infonce` is CLIP's; :func:`multi_positive_infonce` lets several columns be right
+and gives a clip (or a caption) hard negatives of its own; :func:`caption_video_infonce` builds
+those logits from caption and video embeddings, treating identical captions as positives.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,3 +76,37 @@ def multi_positive_infonce(
     every_text = logits if own_negatives is None else torch.cat([logits, own_negatives], dim=0)
     cols = every_text.logsumexp(dim=0) - masked.logsumexp(dim=0)
     return (rows.mean() + cols.mean()) / 2
+
+
+def caption_video_infonce(text: torch.Tensor, videos: torch.Tensor, captions: list[str],
+                          negatives: Sequence[tuple[int, str]], scale: torch.Tensor,
+                          own_videos: Sequence[tuple[torch.Tensor, np.ndarray]] = ()) -> torch.Tensor:
+    """:func:`multi_positive_infonce` of ``videos`` (B, D, unit) against the first B rows of ``text``.
+
+    ``captions`` are the B caption strings (identical strings in one batch are positives for each
+    other's clips). The other rows of ``text`` embed ``negatives``, (row, caption) pairs: hard
+    negative captions, each counted against its own row's clip only (a clip may have several).
+    ``own_videos``: pairs of (B, D) negative videos (each clip played backwards) and the (B,) bool
+    rows whose caption they are a negative for. ``scale`` is the logit scale.
+    """
+    device = text.device
+    _, groups = np.unique(np.array(captions), return_inverse=True)
+    group_ids = torch.from_numpy(groups).to(device)
+    positive, negative = text[:len(captions)].float(), text[len(captions):].float()
+    own = None
+    if negatives:
+        # one row of logits per rank among a clip's own negatives (-inf where it has fewer)
+        owners = np.array([i for i, _ in negatives])
+        ranks = np.array([np.count_nonzero(owners[:j] == r) for j, r in enumerate(owners)])
+        own = torch.full((int(ranks.max()) + 1, len(captions)), float("-inf"), device=device)
+        at = torch.from_numpy(owners).to(device)
+        own[torch.from_numpy(ranks).to(device), at] = scale * (negative * videos[at].float()).sum(-1)
+    columns = []
+    for other, applies in own_videos:
+        if applies.any():
+            column = torch.full((len(captions),), float("-inf"), device=device)
+            rows = torch.from_numpy(np.flatnonzero(applies)).to(device)
+            column[rows] = scale * (positive[rows] * other[rows].float()).sum(-1)
+            columns.append(column)
+    extra = torch.stack(columns, 1) if columns else None
+    return multi_positive_infonce(scale * positive @ videos.float().t(), group_ids, own, extra)

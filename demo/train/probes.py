@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,16 +19,16 @@ from demo.errors import InputError
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import Clip4ClipSettings
 from demo.train.data import FrameCache, Sample
+from demo.video.sampling import clip4clip_indices
+from demo.world import LAYOUT_DIM, LAYOUT_LONE, SHAPES, ClipAttributes, frame_layout, frame_shapes
 
 
 def sampled_world_frames(samples: list[Sample], settings: Clip4ClipSettings
-                         ) -> Iterator[tuple[int, int, dict[str, Any], int, int]]:
+                         ) -> Iterator[tuple[int, int, ClipAttributes, int, int]]:
     """(clip i, slot k, attributes, frame index, last frame index) of every frame the model is
     given of each world clip (the probe losses' targets are computed per such frame)."""
-    from demo.video.sampling import clip4clip_indices
-
     for i, sample in enumerate(samples):
-        if sample.frames < 2 or not sample.attributes.get("objects"):
+        if sample.frames < 2 or sample.attributes is None or not sample.attributes.objects:
             continue
         shown = clip4clip_indices(sample.frames, sample.fps, settings.sample_fps, settings.max_frames)
         for k, frame in enumerate(shown):
@@ -54,15 +53,13 @@ class LayoutTargets:
     """Per-frame layout targets of world clips and the linear probe that reads them off the
     frame embeddings (``TrainConfig.layout_loss``).
 
-    Targets are :func:`demo.world.clips.frame_layout` of each sampled frame, standardised per value
+    Targets are :func:`demo.world.frame_layout` of each sampled frame, standardised per value
     over the training frames, so the loss is about 1 - R^2 averaged over the values. The probe
     sees unit-length frame embeddings scaled by sqrt(D), as the contrastive losses see only
     directions.
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world.clips import LAYOUT_DIM
-
         self.settings, self.dim = settings, dim
         self.train, self.train_mask = self._targets(train)
         self.val, self.val_mask = self._targets(val)
@@ -78,8 +75,6 @@ class LayoutTargets:
         torch.nn.init.zeros_(self.probe.bias)
 
     def _targets(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        from demo.world.clips import LAYOUT_DIM, frame_layout
-
         t = self.settings.max_frames
         values = torch.zeros(len(samples), t, LAYOUT_DIM)
         mask = torch.zeros(len(samples), t, LAYOUT_DIM, dtype=torch.bool)
@@ -130,8 +125,6 @@ class LayoutTargets:
     def validate(self, per_frame: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         """The probe's R^2 on the validation frames: overall, the coverage map, a lone object's
         x, y and angle code."""
-        from demo.world.clips import LAYOUT_LONE
-
         pred = self.probe(probe_inputs(per_frame)).cpu()
         target = (self.val - self.mean) / self.std
         mask = self.val_mask & masks.cpu().unsqueeze(-1)
@@ -156,8 +149,6 @@ class ShapeTargets:
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
-        from demo.world.clips import SHAPES
-
         self.settings = settings
         self.train = self._targets(train)
         self.val = self._targets(val)
@@ -169,8 +160,6 @@ class ShapeTargets:
 
     def _targets(self, samples: list[Sample]) -> torch.Tensor:
         """(N, T, shapes) 0/1: the shapes each sampled frame shows (all 0: none, or not a world clip)."""
-        from demo.world.clips import SHAPES, frame_shapes
-
         out = torch.zeros(len(samples), self.settings.max_frames, len(SHAPES))
         for i, k, attributes, frame, last in sampled_world_frames(samples, self.settings):
             out[i, k] = torch.from_numpy(frame_shapes(attributes, frame, last))

@@ -1,29 +1,38 @@
-"""Training recipes: the ``train`` command's arguments and the embedded preset.
+"""Training recipes: the stages that rebuild the shipped embedded models, and their X-CLIP.
 
 ``python -m demo train --preset embedded`` rebuilds the shipped models from
 nothing: it renders the world, pretrains a small CLIP on still frames, fine-tunes
 it as CLIP4Clip on clips, and copies the results into ``precomputed/``. Before the
 image-text stage the vision tower alone is taught what frames show (``frames`` stage,
 see :mod:`demo.train.loop`): the stand-in for starting from an ImageNet-trained ViT.
+``--preset embedded-xclip`` then trains the X-CLIP from the shipped CLIP4Clip.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
+import io
 import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from demo.errors import InputError
+from demo.files import atomic_write
+from demo.index.build import build_index
+from demo.index.items import items_from_csv
+from demo.models.encoders import Clip4ClipEncoder
 from demo.models.tokenizer import shrink_vocabulary
 from demo.presets import PRECOMPUTED, shown_path
-from demo.train.data import read_samples
-from demo.train.loop import TrainConfig, train
-from demo.world.text import vocabulary_lists
+from demo.train import xclip as tx
+from demo.train.cards import write_clip4clip_card, write_xclip_card
+from demo.train.config import TrainConfig
+from demo.train.data import FrameCaches, read_samples
+from demo.train.loop import train
+from demo.world import WorldConfig, synth, vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ EMBEDDED_MODEL: dict[str, dict[str, Any]] = {
     "clip4clip": {"sample_fps": 3.0, "max_frames": 8, "max_words": 32, "head_layers": 2, "head_heads": 4},
     # Patch positions start as 2-D sin-cos codes at about a patch's own magnitude (see
     # Clip4Clip.from_config): with HF's tiny random positions the ViT never learns where things are.
-    # ("patch_dct_scale", DCT patch filters, was tried for shape and is off: BENCHMARKS.md.)
+    # (DCT patch filters were tried for shape and left off: docs/decisions/left-off-training-options.md.)
     "init": {"position_scale": 0.5},
 }
 
@@ -52,7 +61,8 @@ class EmbeddedRecipe:
     seed: int = 0
     # Stage 0: the vision tower alone, on the frame probes (shape classification and layout
     # regression; ``frames`` stage). Contrastive captions never taught this ViT shape (a linear
-    # probe read 19-28%, chance 12.5%); told directly for 2,000 steps it reads 73% (BENCHMARKS.md).
+    # probe read 19-28%, chance 12.5%); told directly for 2,000 steps it reads 73%
+    # (docs/decisions/frame-probes.md).
     frames_epochs: int = 16  # 0 skips it (stage 1 then starts from random weights)
     frames_lr: float = 1e-3
     image_epochs: int = 6
@@ -66,9 +76,6 @@ class EmbeddedRecipe:
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
     order_grouped: float = 0.75  # stage 3: share of one-colour batches (demo.train.data.epoch_order)
-    # Stage 3: weight of the hinge keeping the head's embeddings of a clip and of its reversal apart
-    # (TrainConfig.reversal_separation, at its default margin): pushes the head to read order.
-    order_reversal_separation: float = 0.0  # tried at 1.0: val order up, test R@1 down (BENCHMARKS.md)
     # Stage 1: share of frames captioned with where each object is (mirrored caption as a hard
     # negative). Video stages: each clip's caption with an event changed as a hard negative, and
     # the frame-caption loss on one frame per clip so frame embeddings keep positions.
@@ -81,65 +88,24 @@ class EmbeddedRecipe:
     # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
     # so that position, size, opacity and angle survive into the video stages for the head to read.
     layout_loss: float = 1.0
-    # All stages: share of clips that also get a caption with one object's shape changed as a hard
-    # negative (TrainConfig.shape_negatives). Tried at 1.0: shape stayed unread (BENCHMARKS.md), off.
-    shape_negatives: float = 0.0
     # All stages: weight of the frame shape classification (TrainConfig.shape_loss). In stage 0 it
     # teaches shape; afterwards it keeps it in the frames (val probe 73% after stage 0, 78% shipped).
     shape_loss: float = 1.0
-    # TrainConfig.compile in all three stages (BENCHMARKS.md, "Training time"); --no-compile trains eagerly.
+    # TrainConfig.compile in every stage (docs/decisions/compile-every-stage.md); --no-compile trains eagerly.
     compile: bool = True
     world_limit: int | None = None  # only for quick trials: clips per split
 
 
 def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, Path]:
-    """Render the world, run both stages, copy the models into ``recipe.out``."""
-    from demo.world.clips import WorldConfig, synth
-
+    """Render the world, run the stages, copy the models into ``recipe.out``, index and card them."""
     work = Path(recipe.work)
     started = time.time()
     world = synth(work / "world", WorldConfig(seed=recipe.seed), limit=recipe.world_limit,
                   progress=progress)
     log.info("world ready in %.0f s", time.time() - started)
-    spec_path = work / "embedded_model.json"
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(EMBEDDED_MODEL, indent=2))
+    spec_path = atomic_write(work / "embedded_model.json", json.dumps(EMBEDDED_MODEL, indent=2))
     jsonl = {split: Path(str(path)).with_suffix(".jsonl") for split, path in world.items()}
-    # What every stage shares, and what the two video stages share on top.
-    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
-                                  seed=recipe.seed, layout_loss=recipe.layout_loss,
-                                  shape_negatives=recipe.shape_negatives, shape_loss=recipe.shape_loss,
-                                  compile=recipe.compile, resume=True)
-    videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
-                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                                  reversed_videos=recipe.reversed_videos)
-    # Stage 1 starts from stage 0's vision tower when there is one, else from the random-init config.
-    model_config: str | None = str(spec_path)
-    init: str | None = None
-    if recipe.frames_epochs > 0:
-        frames = train(TrainConfig(**common, out=str(work / "frames"), model_config=str(spec_path), stage="frames",
-                                   epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr),
-                       progress=progress)
-        log.info("frames stage done at %.0f s", time.time() - started)
-        model_config, init = None, str(frames)
-    image = train(TrainConfig(**common, out=str(work / "image"), model_config=model_config, init=init, stage="image",
-                              epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
-                              frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr),
-                  progress=progress)
-    log.info("image stage done at %.0f s", time.time() - started)
-    video = train(TrainConfig(**videos, out=str(work / "video"), init=str(image), pooling="both",
-                              epochs=recipe.video_epochs, lr=recipe.video_lr, clip_lr=recipe.video_clip_lr),
-                  progress=progress)
-    log.info("video stage done at %.0f s", time.time() - started)
-    # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
-    # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
-    if recipe.order_epochs > 0:
-        video = train(TrainConfig(**videos, out=str(work / "video2"), init=str(video), pooling="seqTransf",
-                                  epochs=recipe.order_epochs, lr=recipe.order_lr, clip_lr=recipe.order_clip_lr,
-                                  grouped_batches=recipe.order_grouped,
-                                  reversal_separation=recipe.order_reversal_separation),
-                      progress=progress)
-        log.info("order stage done at %.0f s", time.time() - started)
+    image, video = _train_stages(recipe, work, spec_path, jsonl, started, progress)
     out = Path(recipe.out)
     target = out / "clip4clip-world"
     shutil.rmtree(target, ignore_errors=True)
@@ -151,8 +117,6 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     index = build_embedded_index(work / "world", out / "clip4clip-world", out / "index-world",
                                  progress=progress)
     log.info("built the embedded index at %.1f min", (time.time() - started) / 60)
-    from demo.train.cards import write_clip4clip_card
-
     note = "Test-split results: run `python -m demo evaluate --write-benchmarks` (BENCHMARKS.md)."
     write_clip4clip_card(out / "clip4clip-world", "clip4clip-world: the embedded CLIP4Clip (seqTransf)", work, note)
     write_clip4clip_card(out / "clip-world-image", "clip-world-image: the image-pretrained stand-in for "
@@ -160,9 +124,46 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
     return {"clip-world-image": out / "clip-world-image", "clip4clip-world": target, "index-world": index}
 
 
+def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: dict[str, Path], started: float,
+                  progress: bool) -> tuple[Path, Path]:
+    """Stages 0-3 in ``work``; the best image-stage and last video-stage checkpoint folders."""
+    # What every stage shares, and what the two video stages share on top.
+    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
+                                  seed=recipe.seed, layout_loss=recipe.layout_loss, shape_loss=recipe.shape_loss,
+                                  compile=recipe.compile, resume=True)
+    videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
+                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
+                                  reversed_videos=recipe.reversed_videos)
+    decoded = FrameCaches()  # each split is decoded once for all the stages
+
+    def stage(name: str, **values: Any) -> Path:
+        best = train(TrainConfig(**values, out=str(work / name)), progress=progress, frames=decoded)
+        log.info("%s stage done at %.0f s", name, time.time() - started)
+        return best
+
+    # Stage 1 starts from stage 0's vision tower when there is one, else from the random-init config.
+    model_config: str | None = str(spec_path)
+    init: str | None = None
+    if recipe.frames_epochs > 0:
+        init = str(stage("frames", **common, model_config=str(spec_path), stage="frames",
+                         epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr))
+        model_config = None
+    image = stage("image", **common, model_config=model_config, init=init, stage="image",
+                  epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
+                  frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr)
+    video = stage("video", **videos, init=str(image), pooling="both", epochs=recipe.video_epochs,
+                  lr=recipe.video_lr, clip_lr=recipe.video_clip_lr)
+    # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
+    # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
+    if recipe.order_epochs > 0:
+        video = stage("video2", **videos, init=str(video), pooling="seqTransf", epochs=recipe.order_epochs,
+                      lr=recipe.order_lr, clip_lr=recipe.order_clip_lr, grouped_batches=recipe.order_grouped)
+    return image, video
+
+
 def world_texts(world_dir: str | Path) -> list[str]:
     """Every caption of every split of a rendered world, plus the vocabulary's words and phrases."""
-    texts = [text for words in vocabulary_lists().values() for text in words]
+    texts = [text for words in vocabulary().values() for text in words]
     texts += [c for path in sorted(Path(world_dir).glob("*.jsonl")) for s in read_samples(path) for c in s.captions]
     return list(dict.fromkeys(texts))
 
@@ -175,33 +176,32 @@ def build_embedded_index(world_dir: str | Path, model_dir: str | Path, out: str 
     of rendered clips, decoded and embedded by the shipped model. Paths stay relative to
     the world folder, so the app can re-render a missing clip from its id.
     """
-    import csv
-
-    from demo.index.build import build_index
-    from demo.index.items import items_from_csv
-    from demo.models.encoders import Clip4ClipEncoder
-
     world = Path(world_dir)
-    corpus = world / "corpus.csv"
-    train_ids: set[str] = set()
-    with corpus.open("w", newline="", encoding="utf-8") as f:
-        writer: csv.DictWriter[str] | None = None
-        for split in ("test", "val", "train"):
-            with (world / f"{split}.csv").open(newline="", encoding="utf-8") as src:
-                for row in csv.DictReader(src):
-                    if split == "train":
-                        if row["id"] not in train_ids and len(train_ids) >= n_train:
-                            continue
-                        train_ids.add(row["id"])
-                    if writer is None:
-                        writer = csv.DictWriter(f, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow(row)
+    corpus = atomic_write(world / "corpus.csv", _corpus_rows(world, n_train))
     encoder = Clip4ClipEncoder.from_pretrained(model_dir)
     report = build_index(items_from_csv(corpus), out, encoder, batch_size=16, progress=progress,
                          overwrite=True, num_workers=2, model_path=shown_path(model_dir), media_root=world)
     log.info("indexed %d clips into %s (%d skipped)", report.indexed, out, len(report.skipped))
     return Path(out)
+
+
+def _corpus_rows(world: Path, n_train: int) -> str:
+    """The CSV of the index's clips: every test and val row, then the rows of the first training clips."""
+    table = io.StringIO(newline="")
+    writer: csv.DictWriter[str] | None = None
+    train_ids: set[str] = set()
+    for split in ("test", "val", "train"):
+        with (world / f"{split}.csv").open(newline="", encoding="utf-8") as src:
+            for row in csv.DictReader(src):
+                if split == "train":
+                    if row["id"] not in train_ids and len(train_ids) >= n_train:
+                        continue
+                    train_ids.add(row["id"])
+                if writer is None:
+                    writer = csv.DictWriter(table, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+    return table.getvalue()
 
 
 @dataclass(frozen=True)
@@ -227,9 +227,6 @@ class XClipRecipe:
 def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     """Train X-CLIP from the shipped CLIP4Clip on the world, ship it with a model card and
     write its test accuracy into BENCHMARKS.md (see :mod:`demo.train.xclip`)."""
-    from demo.train import xclip as tx
-    from demo.world.clips import WorldConfig, synth
-
     init = Path(recipe.init) if recipe.init else Path(recipe.out) / "clip4clip-world"
     if not (init / "config.json").is_file():
         raise InputError(f"the embedded X-CLIP starts from the embedded CLIP4Clip model, but {init} has "
@@ -247,50 +244,19 @@ def train_embedded_xclip(recipe: XClipRecipe, progress: bool = True) -> Path:
     results = [tx.evaluate_xclip(target, work / "world", "test", reworded=r, progress=progress)
                for r in (False, True)]
     command = "python -m demo train --preset embedded-xclip"
-    tx.write_model_card(target, config, results, command)
+    write_xclip_card(target, config, results, command)
     tx.write_benchmarks(results, command, recipe.benchmarks)
     return target
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=["embedded", "embedded-xclip"],
-                   help="rebuild the shipped embedded models (embedded-xclip: the X-CLIP, after embedded)")
-    p.add_argument("--train", help="CSV (path,caption) or world .jsonl")
-    p.add_argument("--val", help="validation data (default: 5%% of --train)")
-    p.add_argument("--out", help="output folder (checkpoints, log)")
-    p.add_argument("--init", help="CLIP/CLIP4Clip checkpoint folder or hub id to start from")
-    p.add_argument("--model-config", help="JSON with text/vision configs for random init")
-    p.add_argument("--work", help="with --preset: working folder (default work/embedded)")
-    for f in fields(TrainConfig):
-        if f.name in {"train", "val", "out", "init", "model_config", "resume", "amp"}:
-            continue
-        if isinstance(f.default, bool):  # --compile / --no-compile; unset: the config's or recipe's default
-            p.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None)
-            continue
-        kind: Any = type(f.default) if f.default is not None else (
-            float if f.name in {"sample_fps"} else int if f.name in {"max_frames", "limit", "schedule_epochs"} else str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from out/last")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-
-
-def train_command(args: argparse.Namespace) -> int:
-    values = {k: v for k, v in vars(args).items() if v is not None}
-    if args.preset == "embedded":
-        recipe_fields = {f.name for f in fields(EmbeddedRecipe)}
-        recipe = EmbeddedRecipe(**{k: v for k, v in values.items() if k in recipe_fields})
-        for name, path in train_embedded(recipe).items():
-            print(f"{name}: {path}")
-        return 0
-    if args.preset == "embedded-xclip":
-        xclip_fields = {f.name for f in fields(XClipRecipe)}
-        xclip = XClipRecipe(**{k: v for k, v in values.items() if k in xclip_fields})
-        print(f"xclip-world: {train_embedded_xclip(xclip)}")
-        return 0
-    if not args.train or not args.out:
-        raise InputError("train needs --train DATA and --out DIR (or --preset embedded)")
-    config_fields = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in values.items() if k in config_fields},
-                         amp=not args.no_amp)
-    print(train(config))
-    return 0
+def evaluate_embedded_xclip(recipe: XClipRecipe, command: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Re-evaluate the shipped X-CLIP (``<out>/xclip-world``) on the test split of the rendered world
+    in ``<work>/world`` (canonical and reworded labels) and rewrite its section of ``recipe.benchmarks``,
+    recording ``command``; the results."""
+    model = Path(recipe.out) / "xclip-world"
+    if not (model / "config.json").is_file():
+        raise InputError(f"no X-CLIP in {model}: run `python -m demo train --preset embedded-xclip` first")
+    world = Path(recipe.work) / "world"
+    results = [tx.evaluate_xclip(model, world, "test", reworded=r, progress=progress) for r in (False, True)]
+    tx.write_benchmarks(results, command, recipe.benchmarks)
+    return results

@@ -18,7 +18,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, threads: int = 0
     whole file has arrived. Fractional rates (29.97) are kept exactly. The file is
     written next to ``path`` and renamed, so a reader never sees half a file.
     ``threads``: x264's encoder threads (0: its own choice, one or more per core); a caller
-    that already runs one encoder per core (``demo.world.clips.synth``) passes 1.
+    that already runs one encoder per core (``demo.world.synth``) passes 1.
     """
     import av
 

@@ -1,6 +1,6 @@
 """The language of the procedural world: its vocabulary and the caption grammar.
 
-Everything here works on a clip's ``attributes`` dict (see :mod:`demo.world.clips`), so the
+Everything here works on a clip's :class:`~demo.world.attributes.ClipAttributes`, so the
 captions can only say what the attributes say. The first caption of a clip is the
 *canonical* one, written in a fixed grammar that names every object's size, colour,
 shape and event (or the objects' relation) and the background::
@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from demo.world.attributes import ClipAttributes, WorldObject
+
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart")
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white")
 SIZES = ("small", "medium", "large")
-# One-word names that are not colour words; all are dark or desaturated (see demo.world.clips).
+# One-word names that are not colour words; all are dark or desaturated (see demo.world.render).
 BACKGROUNDS = ("dark", "dusk", "ocean", "checkered", "striped", "dotted", "noisy")
 EVENTS = (
     "moving left", "moving right", "moving up", "moving down",
@@ -120,8 +122,6 @@ _EXTRA_TOKENS = {
     "drifts": 1, "rotates": 1, "shrinks": 1, "vanishes": 1,
 }  # fmt: skip
 
-Attributes = dict[str, Any]
-
 
 def _articles(text: str) -> str:
     """Fix "a" before a vowel: "a orange heart on a ocean background" -> "an orange ... an ocean"."""
@@ -139,20 +139,20 @@ def fits_token_budget(text: str) -> bool:
     return caption_length(text) <= MAX_TOKENS and len(text.replace(",", " ").split()) <= MAX_WORDS
 
 
-def _noun(obj: dict[str, Any], with_size: bool, article: str = "a") -> str:
-    parts = [article, obj["size"]] if with_size else [article]
-    return " ".join([*parts, obj["colour"], obj["shape"]])
+def _noun(obj: WorldObject, with_size: bool, article: str = "a") -> str:
+    parts = [article, obj.size] if with_size else [article]
+    return " ".join([*parts, obj.colour, obj.shape])
 
 
-def canonical_caption(attributes: Attributes) -> str:
+def canonical_caption(attributes: ClipAttributes) -> str:
     """The clip's full-detail caption in the fixed grammar (see the module docstring)."""
-    objects = attributes["objects"]
+    objects = attributes.objects
     nouns = [_noun(o, with_size=True) for o in objects]
-    background = f"on a {attributes['background']} background"
-    relation = attributes.get("relation")
+    background = f"on a {attributes.background} background"
+    relation = attributes.relation
     if relation is not None:
         return _articles(f"{nouns[0]} and {nouns[1]} {RELATION_PHRASES[relation][0][0]} {background}")
-    parts = [f"{n} {o['event']}" for n, o in zip(nouns, objects, strict=True)]
+    parts = [f"{n} {o.event}" for n, o in zip(nouns, objects, strict=True)]
     return _articles(f"{_join(parts)} {background}")
 
 
@@ -166,16 +166,16 @@ def _pick(rng: np.random.Generator, options: tuple[Any, ...] | list[Any]) -> Any
     return options[int(rng.integers(len(options)))]
 
 
-def _variant(attributes: Attributes, rng: np.random.Generator, detail: bool) -> str:
+def _variant(attributes: ClipAttributes, rng: np.random.Generator, detail: bool) -> str:
     """One randomly phrased caption; ``detail=False`` drops sizes and the background."""
-    objects = list(attributes["objects"])
-    relation = attributes.get("relation")
+    objects = list(attributes.objects)
+    relation = attributes.relation
     with_size = detail and rng.random() < 0.6
     with_bg = detail and rng.random() < 0.7
     if len(objects) > 1 and rng.random() < 0.5:
         objects = [objects[i] for i in rng.permutation(len(objects))]
     article = "a" if rng.random() < 0.75 else "the"
-    background = _pick(rng, BACKGROUND_PHRASES).format(bg=attributes["background"])
+    background = _pick(rng, BACKGROUND_PHRASES).format(bg=attributes.background)
     present = rng.random() < 0.6  # "a red star moves left" vs "a red star moving left"
     form = 1 if present else 0
     if relation is not None:
@@ -183,7 +183,7 @@ def _variant(attributes: Attributes, rng: np.random.Generator, detail: bool) -> 
         action = f"{subject} {_pick(rng, RELATION_PHRASES[relation])[form]}"
     else:
         parts = [
-            f"{_noun(o, with_size, article)} {_pick(rng, EVENT_PHRASES[o['event']])[form]}"
+            f"{_noun(o, with_size, article)} {_pick(rng, EVENT_PHRASES[o.event])[form]}"
             for o in objects
         ]
         action = _join(parts, last="while" if present and len(parts) == 2 and rng.random() < 0.5 else "and")
@@ -196,10 +196,10 @@ def _variant(attributes: Attributes, rng: np.random.Generator, detail: bool) -> 
         return f"{background}, {action}"
     if present:  # "a dark background with a red star moves left" is not English
         return f"{action} {background}"
-    return f"a {attributes['background']} background with {action}"
+    return f"a {attributes.background} background with {action}"
 
 
-def make_captions(attributes: Attributes, rng: np.random.Generator, n: int = 5) -> list[str]:
+def make_captions(attributes: ClipAttributes, rng: np.random.Generator, n: int = 5) -> list[str]:
     """``n`` distinct captions (fewer only if the grammar runs out), canonical first."""
     captions = [canonical_caption(attributes)]
     for attempt in range(12 * n):
@@ -213,19 +213,17 @@ def make_captions(attributes: Attributes, rng: np.random.Generator, n: int = 5) 
     return captions
 
 
-def make_still_captions(attributes: Attributes, rng: np.random.Generator, n: int = 3) -> list[str]:
+def make_still_captions(attributes: ClipAttributes, rng: np.random.Generator, n: int = 3) -> list[str]:
     """Captions for one still frame: objects and background, no motion words.
 
     Sizes of growing or shrinking objects are left out (a still frame catches them at an
     arbitrary size). The middle frame shows every object at least partly.
     """
-    objects = attributes["objects"]
-    background = attributes["background"]
+    objects = attributes.objects
+    background = attributes.background
 
     def nouns(with_size: bool) -> str:
-        return _join(
-            [_noun(o, with_size and o["event"] not in ("growing", "shrinking")) for o in objects]
-        )
+        return _join([_noun(o, with_size and o.event not in ("growing", "shrinking")) for o in objects])
 
     candidates = [_articles(c) for c in (
         f"{nouns(True)} on a {background} background",
@@ -261,11 +259,11 @@ def position_phrase(x: float, y: float, ref: float) -> str:
 
 
 def frame_size(radius: float) -> str:
-    """The size word for an object of ``radius`` reference pixels (see demo.world.clips.SIZE_RADIUS)."""
+    """The size word for an object of ``radius`` reference pixels (see demo.world.sampling.SIZE_RADIUS)."""
     return "small" if radius < 13.5 else "medium" if radius < 19.5 else "large"
 
 
-def describe_frame(objects: Sequence[tuple[dict[str, Any], tuple[float, ...]]], background: str,
+def describe_frame(objects: Sequence[tuple[WorldObject, tuple[float, ...]]], background: str,
                    ref: float, rng: np.random.Generator) -> str:
     """A caption of one frame: where each visible object is and how big it is right now.
 
@@ -281,7 +279,7 @@ def describe_frame(objects: Sequence[tuple[dict[str, Any], tuple[float, ...]]], 
             continue
         faint = "faint " if alpha < 0.7 else ""
         size = f"{frame_size(radius)} " if rng.random() < 0.7 else ""
-        parts.append(f"a {faint}{size}{obj['colour']} {obj['shape']} {position_phrase(x, y, ref)}")
+        parts.append(f"a {faint}{size}{obj.colour} {obj.shape} {position_phrase(x, y, ref)}")
     if not parts:
         return _articles(f"an empty {background} background")
     candidates = [f"{_join(parts)} on a {background} background", _join(parts),
@@ -290,8 +288,14 @@ def describe_frame(objects: Sequence[tuple[dict[str, Any], tuple[float, ...]]], 
     return _articles(_pick(rng, fitting) if fitting else _join(parts[:1]))
 
 
-def vocabulary_lists() -> dict[str, list[str]]:
-    """Every kind of word and phrase the captions use (see :func:`demo.world.clips.vocabulary`)."""
+def event_labels() -> list[str]:
+    """Canonical event and relation names: the zero-shot label set of the world."""
+    return [*EVENTS, *RELATIONS]
+
+
+def vocabulary() -> dict[str, list[str]]:
+    """Every word kind the captions use: shapes, colours, sizes, backgrounds, events
+    (canonical names and all their phrasings), relations (likewise) and background phrases."""
     return {
         "shapes": list(SHAPES),
         "colours": list(COLOURS),

@@ -1,0 +1,76 @@
+"""The training objectives: pure functions from a batch and its embeddings to named losses.
+
+Each returns a dict of weighted loss terms, e.g. ``{"contrastive": ..., "layout": ...}``; the loop
+(:class:`demo.train.loop.Trainer`) adds up whatever the stage's objectives return. The arithmetic
+of the contrastive terms is generic (:mod:`demo.train.losses`); what makes these world-specific is
+which extra negatives and targets the batch carries (:mod:`demo.train.batches`):
+
+* :func:`contrastive` -- captions against pooled videos, per trained head (meanP, seqTransf), with
+  each clip's event-changed hard negative captions and, for the head, its reversed clip as a
+  negative video of the captions that read differently backwards;
+* :func:`frame_caption` -- one frame per world clip against a caption of where its objects are;
+* :func:`frame_probes` -- the layout regression and shape classification of every frame shown
+  (:mod:`demo.train.probes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from demo.train.batches import Batch
+from demo.train.losses import caption_video_infonce
+from demo.train.probes import LayoutTargets, ShapeTargets
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """What the model made of a batch: the inputs of the objectives."""
+
+    text: torch.Tensor | None  # (B + N, D) the batch's captions, then its N hard negatives (None: frames stage)
+    per_frame: torch.Tensor  # (B, T, D) frame embeddings (zero where masked)
+    scale: torch.Tensor  # the logit scale: exp of the learned temperature, at most 100
+    videos: dict[str, torch.Tensor]  # (B, D) unit video embedding per trained pooling ("meanP", "seqTransf")
+    backwards: torch.Tensor | None = None  # (B, D) the head on each clip's frames played backwards
+    frame_text: torch.Tensor | None = None  # (F + M, D) the frame captions, then their M mirrored negatives
+
+
+def contrastive(batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
+    """``{"contrastive": mean over the trained poolings of caption <-> video InfoNCE}``."""
+    assert emb.text is not None
+    losses = []
+    for pooling, videos in emb.videos.items():
+        own_videos: list[tuple[torch.Tensor, np.ndarray]] = []
+        if pooling == "seqTransf" and emb.backwards is not None and batch.reversed is not None:
+            own_videos.append((emb.backwards, batch.reversed))
+        losses.append(caption_video_infonce(emb.text, videos, batch.captions, batch.negatives, emb.scale, own_videos))
+    return {"contrastive": torch.stack(losses).mean()}
+
+
+def frame_caption(batch: Batch, emb: Embeddings, weight: float) -> dict[str, torch.Tensor]:
+    """``{"frame_caption": weight x InfoNCE of one frame per world clip against its frame caption}``:
+    keeps where things are in the frame embeddings, whose change the temporal head reads as direction.
+    Empty when the batch has no frame captions."""
+    frames = batch.frame_captions
+    if frames is None or emb.frame_text is None:
+        return {}
+    picked = emb.per_frame[torch.tensor(frames.rows), torch.tensor(frames.picks)].float()
+    videos = torch.nn.functional.normalize(picked, dim=-1)
+    return {"frame_caption": weight * caption_video_infonce(emb.frame_text, videos, frames.captions,
+                                                            frames.negatives, emb.scale)}
+
+
+def frame_probes(batch: Batch, per_frame: torch.Tensor, layout: tuple[LayoutTargets, float] | None,
+                 shapes: tuple[ShapeTargets, float] | None) -> dict[str, torch.Tensor]:
+    """``{"layout": ..., "shape": ...}``: each probe's (targets, weight) term over the frames the batch
+    shows (``batch.shown`` in the frames and image stages), left out when no frame has a target."""
+    out = {}
+    for name, probe in (("layout", layout), ("shape", shapes)):
+        if probe is not None:
+            targets, weight = probe
+            term = targets.loss(batch.indices, per_frame, batch.masks, batch.shown)
+            if term is not None:
+                out[name] = weight * term
+    return out
