@@ -28,7 +28,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="CLIP4Clip checkpoint folder or hub id (default: the index's model)")
     p.add_argument("--index", help="index folder built by `python -m demo index build`")
     p.add_argument("--xclip", help="X-CLIP checkpoint folder or hub id")
-    p.add_argument("--pooling", choices=["meanP", "seqTransf"], help="override the checkpoint's pooling")
+    p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"], help="override the checkpoint's pooling")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--cache", help="folder for rendered world clips (default: $DEMO_CACHE or cache/world)")
     p.add_argument("--eval-limit", type=int, help="test clips a CPU rerun of the benchmark scores (default: all)")

@@ -29,6 +29,7 @@ from demo.errors import DemoError
 from demo.files import atomic_write, atomic_write_json
 from demo.models.encoders import Clip4ClipEncoder
 from demo.models.temporal import masked_mean
+from demo.video.preprocess import stack_clips
 
 if TYPE_CHECKING:
     import torch
@@ -60,8 +61,11 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, fingerprint: ModelFingerprint) -> None:
         fp = fingerprint
         # Pooling is not part of the key: frame features do not depend on it.
-        described = {"model": fp.model, "image_size": fp.image_size, "frames": fp.frames,
-                     "sample_fps": fp.sample_fps, "dim": fp.dim}
+        described: dict[str, Any] = {"model": fp.model, "image_size": fp.image_size, "frames": fp.frames,
+                                     "sample_fps": fp.sample_fps, "dim": fp.dim}
+        # Named only when they differ from this project's own pipeline, so older cache entries still match.
+        described.update({k: v for k, v in (("sampling", fp.sampling), ("resize", fp.resize))
+                          if v not in ("float-fps", "decoder")})
         self.folder = Path(root) / _sha1(json.dumps(described, sort_keys=True))[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.folder / "model.json", described)
@@ -146,8 +150,8 @@ def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], tex
     come from the cache where present, else from decoding + the vision tower in batches.
     """
     report = progress or (lambda fraction, message: None)
-    encoder = Clip4ClipEncoder.from_pretrained(
-        model, pooling="seqTransf" if "seqTransf" in poolings else "meanP", device=device)
+    head_pooling = next((p for p in poolings if p != "meanP"), "meanP")  # one head per checkpoint
+    encoder = Clip4ClipEncoder.from_pretrained(model, pooling=head_pooling, device=device)
     store = EmbeddingCache(cache, encoder.fingerprint) if cache is not None else None
     features: list[np.ndarray | None] = [None] * len(paths)
     failed = {i: "missing file" for i, p in enumerate(paths) if not Path(p).is_file()}
@@ -181,8 +185,8 @@ def _encode_frames(encoder: Clip4ClipEncoder, paths: Sequence[str], todo: list[i
     import torch
 
     def run(batch: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        frames = torch.stack([f for _, (f, _) in batch]).to(encoder.device)
-        mask = torch.stack([m for _, (_, m) in batch]).to(encoder.device)
+        frames, mask = stack_clips([item for _, item in batch])
+        frames, mask = frames.to(encoder.device), mask.to(encoder.device)
         with torch.inference_mode(), _autocast(encoder.device):
             out = encoder.model.frame_embeddings(frames, mask).float().cpu().numpy()
         for j, (row, (_, m)) in enumerate(batch):
@@ -214,9 +218,9 @@ def _pool(encoder: Clip4ClipEncoder, poolings: Sequence[str], features: list[np.
     import torch
 
     videos = {p: np.zeros((n, encoder.dim), np.float32) for p in poolings}
-    t = encoder.max_frames
     for s in range(0, len(rows), 256):
         chunk = features[s:s + 256]
+        t = max([encoder.max_frames, *(len(f) for f in chunk if f is not None)])
         x = torch.zeros(len(chunk), t, encoder.dim)
         mask = torch.zeros(len(chunk), t, dtype=torch.bool)
         for j, f in enumerate(chunk):
@@ -226,7 +230,7 @@ def _pool(encoder: Clip4ClipEncoder, poolings: Sequence[str], features: list[np.
         x, mask = x.to(encoder.device), mask.to(encoder.device)
         with torch.inference_mode():
             for p in poolings:
-                head = encoder.model.head if p == "seqTransf" else None
+                head = encoder.model.head if p != "meanP" else None
                 pooled = masked_mean(x, mask) if head is None else head(x, mask)
                 videos[p][rows[s:s + 256]] = pooled.float().cpu().numpy()
     return videos

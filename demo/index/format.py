@@ -81,6 +81,8 @@ def make_manifest(
         "pooling": fp.pooling,
         "frames": fp.frames,
         "sample_fps": fp.sample_fps,
+        "sampling": fp.sampling,
+        "resize": fp.resize,
         "image_size": fp.image_size,
         "dim": fp.dim,
         "count": count,

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from demo.errors import ModelLoadError
-from demo.models.temporal import HEAD_FILE, Clip4ClipSettings, SeqTransfHead, build_head, pool
+from demo.models.temporal import HEAD_FILE, SETTINGS_FILE, Clip4ClipSettings, Head, build_head, pool
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Clip4Clip(nn.Module):
     """Text tower, vision tower, temporal head and the learned temperature."""
 
     def __init__(self, text: Any, vision: Any, settings: Clip4ClipSettings,
-                 head: SeqTransfHead | None = None, logit_scale: float = math.log(1 / 0.07)) -> None:
+                 head: Head | None = None, logit_scale: float = math.log(1 / 0.07)) -> None:
         super().__init__()
         self.text = text  # CLIPTextModelWithProjection
         self.vision = vision  # CLIPVisionModelWithProjection
@@ -120,20 +120,21 @@ class Clip4Clip(nn.Module):
 
     @classmethod
     def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
-                        dtype: torch.dtype = torch.float32) -> Clip4Clip:
+                        dtype: torch.dtype = torch.float32, **changes: Any) -> Clip4Clip:
         """Load a CLIP or CLIP4Clip checkpoint folder or hub id.
 
         ``pooling`` overrides the checkpoint's own head: asking a seqTransf
         checkpoint for ``meanP`` drops the head (the backbone is shared), asking a
-        checkpoint without head weights for ``seqTransf`` fails.
+        checkpoint without head weights for ``seqTransf`` fails. ``changes`` override
+        other :class:`Clip4ClipSettings` fields (``frame_sampling="every-second"``, say).
         """
         from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
         source = str(id_or_dir)
-        folder = Path(source)
-        settings = Clip4ClipSettings.load(folder) if folder.is_dir() else Clip4ClipSettings()
-        if pooling is not None and pooling != settings.pooling:
-            settings = Clip4ClipSettings(**{**settings.__dict__, "pooling": pooling})
+        try:
+            settings = checkpoint_settings(source).with_changes(pooling=pooling, **changes)
+        except ValueError as err:
+            raise ModelLoadError(f"cannot use {source!r} that way: {err}") from err
         try:
             with quiet_transformers():
                 text = CLIPTextModelWithProjection.from_pretrained(source, dtype=dtype)
@@ -142,12 +143,14 @@ class Clip4Clip(nn.Module):
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(err)}") from err
         head = build_head(settings, int(text.config.projection_dim or 0))
         if head is not None:
-            head_path = folder / HEAD_FILE
-            if not head_path.is_file():
-                raise ModelLoadError(f"{source!r} has no {HEAD_FILE}: it cannot run seqTransf pooling")
+            head_path = checkpoint_file(source, HEAD_FILE)
+            if head_path is None:
+                raise ModelLoadError(f"{source!r} has no {HEAD_FILE}: it cannot run {settings.pooling} pooling")
             head.load_state_dict(load_file(str(head_path)))
             head.to(dtype)
-        model = cls(text, vision, settings, head, logit_scale=read_logit_scale(folder))
+        weights = checkpoint_file(source, "model.safetensors")
+        scale = read_logit_scale(weights.parent) if weights is not None else math.log(1 / 0.07)
+        model = cls(text, vision, settings, head, logit_scale=scale)
         return model.eval()
 
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -195,6 +198,26 @@ class Clip4Clip(nn.Module):
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) frames and (B, T) bool mask -> (B, D) unit-length video embeddings."""
         return pool(self.head, self.frame_embeddings(frames, mask), mask)
+
+
+def checkpoint_file(source: str, name: str) -> Path | None:
+    """File ``name`` of a checkpoint folder, or of a hub repo (through the hub cache); None if absent."""
+    folder = Path(source)
+    if folder.is_dir():
+        return folder / name if (folder / name).is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(source, name))
+    except (EntryNotFoundError, OSError, ValueError):  # absent, offline and not cached, not a repo id
+        return None
+
+
+def checkpoint_settings(source: str) -> Clip4ClipSettings:
+    """The checkpoint's ``clip4clip.json`` (folder or hub repo), else CLIP4Clip's reference settings."""
+    path = checkpoint_file(source, SETTINGS_FILE)
+    return Clip4ClipSettings.reference() if path is None else Clip4ClipSettings.from_json(path.read_text())
 
 
 def read_logit_scale(folder: Path) -> float:

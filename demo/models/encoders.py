@@ -24,7 +24,7 @@ from demo.errors import ModelLoadError
 from demo.models.clip4clip import Clip4Clip, first_line
 from demo.models.device import resolve_device
 from demo.models.fingerprint import ModelFingerprint, model_name
-from demo.video.preprocess import load_clip4clip_clip
+from demo.video.preprocess import load_clip4clip_clip, stack_clips
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Clip4ClipEncoder:
         self.name = name
         self.device = device
         settings = model.settings
+        self.settings = settings
         self.pooling = settings.pooling
         self.sample_fps, self.max_frames = settings.sample_fps, settings.max_frames
         self.max_words = min(settings.max_words, int(model.text.config.max_position_embeddings))
@@ -79,8 +80,10 @@ class Clip4ClipEncoder:
 
     @classmethod
     def from_pretrained(cls, id_or_dir: str | Path, pooling: str | None = None,
-                        device: str | None = None) -> Clip4ClipEncoder:
-        """Load a CLIP/CLIP4Clip checkpoint (hub id or folder) and its tokenizer."""
+                        device: str | None = None, **changes: Any) -> Clip4ClipEncoder:
+        """Load a CLIP/CLIP4Clip checkpoint (hub id or folder) and its tokenizer; ``changes``
+        override the checkpoint's :class:`~demo.models.temporal.Clip4ClipSettings` (a preset's
+        ``frame_sampling``, say)."""
         from transformers import AutoTokenizer  # here: seconds to import, and not needed until a load
 
         source = str(id_or_dir)
@@ -88,7 +91,7 @@ class Clip4ClipEncoder:
         if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
             raise ModelLoadError(f"model folder {source!r} does not exist")
         model = Clip4Clip.from_pretrained(Path(source).expanduser() if Path(source).expanduser().is_dir()
-                                          else source, pooling=pooling)
+                                          else source, pooling=pooling, **changes)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as err:
@@ -97,9 +100,10 @@ class Clip4ClipEncoder:
 
     @property
     def fingerprint(self) -> ModelFingerprint:
+        s = self.settings
         return ModelFingerprint(model=self.name, pooling=self.pooling, dim=self.dim,
-                                image_size=self.image_size, frames=self.max_frames,
-                                sample_fps=self.sample_fps)
+                                image_size=self.image_size, frames=s.frame_cap or 0,
+                                sample_fps=self.sample_fps, sampling=s.frame_sampling, resize=s.frame_resize)
 
     def _autocast(self) -> AbstractContextManager[Any]:
         # Mixed precision only where it is fast: on CPUs without AMX bf16 is slower than fp32.
@@ -129,11 +133,13 @@ class Clip4ClipEncoder:
     def load_video(self, path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode + sample + preprocess one clip with this model's settings.
 
-        Returns frames (max_frames, 3, S, S) float32 and mask (max_frames,) bool.
+        Returns frames (T, 3, S, S) float32 and mask (T,) bool, T = max_frames (or, with
+        "every-second" sampling, the clip's sample count).
         Raises :class:`demo.errors.VideoDecodeError` for a file that is not a video.
         """
-        return load_clip4clip_clip(path, image_size=self.image_size,
-                                   sample_fps=self.sample_fps, max_frames=self.max_frames)
+        s = self.settings
+        return load_clip4clip_clip(path, image_size=self.image_size, sample_fps=s.sample_fps,
+                                   max_frames=s.max_frames, sampling=s.frame_sampling, resize=s.frame_resize)
 
     @torch.inference_mode()
     def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -164,4 +170,4 @@ class Clip4ClipEncoder:
                     pending.append(pool.submit(self.load_video, paths[queued]))
                     queued += 1
                 batch = [pending.popleft().result() for _ in range(min(batch_size, len(paths) - start))]
-                yield start, (torch.stack([f for f, _ in batch]), torch.stack([m for _, m in batch]))
+                yield start, stack_clips(batch)

@@ -28,8 +28,10 @@ class ModelFingerprint:
     pooling: str  # "meanP", "seqLSTM", "seqTransf", ...
     dim: int  # embedding width D
     image_size: int  # frame side S fed to the vision tower
-    frames: int  # max frames per clip
+    frames: int  # max frames per clip (0: no cap)
     sample_fps: float  # frames sampled per second before thinning to ``frames``
+    sampling: str = "float-fps"  # which frames: demo.models.temporal.SAMPLINGS
+    resize: str = "decoder"  # how frames reach the model's size: demo.models.temporal.RESIZES
 
     def describe(self) -> str:
         return f"model {self.model!r} ({self.pooling}, {self.dim}-d)"
@@ -59,6 +61,9 @@ class ModelFingerprint:
             image_size=int(d["image_size"]),
             frames=int(d["frames"]),
             sample_fps=float(d["sample_fps"]),
+            # Manifests written before these were recorded came from this project's own pipeline.
+            sampling=str(d.get("sampling", "float-fps")),
+            resize=str(d.get("resize", "decoder")),
         )
 
 

@@ -1,10 +1,12 @@
-"""CLIP4Clip's parameter-free and sequential temporal heads.
+"""CLIP4Clip's temporal heads (meanP, seqLSTM, seqTransf) and the settings a checkpoint carries.
 
-Both heads turn per-frame embeddings (B, T, D) plus a frame mask (B, T) into one
+Every head turns per-frame embeddings (B, T, D) plus a frame mask (B, T) into one
 L2-normalised video embedding (B, D):
 
 * ``meanP``: normalise each frame, take the masked mean, normalise again. It is
   blind to frame order, so a clip and its time reversal get the same vector.
+* ``seqLSTM``: a one-layer LSTM over the valid frames, added back to its input
+  (residual), then ``meanP``.
 * ``seqTransf``: add learned frame-position embeddings, run a small transformer
   over the frames, add the input back (residual), then ``meanP``. The position
   embeddings let it tell "moving left" from "moving right".
@@ -17,51 +19,100 @@ checkpoint folder carries everything needed to embed a video.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from demo.files import atomic_write
+
 SETTINGS_FILE = "clip4clip.json"
 HEAD_FILE = "temporal_head.safetensors"
-POOLINGS = ("meanP", "seqTransf")
+POOLINGS = ("meanP", "seqLSTM", "seqTransf")
+# Which frames of a clip are embedded (demo.video.sampling):
+#   "float-fps": one frame per 1/sample_fps s from the real (float) frame rate, rounded down to
+#                max_frames (this project's own checkpoints were trained and indexed with it);
+#   "clip4clip": CLIP4Clip's dataloader: whole-number fps, then linspace(..., dtype=int) down to max_frames;
+#   "every-second": the Searchium WebVid notebook: every 1-fps frame (whole-number fps), no cap.
+SAMPLINGS = ("float-fps", "clip4clip", "every-second")
+# How a frame reaches the model's size (demo.video.preprocess):
+#   "decoder": scaled inside the decoder (decord / PyAV), then crop; fast, this project's own;
+#   "pil-bicubic": decoded at full resolution, PIL bicubic resize of the RGB frame, centre crop (CLIP's).
+RESIZES = ("decoder", "pil-bicubic")
+ACTIVATIONS = ("gelu", "quick_gelu")  # exact GELU (ours), CLIP's x * sigmoid(1.702 x) (CLIP4Clip's)
+# CLIP4Clip's own arithmetic, for checkpoints that come without a clip4clip.json (hub CLIP folders)
+# and for checkpoints converted from the CLIP4Clip code (demo.models.convert).
+REFERENCE = {"frame_sampling": "clip4clip", "frame_resize": "pil-bicubic", "head_activation": "quick_gelu",
+             "head_layer_norm_eps": 1e-12}
 
 
 @dataclass(frozen=True)
 class Clip4ClipSettings:
     """What a CLIP4Clip checkpoint needs beyond the CLIP weights.
 
-    A plain CLIP checkpoint (no ``clip4clip.json``) gets these defaults, which are
-    CLIP4Clip's own inference settings with mean pooling.
+    The field defaults are this project's own pipeline (what the shipped checkpoints were trained
+    and indexed with), so a ``clip4clip.json`` that does not name a field keeps behaving as
+    before. A checkpoint without ``clip4clip.json`` (a hub CLIP folder) gets :meth:`reference`:
+    CLIP4Clip's sampling, resizing and block arithmetic with mean pooling.
     """
 
     pooling: str = "meanP"
     sample_fps: float = 1.0  # frames per second sampled from the clip before capping
-    max_frames: int = 12  # cap on sampled frames; longer clips are sampled uniformly
+    max_frames: int = 12  # cap on sampled frames; longer clips are thinned uniformly ("every-second": none)
     max_words: int = 77  # text tokens incl. start/end; CLIP4Clip trains with 32
     head_layers: int = 4  # seqTransf transformer depth (CLIP4Clip uses 4)
     head_heads: int = 8  # attention heads; must divide the embedding size
+    frame_sampling: str = "float-fps"  # one of SAMPLINGS
+    frame_resize: str = "decoder"  # one of RESIZES
+    head_activation: str = "gelu"  # seqTransf MLP activation, one of ACTIVATIONS
+    head_layer_norm_eps: float = 1e-5  # seqTransf LayerNorm epsilon (CLIP4Clip: 1e-12)
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        choices = {"pooling": POOLINGS, "frame_sampling": SAMPLINGS, "frame_resize": RESIZES,
+                   "head_activation": ACTIVATIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.max_frames < 1 or self.sample_fps <= 0:
             raise ValueError(
                 f"need max_frames >= 1 and sample_fps > 0, got {self.max_frames}, {self.sample_fps}"
             )
+        if self.frame_sampling == "every-second" and self.pooling != "meanP":
+            raise ValueError(f"'every-second' sampling has no frame cap, so it needs meanP pooling, "
+                             f"not {self.pooling!r}")
+
+    @classmethod
+    def reference(cls, **changes: Any) -> Clip4ClipSettings:
+        """CLIP4Clip's own inference settings (meanP unless ``changes`` say otherwise)."""
+        return cls(**{**REFERENCE, **changes})
+
+    @property
+    def frame_cap(self) -> int | None:
+        """The most frames a clip is sampled to; None when every sampled frame is kept."""
+        return None if self.frame_sampling == "every-second" else self.max_frames
+
+    def with_changes(self, **changes: Any) -> Clip4ClipSettings:
+        """A copy with ``changes`` (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def load(cls, folder: str | Path) -> Clip4ClipSettings:
+        """The settings in ``folder/clip4clip.json``, or :meth:`reference` when there is none."""
         path = Path(folder) / SETTINGS_FILE
         if not path.is_file():
-            return cls()
-        raw = json.loads(path.read_text())
+            return cls.reference()
+        return cls.from_json(path.read_text())
+
+    @classmethod
+    def from_json(cls, text: str) -> Clip4ClipSettings:
+        raw = json.loads(text)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
     def save(self, folder: str | Path) -> None:
-        (Path(folder) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        atomic_write(Path(folder) / SETTINGS_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,17 +139,30 @@ def reverse_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return frames.gather(1, index)
 
 
-class SeqTransfHead(nn.Module):
-    """Frame positions + transformer + residual, then meanP (CLIP4Clip's seqTransf)."""
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's GELU approximation, ``x * sigmoid(1.702 x)`` (CLIP4Clip's blocks use it)."""
+    return x * torch.sigmoid(1.702 * x)
 
-    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8) -> None:
+
+class SeqTransfHead(nn.Module):
+    """Frame positions + transformer + residual, then meanP (CLIP4Clip's seqTransf).
+
+    Each block is pre-norm: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))`` with a 4x MLP, no
+    final norm. ``activation`` and ``eps`` pick the MLP's GELU and the LayerNorm epsilon: exact GELU
+    and 1e-5 for this project's checkpoints, QuickGELU and 1e-12 for CLIP4Clip's (there the
+    attention mask is added as -1e6, here padded keys get -inf: the same softmax in float32).
+    """
+
+    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8,
+                 activation: str = "gelu", eps: float = 1e-5) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
         self.frame_position = nn.Embedding(max_frames, dim)
+        act: Any = quick_gelu if activation == "quick_gelu" else "gelu"
         block = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
+            dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation=act,
+            batch_first=True, norm_first=True, layer_norm_eps=eps,
         )
         self.transformer = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         nn.init.normal_(self.frame_position.weight, std=0.01)
@@ -118,13 +182,40 @@ class SeqTransfHead(nn.Module):
         return masked_mean(hidden + frames, mask)
 
 
-def build_head(settings: Clip4ClipSettings, dim: int) -> SeqTransfHead | None:
+class SeqLSTMHead(nn.Module):
+    """A one-layer LSTM over each clip's valid frames + residual, then meanP (CLIP4Clip's seqLSTM).
+
+    Padded slots keep their input (the LSTM never sees them); meanP ignores them anyway.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=dim, hidden_size=dim, num_layers=1, batch_first=True)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(frames, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        hidden, _ = pad_packed_sequence(out, batch_first=True, total_length=frames.shape[1])
+        hidden = torch.where(mask.unsqueeze(-1), hidden, torch.zeros_like(hidden))
+        return masked_mean(hidden + frames, mask)
+
+
+Head = SeqTransfHead | SeqLSTMHead
+
+
+def build_head(settings: Clip4ClipSettings, dim: int) -> Head | None:
     """The head a checkpoint's settings call for; ``None`` for meanP."""
     if settings.pooling == "meanP":
         return None
-    return SeqTransfHead(dim, settings.max_frames, settings.head_layers, settings.head_heads)
+    if settings.pooling == "seqLSTM":
+        return SeqLSTMHead(dim)
+    return SeqTransfHead(dim, settings.max_frames, settings.head_layers, settings.head_heads,
+                         settings.head_activation, settings.head_layer_norm_eps)
 
 
-def pool(head: SeqTransfHead | None, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pool(head: Head | None, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Apply ``head`` (or meanP when it is ``None``) to (B, T, D) frame embeddings."""
     return masked_mean(frames, mask) if head is None else head(frames, mask)
