@@ -1,20 +1,31 @@
 """Frames to model input: resize, centre crop and normalise, and the two ways a clip is loaded.
 
-CLIP4Clip normalises with CLIP's mean/std and X-CLIP with ImageNet's (the statistics
-each was trained with); :func:`load_clip4clip_clip` and :func:`load_uniform_clip` decode
-and sample a file the way each model expects. torch is imported inside the functions.
+Two ways to reach the model's size (``Clip4ClipSettings.frame_resize``):
+
+* "decoder": frames scaled inside the decoder to about the model's size, then :func:`preprocess`
+  crops (and resizes what is left with torch's antialiased bicubic): fast, and what this
+  project's own checkpoints were trained and indexed with;
+* "pil-bicubic": frames decoded at full resolution, then :func:`preprocess_reference`: PIL's
+  bicubic resize of the whole RGB frame (short side to S), centre crop, CLIP mean/std, exactly
+  as CLIP4Clip's and the Searchium notebook's torchvision transforms do it on PIL images.
+
+X-CLIP frames go through the checkpoint's own ``XCLIPProcessor`` when it has one (its resample,
+size and crop), at full resolution. CLIP4Clip normalises with CLIP's mean/std and X-CLIP with
+ImageNet's (the statistics each was trained with); :func:`load_clip4clip_clip` and
+:func:`load_uniform_clip` decode and sample a file the way each model expects. torch is
+imported inside the functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from demo.video.decode import VideoSource
-from demo.video.sampling import clip4clip_indices, uniform_indices
+from demo.video.sampling import sample_indices, uniform_indices
 
 if TYPE_CHECKING:
     import torch
@@ -64,40 +75,103 @@ def preprocess(
     return ((x - mean_t) / std_t).contiguous()
 
 
-def load_clip4clip_clip(
-    path: str | Path, image_size: int, sample_fps: float = 1.0, max_frames: int = 12
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A clip as CLIP4Clip sees it -> frames (max_frames, 3, S, S) float32, mask (max_frames,) bool.
+def resize_crop_pil(frames: np.ndarray, image_size: int, resample: int | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, S, S, 3) uint8 the way torchvision's ``Resize(S)`` + ``CenterCrop(S)``
+    treat a PIL image: the short side to S and the long side to ``int(S * long / short)`` with PIL's
+    (antialiased) filter ``resample`` (default bicubic), then the centre S x S, its offset rounded."""
+    from PIL import Image
 
-    Frames are sampled with :func:`clip4clip_indices`, decoded at short side ~S, and
-    normalised with CLIP's mean/std; slots past the clip's sample count are zeros with
-    ``mask`` False.
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    resample = Image.Resampling.BICUBIC if resample is None else resample
+    out = np.empty((len(frames), image_size, image_size, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        image = Image.fromarray(frame, "RGB")
+        w, h = image.size
+        size = (image_size, int(image_size * h / w)) if w <= h else (int(image_size * w / h), image_size)
+        image = image.resize(size, resample)
+        left, top = int(round((size[0] - image_size) / 2.0)), int(round((size[1] - image_size) / 2.0))
+        out[i] = np.asarray(image.crop((left, top, left + image_size, top + image_size)))
+    return out
+
+
+def preprocess_reference(frames: np.ndarray, image_size: int, mean: Sequence[float] = CLIP_MEAN,
+                         std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """(T, H, W, 3) uint8 full-resolution frames -> (T, 3, S, S) float32: :func:`resize_crop_pil`,
+    scale to [0, 1], ``(x - mean) / std`` (CLIP's by default)."""
+    import torch
+
+    if len(frames) == 0:
+        return torch.zeros((0, 3, image_size, image_size), dtype=torch.float32)
+    x = torch.from_numpy(resize_crop_pil(frames, image_size)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean_t) / std_t).contiguous()
+
+
+def load_clip4clip_clip(
+    path: str | Path, image_size: int, sample_fps: float = 1.0, max_frames: int = 12,
+    sampling: str = "float-fps", resize: str = "decoder",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clip as CLIP4Clip sees it -> frames (T, 3, S, S) float32, mask (T,) bool.
+
+    Frames are picked by ``sampling`` (:func:`demo.video.sampling.sample_indices`), brought to S
+    by ``resize`` ("decoder" or "pil-bicubic", see the module docstring) and normalised with
+    CLIP's mean/std. T is ``max_frames``, slots past the clip's sample count zeros with ``mask``
+    False; with "every-second" sampling (no cap) T is the sample count and every slot is real.
     """
     import torch
 
-    with VideoSource(Path(path), short_side=image_size) as src:
-        idx = clip4clip_indices(src.info.num_frames, src.info.fps, sample_fps, max_frames)
+    reference = resize == "pil-bicubic"
+    with VideoSource(Path(path), short_side=None if reference else image_size) as src:
+        idx = sample_indices(sampling, src.info.num_frames, src.info.fps, sample_fps, max_frames)
         frames = src.read(idx)
-    x = preprocess(frames, image_size, CLIP_MEAN, CLIP_STD)
-    out = torch.zeros((max_frames, 3, image_size, image_size), dtype=torch.float32)
+    x = preprocess_reference(frames, image_size) if reference else preprocess(frames, image_size, CLIP_MEAN,
+                                                                              CLIP_STD)
+    slots = len(x) if sampling == "every-second" else max_frames
+    out = torch.zeros((slots, 3, image_size, image_size), dtype=torch.float32)
     out[: len(x)] = x
-    mask = torch.zeros(max_frames, dtype=torch.bool)
+    mask = torch.zeros(slots, dtype=torch.bool)
     mask[: len(x)] = True
     return out, mask
 
 
+def stack_clips(clips: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips of (T_i, 3, S, S) frames and (T_i,) masks -> (B, T, 3, S, S), (B, T) with T = max T_i
+    (shorter clips padded with zeros and False)."""
+    import torch
+
+    t = max(len(m) for _, m in clips)
+    frames = torch.zeros((len(clips), t, *clips[0][0].shape[1:]), dtype=clips[0][0].dtype)
+    mask = torch.zeros((len(clips), t), dtype=torch.bool)
+    for i, (f, m) in enumerate(clips):
+        frames[i, : len(f)], mask[i, : len(m)] = f, m
+    return frames, mask
+
+
 def load_uniform_clip(
-    path: str | Path, num_frames: int, image_size: int, mean: Sequence[float], std: Sequence[float]
+    path: str | Path, num_frames: int, image_size: int, mean: Sequence[float], std: Sequence[float],
+    processor: Any | None = None,
 ) -> tuple[torch.Tensor, int]:
     """``num_frames`` frames at segment centres -> ((num_frames, 3, S, S) float32, distinct count).
 
     The count is the number of distinct source frames: below ``num_frames`` when the clip
-    is shorter than ``num_frames`` and frames were repeated (X-CLIP samples 8).
+    is shorter than ``num_frames`` and frames were repeated (X-CLIP samples 8). With an image
+    ``processor`` (an X-CLIP checkpoint's ``XCLIPProcessor.image_processor``) the frames are
+    decoded at full resolution and go through it, exactly as ``XCLIPProcessor(videos=...)``
+    prepares them; without one they are decoded at short side ~S and :func:`preprocess`-ed.
     """
-    with VideoSource(Path(path), short_side=image_size) as src:
+    import torch
+
+    with VideoSource(Path(path), short_side=None if processor is not None else image_size) as src:
         idx = uniform_indices(src.info.num_frames, num_frames)
         unique, inverse = np.unique(idx, return_inverse=True)
         frames = src.read(unique)
     # Preprocess each distinct frame once, then repeat the tensors.
-    x = preprocess(frames, image_size, mean, std)[inverse.reshape(-1)]
-    return x.contiguous(), int(len(unique))
+    if processor is not None:
+        pixels = processor([list(frames)], return_tensors="pt")["pixel_values"][0]
+        x = torch.as_tensor(pixels, dtype=torch.float32)
+    else:
+        x = preprocess(frames, image_size, mean, std)
+    return x[inverse.reshape(-1)].contiguous(), int(len(unique))
