@@ -8,11 +8,18 @@ X-CLIP scores a clip against free-text labels. Two of its habits shape this modu
 * it wants exactly ``vision_config.num_frames`` frames (8 for the public checkpoints),
   spread over the whole clip, normalised with ImageNet mean/std (not CLIP's).
 
+Frames are prepared by the checkpoint's own ``XCLIPProcessor`` (its resample, size and crop, on
+frames decoded at full resolution), so the model sees what ``XCLIPProcessor(videos=...)`` gives
+it. A checkpoint folder whose ``xclip.json`` says ``"frame_resize": "decoder"`` (this project's
+embedded X-CLIP, trained that way) keeps the decoder-scaled frames of
+:func:`demo.video.preprocess.preprocess` instead.
+
 Heavy imports (torch, transformers) happen inside functions so the CLI stays quick.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,9 +112,24 @@ def _load_model(source: str) -> Any:
         raise ModelLoadError(f"cannot load X-CLIP model {source!r}: {exc}") from exc
 
 
-def _load_processor(source: str) -> tuple[Any, Sequence[float], Sequence[float], int | None]:
-    """The tokenizer, mean, std and crop size of ``source``'s processor; without processor
-    files, its CLIP tokenizer, ImageNet mean/std and no crop size."""
+XCLIP_SETTINGS = "xclip.json"  # optional: {"frame_resize": "processor" (default) or "decoder"}
+
+
+def frame_resize(source: str) -> str:
+    """How ``source``'s frames reach the model: "processor" (its XCLIPProcessor, the default) or
+    "decoder" (scaled while decoding; this project's embedded X-CLIP records it in ``xclip.json``)."""
+    path = Path(source) / XCLIP_SETTINGS
+    if not path.is_file():
+        return "processor"
+    value = str(json.loads(path.read_text()).get("frame_resize", "processor"))
+    if value not in ("processor", "decoder"):
+        raise ModelLoadError(f"{path}: frame_resize must be 'processor' or 'decoder', got {value!r}")
+    return value
+
+
+def _load_processor(source: str) -> tuple[Any, Sequence[float], Sequence[float], int | None, Any]:
+    """The tokenizer, mean, std, crop size and image processor of ``source``'s processor; without
+    processor files, its CLIP tokenizer, ImageNet mean/std, no crop size and no image processor."""
     from transformers import CLIPTokenizer, XCLIPProcessor
 
     try:
@@ -124,11 +146,11 @@ def _load_processor(source: str) -> tuple[Any, Sequence[float], Sequence[float],
             tokenizer = CLIPTokenizer.from_pretrained(source)
         except Exception as exc2:
             raise ModelLoadError(f"cannot load a tokenizer for X-CLIP model {source!r}: {exc2}") from exc2
-        return tokenizer, IMAGENET_MEAN, IMAGENET_STD, None
+        return tokenizer, IMAGENET_MEAN, IMAGENET_STD, None, None
     images = processor.image_processor
     crop = getattr(images, "crop_size", None)
     crop_size = getattr(crop, "height", None) if crop is not None else None
-    return processor.tokenizer, images.image_mean, images.image_std, crop_size
+    return processor.tokenizer, images.image_mean, images.image_std, crop_size, images
 
 
 class XClipClassifier:
@@ -144,8 +166,10 @@ class XClipClassifier:
         mean: Sequence[float],
         std: Sequence[float],
         device: str = "cpu",
+        processor: Any | None = None,
     ) -> None:
         self.model = model.to(device).eval()
+        self.processor = processor  # the checkpoint's image processor (None: decoder-scaled frames)
         self.tokenizer = tokenizer
         self.name = name
         self.image_size = image_size
@@ -166,7 +190,8 @@ class XClipClassifier:
         device = resolve_device(device)  # before seconds of loading
         source = _resolve_source(id_or_dir)
         model = _load_model(source)
-        tokenizer, mean, std, crop_size = _load_processor(source)
+        tokenizer, mean, std, crop_size, images = _load_processor(source)
+        resize = frame_resize(source) if Path(source).is_dir() else "processor"
         vision = model.config.vision_config
         size = vision.image_size
         image_size = int(size if isinstance(size, int) else size[0])
@@ -180,7 +205,8 @@ class XClipClassifier:
                 image_size,
             )
         logger.info("loaded X-CLIP %s: %d frames of %dx%d", source, vision.num_frames, image_size, image_size)
-        return cls(model, tokenizer, name=source, image_size=image_size, mean=mean, std=std, device=device)
+        return cls(model, tokenizer, name=source, image_size=image_size, mean=mean, std=std, device=device,
+                   processor=images if resize == "processor" else None)
 
     def classify(
         self, video_path: str | Path, labels: Sequence[str], template: str = "{}", k: int = 5
@@ -199,7 +225,8 @@ class XClipClassifier:
             raise VideoDecodeError(f"{path} is a folder, not a video file")
         if not path.is_file():
             raise VideoDecodeError(f"cannot decode {str(path)!r}: no such file")
-        frames, distinct = load_uniform_clip(path, self.num_frames, self.image_size, self.mean, self.std)
+        frames, distinct = load_uniform_clip(path, self.num_frames, self.image_size, self.mean, self.std,
+                                             processor=self.processor)
         notes = []
         if distinct < self.num_frames:
             notes.append(f"clip has {distinct} frames; repeated to {self.num_frames}")
