@@ -121,21 +121,41 @@ def v2t_ranks(sim: np.ndarray, caption_video: np.ndarray | Sequence[int]) -> np.
     return 1 + ((scores >= best[:, None]) & ~own).sum(axis=1).astype(np.int64)
 
 
+def v2t_group_ranks(sim: np.ndarray, caption_video: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Video->text ranks as CLIP4Clip scores several captions a video.
+
+    sim: (C, V) caption x video scores; caption_video: (C,) video index of each caption.
+    Each video's captions form one candidate, scored by its best caption against the query
+    video; returns (V,) int64: ``1 + #{other videos u: max_c(u) sim >= max_c(v) sim}``, ties
+    against the query. (:func:`v2t_ranks` is stricter: it counts every caption of the others.)
+    """
+    sim = _check_matrix(sim)
+    cv = _check_caption_video(caption_video, sim.shape[0], sim.shape[1])
+    v = sim.shape[1]
+    best = np.full((v, v), -np.inf)  # best[query video, candidate group]
+    np.maximum.at(best.T, cv, sim)
+    own = best[np.arange(v), np.arange(v)]
+    return (best >= own[:, None]).sum(axis=1).astype(np.int64)
+
+
 def multi_caption_metrics(
     sim: np.ndarray, caption_video: np.ndarray | Sequence[int]
 ) -> dict[str, dict[str, float]]:
     """Metrics for C captions over V videos, several captions per video.
 
     sim: (C, V) caption x video scores; caption_video: (C,) video index of caption c.
-    Every caption is a text->video query; for video->text a video's hit is its
-    best-scoring caption, ranked against the captions of all other videos.
-    Returns ``{"t2v": {...}, "v2t": {...}}`` with the keys of :func:`metrics_from_ranks`.
+    Every caption is a text->video query; for video->text ("v2t") a video's hit is its
+    best-scoring caption, ranked against the captions of all other videos; "v2t-groups" is
+    CLIP4Clip's figure (:func:`v2t_group_ranks`).
+    Returns ``{"t2v": {...}, "v2t": {...}, "v2t-groups": {...}}`` with the keys of
+    :func:`metrics_from_ranks`.
     """
     sim = _check_matrix(sim)
     cv = _check_caption_video(caption_video, sim.shape[0], sim.shape[1])
     return {
         "t2v": metrics_from_ranks(ranks_for(sim, cv)),
         "v2t": metrics_from_ranks(v2t_ranks(sim, cv)),
+        "v2t-groups": metrics_from_ranks(v2t_group_ranks(sim, cv)),
     }
 
 
@@ -211,4 +231,30 @@ def chunked_v2t_ranks(
             ce = min(cs + chunk, c.shape[0])
             block = v[vs:ve] @ c[cs:ce].T
             ranks[vs:ve] += ((block >= thr) & (cv[None, cs:ce] != vid)).sum(axis=1)
+    return ranks
+
+
+def chunked_v2t_group_ranks(
+    videos: np.ndarray, captions: np.ndarray, caption_video: np.ndarray | Sequence[int], chunk: int = 1 << 22
+) -> np.ndarray:
+    """:func:`v2t_group_ranks` of ``captions @ videos.T`` without the (C, V) matrix.
+
+    videos: (V, D); captions: (C, D); caption_video: (C,) video index of each caption. Blocks of
+    query videos are scored against every caption (about ``chunk`` scores at a time) and reduced
+    to each video's best caption per candidate. Returns (V,) int64 ranks.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    v, c = _as_float_pair(videos, captions)
+    cv = _check_caption_video(caption_video, c.shape[0], v.shape[0])
+    order = np.argsort(cv, kind="stable")
+    c, cv = c[order], cv[order]
+    starts = np.flatnonzero(np.r_[True, cv[1:] != cv[:-1]])  # every video has a caption (checked)
+    ranks = np.empty(v.shape[0], dtype=np.int64)
+    step = max(1, chunk // max(1, c.shape[0]))
+    for vs in range(0, v.shape[0], step):
+        ve = min(vs + step, v.shape[0])
+        best = np.maximum.reduceat(v[vs:ve] @ c.T, starts, axis=1)  # (block, V)
+        own = best[np.arange(ve - vs), np.arange(vs, ve)]
+        ranks[vs:ve] = (best >= own[:, None]).sum(axis=1)
     return ranks

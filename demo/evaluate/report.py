@@ -35,7 +35,10 @@ TASKS = {
     "t2v": "Text -> video, one canonical caption per video",
     "v2t": "Video -> text, one canonical caption per video",
     "t2v-all": "Text -> video, every caption is a query",
-    "v2t-all": "Video -> text, a hit is any caption of the video",
+    "v2t-all": "Video -> text, a hit is any caption of the video, ranked against every caption of every "
+               "other video (ours; stricter than CLIP4Clip's)",
+    "v2t-groups": "Video -> text as CLIP4Clip scores several captions a video: the video's best caption "
+                  "against each other video's best caption (comparable with CLIP4Clip's papers)",
     "t2v-pairs": "Direction-sensitive subset: text -> video for clips with a time-reversed twin "
                  "(queries restricted, search over the whole corpus)",
     "t2v-heldout": "Held-out subset: text -> video for clips showing a (colour, shape) never seen "

@@ -35,7 +35,7 @@ from demo.evaluate.corpus import DEFAULT_WORLD, Corpus, webvid_corpus, world_cor
 from demo.evaluate.encode import ProgressFn, encode_corpus
 from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
 from demo.index.binary import binarize, l2_normalize
-from demo.metrics import chunked_ranks, chunked_v2t_ranks
+from demo.metrics import chunked_ranks, chunked_v2t_group_ranks, chunked_v2t_ranks
 from demo.models.temporal import POOLINGS, Clip4ClipSettings
 from demo.presets import PRECOMPUTED, shown_path
 
@@ -150,6 +150,8 @@ def model_rows(spec: ModelSpec, texts: np.ndarray, videos: np.ndarray, corpus: C
                                        chunked_ranks(texts, videos, caption_video, chunk)))
         rows.append(EvalRow.from_ranks(spec.name, "v2t-all",
                                        chunked_v2t_ranks(videos, texts, caption_video, chunk)))
+        rows.append(EvalRow.from_ranks(spec.name, "v2t-groups",
+                                       chunked_v2t_group_ranks(videos, texts, caption_video)))
     rows += _subset_rows(spec.name, t2v, corpus, canon, videos)
     for r in spec.binary:
         name = f"{spec.name}, binarised + rerank{r}"
