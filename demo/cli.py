@@ -29,7 +29,7 @@ def _print_json(payload: Any) -> None:
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="embedded (default, offline) or webvid; env DEMO_PRESET")
     p.add_argument("--model", help="CLIP4Clip checkpoint folder or hub id (default: the index's model)")
-    p.add_argument("--pooling", choices=["meanP", "seqTransf"], help="override the checkpoint's pooling")
+    p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"], help="override the checkpoint's pooling")
     p.add_argument("--index", help="index folder (default: the preset's)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
 
@@ -134,6 +134,15 @@ def cmd_index_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from demo.models.convert import convert_clip4clip
+
+    out = convert_clip4clip(args.checkpoint, args.out, max_frames=args.max_frames, max_words=args.max_words,
+                            sample_fps=args.sample_fps, overwrite=args.overwrite)
+    print(f"converted {args.checkpoint} into {out}")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from demo.world import WorldConfig, synth
 
@@ -234,7 +243,7 @@ def _add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--captions", help="sidecar CSV (path,caption) for a folder source")
     p.add_argument("--preset")
     p.add_argument("--model")
-    p.add_argument("--pooling", choices=["meanP", "seqTransf"])
+    p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"])
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--overwrite", action="store_true")
@@ -299,6 +308,17 @@ def _add_other_commands(sub: Subparsers) -> None:
     p.add_argument("--limit", type=int, help="only the first N clips of each split")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_synth)
+
+    convert = sub.add_parser("convert", help="convert checkpoints of other code bases").add_subparsers(
+        dest="convert_command", required=True)
+    p = convert.add_parser("clip4clip", help="a checkpoint trained with the CLIP4Clip code -> a model folder")
+    p.add_argument("checkpoint", help="pytorch_model.bin.N saved by CLIP4Clip (meanP, seqLSTM or seqTransf)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-frames", type=int, default=12, help="frames it was trained with (CLIP4Clip: 12)")
+    p.add_argument("--max-words", type=int, default=32, help="text tokens it was trained with (CLIP4Clip: 32)")
+    p.add_argument("--sample-fps", type=float, default=1.0, help="frames per second it sampled (1)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
     p.add_argument("sections", nargs="*", metavar="SECTION",
