@@ -123,14 +123,25 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_index_import(args: argparse.Namespace) -> int:
-    from demo.index.precomputed import import_precomputed
+    from demo.index.fetch import import_files
 
-    index = import_precomputed(args.embeddings, args.metadata, args.out, model=args.model,
-                               binary=args.binary, pooling=args.pooling, frames=args.frames,
-                               image_size=args.image_size, sample_fps=args.sample_fps,
-                               caption_column=args.caption_column, url_column=args.url_column,
-                               encode_captions=not args.no_captions, overwrite=args.overwrite)
-    print(f"imported {len(index)} videos into {args.out}")
+    report = import_files(args.embeddings, args.metadata, args.out, args.model, binary=args.binary,
+                          pooling=args.pooling, image_size=args.image_size, caption_column=args.caption_column,
+                          url_column=args.url_column, captions=args.captions, device=args.device,
+                          overwrite=args.overwrite, frame_sampling=args.sampling)
+    print(report.summary())
+    return 0
+
+
+def cmd_index_fetch(args: argparse.Namespace) -> int:
+    from demo.index.fetch import fetch_preset
+    from demo.presets import resolve_preset
+
+    files = [f.strip() for f in args.index_files.split(",") if f.strip()] if args.index_files else None
+    report = fetch_preset(resolve_preset(args.preset, model=args.model), args.out, repo=args.index_repo, files=files,
+                          revision=args.revision, captions=args.captions, device=args.device,
+                          overwrite=args.overwrite)
+    print(report.summary())
     return 0
 
 
@@ -174,7 +185,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data=args.data, videos=args.videos, models=tuple(args.models), hub=not args.no_hub,
         id_column=args.id_column, caption_column=args.caption_column, path_column=args.path_column,
         limit=args.limit, rerank=tuple(args.rerank), device=args.device, batch_size=args.batch_size,
-        workers=args.workers, cache=None if args.no_cache else args.cache, command=command)
+        workers=args.workers, cache=None if args.no_cache else args.cache, command=command,
+        features_repo=args.features_repo)
     if args.write_benchmarks:
         check_publishable(request)  # before minutes of work, not after
     result = run_evaluation(request)
@@ -251,26 +263,46 @@ def _add_index_commands(sub: Subparsers) -> None:
                    help="try again files that failed in an earlier run even if they have not changed")
     p.set_defaults(func=cmd_index_build)
 
-    p = index.add_parser("import", help="turn precomputed embeddings into an index")
+    p = index.add_parser("import", help="turn precomputed embeddings into an index (streamed)")
     p.add_argument("--embeddings", required=True, help="float N x D .npy")
     p.add_argument("--binary", help="sign-binarised packed N x D/8 uint8 .npy")
     p.add_argument("--metadata", required=True, help="CSV with a caption and a path/URL column")
     p.add_argument("--out", required=True)
     p.add_argument("--model", required=True, help="the model that made the embeddings")
-    p.add_argument("--pooling", default="meanP")
-    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--pooling", help="the pooling they were made with (default: the checkpoint's)")
+    p.add_argument("--sampling", choices=["float-fps", "clip4clip", "every-second"],
+                   help="the frame sampling they were made with (default: the checkpoint's)")
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--sample-fps", type=float, default=1.0)
     p.add_argument("--caption-column")
     p.add_argument("--url-column")
-    p.add_argument("--no-captions", action="store_true", help="skip caption embeddings (no video -> text)")
-    p.add_argument("--overwrite", action="store_true")
+    _caption_args(p, default="none")
     p.set_defaults(func=cmd_index_import)
+
+    p = index.add_parser("fetch", help="download a preset's precomputed index from the hub and import it")
+    p.add_argument("preset", nargs="?", help="webvid (default: $DEMO_PRESET)")
+    p.add_argument("--out", help="index folder (default: the preset's)")
+    p.add_argument("--model", help="the model the vectors were made with (default: the preset's)")
+    p.add_argument("--index-repo", help="hub repo to take the files from, e.g. spaces/ORG/NAME (default: the preset's)")
+    p.add_argument("--index-files", help="comma-separated repo paths: vectors .npy[, codes .npy], metadata .csv "
+                   "(default: found by listing the repo)")
+    p.add_argument("--revision", help="branch, tag or commit of the repo")
+    _caption_args(p, default="auto")
+    p.set_defaults(func=cmd_index_fetch)
+
+
+def _caption_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--captions", choices=["auto", "all", "none"], default=default,
+                   help="embed every caption for video -> text: all, none (describe a clip by the captions of "
+                   "its nearest videos), auto (all on a GPU, none on a CPU); default " + default)
+    p.add_argument("--device", help="cpu or cuda for the caption embeddings (default: cuda when present)")
+    p.add_argument("--overwrite", action="store_true")
 
 
 def _add_evaluate_command(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="rerun the retrieval table (R@1, R@5, R@10, MdR, MnR)")
-    p.add_argument("--suite", choices=["embedded", "webvid"], default="embedded")
+    p.add_argument("--suite", choices=["embedded", "webvid", "webvid-features"], default="embedded",
+                   help="webvid-features: the card's table from the WebVid-10k features published with the model")
+    p.add_argument("--features-repo", help="webvid-features: hub repo holding them (default: the webvid model's)")
     p.add_argument("--features", nargs=2, metavar=("TEXT.npy", "VIDEO.npy"),
                    help="table from precomputed (N, D) embeddings, row i of each a pair (no model)")
     p.add_argument("--world", default="work/embedded/world",

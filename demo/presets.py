@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PRECOMPUTED = ROOT / "precomputed"
 ASSETS = ROOT / "assets"
 PRESET_ENV = "DEMO_PRESET"
+# Where indexes fetched from the hub are written (``index-<preset>`` inside it); default <project>/cache.
+INDEX_HOME_ENV = "DEMO_INDEX_HOME"
 
 
 def shown_path(path: str | Path) -> str:
@@ -45,6 +47,10 @@ class Preset:
     labels: str  # label preset for the classification tab
     pooling: str | None = None  # None: the checkpoint's own
     description: str = ""
+    # Where a missing index comes from: a hub repo of precomputed vectors + metadata
+    # (``python -m demo index fetch``); None: it must be built or imported.
+    index_repo: str | None = None
+    frame_sampling: str | None = None  # None: the checkpoint's own (demo.models.temporal.SAMPLINGS)
 
 
 EMBEDDED = Preset(
@@ -58,12 +64,16 @@ EMBEDDED = Preset(
 WEBVID = Preset(
     name="webvid",
     model="Searchium-ai/clip4clip-webvid150k",
-    index=str(PRECOMPUTED / "index-webvid"),
+    # fetched on first use (about 1.5 GB); $DEMO_INDEX_HOME moves it
+    index=str(Path(os.environ.get(INDEX_HOME_ENV) or ROOT / "cache") / "index-webvid"),
     xclip="microsoft/xclip-base-patch32",
     labels="kinetics400",
     pooling="meanP",
-    description="CLIP4Clip trained on 150k WebVid clips, X-CLIP on Kinetics-400 "
-    "(needs the hub or a local copy)",
+    description="CLIP4Clip trained on 150k WebVid clips (1.5M WebVid videos indexed by the Searchium "
+    "Space), X-CLIP on Kinetics-400 (needs the hub or a local copy)",
+    index_repo="spaces/Searchium-ai/Video-Search",
+    # The Searchium notebook embeds a clip from every 1-fps frame, no cap; so were the Space's vectors.
+    frame_sampling="every-second",
 )
 PRESETS = {p.name: p for p in (EMBEDDED, WEBVID)}
 
