@@ -25,6 +25,7 @@ from demo.models.encoders import Clip4ClipEncoder
 from demo.presets import resolve_preset
 
 log = logging.getLogger(__name__)
+NEIGHBOURS = 64  # nearest videos whose captions describe a clip in an index without caption embeddings
 MAX_QUERY_CHARS = 1000  # longer text is cut here; the tokenizer then truncates to the model's context
 
 
@@ -110,8 +111,37 @@ class Searcher:
         t0 = time.perf_counter()
         vec = self.embed_video(path)
         t1 = time.perf_counter()
-        hits = self.index.describe(vec, k=k)
+        hits = self.describe_vector(vec, k=k)
         return Timed(hits, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
+
+    def describe_vector(self, vec: np.ndarray, k: int = 10) -> list[CaptionHit]:
+        """Video -> text for a (D,) video embedding: over every caption embedding of the index when it
+        has them, else over the captions of the :data:`NEIGHBOURS` videos nearest it, embedded now."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        if len(self.index.caption_video) or not len(self.index):
+            return self.index.describe(vec, k=k)
+        _, rows = self.index.search_rows(vec, k=NEIGHBOURS)
+        pairs: dict[str, str] = {}  # caption -> the id of the nearest video that has it
+        for row in rows[0][rows[0] >= 0]:
+            meta = self.index.metadata[int(row)]
+            for caption in meta.get("captions") or []:
+                pairs.setdefault(str(caption), str(meta["id"]))  # a caption shared by videos: the nearest one
+        if not pairs:
+            return []
+        texts = list(pairs)
+        scores = self.encoder.encode_texts(texts) @ np.asarray(vec, np.float32) / max(float(np.linalg.norm(vec)), 1e-12)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [CaptionHit(n, texts[i], float(scores[i]), pairs[texts[i]]) for n, i in enumerate(order, 1)]
+
+    @property
+    def describe_source(self) -> str:
+        """How video -> text finds its captions, in a sentence for the page."""
+        m = len(self.index.caption_video)
+        if m or not len(self.index):
+            return f"ranked over all {m:,} caption embeddings of the index"
+        return (f"ranked over the captions of the {NEIGHBOURS} indexed videos nearest the clip (embedded on "
+                f"demand: this index of {len(self.index):,} videos stores no caption embeddings)")
 
     def summary(self) -> dict[str, Any]:
         manifest = self.index.manifest()
@@ -132,8 +162,12 @@ def open_searcher(preset: str | None = None, model: str | None = None, index: st
     if not model and manifest.get("model_path") and not Path(str(source)).exists() \
             and Path(chosen.model).exists():
         source = chosen.model  # the index was built elsewhere; the preset's copy of the model is here
+    # The index's frame settings, so an uploaded clip is embedded the way its videos were (manifests
+    # from before they were recorded name none: the model's own then).
+    changes = {"frame_sampling": chosen.frame_sampling or manifest.get("sampling"),
+               "frame_resize": manifest.get("resize")}
     encoder = Clip4ClipEncoder.from_pretrained(source, pooling=pooling or manifest.get("pooling"),
-                                               device=device)
+                                               device=device, **changes)
     loaded = VideoIndex.load(chosen.index, expect=encoder.fingerprint)
     log.info("loaded %s with %d videos, model %s", chosen.index, len(loaded), encoder.name)
     return Searcher(encoder, loaded, str(source))

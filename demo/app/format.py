@@ -92,7 +92,8 @@ def describe_status(result: DescribeResult) -> str:
     where = (f"corpus clip **{html.escape(result.clip_id)}** ({own} of its own captions in the list, "
              "marked ★)" if result.clip_id else "your clip")
     encode = "stored embedding" if result.clip_id and result.encode_ms < 1 else f"encode {result.encode_ms:.0f} ms"
-    return f"Captions for {where} · {encode} · search {result.search_ms:.2f} ms"
+    source = f" · {html.escape(result.source)}" if result.source else ""
+    return f"Captions for {where} · {encode} · search {result.search_ms:.2f} ms{source}"
 
 
 def label_bars(result: Classification) -> Any:

@@ -23,6 +23,8 @@ def header_html(info: dict[str, Any], vocabulary: dict[str, list[str]] | None, d
               str(info["model"])),
         _chip("index", f"{info['index_name']} · {int(info['videos']):,} videos · "
               f"{int(info['captions']):,} captions", str(info["index"])),
+        *([_chip("video → text", "captions of the nearest videos", str(info["video_to_text"]))]
+          if not int(info["captions"]) and info.get("video_to_text") else []),
         _chip("X-CLIP", str(xclip), str(info.get("xclip_error") or "")),
         _chip("device", device),
     ]

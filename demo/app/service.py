@@ -28,6 +28,7 @@ from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError,
 from demo.evaluate.report import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
 from demo.evaluate.workflow import EvaluateRequest
+from demo.index.fetch import fetch_preset
 from demo.media import MediaResolver, default_cache, is_url, prerender
 from demo.models.device import default_device
 from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
@@ -107,6 +108,7 @@ class DescribeResult:
     clip_id: str | None
     encode_ms: float
     search_ms: float
+    source: str = ""  # how the captions were found (Searcher.describe_source)
 
 
 class DemoService:
@@ -130,6 +132,8 @@ class DemoService:
         index stops it (DemoError). Sequential on purpose: loading both in threads would
         import transformers' modules from two threads at once, which is not safe."""
         preset = resolve_preset(config.preset, config.model, config.index, config.xclip, config.pooling)
+        if preset.index and preset.index_repo and not (Path(preset.index) / "manifest.json").is_file():
+            fetch_preset_index(preset, config.device)
         if preset.index and not Path(preset.index).is_dir():  # say so before seconds of torch imports
             how = {"embedded": "build the shipped models and index with `python -m demo train --preset embedded`",
                    "webvid": "import WebVid embeddings with `python -m demo index import ...`"}
@@ -177,7 +181,7 @@ class DemoService:
                 "index_name": Path(summary["index"]).name, "model_source_name": Path(summary["model"]).name,
                 "xclip": Path(self.preset.xclip).name if self.classifier else None,
                 "xclip_error": self.xclip_error, "label_preset": self.preset.labels,
-                "world": self.knows_world()}
+                "world": self.knows_world(), "video_to_text": self.searcher.describe_source}
 
     def knows_world(self) -> bool:
         """Whether the loaded model is one of the embedded world's: the embedded preset, or an
@@ -247,13 +251,14 @@ class DemoService:
             t0 = time.perf_counter()
             vec = index.vector(clip_id)
             t1 = time.perf_counter()
-            hits = index.describe(vec, k=_k(k))
-            return DescribeResult(hits, clip_id, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
+            hits = self.searcher.describe_vector(vec, k=_k(k))
+            return DescribeResult(hits, clip_id, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3,
+                                  self.searcher.describe_source)
         path = self.check_upload(video)
         timed = friendly(path, lambda: self.searcher.describe_video_timed(path, k=_k(k)))
         stem = Path(path).stem  # an example or corpus clip uploaded under its own id
         own = stem if stem in self._ids else None
-        return DescribeResult(timed.hits, own, timed.encode_ms, timed.search_ms)
+        return DescribeResult(timed.hits, own, timed.encode_ms, timed.search_ms, self.searcher.describe_source)
 
     # ------------------------------------------------------------ classification
 
@@ -352,6 +357,13 @@ class DemoService:
             raise InputError(f"{path.name} lasts {info.duration:.0f} s; the limit is "
                              f"{self.config.max_duration_s:g} s: trim it and upload again")
         return str(path)
+
+
+def fetch_preset_index(preset: Preset, device: str | None = None) -> None:
+    """Download and import the preset's precomputed index (``python -m demo index fetch``), once."""
+    log.info("index %s is missing: fetching it from %s (once; later starts load it from disk)", preset.index,
+             preset.index_repo)
+    fetch_preset(preset, captions="auto", device=device)
 
 
 def _k(k: float | None) -> int:
