@@ -183,13 +183,16 @@ def _paired_scores(a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def chunked_ranks(
-    queries: np.ndarray, candidates: np.ndarray, gt: np.ndarray | Sequence[int], chunk: int = 4096
+    queries: np.ndarray, candidates: np.ndarray, gt: np.ndarray | Sequence[int], chunk: int = 4096,
+    ties_against: bool = True,
 ) -> np.ndarray:
     """:func:`ranks_for` of ``queries @ candidates.T`` without building the (Q, N) matrix.
 
     queries: (Q, D); candidates: (N, D); gt: (Q,) candidate index per query.
     Memory is bounded by one (chunk, chunk) block. The ground truth column is
-    excluded explicitly, so its own rounding never changes a rank.
+    excluded explicitly, so its own rounding never changes a rank. With
+    ``ties_against=False`` only candidates scoring strictly higher count (the most
+    favourable reading, to measure how much ties matter).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -203,7 +206,7 @@ def chunked_ranks(
         for cs in range(0, c.shape[0], chunk):
             ce = min(cs + chunk, c.shape[0])
             block = q[qs:qe] @ c[cs:ce].T
-            hit = (block >= thr) & (np.arange(cs, ce)[None, :] != g)
+            hit = ((block >= thr) if ties_against else (block > thr)) & (np.arange(cs, ce)[None, :] != g)
             ranks[qs:qe] += hit.sum(axis=1)
     return ranks
 

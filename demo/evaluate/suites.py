@@ -273,16 +273,8 @@ def evaluate_webvid(data_csv: str | Path, videos_dir: str | Path, models: list[M
     return EvalResult("webvid", rows, _info(kept, info, device_name(device), started, command))
 
 
-def evaluate_features(text_npy: str | Path, video_npy: str | Path, *, rerank: tuple[int, ...] = RERANK,
-                      published: str | None = "CLIP4Clip (150k WebVid)", name: str = "features",
-                      progress: ProgressFn | None = None, command: str | None = None) -> EvalResult:
-    """The table from precomputed (N, D) text and video embeddings, row i of each a pair.
-
-    ``published`` names the published row the exact rows are compared with (None: none);
-    the rerank100 row is compared with the published binarised row when it is set.
-    """
-    started = time.time()
-    report = progress or (lambda fraction, message: None)
+def load_features(text_npy: str | Path, video_npy: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Matching (N, D) text and video embeddings from two ``.npy`` files, L2-normalised."""
     arrays = []
     for path in (text_npy, video_npy):
         if not Path(path).is_file():
@@ -295,15 +287,41 @@ def evaluate_features(text_npy: str | Path, video_npy: str | Path, *, rerank: tu
     if text.ndim != 2 or text.shape != video.shape or len(text) < 2:
         raise InputError(f"text and video embeddings must be matching (N, D) arrays with N >= 2, got "
                          f"{text.shape} from {text_npy} and {video.shape} from {video_npy}")
+    return l2_normalize(text), l2_normalize(video)
 
-    report(0.1, "normalising")
-    text, video = l2_normalize(text), l2_normalize(video)
+
+def feature_rows(name: str, text: np.ndarray, video: np.ndarray, published: str | None,
+                 rerank: tuple[int, ...], source: str = "features") -> list[EvalRow]:
+    """Every row for (N, D) unit text/video embeddings, row i of each a pair; the text -> video row
+    notes how many queries tie at their ground truth (ties count against the query here)."""
+    corpus = Corpus(source, [str(i) for i in range(len(text))], [], [[str(i)] for i in range(len(text))])
+    rows = model_rows(ModelSpec(name, source, "precomputed", published, tuple(rerank)), text, video, corpus)
+    favourable = chunked_ranks(text, video, np.arange(len(text)), ties_against=False)
+    strict = chunked_ranks(text, video, np.arange(len(text)))
+    tied = int(np.sum(strict != favourable))
+    note = (f"{tied} of {len(text)} queries tie with another video at their ground truth (counted against the "
+            f"query; in its favour R@1 would be {100 * np.mean(favourable <= 1):.2f})" if tied else
+            "no query ties with another video at its ground truth, so the tie rule changes nothing")
+    return [replace(r, notes=note) if (r.task, r.name) == ("t2v", name) else r for r in rows]
+
+
+def evaluate_features(text_npy: str | Path, video_npy: str | Path, *, rerank: tuple[int, ...] = RERANK,
+                      published: str | None = "CLIP4Clip (150k WebVid)", name: str = "features",
+                      progress: ProgressFn | None = None, command: str | None = None) -> EvalResult:
+    """The table from precomputed (N, D) text and video embeddings, row i of each a pair.
+
+    ``published`` names the published row the exact rows are compared with (None: none);
+    the rerank100 row is compared with the published binarised row when it is set.
+    """
+    started = time.time()
+    report = progress or (lambda fraction, message: None)
+    report(0.1, "reading and normalising")
+    text, video = load_features(text_npy, video_npy)
+    report(0.2, "ranking")
+    rows = feature_rows(name, text, video, published, rerank, f"{text_npy} + {video_npy}")
+    report(1.0, "done")
     corpus = Corpus(f"{text_npy} + {video_npy}", [str(i) for i in range(len(text))], [],
                     [[str(i)] for i in range(len(text))])
-    report(0.2, "ranking")
-    spec = ModelSpec(name, str(video_npy), "precomputed", published, tuple(rerank))
-    rows = model_rows(spec, text, video, corpus)
-    report(1.0, "done")
     info = _info(corpus, [{"row": name, "text": str(text_npy), "video": str(video_npy),
                            "dim": int(text.shape[1])}], "cpu (numpy)", started, command)
     return EvalResult("features", rows, info)

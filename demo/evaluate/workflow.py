@@ -19,6 +19,7 @@ from demo.errors import InputError
 from demo.evaluate import suites
 from demo.evaluate.corpus import DEFAULT_WORLD
 from demo.evaluate.encode import ProgressFn
+from demo.evaluate.published import FEATURES_REPO, evaluate_published_features
 from demo.evaluate.queries import evaluate_freeform
 from demo.evaluate.report import EvalResult, write_benchmarks
 from demo.presets import PRECOMPUTED, ROOT
@@ -27,14 +28,16 @@ from demo.train.cards import set_card_results
 log = logging.getLogger(__name__)
 
 DEFAULT_INDEX = PRECOMPUTED / "index-world"
-SUITES = ("embedded", "webvid")
+SUITES = ("embedded", "webvid", "webvid-features")
 
 
 @dataclass(frozen=True)
 class EvaluateRequest:
     """What to evaluate and how; the defaults are the embedded suite with the shipped models."""
 
-    suite: str = "embedded"  # "embedded" (the world's test split) or "webvid" (a CSV + videos)
+    # "embedded" (the world's test split), "webvid" (a CSV + videos) or "webvid-features" (the vectors
+    # published with the WebVid model, found in its hub repo)
+    suite: str = "embedded"
     features: tuple[str, str] | None = None  # (TEXT.npy, VIDEO.npy): the table from embeddings alone
     world: str | Path = DEFAULT_WORLD  # embedded: world folder; missing test clips are rendered
     zero_shot: str | Path | None = suites.ZERO_SHOT_WORLD  # embedded: None skips the zero-shot row
@@ -54,6 +57,7 @@ class EvaluateRequest:
     workers: int = 4  # decoding threads
     cache: str | Path | None = None  # frame-feature cache folder (None: no cache)
     command: str | None = None  # how the run was asked for, recorded with the result
+    features_repo: str | None = None  # webvid-features: the hub repo to take them from (default: the model's)
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -67,6 +71,9 @@ def run_evaluation(request: EvaluateRequest, progress: ProgressFn | None = None)
     index exists."""
     run: dict[str, Any] = dict(device=request.device, batch_size=request.batch_size, workers=request.workers,
                                cache=request.cache, progress=progress, command=request.command)
+    if request.suite == "webvid-features" and not request.features:
+        return evaluate_published_features(request.features_repo or FEATURES_REPO, rerank=request.rerank,
+                                           progress=progress, command=request.command)
     if request.features:
         return suites.evaluate_features(*request.features, rerank=request.rerank, progress=progress,
                                         command=request.command)
