@@ -216,3 +216,18 @@ def test_cpu_seconds_sees_this_process_work() -> None:
     assert after is not None
     assert after[1] - before[1] >= 0.25  # own CPU time
     assert after[0] - before[0] >= 0.2  # the machine's busy time includes it
+
+
+def test_extra_sections_run_only_when_named_and_write_their_own_section(tmp_path: Path) -> None:
+    """`bench import` (a WebVid-layout import in a child process) and `bench resize`, quick sizes."""
+    from demo.bench.runner import EXTRA_SECTIONS, run_bench
+
+    assert not set(EXTRA_SECTIONS) & set(SECTIONS)  # a plain `python -m demo bench` does not run them
+    target = tmp_path / "B.md"
+    target.write_text("# B\n\n<!-- bench:import -->\nSTALE\n<!-- /bench:import -->\ntail\n")
+    out = run_bench(BenchConfig(sections=("import", "resize"), quick=True, out=tmp_path / "o", markdown=target))
+    text = target.read_text()
+    assert "STALE" not in text and text.endswith("<!-- /bench:resize -->\n") and "tail\n" in text
+    assert "| import peak resident memory" in out["markdown"] and "20,000 synthetic rows" in text
+    assert "yes |" in text.split("import wall time")[1].splitlines()[0]
+    assert "grey levels" in text and (tmp_path / "o" / "bench-import.json").is_file()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -31,13 +32,15 @@ from demo.bench.query import QueryScale, bench_query
 from demo.bench.report import format_markdown
 from demo.bench.search import SearchScale, bench_search_set, search_targets
 from demo.errors import InputError
-from demo.files import write_section
+from demo.files import atomic_write_json, write_section
 from demo.presets import ROOT
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("search", "query", "indexing", "app", "decode")
 SECTION = "bench:main"  # the marked section of BENCHMARKS.md this command owns (demo.files)
+# Run only when named (minutes and gigabytes each); each writes its own section, bench:<name>.
+EXTRA_SECTIONS = ("import", "resize")
 # The issue's targets on a 2-core CPU.
 LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0}
 
@@ -80,10 +83,10 @@ class BenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.sections if s not in SECTIONS]
+        unknown = [s for s in self.sections if s not in (*SECTIONS, *EXTRA_SECTIONS)]
         if unknown or not self.sections:
             raise InputError(f"unknown bench section(s) {unknown or '(none)'}; "
-                             f"choose from {' '.join(SECTIONS)}")
+                             f"choose from {' '.join((*SECTIONS, *EXTRA_SECTIONS))}")
 
     @property
     def command(self) -> str:
@@ -99,7 +102,7 @@ class BenchConfig:
     def markdown_target(self) -> Path | None:
         if self.markdown is not None:
             return self.markdown
-        if self.quick or set(self.sections) != set(SECTIONS):
+        if self.quick or set(self.sections) - set(EXTRA_SECTIONS) != set(SECTIONS):
             return None  # partial or quick numbers do not replace the full table
 
         return ROOT / "BENCHMARKS.md"
@@ -133,9 +136,35 @@ class StallWatch:
             last = now
 
 
+def run_extra(name: str, config: BenchConfig) -> str:
+    """Run extra section ``name`` (:data:`EXTRA_SECTIONS`) and write its own section of BENCHMARKS.md
+    (or of ``--markdown``); returns its Markdown."""
+    from demo.bench.importing import bench_import, format_import_markdown
+    from demo.bench.resizing import bench_resize, format_resize_markdown
+
+    meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), **machine_info(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+    config.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".bench-{name}-", dir=config.out) as tmp:
+        if name == "import":
+            result = bench_import(Path(tmp), rows=20_000 if config.quick else 1_500_000)
+            markdown = format_import_markdown(result, meta)
+        else:
+            result = bench_resize(Path(tmp), repeats=1 if config.quick else 3, seconds=2.0 if config.quick else 10.0)
+            markdown = format_resize_markdown(result, meta)
+    atomic_write_json(config.out / f"bench-{name}.json", {"meta": meta, "result": result, "markdown": markdown})
+    target = config.markdown if config.markdown is not None else (None if config.quick else ROOT / "BENCHMARKS.md")
+    if target is not None:
+        write_section(target, f"bench:{name}", markdown)
+    return markdown
+
+
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Run the chosen sections; write bench.json / bench.md to ``config.out`` and, where
     :meth:`BenchConfig.markdown_target` says so, the section of BENCHMARKS.md."""
+    extras = [run_extra(name, config) for name in config.sections if name in EXTRA_SECTIONS]
+    if not set(config.sections) - set(EXTRA_SECTIONS):
+        return {"markdown": "\n".join(extras)}
     p = plan(config.quick)
     started = time.perf_counter()
     meta = {"command": config.command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
