@@ -25,7 +25,7 @@ from demo.errors import IndexFormatError, InputError
 from demo.files import atomic_write
 from demo.index.format import MANIFEST, file_names, new_write_id
 from demo.index.lock import writer_lock
-from demo.index.store import check_target, clear_leftovers, disk_error
+from demo.index.store import check_target, clear_leftovers, current_write_id, disk_error
 
 
 class NpyRows:
@@ -122,7 +122,7 @@ class IndexStreamWriter:
         self._lock.__enter__()
         try:
             check_target(self.target, self.overwrite)
-            clear_leftovers(self.target, keep=_write_id(self.target))
+            clear_leftovers(self.target, keep=current_write_id(self.target))
             if not self.target.exists():  # a new index is written beside it, then renamed into place
                 self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
             self.metadata = open(self.folder / self.names["metadata"], "w", encoding="utf-8")  # noqa: SIM115
@@ -167,14 +167,6 @@ class IndexStreamWriter:
                         (self.folder / name).unlink(missing_ok=True)
         finally:
             self._lock.__exit__(exc_type, exc, tb)
-
-
-def _write_id(target: Path) -> str | None:
-    try:
-        value = json.loads((target / MANIFEST).read_text()).get("write_id")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def check_rows(where: str, block: np.ndarray, start: int) -> np.ndarray:
