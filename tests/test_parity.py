@@ -464,3 +464,19 @@ def test_xclip_frames_equal_the_processors(tmp_path: Path, textured_clip: Path) 
     # A folder that records decoder-scaled frames (the embedded X-CLIP) keeps them.
     (folder / "xclip.json").write_text('{"frame_resize": "decoder"}')
     assert XClipClassifier.from_pretrained(folder).processor is None
+
+
+def test_the_shipped_models_keep_the_pipeline_they_were_trained_with() -> None:
+    """The embedded preset's numbers rest on this: its checkpoints name no new setting, so they keep
+    decoder-scaled frames, the float-fps rule and GELU / 1e-5 blocks; its X-CLIP records its frames."""
+    from demo.index.video_index import VideoIndex
+    from demo.models.clip4clip import checkpoint_settings
+    from demo.models.xclip import frame_resize
+    from demo.presets import PRECOMPUTED
+
+    s = checkpoint_settings(str(PRECOMPUTED / "clip4clip-world"))
+    assert (s.frame_sampling, s.frame_resize, s.head_activation, s.head_layer_norm_eps) == \
+        ("float-fps", "decoder", "gelu", 1e-5)
+    assert frame_resize(str(PRECOMPUTED / "xclip-world")) == "decoder"
+    fp = VideoIndex.load(PRECOMPUTED / "index-world").fingerprint
+    assert (fp.sampling, fp.resize) == ("float-fps", "decoder")
