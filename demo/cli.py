@@ -12,14 +12,13 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from demo.errors import DemoError
 
 log = logging.getLogger("demo")
-Command = Callable[[argparse.Namespace], int]
 
 
 def _print_json(payload: Any) -> None:
@@ -106,8 +105,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         items, media_root = items_from_csv(source), source.parent
     else:
         raise DemoError(f"source {source} is neither a folder of videos nor a CSV file")
-    model = args.model or resolve_preset(args.preset).model
-    encoder = Clip4ClipEncoder.from_pretrained(model, pooling=args.pooling, device=args.device)
+    preset = resolve_preset(args.preset, model=args.model)  # its frame sampling too (webvid: every second)
+    model, encoder = preset.model, Clip4ClipEncoder.from_pretrained(
+        preset.model, pooling=args.pooling, device=args.device, frame_sampling=preset.frame_sampling)
     report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
                          num_workers=2, model_path=model, media_root=media_root, retry_failed=args.retry_failed)
     resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""

@@ -148,7 +148,7 @@ class Searcher:
         return {"model": self.model_source, "model_name": self.encoder.name, "pooling": self.encoder.pooling,
                 "index": str(self.index.root), "videos": manifest["count"], "captions": manifest["captions"],
                 "dim": self.encoder.dim, "device": self.encoder.device,
-                "frames": self.encoder.max_frames, "sample_fps": self.encoder.sample_fps}
+                "frames": self.encoder.settings.frame_cap or "every-second", "sample_fps": self.encoder.sample_fps}
 
 
 def open_searcher(preset: str | None = None, model: str | None = None, index: str | None = None,
