@@ -127,28 +127,34 @@ def _block(state: dict[str, torch.Tensor], src: str, dst: str) -> dict[str, torc
     return out
 
 
+# Hugging Face name -> OpenAI CLIP name (under ``clip.``) of each tower's weights outside its blocks.
+_TEXT = {"text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+         "text_model.embeddings.position_embedding.weight": "positional_embedding",
+         "text_model.final_layer_norm.weight": "ln_final.weight", "text_model.final_layer_norm.bias": "ln_final.bias",
+         "text_projection.weight": "text_projection"}
+_VISION = {"vision_model.embeddings.class_embedding": "visual.class_embedding",
+           "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
+           "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+           "vision_model.pre_layrnorm.weight": "visual.ln_pre.weight",
+           "vision_model.pre_layrnorm.bias": "visual.ln_pre.bias",
+           "vision_model.post_layernorm.weight": "visual.ln_post.weight",
+           "vision_model.post_layernorm.bias": "visual.ln_post.bias", "visual_projection.weight": "visual.proj"}
+_PROJECTIONS = ("text_projection.weight", "visual_projection.weight")  # OpenAI multiplies on the right: transpose
+
+
+def _tower(state: dict[str, torch.Tensor], names: dict[str, str], blocks: str, layers: str) -> dict[str, torch.Tensor]:
+    out = {new: state[f"clip.{old}"].t().contiguous() if new in _PROJECTIONS else state[f"clip.{old}"]
+           for new, old in names.items()}
+    for i in range(_layers(state, f"clip.{blocks}")):
+        out.update(_block(state, f"clip.{blocks}{i}.", f"{layers}{i}."))
+    return out
+
+
 def tower_weights(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The CLIP weights as the state dicts of ``CLIPTextModelWithProjection`` and
-    ``CLIPVisionModelWithProjection`` (projections transposed: OpenAI multiplies on the right)."""
-    s = state
-    text = {"text_model.embeddings.token_embedding.weight": s["clip.token_embedding.weight"],
-            "text_model.embeddings.position_embedding.weight": s["clip.positional_embedding"],
-            "text_model.final_layer_norm.weight": s["clip.ln_final.weight"],
-            "text_model.final_layer_norm.bias": s["clip.ln_final.bias"],
-            "text_projection.weight": s["clip.text_projection"].t().contiguous()}
-    for i in range(_layers(s, "clip.transformer.resblocks.")):
-        text.update(_block(s, f"clip.transformer.resblocks.{i}.", f"text_model.encoder.layers.{i}."))
-    vision = {"vision_model.embeddings.class_embedding": s["clip.visual.class_embedding"],
-              "vision_model.embeddings.patch_embedding.weight": s["clip.visual.conv1.weight"],
-              "vision_model.embeddings.position_embedding.weight": s["clip.visual.positional_embedding"],
-              "vision_model.pre_layrnorm.weight": s["clip.visual.ln_pre.weight"],
-              "vision_model.pre_layrnorm.bias": s["clip.visual.ln_pre.bias"],
-              "vision_model.post_layernorm.weight": s["clip.visual.ln_post.weight"],
-              "vision_model.post_layernorm.bias": s["clip.visual.ln_post.bias"],
-              "visual_projection.weight": s["clip.visual.proj"].t().contiguous()}
-    for i in range(_layers(s, "clip.visual.transformer.resblocks.")):
-        vision.update(_block(s, f"clip.visual.transformer.resblocks.{i}.", f"vision_model.encoder.layers.{i}."))
-    return text, vision
+    ``CLIPVisionModelWithProjection``."""
+    return (_tower(state, _TEXT, "transformer.resblocks.", "text_model.encoder.layers."),
+            _tower(state, _VISION, "visual.transformer.resblocks.", "vision_model.encoder.layers."))
 
 
 def head_weights(state: dict[str, torch.Tensor], pooling: str, max_frames: int) -> dict[str, torch.Tensor]:
