@@ -91,11 +91,19 @@ class FrameCache:
     """
 
     def __init__(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
-                 workers: int = 2, progress: bool = True) -> None:
+                 workers: int = 2, progress: bool = True, sampling: str = "float-fps",
+                 resize: str = "decoder") -> None:
+        # Frames come out as the checkpoint will see them at inference (its clip4clip.json's
+        # frame_sampling / frame_resize); training needs a frame cap, so not "every-second".
+        if sampling == "every-second":
+            raise InputError("training needs a cap on frames per clip: every-second sampling (the WebVid "
+                             "preset's, for inference) cannot be trained with; use --max-frames and the "
+                             "clip4clip sampling")
+
         def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor] | str:
             try:
-                return load_clip4clip_clip(sample.path, image_size=image_size,
-                                           sample_fps=sample_fps, max_frames=max_frames)
+                return load_clip4clip_clip(sample.path, image_size=image_size, sample_fps=sample_fps,
+                                           max_frames=max_frames, sampling=sampling, resize=resize)
             except DemoError as err:
                 return str(err)
 
@@ -135,13 +143,15 @@ class FrameCaches:
         self.recent: dict[tuple[object, ...], FrameCache] = {}
 
     def get(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
-            workers: int = 2, progress: bool = True) -> FrameCache:
+            workers: int = 2, progress: bool = True, sampling: str = "float-fps",
+            resize: str = "decoder") -> FrameCache:
         """A :class:`FrameCache` of ``samples``: a kept one when it matches, else decoded now."""
-        key = (tuple((s, _stamp(s.path)) for s in samples), image_size, sample_fps, max_frames)
+        key = (tuple((s, _stamp(s.path)) for s in samples), image_size, sample_fps, max_frames, sampling, resize)
         if key in self.recent:
             self.recent[key] = self.recent.pop(key)  # most recent last
             return self.recent[key]
-        cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress)
+        cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress,
+                           sampling=sampling, resize=resize)
         self.recent[key] = cache
         while len(self.recent) > self.keep:
             del self.recent[next(iter(self.recent))]

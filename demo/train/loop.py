@@ -126,7 +126,8 @@ class Trainer:
             cut = max(1, len(train) // 20)
             train, val = train[cut:], train[:cut]
         options: dict[str, Any] = dict(image_size=self.model.image_size, sample_fps=settings.sample_fps,
-                                       max_frames=settings.max_frames, workers=config.workers, progress=self.progress)
+                                       max_frames=settings.max_frames, workers=config.workers, progress=self.progress,
+                                       sampling=settings.frame_sampling, resize=settings.frame_resize)
         return frames.get(train, **options), frames.get(val, **options)
 
     # -- one optimisation step -------------------------------------------------------------

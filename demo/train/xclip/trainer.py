@@ -31,6 +31,7 @@ from demo.errors import InputError
 from demo.files import atomic_write_json
 from demo.models.clip4clip import quiet_transformers
 from demo.models.labels import apply_template
+from demo.models.xclip import XCLIP_SETTINGS
 from demo.train.loop import lr_factor
 from demo.train.xclip.convert import InitReport, build_xclip
 from demo.train.xclip.data import REVERSED_CLASS, REWORDED, TEMPLATE, load_frames, read_labelled, training_phrasings
@@ -130,6 +131,11 @@ def save_xclip(model: Any, tokenizer: Any, folder: str | Path, dtype: str = "flo
     with quiet_transformers():
         model.save_pretrained(tmp, state_dict=state)
         XCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp)
+    # The trainer feeds frames scaled inside the decoder (load_uniform_clip): inference must too.
+    atomic_write_json(tmp / XCLIP_SETTINGS, {
+        "frame_resize": "decoder",
+        "note": "trained on frames scaled inside the decoder (demo.video.preprocess.preprocess); the "
+                "XCLIPProcessor files only carry its tokenizer, mean/std and sizes"})
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
