@@ -36,7 +36,7 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 ARRAYS = ("embeddings", "codes", "caption_embeddings", "caption_video")
 PARTIAL_SUFFIX = ".partial"
-INFO_FIELDS = ("model_path", "source", "media_root")  # optional manifest fields kept through save/load
+INFO_FIELDS = ("model_path", "source", "media_root", "segments")  # optional manifest fields kept through save/load
 # Rows whose finiteness and sign codes are checked on load: all of them up to this many values,
 # else an even sample of this many rows (a full scan of a 10M-row index would take seconds).
 CHECK_VALUES = 1 << 26
