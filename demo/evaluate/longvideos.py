@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from demo.files import atomic_write
-from demo.index.segments import format_time
 from demo.video.mp4 import write_mp4_frames
 from demo.world.clips import ClipSpec, WorldConfig, clip_spec_by_id, clip_specs, render
 
@@ -64,7 +63,7 @@ class LongVideo:
 
     @property
     def title(self) -> str:
-        return f"{len(self.parts)} scenes, {format_time(self.duration)}"
+        return f"{len(self.parts)} scenes of the world"
 
 
 def compose(config: LongVideoConfig = LongVideoConfig(), world: WorldConfig = WorldConfig()) -> list[LongVideo]:  # noqa: B008
