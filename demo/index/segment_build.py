@@ -121,10 +121,15 @@ def build_segment_index(
     model_path: str | None = None,
     media_root: str | Path | None = None,
     retry_failed: bool = False,
+    threads: int | None = 1,
 ) -> SegmentReport:
     """Embed every video of ``items`` as windows of ``spec`` into an index at ``out_dir``, resumably.
 
-    ``batch_size`` windows are pooled (and saved) at a time. Files that are not videos are
+    ``batch_size`` windows are pooled (and saved) at a time. ``threads``: torch threads for the model
+    (None: torch's setting); the decoder runs in a thread of its own beside it. One model thread plus
+    the decoder beats a two-thread torch team on two cores, and by far on a busy machine, where the
+    team's threads wait on each other (BENCHMARKS.md, moments: 53 against 17-20 minutes of video per
+    minute at a load average of 10). Files that are not videos are
     recorded and skipped as in :func:`demo.index.build.build_index`; windows whose frames are
     damaged are skipped and reported, the rest of their video is kept. Raises IndexFormatError
     for a target that holds an index (without ``overwrite``), a work folder of another model or
@@ -135,7 +140,7 @@ def build_segment_index(
     _check_request(items, out, batch_size, overwrite)
     with writer_lock(out):
         try:
-            return _SegmentBuild(items, out, encoder, spec, batch_size, progress).run(
+            return _SegmentBuild(items, out, encoder, spec, batch_size, progress, threads).run(
                 overwrite, model_path, media_root, retry_failed)
         except OSError as err:
             raise disk_error(err, f"the work folder {out.with_name(out.name + PARTIAL_SUFFIX)}") from err
@@ -145,9 +150,9 @@ class _SegmentBuild:
     """One run of the builder over its work folder."""
 
     def __init__(self, items: list[VideoItem], out: Path, encoder: SegmentEncoder, spec: SegmentSpec,
-                 batch_size: int, progress: bool) -> None:
+                 batch_size: int, progress: bool, threads: int | None) -> None:
         self.items, self.out, self.encoder, self.spec = items, out, encoder, spec
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.threads = batch_size, progress, threads
         self.work = _WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), encoder.fingerprint, spec.to_dict())
         self.videos = _read_videos(self.work.path)
 
@@ -161,7 +166,10 @@ class _SegmentBuild:
         if resumed or len(todo) < len(self.items):
             log.info("resuming %s: %d videos finished, %d windows embedded, %d to go", work.path, len(self.videos),
                      resumed, len(todo))
-        self._embed(todo)
+        from demo.models.encoders import torch_threads  # the encoders are torch models; this loads torch
+
+        with torch_threads(self.threads):  # the windows only: encode_texts sets its own threads
+            self._embed(todo)
         skipped = [(work.failed[it.id].path, work.failed[it.id].reason) for it in self.items if it.id in work.failed]
         not_retried = [(f.path, f.reason) for i, f in earlier.items() if i not in again and i in work.failed]
         kept = [it for it in self.items if it.id in self.videos]

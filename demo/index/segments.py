@@ -28,7 +28,7 @@ from demo.errors import IndexFormatError
 from demo.models.fingerprint import ModelFingerprint
 from demo.video.decode import probe
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess
-from demo.video.windows import SegmentSpec, Window, WindowFrames, plan_windows, stream_windows
+from demo.video.windows import SegmentSpec, Window, WindowFrames, decoded_ahead, plan_windows, stream_windows
 
 SEGMENTS = "segments"  # the manifest field
 
@@ -135,12 +135,13 @@ class _FrameCache:
 def embed_video_windows(path: str | Path, plan: VideoPlan, encoder: WindowEncoder,
                         todo: list[Window] | None = None, batch_size: int = 32) -> Iterator[EmbeddedWindows]:
     """Embed the windows ``todo`` (default: all of ``plan``'s) of the video at ``path`` in batches of
-    up to ``batch_size``, decoding the file once from the first of them; windows whose frames could
-    not be decoded come back as skipped batches with the reason."""
+    up to ``batch_size``, decoding the file once from the first of them (in a thread of its own,
+    ahead of the model); windows whose frames could not be decoded come back as skipped batches
+    with the reason."""
     windows = plan.windows if todo is None else todo
     cache = _FrameCache(encoder, encoder.fingerprint.image_size)
     batch: list[WindowFrames] = []
-    for item in stream_windows(path, windows, plan.fps, encoder.fingerprint.image_size):
+    for item in decoded_ahead(stream_windows(path, windows, plan.fps, encoder.fingerprint.image_size)):
         if item.frames is None:
             if batch:
                 yield EmbeddedWindows([b.window for b in batch], cache.pooled(batch))

@@ -18,6 +18,8 @@ frames would be drawn from missing references); windows that need one of them co
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -249,6 +251,43 @@ def stream_windows(path: str | Path, windows: list[Window], fps: float,
                 return
         sampler.finish()
         yield from _ready(pending, sampler)
+
+
+def decoded_ahead(items: Iterator[WindowFrames], size: int = 16) -> Iterator[WindowFrames]:
+    """``items`` (a :func:`stream_windows` generator) run in a thread of its own, up to ``size``
+    windows ahead of the caller: the decoder (PyAV releases the GIL) works while the caller embeds.
+    Errors reach the caller; when the caller stops early, the thread stops at its next window."""
+    out: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        out.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(("end", None))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, who raises it
+            out.put(("error", err))
+
+    thread = threading.Thread(target=produce, name="decode-windows", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = out.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _ready(pending: list[Window], sampler: _Sampler) -> Iterator[WindowFrames]:
