@@ -329,6 +329,7 @@ def _add_evaluate_command(sub: Subparsers) -> None:
     p.add_argument("--windows", nargs="+", default=["4:2", "8:4"], metavar="SEGMENT:STRIDE",
                    help="moments: the segmentings to index (the first is scored in full)")
     p.add_argument("--margins", type=float, nargs="+", help="moments: merge margins to compare")
+    p.add_argument("--hour", action="store_true", help="moments: also index a 60-minute video (speed, peak memory)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -55,7 +55,7 @@ def evaluate_moments(args: argparse.Namespace) -> int:
         raise DemoError("--write-benchmarks publishes the default test composition only (--split test, 24 videos)")
     request = MomentRequest(model=args.clip4clip or CLIP4CLIP_WORLD, videos=LongVideoConfig(
         videos=args.long_videos, split=args.split), specs=tuple(s for s in specs if s is not None),
-        margins=tuple(args.margins or (MERGE_MARGIN,)), device=args.device,
+        margins=tuple(args.margins or (MERGE_MARGIN,)), hour=args.hour, device=args.device,
         command=shlex.join(["python", "-m", "demo", *sys.argv[1:]]))
     result = run_moments(request)
     written = save_moments(result, args.out or "results/evaluate-moments")

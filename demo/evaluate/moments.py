@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ class MomentRequest:
     specs: tuple[SegmentSpec, ...] = (SegmentSpec(4.0, 2.0), SegmentSpec(8.0, 4.0))
     margins: tuple[float, ...] = (MERGE_MARGIN,)  # merge margins to score (one row each)
     images: bool = True  # also score image queries
+    hour: bool = False  # also index one 60-minute video and record its speed and peak memory
     device: str | None = None
     command: str = "python -m demo evaluate --suite moments"
 
@@ -108,6 +110,8 @@ def run_moments(request: MomentRequest) -> MomentResult:
             search = MomentSearch(index)
             new = [_row("corpus search", _found(search, queries.texts, 5), queries.truth), _video_row(search, queries)]
         rows += [{**r, "segments": spec.describe()} for r in new]
+    if request.hour:
+        speed.append(_hour_check(work, encoder, request.specs[0], request.model))
     info = {"command": request.command, "device": device_name(encoder.device), "model": Path(request.model).name,
             "videos": len(videos), "parts": len(queries.truth), "composition": _composition(videos, request.videos),
             "merge_margin": request.margins[0], "created": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -124,6 +128,33 @@ def _timed_build(csv: Path, out: Path, encoder: Clip4ClipEncoder, spec: SegmentS
     return {"segments": spec.describe(), "video_s": round(report.seconds, 1), "build_s": round(seconds, 2),
             "windows": report.windows, "minutes_per_minute": round(report.seconds / seconds, 1),
             "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
+
+
+def _hour_check(work: Path, encoder: Clip4ClipEncoder, spec: SegmentSpec, model: str | Path) -> dict[str, Any]:
+    """Index one 60-minute video (world clips back to back, rendered a part at a time) and record the
+    speed and how far the process's memory rose above what it held before (sampled every 50 ms)."""
+    import psutil
+
+    video = compose(LongVideoConfig(videos=1, parts=(480, 480), part_seconds=(7.0, 8.0), seed=60))[0]
+    csv = write_long_videos(work / "hour", [video])
+    process = psutil.Process()
+    before, peak, done = process.memory_info().rss, [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        row = _timed_build(csv, work / "index-hour", encoder, spec, model)
+    finally:
+        done.set()
+        sampler.join()
+    frames = int(video.duration * video.fps)
+    return {**row, "segments": f"{spec.describe()}, one {video.duration / 60:.0f}-minute video",
+            "peak_mb": round(max(0, peak[0] - before) / 2**20, 1),
+            "frames_mb": round(frames * 128 * 128 * 3 / 2**20)}
 
 
 def _found(search: MomentSearch, queries: np.ndarray, per_video: int) -> list[list[Span]]:
@@ -190,14 +221,18 @@ def moments_markdown(result: MomentResult) -> str:
     lines += ["", "**Whole-video retrieval** (the right long video at rank 1 / in the top 5, one moment per video): "
               + "; ".join(f"`{r.get('segments', '')}` {r['metrics']['R@1']:.1f} / {r['metrics']['R@5']:.1f}"
                           for r in result.rows if "mIoU" not in r["metrics"]), "",
-              "**Indexing speed** (decode, embed, captions and the atomic write, one process; this machine is "
-              "shared, so the load average is given):", "",
+              "**Indexing speed** (`build_segment_index`: decode, embed, captions and the atomic write, in one "
+              "process: the model on one torch thread, the decoder in a thread beside it; this 2-core machine is "
+              "shared with other jobs, so the load average is given):", "",
               "| Windows | video | windows | build | minutes of video per minute | load average |",
               "|---|---:|---:|---:|---:|---|"]
     lines += [f"| `{s['segments']}` | {s['video_s'] / 60:.1f} min | {s['windows']} | {s['build_s']:.1f} s | "
               f"**{s['minutes_per_minute']:g}** | {s['load_before']:g} -> {s['load_after']:g} |" for s in result.speed]
-    lines += ["", f"Moments merge adjacent windows within {info.get('merge_margin')} of the best one's score "
-                  "(relative); R@5 takes up to 5 moments per video.", "",
+    lines += [f"\nThe {s['video_s'] / 60:.0f}-minute video streamed through memory: the process grew by at most "
+              f"**{s['peak_mb']:g} MB** while indexing it (its frames alone, decoded, would take "
+              f"{s['frames_mb']:,} MB)." for s in result.speed if "peak_mb" in s]
+    lines += ["", f"Moments merge adjacent windows scoring within {100 * float(info.get('merge_margin', 0)):g}% of the "
+                  "best one's score; R@5 takes up to 5 moments per video.", "",
               f"- command: `{info.get('command')}`", f"- device: {info.get('device')}", f"- model: {info.get('model')}",
               f"- created: {info.get('created')}"]
     return "\n".join(lines)

@@ -128,8 +128,8 @@ def build_segment_index(
     ``batch_size`` windows are pooled (and saved) at a time. ``threads``: torch threads for the model
     (None: torch's setting); the decoder runs in a thread of its own beside it. One model thread plus
     the decoder beats a two-thread torch team on two cores, and by far on a busy machine, where the
-    team's threads wait on each other (BENCHMARKS.md, moments: 53 against 17-20 minutes of video per
-    minute at a load average of 10). Files that are not videos are
+    team's threads wait on each other (docs/experiments.md, 2026-12-06: 42-73 against 17-22 minutes of
+    video per minute at a load average near 9). Files that are not videos are
     recorded and skipped as in :func:`demo.index.build.build_index`; windows whose frames are
     damaged are skipped and reported, the rest of their video is kept. Raises IndexFormatError
     for a target that holds an index (without ``overwrite``), a work folder of another model or
