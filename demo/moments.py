@@ -11,14 +11,13 @@ moments of one video never overlap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from demo.errors import InputError
 from demo.index.segments import index_segments
-from demo.index.video_index import VideoIndex
+from demo.index.video_index import Hit, VideoIndex
 
 # Adjacent windows that score within this fraction of the best window's cosine join its moment
 # (relative, so models whose cosines run lower merge as readily). Chosen on the world's long
@@ -28,19 +27,13 @@ ROW_FIELDS = ("id", "video_id", "start", "end", "path", "captions")  # not copie
 
 
 @dataclass(frozen=True)
-class Moment:
-    """One hit in a long video: ``id`` is the video, ``start``/``end`` in seconds, ``row`` the best
+class Moment(Hit):
+    """A hit in a long video: ``id`` is the video, ``start``/``end`` in seconds, ``row`` the best
     window's row id (its embedding is what "more like this" searches with)."""
 
-    rank: int
-    id: str
-    score: float
-    caption: str
-    path_or_url: str
-    start: float
-    end: float
-    row: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    start: float = 0.0
+    end: float = 0.0
+    row: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,7 +162,8 @@ class MomentSearch:
         start, end = self._bounds(rows, span)
         caption = str((first.get("captions") or [""])[0])
         extra = {k: v for k, v in first.items() if k not in ROW_FIELDS}
-        return Moment(rank, video, span.score, caption, str(first["path"]), start, end, str(peak["id"]), extra)
+        return Moment(rank, video, span.score, caption, str(first["path"]), extra, start=start, end=end,
+                      row=str(peak["id"]))
 
 
 def _overlaps(exclude: tuple[str, float, float] | None, video: str, bounds: tuple[float, float]) -> bool:
