@@ -111,6 +111,10 @@ class Searcher:
                        per_video: int = 1) -> Timed:
         """Results like result ``result_id`` (a video's id; a moment's ``window``), its own stored
         embedding as the query; the result itself (its stretch of video) is left out."""
+        if self.moments is not None and result_id in self.moments.table.rows:
+            first = self.index.metadata[int(self.moments.table.rows[result_id][0])]["id"]
+            raise InputError(f"{result_id!r} is a whole long video; give one of its moments: the 'window' of a "
+                             f"result, such as {first!r}")
         vec = self.index.vector(result_id)
         if self.moments is not None:
             exclude = self.moments.window(result_id)

@@ -280,6 +280,8 @@ def test_cli_builds_searches_and_describes_long_videos(long_index, tiny_clip4cli
     assert like and all(h["id"] != source["video_id"] or temporal_iou((h["start"], h["end"]),
                                                                       (source["start"], source["end"])) == 0
                         for h in like)  # the result itself (its stretch) is left out
+    assert main(["search", "--like", videos[0].id, "--index", str(long_index)]) == 2
+    assert "is a whole long video; give one of its moments" in capsys.readouterr().err
     from PIL import Image
 
     from demo.evaluate.longvideos import part_frame
