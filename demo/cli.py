@@ -37,12 +37,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     from demo.media import MediaResolver, default_cache
     from demo.search import open_searcher
 
+    asked = [x for x in (args.text, args.image, args.like) if x is not None]
+    if len(asked) != 1:
+        raise DemoError("give one query: TEXT, --image PHOTO or --like RESULT_ID")
     searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
-    hits = searcher.search_text(args.text, k=args.k, exact=args.exact, rerank=args.rerank)
+    if args.image:
+        timed = searcher.search_image_timed(args.image, k=args.k, exact=args.exact, rerank=args.rerank,
+                                            per_video=args.per_video)
+    elif args.like:
+        timed = searcher.more_like_this(args.like, k=args.k, exact=args.exact, per_video=args.per_video)
+    else:
+        timed = searcher.search_text_timed(args.text, k=args.k, exact=args.exact, rerank=args.rerank,
+                                           per_video=args.per_video)
     # Name a file that plays: a world clip is rendered into the cache first, as the app does.
     media = MediaResolver(searcher.index, default_cache())
-    files = {h.id: media.resolve(h.id, h.path_or_url) for h in hits}
-    _print_hits(hits, args.json, files)
+    files = {h.id: media.resolve(h.id, h.path_or_url) for h in timed.hits}
+    _print_hits(timed.hits, args.json, files)
     return 0
 
 
@@ -50,6 +60,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from demo.search import open_searcher
 
     searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
+    if args.timeline or args.segment is not None:
+        from demo.cli_moments import print_timeline
+
+        print_timeline(searcher.describe_timeline(args.video, args.segment), args.json)
+        return 0
     hits = searcher.describe_video(args.video, k=args.k)
     _print_hits(hits, args.json)
     return 0
@@ -57,7 +72,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def _print_hits(hits: Sequence[Any], as_json: bool, files: dict[str, str | None] | None = None) -> None:
     """One line per hit (or JSON); ``files`` maps ids to what plays them (a file or URL; None:
-    the clip is missing), shown instead of the index's stored path."""
+    the clip is missing), shown instead of the index's stored path. A moment shows its times."""
+    from demo.index.segments import format_span
     from demo.search import hit_to_dict
 
     rows = [hit_to_dict(h) for h in hits]
@@ -68,7 +84,11 @@ def _print_hits(hits: Sequence[Any], as_json: bool, files: dict[str, str | None]
         return
     for row in rows:
         where = row.get("file") or (row.get("path_or_url", "") + " (missing)" if "file" in row else "") or row["id"]
-        print(f"{row['rank']:>3}  {row['score']:.4f}  {row['caption']}  [{where}]")
+        if "start" in row:  # a moment: when, and which video (its title, else its first caption)
+            what = f"{format_span(row['start'], row['end'])}  {row['id']}: {row.get('title') or row['caption']}"
+        else:
+            what = row["caption"]
+        print(f"{row['rank']:>3}  {row['score']:.4f}  {what}  [{where}]")
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -93,11 +113,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from demo.index.build import build_index
     from demo.index.items import items_from_csv, items_from_folder
     from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import resolve_preset
+    from demo.video.windows import SegmentSpec
 
+    spec = SegmentSpec.of(args.segment, args.stride)  # a bad --segment is refused before the model loads
     source = Path(args.source)
     if source.is_dir():
         items, media_root = items_from_folder(source, captions_csv=args.captions), source
@@ -108,17 +129,17 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     preset = resolve_preset(args.preset, model=args.model)  # its frame sampling too (webvid: every second)
     model, encoder = preset.model, Clip4ClipEncoder.from_pretrained(
         preset.model, pooling=args.pooling, device=args.device, frame_sampling=preset.frame_sampling)
-    report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
+    from demo.cli_moments import build_segments, print_skipped
+    from demo.index.build import build_index
+
+    if spec is not None:
+        return build_segments(args, items, encoder, spec, model, media_root)
+
+    report = build_index(items, args.out, encoder, batch_size=args.batch_size or 8, overwrite=args.overwrite,
                          num_workers=2, model_path=model, media_root=media_root, retry_failed=args.retry_failed)
     resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
     print(f"indexed {report.indexed} videos into {args.out}{resumed}")
-    if report.skipped:
-        print(f"skipped {len(report.skipped)} file(s) that could not be decoded:")
-        for path, reason in report.skipped:
-            print(f"  {path}: {reason}")
-    if report.not_retried:
-        print(f"{len(report.not_retried)} of them failed in an earlier run and were not tried again (unchanged "
-              "since); pass --retry-failed to try them anyway")
+    print_skipped(report.skipped, report.not_retried)
     return 0
 
 
@@ -157,6 +178,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from demo.world import WorldConfig, synth
 
+    if args.long:
+        from demo.cli_moments import synth_long
+
+        return synth_long(args)
     config = WorldConfig(seed=args.seed)
     written = synth(args.out, config, splits=tuple(args.splits), limit=args.limit, workers=args.workers)
     for split, path in written.items():
@@ -171,6 +196,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.suite == "moments":
+        from demo.cli_moments import evaluate_moments
+
+        return evaluate_moments(args)
     from demo.evaluate.report import command_line
     from demo.evaluate.workflow import EvaluateRequest, check_publishable, publish, run_evaluation
 
@@ -217,19 +246,24 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 
 def _add_query_commands(sub: Subparsers) -> None:
-    p = sub.add_parser("search", help="text -> videos")
-    p.add_argument("text")
+    p = sub.add_parser("search", help="text (or an image, or a result) -> videos; moments in long videos")
+    p.add_argument("text", nargs="?")
     _model_args(p)
+    p.add_argument("--image", help="search with a photo or a saved frame instead of text")
+    p.add_argument("--like", metavar="RESULT_ID", help="more like this result (a video id; a moment's window id)")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--per-video", type=int, default=1, help="moments per long video (segmented indexes)")
     p.add_argument("--exact", action="store_true", help="exact cosine search (default: binary + rerank)")
     p.add_argument("--rerank", type=int, default=None, help="binary candidates to rerank by cosine")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("describe", help="video -> captions")
+    p = sub.add_parser("describe", help="video -> captions (--timeline: captions along a long video)")
     p.add_argument("video")
     _model_args(p)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--timeline", action="store_true", help="the best caption per stretch of the video")
+    p.add_argument("--segment", type=float, help="timeline: seconds per stretch (default: the index's windows, else 4)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_describe)
 
@@ -257,7 +291,9 @@ def _add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--model")
     p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"])
     p.add_argument("--device")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, help="videos per batch (default 8); windows with --segment (32)")
+    p.add_argument("--segment", type=float, help="long videos: index windows of this many seconds (off: whole videos)")
+    p.add_argument("--stride", type=float, help="seconds between window starts (default: half the segment)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--retry-failed", action="store_true",
                    help="try again files that failed in an earlier run even if they have not changed")
@@ -300,8 +336,9 @@ def _caption_args(p: argparse.ArgumentParser, default: str) -> None:
 
 def _add_evaluate_command(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="rerun the retrieval table (R@1, R@5, R@10, MdR, MnR)")
-    p.add_argument("--suite", choices=["embedded", "webvid", "webvid-features"], default="embedded",
-                   help="webvid-features: the card's table from the WebVid-10k features published with the model")
+    p.add_argument("--suite", choices=["embedded", "webvid", "webvid-features", "moments"], default="embedded",
+                   help="webvid-features: the card's table from the WebVid-10k features published with the model; "
+                   "moments: long videos composed from the world's clips, indexed as windows")
     p.add_argument("--features-repo", help="webvid-features: hub repo holding them (default: the webvid model's)")
     p.add_argument("--features", nargs=2, metavar=("TEXT.npy", "VIDEO.npy"),
                    help="table from precomputed (N, D) embeddings, row i of each a pair (no model)")
@@ -328,6 +365,12 @@ def _add_evaluate_command(sub: Subparsers) -> None:
     p.add_argument("--write-benchmarks", action="store_true",
                    help="embedded: update BENCHMARKS.md, <clip4clip>/eval.json and the model cards' test-split tables")
     p.add_argument("--benchmarks", help="the BENCHMARKS.md to update (default: the repository's)")
+    p.add_argument("--split", choices=["test", "val"], default="test", help="moments: the clips to compose")
+    p.add_argument("--long-videos", type=int, default=24, help="moments: how many long videos")
+    p.add_argument("--windows", nargs="+", default=["4:2", "8:4"], metavar="SEGMENT:STRIDE",
+                   help="moments: the segmentings to index (the first is scored in full)")
+    p.add_argument("--margins", type=float, nargs="+", help="moments: merge margins to compare")
+    p.add_argument("--hour", action="store_true", help="moments: also index a 60-minute video (speed, peak memory)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -339,6 +382,8 @@ def _add_other_commands(sub: Subparsers) -> None:
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     p.add_argument("--limit", type=int, help="only the first N clips of each split")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--long", type=int, metavar="N", help="instead: N long test videos made of 6-15 clips each, with "
+                   "a videos.csv to index them (python -m demo index build OUT/videos.csv --segment 4)")
     p.set_defaults(func=cmd_synth)
 
     convert = sub.add_parser("convert", help="convert checkpoints of other code bases").add_subparsers(

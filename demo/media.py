@@ -57,6 +57,9 @@ class MediaResolver:
             root = str(index.root / root)  # recorded relative to the index folder
         self.media_root = Path(root).resolve() if root and Path(root).is_dir() else None
         self._paths = {str(r["id"]): str(r["path"]) for r in index.metadata}
+        for r in index.metadata:  # an index of long videos: each video by its own id too (rows are windows)
+            if "video_id" in r:
+                self._paths.setdefault(str(r["video_id"]), str(r["path"]))
         self._lock = threading.Lock()
         sample = list(self._paths.items())[:50]
         self._world = bool(sample) and all(_WORLD_PATH.fullmatch(p.replace("\\", "/")) and

@@ -261,3 +261,43 @@ def chunked_v2t_group_ranks(
         own = best[np.arange(ve - vs), np.arange(vs, ve)]
         ranks[vs:ve] = (best >= own[:, None]).sum(axis=1)
     return ranks
+
+
+# --------------------------------------------------------------------------- moments in long videos
+
+MOMENT_IOU = (0.5, 0.7)  # Charades-STA's and QVHighlights' thresholds
+
+
+def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Intersection over union of two time spans (start, end); 0 when they do not overlap.
+
+    >>> temporal_iou((0, 8), (4, 12)), temporal_iou((0, 4), (4, 8)), temporal_iou((2, 6), (2, 6))
+    (0.3333333333333333, 0.0, 1.0)
+    """
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+def moment_metrics(found: Sequence[Sequence[tuple[str, float, float]]], truth: Sequence[tuple[str, float, float]],
+                   ks: Sequence[int] = (1, 5), thresholds: Sequence[float] = MOMENT_IOU) -> dict[str, float]:
+    """Moment-retrieval recall: ``R@k IoU>=t`` is the share (%) of queries with a hit among their
+    first ``k`` moments in the right video whose temporal IoU with the true span is at least ``t``;
+    ``mIoU`` is the mean IoU of the first moment (0 in a wrong video or when there is none).
+
+    ``found``: per query, ranked (video id, start, end); ``truth``: per query (video id, start, end).
+
+    >>> m = moment_metrics([[("a", 0, 8), ("b", 0, 4)], [("a", 8, 16)]], [("b", 0, 4), ("a", 10, 16)])
+    >>> m["R@1 IoU>=0.5"], m["R@5 IoU>=0.5"], m["R@5 IoU>=0.7"], round(m["mIoU"], 2)
+    (50.0, 100.0, 100.0, 37.5)
+    """
+    if len(found) != len(truth) or not truth:
+        raise ValueError(f"need one ranked list per query and at least one query, got {len(found)} and {len(truth)}")
+    ious = np.zeros((len(truth), max(ks)))
+    for q, (hits, (video, start, end)) in enumerate(zip(found, truth, strict=True)):
+        for j, (v, s, e) in enumerate(list(hits)[: max(ks)]):
+            ious[q, j] = temporal_iou((s, e), (start, end)) if v == video else 0.0
+    out = {f"R@{k} IoU>={t:g}": float(100.0 * np.mean((ious[:, :k] >= t).any(axis=1)))
+           for t in thresholds for k in ks}
+    out["mIoU"] = float(100.0 * ious[:, 0].mean())
+    return out

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,29 @@ import numpy as np
 from demo.errors import IndexFormatError, InputError
 from demo.index import store
 from demo.index.format import MANIFEST
+from demo.index.segments import index_segments
 from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
+from demo.moments import Moment, MomentSearch
 from demo.presets import resolve_preset
+from demo.timeline import TimelineEntry, describe_timeline, tiles
+from demo.video.images import load_image
+from demo.video.windows import SegmentSpec
 
 log = logging.getLogger(__name__)
 NEIGHBOURS = 64  # nearest videos whose captions describe a clip in an index without caption embeddings
 MAX_QUERY_CHARS = 1000  # longer text is cut here; the tokenizer then truncates to the model's context
 
 
-def hit_to_dict(hit: Hit | CaptionHit) -> dict[str, Any]:
-    """A flat JSON-able row: rank, id, score, caption, path_or_url, then the metadata."""
+def hit_to_dict(hit: Hit | Moment | CaptionHit) -> dict[str, Any]:
+    """A flat JSON-able row: rank, id, score, caption, (for a moment: start, end and the best window's
+    id), path_or_url, then the metadata."""
     if isinstance(hit, CaptionHit):
         return {"rank": hit.rank, "id": hit.video_id, "score": round(hit.score, 6), "caption": hit.caption}
-    row = {"rank": hit.rank, "id": hit.id, "score": round(hit.score, 6), "caption": hit.caption,
-           "path_or_url": hit.path_or_url}
+    row: dict[str, Any] = {"rank": hit.rank, "id": hit.id, "score": round(hit.score, 6), "caption": hit.caption}
+    if isinstance(hit, Moment):
+        row.update(start=hit.start, end=hit.end, window=hit.row)
+    row["path_or_url"] = hit.path_or_url
     row.update({k: v for k, v in hit.metadata.items() if k not in row})
     return row
 
@@ -76,26 +85,74 @@ class Timed:
 
 
 class Searcher:
-    """One encoder and the index it built; both loaded once."""
+    """One encoder and the index it built; both loaded once. Over an index of long videos (built
+    with ``--segment``) searches return :class:`~demo.moments.Moment` hits, else :class:`Hit`."""
 
     def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str) -> None:
         self.encoder, self.index, self.model_source = encoder, index, model_source
+        self.segments: SegmentSpec | None = index_segments(index.info)
+        self.moments = MomentSearch(index) if self.segments is not None else None
 
     def search_text(self, text: str, k: int = 10, exact: bool = False,
-                    rerank: int | None = None) -> list[Hit]:
-        return self.search_text_timed(text, k, exact, rerank).hits
+                    rerank: int | None = None, per_video: int = 1) -> list[Hit | Moment]:
+        return self.search_text_timed(text, k, exact, rerank, per_video).hits
 
     def search_text_timed(self, text: str, k: int = 10, exact: bool = False,
-                          rerank: int | None = None) -> Timed:
+                          rerank: int | None = None, per_video: int = 1) -> Timed:
         query = clean_query(text)
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
+        return self._timed(lambda: self.encoder.encode_texts([query])[0], k, exact, rerank, per_video)
+
+    def search_image_timed(self, path: str | Path, k: int = 10, exact: bool = False,
+                           rerank: int | None = None, per_video: int = 1) -> Timed:
+        """Videos (moments) that look like the image at ``path``, by CLIP's image tower."""
+        image = load_image(path)
+        return self._timed(lambda: self.encoder.encode_images(image[None])[0], k, exact, rerank, per_video)
+
+    def more_like_this(self, result_id: str, k: int = 10, exact: bool = False,
+                       per_video: int = 1) -> Timed:
+        """Results like result ``result_id`` (a video's id; a moment's ``window``), its own stored
+        embedding as the query; the result itself (its stretch of video) is left out."""
+        if self.moments is not None and result_id in self.moments.table.rows:
+            first = self.index.metadata[int(self.moments.table.rows[result_id][0])]["id"]
+            raise InputError(f"{result_id!r} is a whole long video; give one of its moments: the 'window' of a "
+                             f"result, such as {first!r}")
+        vec = self.index.vector(result_id)
+        if self.moments is not None:
+            exclude = self.moments.window(result_id)
+            return self._timed(lambda: vec, k, exact, None, per_video, exclude)
+        timed = self._timed(lambda: vec, k + 1, exact, None, per_video)
+        others = [h for h in timed.hits if h.id != result_id][:k]
+        return Timed([replace(h, rank=n) for n, h in enumerate(others, 1)], timed.encode_ms, timed.search_ms)
+
+    def moments_in_video(self, text: str, video_id: str, k: int = 50) -> Timed:
+        """Every moment of one video for the query (best first; sort by ``start`` for a timeline)."""
+        if self.moments is None:
+            raise InputError("this index holds whole videos, not moments (it was built without --segment)")
+        query = clean_query(text)
+        moments = self.moments
         t0 = time.perf_counter()
         vec = self.encoder.encode_texts([query])[0]
         t1 = time.perf_counter()
-        hits = self.index.search(vec, k=k, exact=exact, rerank=rerank)[0]  # None: the index default
-        t2 = time.perf_counter()
-        return Timed(hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        hits = moments.in_video(vec, video_id, k)
+        return Timed(hits, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
+
+    def video_duration(self, video_id: str) -> float | None:
+        """The length of an indexed long video in seconds (None for a whole-clip index)."""
+        return None if self.moments is None else self.moments.table.duration(video_id)
+
+    def _timed(self, embed: Callable[[], np.ndarray], k: int, exact: bool, rerank: int | None, per_video: int,
+               exclude: tuple[str, float, float] | None = None) -> Timed:
+        if k < 1 or per_video < 1:
+            raise InputError(f"k and per_video must be at least 1, got k={k}, per_video={per_video}")
+        t0 = time.perf_counter()
+        vec = embed()
+        t1 = time.perf_counter()
+        hits: list[Any]
+        if self.moments is not None:
+            hits = self.moments.search(vec, k, per_video, exact, rerank, exclude)
+        else:
+            hits = self.index.search(vec, k=k, exact=exact, rerank=rerank)[0]  # None: the index default
+        return Timed(hits, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3)
 
     def embed_video(self, path: str | Path) -> np.ndarray:
         """(D,) embedding of one clip (VideoDecodeError if it is not a video)."""
@@ -143,12 +200,19 @@ class Searcher:
         return (f"ranked over the captions of the {NEIGHBOURS} indexed videos nearest the clip (embedded on "
                 f"demand: this index of {len(self.index):,} videos stores no caption embeddings)")
 
+    def describe_timeline(self, path: str | Path, segment: float | None = None) -> list[TimelineEntry]:
+        """Captions along the video at ``path``, one per stretch of ``segment`` seconds (default: the
+        index's window length, else 4 s); see :mod:`demo.timeline`."""
+        return describe_timeline(path, self.encoder, self.index, tiles(self.index, segment))
+
     def summary(self) -> dict[str, Any]:
         manifest = self.index.manifest()
         return {"model": self.model_source, "model_name": self.encoder.name, "pooling": self.encoder.pooling,
                 "index": str(self.index.root), "videos": manifest["count"], "captions": manifest["captions"],
                 "dim": self.encoder.dim, "device": self.encoder.device,
-                "frames": self.encoder.settings.frame_cap or "every-second", "sample_fps": self.encoder.sample_fps}
+                "frames": self.encoder.settings.frame_cap or "every-second", "sample_fps": self.encoder.sample_fps,
+                "segments": None if self.segments is None else self.segments.to_dict(),
+                "long_videos": None if self.moments is None else len(self.moments.table.rows)}
 
 
 def open_searcher(preset: str | None = None, model: str | None = None, index: str | None = None,

@@ -181,12 +181,34 @@ class RunningApp:
     root: Path
 
 
-def launch_app(root: Path, model: Path, **options: Any) -> RunningApp:
-    """Build the index and a tiny X-CLIP under ``root`` and launch the app on a free port."""
+LONG_VIDEOS = 3  # long videos in build_long_index's index
+
+
+def build_long_index(root: Path, model: Path, videos: int = LONG_VIDEOS) -> Path:
+    """An index of ``videos`` short "long" videos (3-4 world clips of 2-3 s each, rendered under
+    ``root/long``) built with ``--segment 2 --stride 1``, like `python -m demo index build` does."""
+    from demo.evaluate.longvideos import LongVideoConfig, compose, write_long_videos
+    from demo.index.items import items_from_csv
+    from demo.index.segment_build import build_segment_index
+    from demo.models.encoders import Clip4ClipEncoder
+    from demo.video.windows import SegmentSpec
+
+    composed = compose(LongVideoConfig(videos=videos, parts=(3, 4), part_seconds=(2.0, 3.0)))
+    csv = write_long_videos(root / "long", composed)
+    encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu")
+    out = root / "long-index"
+    build_segment_index(items_from_csv(csv), out, encoder, SegmentSpec(2.0, 1.0), progress=False,
+                        model_path=str(model), media_root=root / "long")
+    return out
+
+
+def launch_app(root: Path, model: Path, index: Path | None = None, **options: Any) -> RunningApp:
+    """Build the index (unless given one) and a tiny X-CLIP under ``root`` and launch the app on a
+    free port."""
     from demo.app.service import AppConfig, DemoService
     from demo.app.ui import build_demo, launch
 
-    index = build_world_index(root, model)
+    index = index or build_world_index(root, model)
     xclip = tiny_xclip(root / "xclip")
     config = AppConfig(model=str(model), index=str(index), xclip=str(xclip), device="cpu",
                        cache_dir=str(root / "cache"), eval_limit=6, **options)

@@ -88,6 +88,9 @@ def test_api_is_short_and_named(app: RunningApp, client: Any) -> None:
     assert {"/search_text", "/search_video", "/classify", "/benchmark"} <= set(endpoints)
     schema = json.dumps(info)
     assert not [i for i in app.service.searcher.index.ids if i in schema], "the schema lists corpus ids"
+    # Each named endpoint (search by text or image, more like this, more from a video, ...) stays small.
+    sizes = {name: len(json.dumps(spec)) for name, spec in endpoints.items()}
+    assert max(sizes.values()) < 6_000, f"an endpoint's schema is large: {sizes}"
     for name in ("/search_text", "/search_video", "/classify", "/benchmark"):
         labels = [r["label"] for r in endpoints[name]["returns"]]
         assert not any(label.startswith("value_") for label in labels), (name, labels)

@@ -26,24 +26,31 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module's pages (Playwright's sync API runs once per thread)."""
     if sync_playwright is None:
         pytest.skip("playwright is not installed (pip install playwright)")
     if not CHROMIUM.is_file():
         pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium)")
-    app = launch_app(tmp_path_factory.mktemp("browser-app"), tiny_clip4clip)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    external: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("request", lambda r: None if r.url.startswith(app.url) else external.append(r.url))
-        page.goto(app.url)
-        page.wait_for_selector("#vs-query textarea", timeout=30_000)
-        page.app = app  # type: ignore[attr-defined]
-        page.external = external  # type: ignore[attr-defined]
-        yield page
-        browser.close()
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iterator[Any]:
+    app = launch_app(tmp_path_factory.mktemp("browser-app"), tiny_clip4clip)
+    external: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("request", lambda r: None if r.url.startswith(app.url) else external.append(r.url))
+    page.goto(app.url)
+    page.wait_for_selector("#vs-query textarea", timeout=30_000)
+    page.app = app  # type: ignore[attr-defined]
+    page.external = external  # type: ignore[attr-defined]
+    yield page
+    page.close()
     app.demo.close()
 
 
@@ -143,5 +150,101 @@ def test_phone_screen(page: Any) -> None:
         assert cards and max(cards) <= 390
         phone.wait_for_timeout(500)
         phone.screenshot(path=str(SHOTS / "5-phone.png"), full_page=True)
+    finally:
+        phone.close()
+
+
+# ---------------------------------------------------------------- long videos: moments
+
+
+@pytest.fixture(scope="module")
+def long_page(browser: Any, tmp_path_factory: pytest.TempPathFactory, tiny_clip4clip: Path) -> Iterator[Any]:
+    """The app over an index of long videos (``--segment``), in a desktop-sized page."""
+    from conftest import build_long_index
+
+    root = tmp_path_factory.mktemp("browser-long")
+    app = launch_app(root, tiny_clip4clip, index=build_long_index(root, tiny_clip4clip))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app.url)
+    page.wait_for_selector("#vs-query textarea", timeout=30_000)
+    page.app = app  # type: ignore[attr-defined]
+    yield page
+    page.close()
+    app.demo.close()
+
+
+def _search_moments(page: Any, query: str) -> None:
+    page.locator("#vs-query textarea").fill(query)
+    page.locator("#vs-search").click()
+    page.wait_for_selector("#vs-results video[data-start]", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('#vs-results video')].every(v => v.readyState >= 2)",
+                           timeout=30_000)
+
+
+def _seek_lands_on_start(page: Any, button: Any, player: str) -> None:
+    """Move the player away, click ``button`` and check that the player's time is then the moment's start."""
+    start = float(button.get_attribute("data-seek"))
+    page.evaluate("""([sel, start]) => {
+        const v = document.getElementById(sel) || document.querySelector(sel);
+        v.pause(); v.currentTime = start + 1.5; window.__seeked = null;
+        v.addEventListener('seeked', () => { if (window.__seeked === null && v.getAttribute('data-seeked-to'))
+            window.__seeked = v.currentTime; });
+    }""", [player, start])
+    page.wait_for_timeout(300)
+    button.click()
+    page.wait_for_function("() => window.__seeked !== null", timeout=10_000)
+    assert page.evaluate("window.__seeked") == pytest.approx(start, abs=0.05)
+
+
+def test_a_moment_plays_from_its_start_and_more_from_its_video(long_page: Any) -> None:
+    from demo.evaluate.longvideos import read_parts
+
+    video = read_parts(long_page.app.root / "long")[0]
+    _search_moments(long_page, video.parts[1].caption)
+    cards = long_page.evaluate("() => [...document.querySelectorAll('#vs-results video')].map(v => "
+                               "({t: v.currentTime, start: +v.dataset.start, end: +v.dataset.end, muted: v.muted}))")
+    assert cards and all(c["start"] - 0.1 <= c["t"] <= c["end"] + 0.5 and c["muted"] for c in cards)
+    time_chip = long_page.locator("#vs-results .vs-card").first.locator(".vs-time")
+    assert "–" in time_chip.inner_text()
+    long_page.wait_for_timeout(500)
+    long_page.screenshot(path=str(SHOTS / "7-moments.png"), full_page=True)
+    long_page.locator("#vs-results [data-more]").first.click()
+    long_page.wait_for_selector("#vs-more .vs-moment", timeout=30_000)
+    long_page.wait_for_function("() => document.getElementById('vs-more-player').readyState >= 1", timeout=30_000)
+    chips = long_page.locator("#vs-more .vs-moment")
+    _seek_lands_on_start(long_page, chips.nth(chips.count() - 1), "vs-more-player")
+    long_page.wait_for_timeout(400)
+    long_page.locator("#vs-more").scroll_into_view_if_needed()
+    long_page.screenshot(path=str(SHOTS / "8-more-from-this-video.png"), full_page=True)
+
+
+def test_a_long_video_in_video_to_text_reads_as_a_timeline(long_page: Any) -> None:
+    long_page.get_by_role("tab", name="Video → Text").click()
+    long_page.get_by_label("Pick a corpus clip").click()
+    long_page.get_by_role("option").first.click()
+    long_page.wait_for_selector("#vs-timeline li", timeout=30_000)
+    long_page.wait_for_function("() => document.getElementById('vs-preview-player').readyState >= 1", timeout=30_000)
+    entries = long_page.locator("#vs-timeline button.vs-time")
+    assert entries.count() >= 1 and entries.first.inner_text().startswith("0:00–")
+    _seek_lands_on_start(long_page, entries.nth(entries.count() - 1), "vs-preview-player")
+    long_page.screenshot(path=str(SHOTS / "9-timeline.png"), full_page=True)
+
+
+def test_moments_fit_a_phone(long_page: Any) -> None:
+    from demo.evaluate.longvideos import read_parts
+
+    phone = long_page.context.browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        phone.goto(long_page.app.url)
+        phone.wait_for_selector("#vs-query textarea", timeout=30_000)
+        _search_moments(phone, read_parts(long_page.app.root / "long")[1].parts[0].caption)
+        phone.locator("#vs-results [data-more]").first.click()
+        phone.wait_for_selector("#vs-more .vs-moment", timeout=30_000)
+        phone.wait_for_timeout(500)
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        right = phone.locator("#vs-more .vs-moment, #vs-results .vs-card").evaluate_all(
+            "els => els.map(e => e.getBoundingClientRect().right)")
+        assert right and max(right) <= 390
+        phone.screenshot(path=str(SHOTS / "10-moments-phone.png"), full_page=True)
     finally:
         phone.close()

@@ -10,9 +10,13 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from demo.index.segments import format_span, format_time
+
 if TYPE_CHECKING:
+    from demo.app.results import VideoHit, VideoMoments
     from demo.app.service import BenchmarkView, DescribeResult, SearchResult
     from demo.models.xclip import Classification
+    from demo.timeline import TimelineEntry
 
 METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR")  # the model card's columns
 BENCH_HEADERS = ["Model", *METRICS]
@@ -26,47 +30,119 @@ def message_html(text: str, kind: str = "info") -> str:
 
 
 def results_html(result: SearchResult) -> str:
-    """Text -> video results as a grid of looping, muted, autoplaying clips."""
+    """Search results as a grid of autoplaying, muted clips; a moment plays from its start (and loops
+    over its stretch, see assets/moments.js) and shows start–end. Each card offers "more like this",
+    and a moment "more from this video"."""
     if not result.hits:
         return message_html("The index is empty: nothing to show.", "warn")
-    cards = []
-    for hit in result.hits:
-        if hit.src:
-            media = (f'<video src="{html.escape(hit.src)}" autoplay loop muted playsinline '
-                     f'preload="auto" title="{html.escape(hit.id)}"></video>')
-        else:
-            media = '<div class="vs-missing">clip not available</div>'
-        cards.append(
-            f'<figure class="vs-card">{media}<figcaption>'
-            f'<div class="vs-meta"><span class="vs-rank">#{hit.rank}</span>'
+    return f'<div class="vs-grid">{"".join(_card(hit) for hit in result.hits)}</div>'
+
+
+def _card(hit: VideoHit) -> str:
+    start, end = hit.start, hit.end
+    title = html.escape(hit.id)
+    when, actions = "", ""
+    if hit.window:
+        actions = f'<button class="vs-act" data-like="{html.escape(hit.window)}">More like this</button>'
+    if start is not None and end is not None:
+        when = (f'<button class="vs-time" data-seek="{start:g}" title="play from the start of the moment">'
+                f"{format_span(start, end)}</button>")
+        actions += f'<button class="vs-act" data-more="{title}">More from this video</button>'
+    if hit.src and start is not None:
+        media = (f'<video src="{html.escape(hit.src)}#t={start:g},{end:g}" data-start="{start:g}" data-end="{end:g}" '
+                 f'autoplay muted playsinline preload="auto" title="{title}"></video>')
+    elif hit.src:
+        media = (f'<video src="{html.escape(hit.src)}" autoplay loop muted playsinline '
+                 f'preload="auto" title="{title}"></video>')
+    else:
+        media = '<div class="vs-missing">clip not available</div>'
+    return (f'<figure class="vs-card">{media}<figcaption>'
+            f'<div class="vs-meta"><span class="vs-rank">#{hit.rank}</span>{when}'
             f'<span class="vs-score" title="cosine similarity">{hit.score:.3f}</span></div>'
             f'<p class="vs-caption">{html.escape(hit.caption)}</p>'
-            f'<p class="vs-id">{html.escape(hit.id)}</p></figcaption></figure>'
-        )
-    return f'<div class="vs-grid">{"".join(cards)}</div>'
+            f'<p class="vs-id">{title}</p><div class="vs-actions">{actions}</div></figcaption></figure>')
 
 
 def results_json(result: SearchResult) -> list[dict[str, Any]]:
-    """One dict per hit; ``video`` is the URL the page plays (relative to the app for local files)."""
-    return [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "caption": h.caption,
-             "video": h.src} for h in result.hits]
+    """One dict per hit; ``video`` is the URL the page plays (relative to the app for local files); a
+    moment adds ``start``/``end`` (seconds) and every hit its ``window`` (the id "more like this" takes)."""
+    rows = []
+    for h in result.hits:
+        row: dict[str, Any] = {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "caption": h.caption,
+                               "video": h.src}
+        if h.start is not None:
+            row.update(start=h.start, end=h.end)
+        if h.window is not None and (h.start is not None or h.window != h.id):
+            row["window"] = h.window
+        rows.append(row)
+    return rows
 
 
 def search_status(result: SearchResult) -> str:
     """The line above the results; any notes (unknown words, a low best score, a cut query) follow
     as warnings, so a guess never reads like a match."""
     shown = result.query if len(result.query) <= 120 else result.query[:119] + "…"
-    line = (f"**{len(result.hits)}** of {result.corpus:,} videos for *{html.escape(shown)}* · "
+    what = "moments" if result.moments else "videos"
+    asked = f"*{html.escape(shown)}*" if result.kind == "text" else html.escape(shown)
+    line = (f"**{len(result.hits)}** {what} from {result.corpus:,} videos for {asked} · "
             f"encode **{result.encode_ms:.1f} ms** · search **{result.search_ms:.2f} ms** ({result.mode})")
     return "\n\n".join([line, *(f"⚠️ {html.escape(n)}" for n in result.notes)])
+
+
+def more_html(found: VideoMoments) -> str:
+    """"More from this video": its player, a timeline with every matching moment marked (darker =
+    better match), and the moments as buttons that play from their start."""
+    if not found.moments:
+        return message_html(f"Nothing in {found.video_id} matches “{found.query}”.")
+    player = "vs-more-player"
+    src = html.escape(found.src or "")
+    length = max(found.duration, max(m.end or 0.0 for m in found.moments), 1e-6)
+    best = max(m.score for m in found.moments)
+    low = min(m.score for m in found.moments)
+    marks, chips = [], []
+    for m in found.moments:
+        start, end = m.start or 0.0, m.end or 0.0
+        strength = 1.0 if best == low else 0.35 + 0.65 * (m.score - low) / (best - low)
+        span = format_span(start, end)
+        place = f"left:{100 * start / length:.2f}%;width:{100 * (end - start) / length:.2f}%"
+        marks.append(f'<button class="vs-seg" data-seek="{start:g}" data-player="{player}" title="{span} · '
+                     f'{m.score:.3f}" style="{place};opacity:{strength:.2f}"></button>')
+        chips.append(f'<button class="vs-moment" data-seek="{start:g}" data-player="{player}">{span}'
+                     f' <span class="vs-score">{m.score:.3f}</span></button>')
+    first = max(found.moments, key=lambda m: m.score).start or 0.0  # the player opens at the best moment
+    video = (f'<video id="{player}" src="{src}#t={first:g}" data-start="{first:g}" controls muted playsinline '
+             'preload="auto"></video>' if found.src else '<div class="vs-missing">video not available</div>')
+    count = f"{len(found.moments)} moments match" if len(found.moments) > 1 else "One moment matches"
+    return (f'<section class="vs-more"><h3>More from {html.escape(found.video_id)} <span class="vs-id">'
+            f'{html.escape(found.title)} · {format_time(found.duration)} long</span></h3>'
+            f'<p class="vs-note">{count} “{html.escape(found.query)}” (darker: closer); click one to play it.'
+            f'</p>{video}<div class="vs-timeline-bar" title="the whole video">{"".join(marks)}</div>'
+            f'<div class="vs-moments">{"".join(chips)}</div></section>')
+
+
+def timeline_html(entries: list[TimelineEntry], player: str | None = None) -> str:
+    """Video -> text along a long video: one line per stretch (start–end, its best caption); with
+    ``player`` (an element id) each time plays that stretch."""
+    if not entries:
+        return ""
+    target = f' data-player="{html.escape(player)}"' if player else ""
+    items = []
+    for e in entries:
+        span = format_span(e.start, e.end)
+        when = f'<button class="vs-time" data-seek="{e.start:g}"{target}>{span}</button>' if player else \
+            f'<span class="vs-time">{span}</span>'
+        text = html.escape(e.caption) if e.caption else f"<em>skipped: {html.escape(e.note or '')}</em>"
+        items.append(f'<li>{when} <span class="vs-caption">{text}</span> <span class="vs-score">{e.score:.3f}</span>'
+                     "</li>")
+    return f'<div class="vs-timeline"><h4>Timeline</h4><ol>{"".join(items)}</ol></div>'
 
 
 def preview_html(src: str | None, clip_id: str) -> str:
     """A corpus clip playing in the Video -> Text tab (from its URL or the app's media route)."""
     if not src:
         return message_html(f"The clip of {clip_id} is not available here; its stored embedding is used.", "warn")
-    return (f'<video class="vs-preview" src="{html.escape(src)}" autoplay loop muted playsinline controls '
-            f'title="{html.escape(clip_id)}"></video>')
+    return (f'<video class="vs-preview" id="vs-preview-player" src="{html.escape(src)}" autoplay loop muted '
+            f'playsinline controls title="{html.escape(clip_id)}"></video>')
 
 
 def caption_rows(result: DescribeResult) -> list[list[Any]]:

@@ -14,6 +14,15 @@ def _chip(key: str, value: str, title: str = "") -> str:
     return f'<span class="vs-chip"{tip}><b>{html.escape(key)}</b> {html.escape(value)}</span>'
 
 
+def _contents(info: dict[str, Any]) -> str:
+    """What the index holds: videos, or long videos as windows (``--segment``)."""
+    segments = info.get("segments")
+    if segments:
+        return (f"{int(info.get('long_videos') or 0):,} long videos as {int(info['videos']):,} windows of "
+                f"{segments['segment']:g} s")
+    return f"{int(info['videos']):,} videos"
+
+
 def header_html(info: dict[str, Any], vocabulary: dict[str, list[str]] | None, device: str) -> str:
     """Title, one chip per loaded thing, and (for the embedded world) its whole vocabulary."""
     xclip = info.get("xclip") or "not loaded"
@@ -21,8 +30,8 @@ def header_html(info: dict[str, Any], vocabulary: dict[str, list[str]] | None, d
         _chip("preset", str(info["preset"]), str(info.get("preset_description") or "")),
         _chip("CLIP4Clip", f"{info['model_source_name']} · {info['pooling']} · {info['frames']} frames",
               str(info["model"])),
-        _chip("index", f"{info['index_name']} · {int(info['videos']):,} videos · "
-              f"{int(info['captions']):,} captions", str(info["index"])),
+        _chip("index", f"{info['index_name']} · {_contents(info)} · {int(info['captions']):,} captions",
+              str(info["index"])),
         *([_chip("video → text", "captions of the nearest videos", str(info["video_to_text"]))]
           if not int(info["captions"]) and info.get("video_to_text") else []),
         _chip("X-CLIP", str(xclip), str(info.get("xclip_error") or "")),

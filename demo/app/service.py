@@ -24,7 +24,10 @@ from urllib.parse import quote
 from demo.app.benchmark import BenchmarkView, Rerunner, read_view
 from demo.app.confidence import QueryCheck
 from demo.app.messages import corpus_id, friendly
+from demo.app.moments import MomentActions
+from demo.app.results import MAX_K, MODES, DescribeResult, SearchResult, VideoHit, VideoMoments, clamp_k
 from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
+from demo.evaluate.moments import RESULT_FILE, read_moments
 from demo.evaluate.report import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
 from demo.evaluate.workflow import EvaluateRequest
@@ -33,13 +36,12 @@ from demo.media import MediaResolver, default_cache, is_url, prerender
 from demo.models.device import default_device
 from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
-from demo.presets import ASSETS, Preset, resolve_preset
+from demo.presets import ASSETS, EMBEDDED, Preset, resolve_preset
 from demo.search import MAX_QUERY_CHARS, clean_query, open_searcher
 from demo.video.decode import probe
 from demo.world import vocabulary
 
 if TYPE_CHECKING:
-    from demo.index.video_index import CaptionHit
     from demo.models.xclip import Classification, XClipClassifier
     from demo.search import Searcher
 
@@ -48,9 +50,9 @@ log = logging.getLogger(__name__)
 EXAMPLES_DIR = ASSETS / "examples"
 # Test-split clips of the embedded world shipped as examples: one per kind of event.
 EXAMPLE_IDS = ("test-000025", "test-000018", "test-000016", "test-000002", "test-000039", "test-000017")
-MODES = ("binary + rerank", "exact")
 MEDIA_ROUTE = "/media"  # local corpus clips are served at MEDIA_ROUTE/<quoted id>, by id only
-MAX_K = 24
+# Re-exported: the page imports them from here.
+__all__ = ["MAX_K", "MODES", "AppConfig", "DemoService", "DescribeResult", "SearchResult", "VideoHit", "VideoMoments"]
 ProgressFn = Callable[[float, str], None]  # (fraction done, message)
 
 
@@ -66,7 +68,7 @@ class AppConfig:
     device: str | None = None  # default: cuda when present
     cache_dir: str | None = None  # where world clips are rendered (default: $DEMO_CACHE or cache/world)
     max_upload_mb: float = 100.0
-    max_duration_s: float = 120.0
+    max_duration_s: float = 600.0  # long uploads get a timeline of captions (Video -> Text)
     eval_limit: int | None = None  # test clips a CPU rerun of the benchmark uses (None: all)
     # Who may rerun the benchmark (52 s of CPU on the embedded suite): None lets it run when the
     # app listens on this machine only (app.py sets it from --host / --share / --allow-rerun).
@@ -77,42 +79,9 @@ class AppConfig:
         return default_cache(self.cache_dir)
 
 
-@dataclass(frozen=True)
-class VideoHit:
-    """One text -> video result; ``src`` is what the page plays: a URL, or the app's media route
-    (relative to the page) for a local clip; None when the clip is unavailable."""
-
-    rank: int
-    id: str
-    score: float
-    caption: str
-    src: str | None
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    query: str
-    hits: list[VideoHit]
-    encode_ms: float
-    search_ms: float
-    mode: str
-    corpus: int  # videos in the index
-    notes: tuple[str, ...] = ()  # why the results may not fit the query (unknown words, low scores, a cut)
-
-
-@dataclass(frozen=True)
-class DescribeResult:
-    """Video -> text: ranked captions; ``clip_id`` is set when the clip is in the corpus."""
-
-    captions: list[CaptionHit]
-    clip_id: str | None
-    encode_ms: float
-    search_ms: float
-    source: str = ""  # how the captions were found (Searcher.describe_source)
-
-
-class DemoService:
-    """The loaded models and index, and one method per UI action."""
+class DemoService(MomentActions):
+    """The loaded models and index, and one method per UI action (those on long videos, image
+    queries and "more like this" in :class:`~demo.app.moments.MomentActions`)."""
 
     def __init__(self, searcher: Searcher, classifier: XClipClassifier | None, preset: Preset,
                  config: AppConfig = AppConfig(), xclip_error: str | None = None) -> None:  # noqa: B008
@@ -185,8 +154,10 @@ class DemoService:
 
     def knows_world(self) -> bool:
         """Whether the loaded model is one of the embedded world's: the embedded preset, or an
-        index of world clips (world paths or world ids such as ``test-000123``)."""
-        return self.preset.name == "embedded" or self.media.is_world() or self.media.has_world_ids()
+        index of world clips (world paths or world ids such as ``test-000123``), or the embedded model
+        itself with another index (long videos of the world, say)."""
+        return (self.preset.name == "embedded" or self.media.is_world() or self.media.has_world_ids()
+                or _same_folder(self.searcher.model_source, EMBEDDED.model))
 
     def vocabulary(self) -> dict[str, list[str]] | None:
         """The embedded world's words (None for an index of other videos)."""
@@ -196,9 +167,12 @@ class DemoService:
         return vocabulary()
 
     def corpus_choices(self, limit: int = 1000) -> list[tuple[str, str]]:
-        """(label, id) of the first ``limit`` corpus videos, for a picker."""
-        rows = self.searcher.index.metadata[:limit]
-        return [(_short(f"{r['id']} · {(r.get('captions') or [''])[0]}", 90), str(r["id"])) for r in rows]
+        """(label, id) of the first ``limit`` corpus videos, for a picker (a long video once, not per window)."""
+        rows = self.searcher.index.metadata
+        if self.long_videos():
+            rows = [r for r in rows if r.get("captions") or r.get("title")]  # a long video's first window
+        return [(_short(f"{r.get('video_id', r['id'])} · {r.get('title') or (r.get('captions') or [''])[0]}", 90),
+                 str(r.get("video_id", r["id"]))) for r in rows[:limit]]
 
     def examples(self) -> list[str]:
         """Example clips for the upload tabs (rendered into assets/examples when missing)."""
@@ -229,36 +203,41 @@ class DemoService:
 
     # ------------------------------------------------------------- text -> video
 
-    def search_text(self, query: str | None, k: float = 8, mode: str = MODES[0]) -> SearchResult:
+    def search_text(self, query: str | None, k: float = 8, mode: str = MODES[0], per_video: float = 1) -> SearchResult:
+        """Text -> video; over long videos the hits are moments (at most ``per_video`` per video)."""
         text = clean_query(query)
         exact = mode == "exact"
-        timed = self.searcher.search_text_timed(text, k=_k(k), exact=exact)
-        hits = [VideoHit(h.rank, h.id, h.score, h.caption, self.clip_src(h.id)) for h in timed.hits]
+        timed = self.searcher.search_text_timed(text, k=clamp_k(k), exact=exact, per_video=clamp_k(per_video))
+        hits = [self.video_hit(h) for h in timed.hits]
         notes = self.check.notes(text, hits[0].score if hits else None)
         if len(" ".join((query or "").split())) > MAX_QUERY_CHARS:
             notes.insert(0, f"Your text was cut to its first {MAX_QUERY_CHARS:,} characters (the model reads only "
                             f"the first {self.searcher.encoder.max_words - 2} tokens of those).")
         return SearchResult(text, hits, timed.encode_ms, timed.search_ms, "exact" if exact else MODES[0],
-                            len(self.searcher.index), tuple(notes))
+                            self.corpus_size(), tuple(notes), moments=self.long_videos())
 
     # ------------------------------------------------------------- video -> text
 
     def search_video(self, video: str | None, clip_id: str | None = None, k: float = 10) -> DescribeResult:
-        """Captions for corpus clip ``clip_id`` (its stored embedding) or else the ``video`` file."""
+        """Captions for corpus clip ``clip_id`` (its stored embedding; a long video: the mean of its
+        windows) or else the ``video`` file. Its timeline: :meth:`timeline`."""
         index = self.searcher.index
         clip_id = corpus_id(clip_id)
+        if clip_id and self.is_long_video(clip_id):
+            return self.describe_long_video(clip_id, clamp_k(k))
         if clip_id:
             t0 = time.perf_counter()
             vec = index.vector(clip_id)
             t1 = time.perf_counter()
-            hits = self.searcher.describe_vector(vec, k=_k(k))
+            hits = self.searcher.describe_vector(vec, k=clamp_k(k))
             return DescribeResult(hits, clip_id, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3,
-                                  self.searcher.describe_source)
+                                  source=self.searcher.describe_source)
         path = self.check_upload(video)
-        timed = friendly(path, lambda: self.searcher.describe_video_timed(path, k=_k(k)))
+        timed = friendly(path, lambda: self.searcher.describe_video_timed(path, k=clamp_k(k)))
         stem = Path(path).stem  # an example or corpus clip uploaded under its own id
         own = stem if stem in self._ids else None
-        return DescribeResult(timed.hits, own, timed.encode_ms, timed.search_ms, self.searcher.describe_source)
+        return DescribeResult(self.by_video(timed.hits), own, timed.encode_ms, timed.search_ms,
+                              source=self.searcher.describe_source)
 
     # ------------------------------------------------------------ classification
 
@@ -302,6 +281,12 @@ class DemoService:
     def benchmark(self) -> BenchmarkView:
         """The newest stored evaluation of the active model (no rows if it was never evaluated)."""
         return read_view(list(self.eval_files()))
+
+    def moment_benchmark(self) -> str:
+        """The stored moment-retrieval evaluation of the active model, as Markdown (``python -m demo
+        evaluate --suite moments --write-benchmarks`` writes it beside the model)."""
+        model = Path(self.searcher.model_source)
+        return read_moments(model / RESULT_FILE) if model.is_dir() else ""
 
     def can_rerun(self) -> bool:
         """Whether this app reruns the benchmark for whoever presses the button (see AppConfig)."""
@@ -366,8 +351,11 @@ def fetch_preset_index(preset: Preset, device: str | None = None) -> None:
     fetch_preset(preset, captions="auto", device=device)
 
 
-def _k(k: float | None) -> int:
-    return max(1, min(MAX_K, int(k or 1)))
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:  # pragma: no cover - an unresolvable path is not the same folder
+        return False
 
 
 def _short(text: str, n: int) -> str:

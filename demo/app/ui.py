@@ -9,6 +9,7 @@ page, never an error popup, and the app keeps serving. Named API endpoints:
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -20,6 +21,7 @@ from demo.errors import DemoError
 from demo.presets import ASSETS
 
 CSS = ASSETS / "app.css"
+MOMENTS_JS = ASSETS / "moments.js"  # seeking players to moments; the result cards' buttons
 CUSTOM_LABELS = "custom"
 UPLOAD_LIFETIME = (600, 3600)
 # Gradio's video player raises its own "Video not playable" toast when a browser cannot play an
@@ -58,7 +60,8 @@ def theme() -> gr.themes.Base:
 def launch_options(service: DemoService) -> dict[str, Any]:
     """Keyword arguments for ``Blocks.launch``: theme, css and the only folders Gradio serves
     files from (the example clips and the world-clip cache: ours alone)."""
-    return {"theme": theme(), "css_paths": [CSS], "head": HEAD, "allowed_paths": service.media_dirs(),
+    head = HEAD + f"<script>{MOMENTS_JS.read_text(encoding='utf-8')}</script>"
+    return {"theme": theme(), "css_paths": [CSS], "head": head, "allowed_paths": service.media_dirs(),
             "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"]}
 
 
@@ -125,27 +128,77 @@ def _text_to_video(service: DemoService) -> None:
         k = gr.Slider(1, MAX_K, value=10, step=1, label="k", info="results to show", scale=2, min_width=160)
         mode = gr.Radio(list(MODES), value=MODES[0], label="mode", scale=2, min_width=160,
                         info="binary: Hamming search on sign codes, then a cosine rerank")
+        per_video = gr.Slider(1, 10, value=1, step=1, label="per_video", info="moments per long video", scale=2,
+                              min_width=160, visible=service.long_videos())
+    with gr.Accordion("Search with an image (a photo or a frame)", open=False), gr.Row(equal_height=True):
+        image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="image", height=160,
+                         elem_id="vs-image", scale=3)
+        image_button = gr.Button("Search with this image", scale=1, min_width=120, elem_id="vs-image-search")
     tries = gr.Examples([[q] for q in examples], inputs=[query], label="Try one of these")
     status = gr.Markdown(label="status", elem_classes="vs-status")
     results = gr.HTML(fmt.message_html("Results appear here: type a query or click an example."),
                       label="results", elem_id="vs-results")
+    more = gr.HTML("", label="more_from_video", elem_id="vs-more")
     with gr.Accordion("Results as JSON", open=False):
         as_json = gr.JSON(label="hits")
     outputs = [results, as_json, status]
+    inputs = [query, k, mode, per_video]
 
-    def search(query: str | None, k: float = 10, mode: str = MODES[0]) -> tuple[str, list[dict[str, Any]], str]:
+    def search(query: str | None, k: float = 10, mode: str = MODES[0],
+               per_video: float = 1) -> tuple[str, list[dict[str, Any]], str]:
         if not (query or "").strip():
             hint = f"Type what should happen in the video first, e.g. “{examples[0]}”."
             return fmt.message_html(hint), [], ""
-        try:
-            result = service.search_text(query, k, mode)
-        except DemoError as err:
-            return fmt.message_html(str(err), "warn"), [], _warn(err)
-        return fmt.results_html(result), fmt.results_json(result), fmt.search_status(result)
+        return _shown(lambda: service.search_text(query, k, mode, per_video))
 
-    button.click(search, [query, k, mode], outputs, api_name="search_text")
-    query.submit(search, [query, k, mode], outputs, api_visibility="private")
-    tries.load_input_event.then(search, [query, k, mode], outputs, api_visibility="private")
+    def by_image(image: str | None, k: float = 10, mode: str = MODES[0],
+                 per_video: float = 1) -> tuple[str, list[dict[str, Any]], str]:
+        if not image:
+            return fmt.message_html("Upload a photo or a frame first."), [], ""
+        return _shown(lambda: service.search_image(image, k, mode, per_video))
+
+    button.click(search, inputs, outputs, api_name="search_text")
+    query.submit(search, inputs, outputs, api_visibility="private")
+    tries.load_input_event.then(search, inputs, outputs, api_visibility="private")
+    image_button.click(by_image, [image, k, mode, per_video], outputs, api_name="search_image")
+    like = _result_actions(service, inputs, outputs, more)
+    for event in (button.click, query.submit, image_button.click, like):
+        event(lambda: "", None, [more], api_visibility="private", queue=False)  # a new search closes the panel
+
+
+def _shown(run: Callable[[], Any]) -> tuple[str, list[dict[str, Any]], str]:
+    """A search's result as the three outputs (results HTML, JSON, status), or its error as a message."""
+    try:
+        result = run()
+    except DemoError as err:
+        return fmt.message_html(str(err), "warn"), [], _warn(err)
+    return fmt.results_html(result), fmt.results_json(result), fmt.search_status(result)
+
+
+def _result_actions(service: DemoService, inputs: list[Any], outputs: list[Any], more: Any) -> Any:
+    """The cards' "more like this" and "more from this video": a hidden textbox and button each, that
+    assets/moments.js fills and presses (hidden by CSS, not by Gradio, so they are in the page).
+    Returns the "more like this" click, which starts a new search."""
+    query, k, mode, per_video = inputs
+    with gr.Row(elem_classes="vs-hidden"):
+        like_id = gr.Textbox(label="result_id", elem_id="vs-like-id")
+        like_go = gr.Button("more like this", elem_id="vs-like-go")
+        more_id = gr.Textbox(label="video_id", elem_id="vs-more-id")
+        more_go = gr.Button("more from this video", elem_id="vs-more-go")
+
+    def like(result_id: str, k: float = 10, mode: str = MODES[0],
+             per_video: float = 1) -> tuple[str, list[dict[str, Any]], str]:
+        return _shown(lambda: service.more_like_this(result_id, k, mode, per_video))
+
+    def more_from(query: str | None, video_id: str) -> str:
+        try:
+            return fmt.more_html(service.more_from_video(query, video_id))
+        except DemoError as err:
+            return fmt.message_html(str(err), "warn")
+
+    like_go.click(like, [like_id, k, mode, per_video], outputs, api_name="more_like_this")
+    more_go.click(more_from, [query, more_id], [more], api_name="more_from_video")
+    return like_go.click
 
 
 def _video_to_text(service: DemoService) -> None:
@@ -163,6 +216,7 @@ def _video_to_text(service: DemoService) -> None:
         with gr.Column(scale=3, min_width=280):
             status = gr.Markdown("Pick or upload a clip to see the captions that match it best.",
                                  label="status", elem_classes="vs-status")
+            timeline = gr.HTML("", label="timeline", elem_id="vs-timeline")
             table = gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
                                  interactive=False, wrap=True, label="captions", max_height=720,
                                  elem_classes="vs-table", column_widths=["8%", "11%", "53%", "17%", "11%"])
@@ -176,22 +230,35 @@ def _video_to_text(service: DemoService) -> None:
             return [], _warn(err)
         return fmt.caption_table(result), fmt.describe_status(result)
 
+    def along(video: str | None = None, clip_id: str = "") -> str:
+        """The timeline of a long video (an upload, or a long video of the index); "" for a short clip."""
+        if not video and not (clip_id or "").strip():
+            return ""
+        try:
+            entries = service.timeline(video, clip_id)
+        except DemoError:
+            return ""  # describe() already says what is wrong with the clip
+        return fmt.timeline_html(entries, "vs-preview-player" if (clip_id or "").strip() else
+                                 "#vs-describe-video video")
+
     def picked(chosen: str | None, top_k: float) -> tuple[Any, ...]:
         if not chosen:
-            return "", gr.update(visible=False), [], "Pick a clip."
+            return "", gr.update(visible=False), [], "Pick a clip.", ""
         src = service.clip_src(chosen)
         return (chosen, gr.update(value=fmt.preview_html(src, chosen), visible=True), None,
-                *describe(None, chosen, top_k))
+                *describe(None, chosen, top_k), along(None, chosen))
 
     def uploaded(clip: str | None, top_k: float) -> tuple[Any, ...]:
         """An upload is described at once; one that is no video leaves no empty player behind."""
         table_rows, text = describe(clip, "", top_k)
         failed = clip and isinstance(table_rows, list) and not table_rows
-        return (None, "", gr.update(visible=False), table_rows, text, None if failed else gr.update())
+        lines = "" if failed else along(clip, "")
+        return (None, "", gr.update(visible=False), table_rows, text, lines, None if failed else gr.update())
 
-    targets = [pick, clip_id, preview, table, status, video]
-    button.click(describe, [video, clip_id, k], [table, status], api_name="search_video")
-    pick.input(picked, [pick, k], [clip_id, preview, video, table, status], api_visibility="private")
+    targets = [pick, clip_id, preview, table, status, timeline, video]
+    button.click(describe, [video, clip_id, k], [table, status], api_name="search_video").then(
+        along, [video, clip_id], [timeline], api_name="timeline")
+    pick.input(picked, [pick, k], [clip_id, preview, video, table, status, timeline], api_visibility="private")
     video.upload(uploaded, [video, k], targets, api_visibility="private")
     examples.load_input_event.then(uploaded, [video, k], targets, api_visibility="private")
 
@@ -261,6 +328,7 @@ def _benchmark(service: DemoService, demo: gr.Blocks) -> None:
             curve = gr.Plot(label="recall_at_k", show_label=False, format="png")
     with gr.Accordion("Every table of the stored run", open=False):
         details = gr.Markdown(label="details")
+    moments = gr.Markdown(label="moments", elem_classes="vs-status", elem_id="vs-moment-bench")
     outputs = [table, curve, status, details]
 
     def show(view: Any, note: str = "") -> tuple[Any, ...]:
@@ -278,6 +346,7 @@ def _benchmark(service: DemoService, demo: gr.Blocks) -> None:
             return show(service.benchmark(), _warn(err))
 
     demo.load(load, None, outputs, api_name="benchmark")
+    demo.load(service.moment_benchmark, None, [moments], api_name="moment_benchmark")
     # Progress shows over the table only, so the status line stays readable during a rerun.
     rerun.click(run, None, outputs, api_name="rerun_benchmark", concurrency_limit=1, concurrency_id="evaluate",
                 show_progress_on=[table])

@@ -72,13 +72,16 @@ class BuildReport:
 # ---------------------------------------------------------------- the work folder
 
 
-def _open_work_folder(work: Path, fp: ModelFingerprint) -> None:
+def _open_work_folder(work: Path, fp: ModelFingerprint, segments: dict[str, float] | None = None) -> None:
+    """Create the work folder, or check that the one there was started with this model and the same
+    segmenting (``segments``: the windows of a long-video build, None for whole clips)."""
     fp_file = work / "fingerprint.json"
     if work.exists() and not work.is_dir():
         raise IndexFormatError(f"{work} is a file, not a build's work folder; move it away and run this again")
     if fp_file.exists():
         try:
-            old = ModelFingerprint.from_dict(json.loads(fp_file.read_text()))
+            saved = json.loads(fp_file.read_text())
+            old = ModelFingerprint.from_dict(saved)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise IndexFormatError(f"the work folder {work} of an earlier build is damaged ({fp_file.name} is "
                                    f"unreadable: {type(err).__name__}); delete {work} to start over") from err
@@ -87,9 +90,14 @@ def _open_work_folder(work: Path, fp: ModelFingerprint) -> None:
                 f"work folder {work} was started with {old} but the encoder is {fp}; "
                 f"finish it with the original model or delete {work} to start over"
             )
+        if saved.get("segments") != segments:
+            raise IndexFormatError(
+                f"work folder {work} was started {_segmenting(saved.get('segments'))}, this build runs "
+                f"{_segmenting(segments)}; finish it as it was started or delete {work} to start over"
+            )
         return
     work.mkdir(parents=True, exist_ok=True)
-    atomic_write(fp_file, json.dumps(fp.to_dict(), indent=2))
+    atomic_write(fp_file, json.dumps({**fp.to_dict(), **({"segments": segments} if segments else {})}, indent=2))
 
 
 def _read_shards(work: Path) -> tuple[dict[str, np.ndarray], int]:
@@ -146,11 +154,22 @@ def _read_failed(work: Path) -> dict[str, Failure]:
     return failed
 
 
+def _segmenting(segments: dict[str, float] | None) -> str:
+    """How a build's segmenting reads in a message.
+
+    >>> _segmenting(None), _segmenting({"segment": 8.0, "stride": 4.0})
+    ('without --segment', 'with --segment 8 --stride 4')
+    """
+    if not segments:
+        return "without --segment"
+    return f"with --segment {segments.get('segment', 0):g} --stride {segments.get('stride', 0):g}"
+
+
 class _WorkFolder:
     """``<out_dir>.partial/`` of one build: what is embedded (``done``) and what failed so far."""
 
-    def __init__(self, path: Path, fingerprint: ModelFingerprint) -> None:
-        _open_work_folder(path, fingerprint)
+    def __init__(self, path: Path, fingerprint: ModelFingerprint, segments: dict[str, float] | None = None) -> None:
+        _open_work_folder(path, fingerprint, segments)
         self.path = path
         self.done, self._next_shard = _read_shards(path)  # embeddings by id
         self.failed = _read_failed(path)  # by id

@@ -36,8 +36,9 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 ARRAYS = ("embeddings", "codes", "caption_embeddings", "caption_video")
 PARTIAL_SUFFIX = ".partial"
-INFO_FIELDS = ("model_path", "source", "media_root", "video_to_text")  # optional manifest fields kept
-# through save/load; "video_to_text": how captions are found for a video ("captions" or "nearest-videos")
+# Optional manifest fields kept through save/load: "video_to_text" says how captions are found for a
+# video ("captions" or "nearest-videos"), "segments" how long videos were cut into windows.
+INFO_FIELDS = ("model_path", "source", "media_root", "video_to_text", "segments")
 # Rows whose finiteness and sign codes are checked on load: all of them up to this many values,
 # else an even sample of this many rows (a full scan of a 10M-row index would take seconds).
 CHECK_VALUES = 1 << 26

@@ -24,12 +24,10 @@ from demo.errors import ModelLoadError
 from demo.models.clip4clip import Clip4Clip, first_line
 from demo.models.device import resolve_device
 from demo.models.fingerprint import ModelFingerprint, model_name
-from demo.video.preprocess import load_clip4clip_clip, stack_clips
+from demo.models.temporal import pool
+from demo.video.preprocess import CLIP_MEAN, CLIP_STD, load_clip4clip_clip, preprocess, stack_clips
 
 log = logging.getLogger(__name__)
-
-
-
 
 _THREADS_LOCK = threading.Lock()
 
@@ -147,6 +145,31 @@ class Clip4ClipEncoder:
         with self._autocast():
             emb = self.model.encode_video(frames.to(self.device), mask.to(self.device))
         return emb.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def frame_features(self, pixels: torch.Tensor) -> np.ndarray:
+        """(N, 3, S, S) preprocessed frames -> (N, D) float32 projected image embeddings, NOT
+        normalised: what the temporal head takes (:meth:`pool_frames`). Frames shared by
+        overlapping windows go through the vision tower once this way."""
+        with self._autocast():
+            emb = self.model.vision(pixel_values=pixels.to(self.device)).image_embeds
+        return emb.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def pool_frames(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(B, T, D) :meth:`frame_features` (zeros where ``mask`` is False) and (B, T) bool mask ->
+        (B, D) float32 unit-length video embeddings; ``pool_frames(frame_features(x))`` is
+        :meth:`encode_frames` (x)."""
+        with self._autocast():
+            emb = pool(self.model.head, torch.from_numpy(np.ascontiguousarray(features, np.float32)).to(self.device),
+                       torch.from_numpy(np.asarray(mask, bool)).to(self.device))
+        return emb.float().cpu().numpy()
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 images (photos, video frames) -> (N, D) float32 unit-length embeddings
+        from CLIP's image tower, preprocessed like a video frame (CLIP mean/std)."""
+        feats = self.frame_features(preprocess(images, self.image_size, CLIP_MEAN, CLIP_STD))
+        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
     def encode_videos(self, paths: Sequence[str | Path], batch_size: int = 8,
                       workers: int = 2) -> np.ndarray:
