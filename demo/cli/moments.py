@@ -4,11 +4,11 @@ timelines, the long test videos and the moment evaluation (heavy imports inside 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from typing import Any
 
+from demo.cli.common import print_json
 from demo.errors import DemoError
 from demo.evaluate.longvideos import LongVideoConfig, compose, write_long_videos
 from demo.index.segment_build import build_segment_index
@@ -16,10 +16,6 @@ from demo.index.segments import format_span
 from demo.moments import MERGE_MARGIN
 from demo.timeline import TimelineEntry, timeline_text
 from demo.video.windows import SegmentSpec
-
-
-def _print_json(payload: Any) -> None:
-    print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
 
 
 def build_segments(args: argparse.Namespace, items: Any, encoder: Any, spec: Any, model: str, media_root: Any) -> int:
@@ -62,7 +58,7 @@ def evaluate_moments(args: argparse.Namespace) -> int:
     if args.write_benchmarks:
         written += publish_moments(result, request.model, args.benchmarks)
     if args.json:
-        _print_json(result.to_json())
+        print_json(result.to_json())
     else:
         print(result.to_markdown())
         print("wrote " + ", ".join(str(p) for p in written))
@@ -72,7 +68,7 @@ def evaluate_moments(args: argparse.Namespace) -> int:
 def print_timeline(entries: list[TimelineEntry], as_json: bool) -> None:
     """A timeline one stretch per line (or JSON: start, end, caption, score, and why one was skipped)."""
     if as_json:
-        _print_json([{"start": e.start, "end": e.end, "caption": e.caption, "score": round(e.score, 6),
+        print_json([{"start": e.start, "end": e.end, "caption": e.caption, "score": round(e.score, 6),
                       **({"skipped": e.note} if e.note else {})} for e in entries])
     else:
         print(timeline_text(entries).replace("; ", "\n"))

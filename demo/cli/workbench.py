@@ -1,0 +1,89 @@
+"""``train``, ``synth``, ``bench`` and ``convert``: making models, worlds and measurements."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+Subparsers = Any  # argparse's _SubParsersAction (a private class)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from demo.models.convert import convert_clip4clip
+
+    out = convert_clip4clip(args.checkpoint, args.out, max_frames=args.max_frames, max_words=args.max_words,
+                            sample_fps=args.sample_fps, overwrite=args.overwrite)
+    print(f"converted {args.checkpoint} into {out}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from demo.world import WorldConfig, synth
+
+    if args.long:
+        from demo.cli.moments import synth_long
+
+        return synth_long(args)
+    config = WorldConfig(seed=args.seed)
+    written = synth(args.out, config, splits=tuple(args.splits), limit=args.limit, workers=args.workers)
+    for split, path in written.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from demo.train.cli import train_command
+
+    return train_command(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from demo.bench.runner import SECTIONS, BenchConfig, run_bench
+
+    chosen = [*args.sections, *(args.only or [])]
+    config = BenchConfig(sections=tuple(chosen) or SECTIONS, quick=args.quick, out=Path(args.out),
+                         markdown=Path(args.markdown) if args.markdown else None,
+                         index=Path(args.index) if args.index else None)
+    print(run_bench(config)["markdown"])
+    return 0
+
+
+def add_workbench_commands(sub: Subparsers) -> None:
+    p = sub.add_parser("synth", help="render the embedded world's clips")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--limit", type=int, help="only the first N clips of each split")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--long", type=int, metavar="N", help="instead: N long test videos made of 6-15 clips each, with "
+                   "a videos.csv to index them (python -m demo index build OUT/videos.csv --segment 4)")
+    p.set_defaults(func=cmd_synth)
+
+    convert = sub.add_parser("convert", help="convert checkpoints of other code bases").add_subparsers(
+        dest="convert_command", required=True)
+    p = convert.add_parser("clip4clip", help="a checkpoint trained with the CLIP4Clip code -> a model folder")
+    p.add_argument("checkpoint", help="pytorch_model.bin.N saved by CLIP4Clip (meanP, seqLSTM or seqTransf)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-frames", type=int, default=12, help="frames it was trained with (CLIP4Clip: 12)")
+    p.add_argument("--max-words", type=int, default=32, help="text tokens it was trained with (CLIP4Clip: 32)")
+    p.add_argument("--sample-fps", type=float, default=1.0, help="frames per second it sampled (1)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
+    p.add_argument("sections", nargs="*", metavar="SECTION",
+                   help="search query indexing app decode (default: all); import, resize: only when named")
+    p.add_argument("--only", nargs="+", metavar="SECTION", help="same as the positional sections")
+    p.add_argument("--quick", action="store_true", help="N=20k, few repetitions, tiny models, no app (CI)")
+    p.add_argument("--out", default="work/bench", help="folder for bench.json and bench.md")
+    p.add_argument("--markdown", help="file whose bench section is replaced (default: BENCHMARKS.md "
+                   "after a full run)")
+    p.add_argument("--index", help="index replicated for the realistic search set (default: the embedded one)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
+    from demo.train.cli import add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
