@@ -36,7 +36,10 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 ARRAYS = ("embeddings", "codes", "caption_embeddings", "caption_video")
 PARTIAL_SUFFIX = ".partial"
-INFO_FIELDS = ("model_path", "source", "media_root")  # optional manifest fields kept through save/load
+# Optional manifest fields kept through save/load; "first_stage" is how the index finds its search
+# candidates (demo.index.ivf.FirstStage: flat sign codes, or an IVF-PQ for large indexes).
+INFO_FIELDS = ("model_path", "source", "media_root", "first_stage")
+OPTIONAL_ARRAYS = ("ivf",)  # data files only some writes have: the IVF-PQ of an "ivf-pq" first stage
 # Rows whose finiteness and sign codes are checked on load: all of them up to this many values,
 # else an even sample of this many rows (a full scan of a 10M-row index would take seconds).
 CHECK_VALUES = 1 << 26
@@ -54,7 +57,17 @@ def file_names(write_id: str | None) -> dict[str, str]:
     ('embeddings.0123456789ab.npy', 'metadata.jsonl')
     """
     tag = f".{write_id}" if write_id else ""
-    return {**{a: f"{a}{tag}.npy" for a in ARRAYS}, "metadata": f"metadata{tag}.jsonl"}
+    return {**{a: f"{a}{tag}.npy" for a in (*ARRAYS, *OPTIONAL_ARRAYS)}, "metadata": f"metadata{tag}.jsonl"}
+
+
+def optional_arrays(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The :data:`OPTIONAL_ARRAYS` a manifest's write has (an index with an IVF first stage has "ivf").
+
+    >>> optional_arrays({"first_stage": {"kind": "ivf-pq"}}), optional_arrays({})
+    (('ivf',), ())
+    """
+    stage = manifest.get("first_stage")
+    return ("ivf",) if isinstance(stage, dict) and stage.get("kind") == "ivf-pq" else ()
 
 
 def write_id_of(name: str) -> str | None:
@@ -64,7 +77,7 @@ def write_id_of(name: str) -> str | None:
     ('0123456789ab', None)
     """
     parts = name.split(".")
-    if len(parts) == 3 and parts[0] in (*ARRAYS, "metadata") and len(parts[1]) == 12:
+    if len(parts) == 3 and parts[0] in (*ARRAYS, *OPTIONAL_ARRAYS, "metadata") and len(parts[1]) == 12:
         return parts[1]
     return None
 
