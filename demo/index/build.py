@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +37,7 @@ from demo.index.captions import caption_embeddings
 from demo.index.format import PARTIAL_SUFFIX
 from demo.index.items import VideoItem
 from demo.index.lock import writer_lock
+from demo.index.remote import local_copy
 from demo.index.store import check_target, disk_error
 from demo.index.video_index import VideoIndex
 from demo.models.fingerprint import ModelFingerprint
@@ -72,7 +73,8 @@ class BuildReport:
 # ---------------------------------------------------------------- the work folder
 
 
-def _open_work_folder(work: Path, fp: ModelFingerprint) -> None:
+def open_work_folder(work: Path, fp: ModelFingerprint) -> None:
+    """Create ``work`` for encoder ``fp``, or check that the build it holds used ``fp``."""
     fp_file = work / "fingerprint.json"
     if work.exists() and not work.is_dir():
         raise IndexFormatError(f"{work} is a file, not a build's work folder; move it away and run this again")
@@ -133,7 +135,8 @@ class Failure:
     stamp: list[int] | None  # the file's stamp when it failed (see file_stamp)
 
 
-def _read_failed(work: Path) -> dict[str, Failure]:
+def read_failed(work: Path) -> dict[str, Failure]:
+    """The failures recorded in ``work``'s failed.jsonl, by id (lines cut short are skipped)."""
     failed: dict[str, Failure] = {}
     path = work / FAILED
     if path.exists():
@@ -146,33 +149,44 @@ def _read_failed(work: Path) -> dict[str, Failure]:
     return failed
 
 
+def append_failure(work: Path, item: VideoItem, reason: str) -> Failure:
+    """Record in ``work``'s failed.jsonl that ``item`` could not be decoded, and why."""
+    log.warning("skipping %s: %s", item.path, reason)
+    failure = Failure(item.path, reason, file_stamp(item.path))
+    # Appended, not rewritten through atomic_write: the list grows with each failure (with
+    # every item when a CSV lists URLs), and rewriting it per failure would be quadratic. A
+    # line cut short by an interrupt is skipped on resume.
+    with open(work / FAILED, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": item.id, "path": item.path, "reason": reason, "stamp": failure.stamp}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return failure
+
+
+def write_shard(work: Path, number: int, ids: list[str], embeddings: np.ndarray) -> None:
+    """``shard-NNNNN.npy`` (the (B, D) float32 embeddings), then ``shard-NNNNN.json`` (their ids):
+    a shard whose .json exists is finished."""
+    name = f"shard-{number:05d}"
+    buf = io.BytesIO()
+    np.save(buf, embeddings)
+    atomic_write(work / f"{name}.npy", buf.getvalue())
+    atomic_write(work / f"{name}.json", json.dumps(ids))  # written last: shard done
+
+
 class _WorkFolder:
     """``<out_dir>.partial/`` of one build: what is embedded (``done``) and what failed so far."""
 
     def __init__(self, path: Path, fingerprint: ModelFingerprint) -> None:
-        _open_work_folder(path, fingerprint)
+        open_work_folder(path, fingerprint)
         self.path = path
         self.done, self._next_shard = _read_shards(path)  # embeddings by id
-        self.failed = _read_failed(path)  # by id
+        self.failed = read_failed(path)  # by id
 
     def add_failure(self, item: VideoItem, reason: str) -> None:
-        log.warning("skipping %s: %s", item.path, reason)
-        self.failed[item.id] = Failure(item.path, reason, file_stamp(item.path))
-        # Appended, not rewritten through atomic_write: the list grows with each failure (with
-        # every item when a CSV lists URLs), and rewriting it per failure would be quadratic. A
-        # line cut short by an interrupt is skipped on resume.
-        with open(self.path / FAILED, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"id": item.id, "path": item.path, "reason": reason,
-                                "stamp": self.failed[item.id].stamp}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.failed[item.id] = append_failure(self.path, item, reason)
 
     def add_shard(self, ids: list[str], embeddings: np.ndarray) -> None:
-        name = f"shard-{self._next_shard:05d}"
-        buf = io.BytesIO()
-        np.save(buf, embeddings)
-        atomic_write(self.path / f"{name}.npy", buf.getvalue())
-        atomic_write(self.path / f"{name}.json", json.dumps(ids))  # written last: shard done
+        write_shard(self.path, self._next_shard, ids, embeddings)
         self.done.update(zip(ids, embeddings, strict=True))
         for i in ids:  # a file that failed before and decodes now (fixed since, or retried)
             self.failed.pop(i, None)
@@ -210,9 +224,10 @@ def _decoded(
 
 
 def _load(encoder: FrameEncoder, item: VideoItem) -> tuple[Any, Any] | str:
-    """Frames and mask of one item, or why it could not be decoded."""
+    """Frames and mask of one item (a URL is fetched first), or why it could not be decoded."""
     try:
-        return encoder.load_video(item.path)
+        with local_copy(item.path) as path:
+            return encoder.load_video(path)
     except (VideoDecodeError, OSError) as e:
         return str(e) or type(e).__name__
 
@@ -267,7 +282,30 @@ def _embed_all(
 # ------------------------------------------------------------------------- build
 
 
-def _check_request(items: list[VideoItem], out: Path, batch_size: int, overwrite: bool) -> None:
+@dataclass(frozen=True)
+class WorkPlan:
+    """What a (re)started build still has to do."""
+
+    todo: list[VideoItem]  # items to decode and embed now, in input order
+    resumed_from: int  # items already embedded in the work folder
+    earlier: dict[str, Failure]  # failures of earlier runs (not embedded since), by id
+    again: set[str]  # the ids of those tried again (changed since, or retry_failed)
+
+
+def plan_work(items: list[VideoItem], done: Collection[str], failed: dict[str, Failure], retry_failed: bool,
+              where: Path) -> WorkPlan:
+    """Skip what is embedded, and what failed before unless its file changed (or ``retry_failed``)."""
+    resumed_from = len({it.id for it in items} & set(done))
+    earlier = {i: f for i, f in failed.items() if i not in done}
+    again = {i for i, f in earlier.items() if retry_failed or f.stamp != file_stamp(f.path)}
+    todo = [it for it in items if it.id not in done and (it.id not in earlier or it.id in again)]
+    if resumed_from or len(todo) < len(items):
+        log.info("resuming %s: %d embedded, %d failed before (%d tried again), %d to go", where, resumed_from,
+                 len(earlier), len(again), len(todo))
+    return WorkPlan(todo, resumed_from, earlier, again)
+
+
+def check_request(items: list[VideoItem], out: Path, batch_size: int, overwrite: bool) -> None:
     if not items:
         raise InputError("no videos to index")
     dupes = sorted(i for i, n in Counter(it.id for it in items).items() if n > 1)
@@ -302,7 +340,7 @@ def build_index(
     is kept), or if no file at all could be decoded (the work folder is then kept).
     """
     items, out = list(items), Path(out_dir)
-    _check_request(items, out, batch_size, overwrite)
+    check_request(items, out, batch_size, overwrite)
     with writer_lock(out):
         try:
             return _build(items, out, encoder, batch_size, progress, overwrite, text_batch_size, num_workers,
@@ -316,14 +354,9 @@ def _build(items: list[VideoItem], out: Path, encoder: FrameEncoder, batch_size:
            media_root: str | Path | None, retry_failed: bool) -> BuildReport:
     fp = encoder.fingerprint
     work = _WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), fp)
-    resumed_from = len({it.id for it in items} & work.done.keys())
-    earlier = {i: f for i, f in work.failed.items() if i not in work.done}
-    again = {i for i, f in earlier.items() if retry_failed or f.stamp != file_stamp(f.path)}
-    todo = [it for it in items if it.id not in work.done and (it.id not in earlier or it.id in again)]
-    if resumed_from or len(todo) < len(items):
-        log.info("resuming %s: %d embedded, %d failed before (%d tried again), %d to go", work.path, resumed_from,
-                 len(earlier), len(again), len(todo))
-    _embed_all(todo, len(items), encoder, work, batch_size, num_workers, progress)
+    plan = plan_work(items, work.done.keys(), work.failed, retry_failed, work.path)
+    resumed_from, earlier, again = plan.resumed_from, plan.earlier, plan.again
+    _embed_all(plan.todo, len(items), encoder, work, batch_size, num_workers, progress)
 
     skipped = [(work.failed[it.id].path, work.failed[it.id].reason) for it in items if it.id in work.failed]
     not_retried = [(f.path, f.reason) for i, f in earlier.items() if i not in again and i in work.failed]
