@@ -107,9 +107,20 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     else:
         raise DemoError(f"source {source} is neither a folder of videos nor a CSV file")
     model = args.model or resolve_preset(args.preset).model
-    encoder = Clip4ClipEncoder.from_pretrained(model, pooling=args.pooling, device=args.device)
-    report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
-                         num_workers=2, model_path=model, media_root=media_root, retry_failed=args.retry_failed)
+    if args.address and args.engine != "ray":
+        raise DemoError("--address is for --engine ray")
+    if args.engine == "ray":
+        from demo.index.engines.ray_engine import RayOptions, build_index_ray
+
+        options = RayOptions(address=args.address, workers=args.workers, batch_size=args.batch_size,
+                             device=args.device)
+        report = build_index_ray(items, args.out, str(model), options, pooling=args.pooling,
+                                 overwrite=args.overwrite, media_root=media_root, retry_failed=args.retry_failed)
+    else:
+        encoder = Clip4ClipEncoder.from_pretrained(model, pooling=args.pooling, device=args.device)
+        report = build_index(items, args.out, encoder, batch_size=args.batch_size, overwrite=args.overwrite,
+                             num_workers=args.workers or 2, model_path=model, media_root=media_root,
+                             retry_failed=args.retry_failed)
     resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
     print(f"indexed {report.indexed} videos into {args.out}{resumed}")
     if report.skipped:
@@ -240,6 +251,12 @@ def _add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--retry-failed", action="store_true",
                    help="try again files that failed in an earlier run even if they have not changed")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data on a Ray cluster (pip install -r "
+                   "requirements-scale.txt)")
+    p.add_argument("--address", help="ray: the cluster to join (ray://HOST:10001, auto); default: a local Ray")
+    p.add_argument("--workers", type=int,
+                   help="local: decoding threads (default 2); ray: encoder actors (default: one per GPU, else 1)")
     p.set_defaults(func=cmd_index_build)
 
     p = index.add_parser("import", help="turn precomputed embeddings into an index")
