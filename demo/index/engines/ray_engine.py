@@ -90,8 +90,8 @@ def _actor_args(ray: Any, options: RayOptions, model: str, pooling: str | None) 
     device = options.device or ("cuda" if gpus else "cpu")
     return dict(fn_constructor_kwargs=dict(model=model, pooling=pooling, device=device,
                                            threads=None if gpus else 1),
-                concurrency=workers, num_gpus=1 if gpus else 0, num_cpus=1,
-                max_restarts=-1, max_task_retries=-1)  # a lost actor is restarted, its batch retried
+                # Ray Data restarts a lost actor and retries its batch (max_restarts=-1 by default)
+                concurrency=workers, num_gpus=1 if gpus else 0, num_cpus=1)
 
 
 def groups(items: list[VideoItem], todo: list[VideoItem], size: int) -> list[list[VideoItem]]:
@@ -113,8 +113,8 @@ def _frame_batches(ray: Any, batches: list[list[VideoItem]], fp: ModelFingerprin
                    model: str, pooling: str | None) -> Iterator[dict[str, np.ndarray]]:
     rows = [{"ids": json.dumps([it.id for it in b]), "paths": json.dumps([it.path for it in b])} for b in batches]
     ds = ray.data.from_items(rows, override_num_blocks=_blocks(len(rows), 1))
-    ds = ds.map(decode_group, fn_kwargs={"sampling": Sampling.of(fp), "slots": options.batch_size}, num_cpus=1,
-                max_retries=3)
+    # a decode task lost with its worker is retried by Ray (3 times, its default for tasks)
+    ds = ds.map(decode_group, fn_kwargs={"sampling": Sampling.of(fp), "slots": options.batch_size}, num_cpus=1)
     ds = ds.map_batches(FrameEncoderActor, batch_size=1, batch_format="numpy",
                         **_actor_args(ray, options, model, pooling))
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
