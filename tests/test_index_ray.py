@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from demo.index.build import build_index
-from demo.index.engines.ray_engine import RayOptions, build_index_ray, groups
+from demo.index.engines.ray_engine import RayOptions, build_index_ray
 from demo.index.engines.workers import FAIL_ONCE_ENV
 from demo.index.items import VideoItem, items_from_csv
 from demo.index.video_index import VideoIndex
@@ -101,13 +101,6 @@ def assert_same_index(a: VideoIndex, b: VideoIndex) -> None:
         assert x.shape == y.shape and np.abs(x - y).max() <= 1e-5, name
     assert np.array_equal(a.codes, b.codes) and np.array_equal(a.caption_video, b.caption_video)
     assert a.first_stage == b.first_stage and a.manifest()["first_stage"]["kind"] == "binary-flat"
-
-
-def test_groups_are_runs_of_the_whole_list_less_what_is_done() -> None:
-    items = [VideoItem(str(i), f"{i}.mp4") for i in range(7)]
-    assert [[it.id for it in g] for g in groups(items, items, 3)] == [["0", "1", "2"], ["3", "4", "5"], ["6"]]
-    todo = [it for it in items if it.id not in ("1", "3", "4", "5")]
-    assert [[it.id for it in g] for g in groups(items, todo, 3)] == [["0", "2"], ["6"]]
 
 
 def test_ray_engine_builds_the_local_engines_index(local_ray: str, clips: Path, local_index: VideoIndex,
