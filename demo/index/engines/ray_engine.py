@@ -80,7 +80,8 @@ def _connect(options: RayOptions) -> Any:
             env["py_modules"] = [str(Path(__file__).resolve().parents[2])]
         ray.init(address=options.address, num_cpus=None if options.address else options.num_cpus,
                  runtime_env=env, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the build shows its own bar
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # and Ray Data's periodic progress lines
     return ray
 
 
