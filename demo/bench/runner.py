@@ -2,11 +2,14 @@
 
 Sections: ``search`` (latency/memory/recall at 100k and 1M), ``query`` (text -> top-10
 with a ViT-B/32-sized text tower, fp32 and int8), ``indexing`` (videos/s and the decode
-share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``.
+share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``. Two more run
+only when named: ``scale`` (search at 10M rows, :mod:`demo.bench.scale`) and ``engines`` (the
+local and Ray index engines, :mod:`demo.bench.engines`).
 ``--quick`` runs small sizes and tiny models (what CI runs through the tests).
 
 The Markdown goes between ``<!-- bench:main -->`` and ``<!-- /bench:main -->`` of
-BENCHMARKS.md (after a full run, or into ``--markdown FILE``); nothing else in that file
+BENCHMARKS.md (after a full run, or into ``--markdown FILE``), and a full-size ``scale`` or
+``engines`` run into its own ``bench:scale`` / ``bench:engines``; nothing else in that file
 is touched. The JSON and the Markdown also land in ``--out``.
 """
 
