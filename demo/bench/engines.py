@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 class EnginesScale:
     model: str = "both"  # "embedded", "vitb32", "both", or "tiny" (quick)
     videos: int = 32  # world clips for the embedded / tiny model
-    hd_videos: int = 12  # 224p clips for the ViT-B/32 tower
-    batch_size: int = 8
+    hd_videos: int = 16  # 224p clips for the ViT-B/32 tower (4 shards at batch_size 4)
+    batch_size: int = 4  # videos per encoder call and per shard (several shards: a steady rate)
     merge_rows: int = 1_000_000
     merge_shard_rows: int = 4096
 
@@ -97,9 +97,10 @@ class ShardWatch:
         self._thread.join()
 
     def steady_rate(self) -> float | None:
-        """Videos per second from the first shard to the last (None with fewer than two)."""
+        """Videos per second from the first shard to the last; None with fewer than three shards
+        or under a second between them (results that arrive together say nothing about a rate)."""
         after = sum(self.seen.values()) - self.first_videos
-        return after / (self.last - self.first) if self.last > self.first and after else None
+        return after / (self.last - self.first) if len(self.seen) >= 3 and self.last - self.first >= 1 else None
 
 
 def _timed(build: Any, out: Path) -> dict[str, Any]:
