@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from demo.index.build import build_index
-from demo.index.engines.ray_engine import RayOptions, build_index_ray
+from demo.index.engines.ray_engine import LOOPBACK_ENV, RayOptions, build_index_ray
 from demo.index.engines.workers import FAIL_ONCE_ENV
 from demo.index.items import VideoItem, items_from_csv
 from demo.index.video_index import VideoIndex
@@ -29,6 +29,7 @@ from demo.models.encoders import Clip4ClipEncoder
 from demo.presets import EMBEDDED
 from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
 
+os.environ.setdefault(LOOPBACK_ENV, "0")  # before Ray is imported: the test cluster listens on 127.0.0.1
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,9 @@ def local_ray() -> Iterator[str]:
     """A local Ray with 2 CPUs for the module; yields its address (for drivers in subprocesses)."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        yield ray.get_runtime_context().gcs_address
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:"), address
+        yield address
     finally:
         ray.shutdown()
 
@@ -134,9 +137,9 @@ def test_killed_driver_and_killed_worker_resume_to_the_same_index(local_ray: str
     assert 0 < done < N_CLIPS and not out.exists()
 
     second = _driver(local_ray, clips / "clips.csv", out, env)
-    out = second.communicate(timeout=900)[0].decode()
-    assert second.returncode == 0, out[-2000:]
-    assert f"({done} already done before this run)" in out
+    said = second.communicate(timeout=900)[0].decode()
+    assert second.returncode == 0, said[-2000:]
+    assert f"({done} already done before this run)" in said
     encoder = Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu")
     build_index(items_from_csv(clips / "clips.csv"), tmp_path / "fresh", encoder, batch_size=1, progress=False)
     assert_same_index(VideoIndex.load(out), VideoIndex.load(tmp_path / "fresh"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -27,6 +28,7 @@ import numpy as np
 from demo.bench.common import TINY_TEXT, TINY_VISION, VITB32_VISION, random_encoder
 from demo.bench.indexing import bench_encoder, hd_clips, world_clips
 from demo.index.build import build_index, write_shard
+from demo.index.engines.ray_engine import LOOPBACK_ENV, RayOptions, build_index_ray
 from demo.index.items import VideoItem
 from demo.index.merge import ShardLedger, merge_index
 from demo.models.fingerprint import ModelFingerprint
@@ -128,11 +130,11 @@ def _time_engines(name: str, items: list[VideoItem], workdir: Path, scale: Engin
     local = _time_local(model, items, workdir / f"local-{name}", scale.batch_size)
     row: dict[str, Any] = {"model": name, "note": note, "videos": len(items), "batch_size": scale.batch_size,
                            "local_s": local["wall_s"], "local": local}
+    os.environ.setdefault(LOOPBACK_ENV, "0")  # the local Ray on 127.0.0.1 (see demo.index.engines.ray_engine)
     try:
         import ray
     except ImportError:
         return {**row, "ray": "not installed (pip install -r requirements-scale.txt)"}
-    from demo.index.engines.ray_engine import RayOptions, build_index_ray
 
     start = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)

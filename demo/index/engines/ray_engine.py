@@ -54,6 +54,9 @@ from demo.models.fingerprint import ModelFingerprint
 log = logging.getLogger(__name__)
 INSTALL_HINT = "the Ray engine needs Ray: pip install -r requirements-scale.txt"
 # Settings the workers must share with the driver (an offline hub, its cache, the test hook).
+# With this at "0" Ray treats the machine as a single-node cluster and listens on 127.0.0.1 (as it
+# does on macOS) instead of the machine's network address: a local Ray is not reachable from outside.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_ENDPOINT", "GRADIO_ANALYTICS_ENABLED", FAIL_ONCE_ENV)
 
 
@@ -70,6 +73,8 @@ class RayOptions:
 
 
 def _connect(options: RayOptions) -> Any:
+    if not options.address:  # a local Ray on the loopback only (set before Ray is imported; see LOOPBACK_ENV)
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError as err:
