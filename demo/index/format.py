@@ -10,6 +10,8 @@ data file named with the id of the write that made it (``<W>``, 12 hex digits):
 - ``caption_embeddings.<W>.npy``  (M, D) float16, L2-normalised, memory-mapped on load
 - ``caption_video.<W>.npy``       (M,) int64: the metadata ROW (0..N-1) of each caption; the
                                   j-th caption embedding of row r is ``metadata[r]["captions"][j]``
+- ``ivf.<W>.npy``                 only when the manifest's ``first_stage`` is "ivf-pq" (indexes of
+                                  200k rows and more): the faiss IVF-PQ, serialised (uint8)
 
 Replacing an index writes the new files beside the old ones, then swaps ``manifest.json`` in
 one rename, then deletes the old write's files: a reader gets the old index or the new one,
