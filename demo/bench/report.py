@@ -6,8 +6,10 @@ from typing import Any
 
 from demo.bench.app import format_app_markdown
 from demo.bench.decode import format_decode_markdown
+from demo.bench.engines import format_engines_markdown
 from demo.bench.indexing import format_indexing_markdown
 from demo.bench.query import format_query_markdown
+from demo.bench.scale import format_scale_markdown, scale_targets
 from demo.bench.search import format_search_markdown
 
 
@@ -73,17 +75,25 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def format_markdown(out: dict[str, Any]) -> str:
-    """All sections present in ``out`` (a :func:`demo.bench.runner.run_bench` result)."""
-    lines = _header(out["meta"]) + _targets(out.get("targets", []))
+def format_markdown(out: dict[str, Any], only: str | None = None) -> str:
+    """All sections present in ``out`` (a :func:`demo.bench.runner.run_bench` result), or with
+    ``only`` that one section (and its targets) under the run's header."""
+    targets = out.get("targets", [])
+    if only == "scale":
+        targets = scale_targets(out["scale"])
+    elif only is not None:
+        targets = []
+    lines = _header(out["meta"]) + _targets(targets)
     parts = [
         ("search", "Search (d = 512, top-10)", lambda r: format_search_markdown(r["results"])),
         ("query", "Query path: text -> top-10", format_query_markdown),
         ("indexing", "Indexing throughput (decode + sample + encode)", format_indexing_markdown),
         ("app", "App start-up", format_app_markdown),
         ("decode", "Decoding one clip", format_decode_markdown),
+        ("scale", "Search at ten million (d = 512, top-10)", format_scale_markdown),
+        ("engines", "Index engines: local and Ray on this machine", format_engines_markdown),
     ]
     for key, title, fmt in parts:
-        if key in out:
+        if key in out and only in (None, key):
             lines += [f"### {title}", "", fmt(out[key]).rstrip(), ""]
     return "\n".join(lines)

@@ -2,11 +2,14 @@
 
 Sections: ``search`` (latency/memory/recall at 100k and 1M), ``query`` (text -> top-10
 with a ViT-B/32-sized text tower, fp32 and int8), ``indexing`` (videos/s and the decode
-share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``.
+share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``. Two more run
+only when named: ``scale`` (search at 10M rows, :mod:`demo.bench.scale`) and ``engines`` (the
+local and Ray index engines, :mod:`demo.bench.engines`).
 ``--quick`` runs small sizes and tiny models (what CI runs through the tests).
 
 The Markdown goes between ``<!-- bench:main -->`` and ``<!-- /bench:main -->`` of
-BENCHMARKS.md (after a full run, or into ``--markdown FILE``); nothing else in that file
+BENCHMARKS.md (after a full run, or into ``--markdown FILE``), and a full-size ``scale`` or
+``engines`` run into its own ``bench:scale`` / ``bench:engines``; nothing else in that file
 is touched. The JSON and the Markdown also land in ``--out``.
 """
 
@@ -27,9 +30,11 @@ from demo.bench.app import bench_app
 from demo.bench.common import cpu_seconds, load_average, machine_info
 from demo.bench.data import clustered_sets, real_base, realistic_sets
 from demo.bench.decode import bench_decode
+from demo.bench.engines import EnginesScale, bench_engines
 from demo.bench.indexing import IndexingScale, bench_indexing
 from demo.bench.query import QueryScale, bench_query
 from demo.bench.report import format_markdown
+from demo.bench.scale import ScaleScale, bench_scale, scale_targets
 from demo.bench.search import SearchScale, bench_search_set, search_targets
 from demo.errors import InputError
 from demo.files import atomic_write_json, write_section
@@ -37,7 +42,10 @@ from demo.presets import ROOT
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("search", "query", "indexing", "app", "decode")
+SECTIONS = ("search", "query", "indexing", "app", "decode")  # a full run: the bench:main section
+# Run only when named (each takes long): 10M-row search, and the local vs Ray index engines. Each
+# writes its own section of BENCHMARKS.md (bench:scale, bench:engines) after a full-size run.
+EXTRA_SECTIONS = ("scale", "engines")
 SECTION = "bench:main"  # the marked section of BENCHMARKS.md this command owns (demo.files)
 # Run only when named (minutes and gigabytes each); each writes its own section, bench:<name>.
 EXTRA_SECTIONS = ("import", "resize")
@@ -58,6 +66,8 @@ class Plan:
     indexing: IndexingScale
     decode: dict[str, Any] = field(default_factory=dict)  # bench_decode keyword arguments
     app: bool = True
+    scale: ScaleScale = ScaleScale()
+    engines: EnginesScale = EnginesScale()
 
 
 def plan(quick: bool) -> Plan:
@@ -67,7 +77,11 @@ def plan(quick: bool) -> Plan:
                                        min_reps=3),
                     query=QueryScale(tower="tiny", reps=3, agreement_queries=5),
                     indexing=IndexingScale(models=("tiny",), world_videos=4, batch_size=2),
-                    decode=dict(seconds=2.0, height=112, fps=10.0, image_size=56, repeats=1), app=False)
+                    decode=dict(seconds=2.0, height=112, fps=10.0, image_size=56, repeats=1), app=False,
+                    scale=ScaleScale(n=50_000, queries=64, numpy_block=50_000, min_rows=0, nprobes=(4, 16),
+                                     reranks=(100, 500), search=SearchScale(reps=5, batch_reps=3, budget_s=2.0,
+                                                                            min_reps=3)),
+                    engines=EnginesScale(model="tiny", videos=4, batch_size=2, merge_rows=5_000))
     return Plan(sizes=(100_000, 1_000_000), clusters=1000, queries=500, fallback_videos=500,
                 search=SearchScale(), query=QueryScale(), indexing=IndexingScale())
 
@@ -191,6 +205,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     if target is not None:
         write_section(target, SECTION, markdown)
         log.info("wrote the bench section of %s", target)
+    for name in EXTRA_SECTIONS:  # full-size runs of these replace their own sections
+        if name in out and not config.quick and config.markdown is None:
+            write_section(ROOT / "BENCHMARKS.md", f"bench:{name}", format_markdown(out, only=name))
     log.info("bench finished in %.0f s; results in %s", meta["seconds"], config.out / "bench.json")
     return out
 
@@ -220,6 +237,10 @@ def _run_sections(config: BenchConfig, p: Plan, tmp: Path) -> dict[str, Any]:
         out["app"] = bench_app(ROOT, args) if p.app else {"skipped": "not run with --quick"}
     if "decode" in chosen:
         out["decode"] = bench_decode(workdir=tmp, **p.decode)
+    if "scale" in chosen:
+        out["scale"] = bench_scale(tmp, p.scale, config.index, seed=config.seed)
+    if "engines" in chosen:
+        out["engines"] = bench_engines(tmp, p.engines)
     return out
 
 
@@ -245,6 +266,8 @@ def collect_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
                          "goal": f"<= {LIMITS['end_to_end_ms']:g} ms",
                          "measured": f"{p50:.1f} ms (N={query['search']['n']:,})",
                          "holds": p50 <= LIMITS["end_to_end_ms"]})
+    if "scale" in out:
+        rows += scale_targets(out["scale"])
     indexing = out.get("indexing")
     if indexing:
         for row in indexing["rows"]:

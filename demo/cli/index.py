@@ -12,13 +12,16 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-
+    from demo.cli.moments import print_skipped
     from demo.index.items import items_from_csv, items_from_folder
-    from demo.models.encoders import Clip4ClipEncoder
     from demo.presets import resolve_preset
     from demo.video.windows import SegmentSpec
 
     spec = SegmentSpec.of(args.segment, args.stride)  # a bad --segment is refused before the model loads
+    if args.address and args.engine != "ray":
+        raise DemoError("--address is for --engine ray")
+    if spec is not None and args.engine == "ray":
+        raise DemoError("--segment builds run on the local engine; leave out --engine ray")
     source = Path(args.source)
     if source.is_dir():
         items, media_root = items_from_folder(source, captions_csv=args.captions), source
@@ -27,20 +30,40 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     else:
         raise DemoError(f"source {source} is neither a folder of videos nor a CSV file")
     preset = resolve_preset(args.preset, model=args.model)  # its frame sampling too (webvid: every second)
-    model, encoder = preset.model, Clip4ClipEncoder.from_pretrained(
-        preset.model, pooling=args.pooling, device=args.device, frame_sampling=preset.frame_sampling)
-    from demo.cli.moments import build_segments, print_skipped
-    from demo.index.build import build_index
-
-    if spec is not None:
-        return build_segments(args, items, encoder, spec, model, media_root)
-
-    report = build_index(items, args.out, encoder, batch_size=args.batch_size or 8, overwrite=args.overwrite,
-                         num_workers=2, model_path=model, media_root=media_root, retry_failed=args.retry_failed)
+    if args.engine == "ray":
+        report = _build_on_ray(args, items, preset.model, media_root)
+    else:
+        report = _build_here(args, items, preset, media_root, spec)
+        if report is None:
+            return 0
     resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
     print(f"indexed {report.indexed} videos into {args.out}{resumed}")
     print_skipped(report.skipped, report.not_retried)
     return 0
+
+
+def _build_on_ray(args: argparse.Namespace, items: Any, model: str, media_root: Path) -> Any:
+    from demo.index.engines.ray_engine import RayOptions, build_index_ray
+
+    options = RayOptions(address=args.address, workers=args.workers, batch_size=args.batch_size, device=args.device)
+    return build_index_ray(items, args.out, str(model), options, pooling=args.pooling, overwrite=args.overwrite,
+                           media_root=media_root, retry_failed=args.retry_failed)
+
+
+def _build_here(args: argparse.Namespace, items: Any, preset: Any, media_root: Path, spec: Any) -> Any:
+    """The local engine: whole clips (the report), or windows of long videos (printed here; None)."""
+    from demo.cli.moments import build_segments
+    from demo.index.build import build_index
+    from demo.models.encoders import Clip4ClipEncoder
+
+    encoder = Clip4ClipEncoder.from_pretrained(preset.model, pooling=args.pooling, device=args.device,
+                                               frame_sampling=preset.frame_sampling)
+    if spec is not None:
+        build_segments(args, items, encoder, spec, preset.model, media_root)
+        return None
+    return build_index(items, args.out, encoder, batch_size=args.batch_size or 8, overwrite=args.overwrite,
+                       num_workers=args.workers or 2, model_path=preset.model, media_root=media_root,
+                       retry_failed=args.retry_failed)
 
 
 def cmd_index_import(args: argparse.Namespace) -> int:
@@ -91,6 +114,12 @@ def add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--retry-failed", action="store_true",
                    help="try again files that failed in an earlier run even if they have not changed")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data on a Ray cluster (pip install -r "
+                   "requirements-scale.txt)")
+    p.add_argument("--address", help="ray: the cluster to join (ray://HOST:10001, auto); default: a local Ray")
+    p.add_argument("--workers", type=int,
+                   help="local: decoding threads (default 2); ray: encoder actors (default: one per GPU, else 1)")
     p.set_defaults(func=cmd_index_build)
 
     p = index.add_parser("import", help="turn precomputed embeddings into an index (streamed)")

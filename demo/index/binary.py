@@ -115,7 +115,7 @@ def _flat_binary_index(codes: np.ndarray, dim: int) -> Any:
 
 
 @contextlib.contextmanager
-def _faiss_threads(queries: int) -> Iterator[None]:
+def faiss_threads(queries: int) -> Iterator[None]:
     """Run faiss on ONE OpenMP thread for small batches (see ``_SINGLE_THREAD_QUERIES``).
     The OpenMP thread count is per calling thread, so this does not leak into other threads."""
     import faiss
@@ -135,7 +135,7 @@ def hamming_search(binary_index: Any, queries: np.ndarray, r: int) -> np.ndarray
     """(Q, D) float queries -> (Q, r) int64 rows nearest in Hamming distance of the sign
     codes, nearest first; faiss pads with -1 when the index holds fewer than ``r`` rows."""
     codes = binarize(queries)
-    with _faiss_threads(len(codes)):
+    with faiss_threads(len(codes)):
         return np.asarray(binary_index.search(codes, r)[1], dtype=np.int64)
 
 
@@ -152,7 +152,7 @@ def _float32_rows(embeddings: np.ndarray, rows: np.ndarray, queries: int) -> np.
     block = np.asarray(embeddings[rows])
     if block.dtype != np.float16 or block.ndim != 2 or not len(block):
         return np.asarray(block, dtype=np.float32)
-    with _faiss_threads(queries):
+    with faiss_threads(queries):
         out = _fp16_decoder(block.shape[1]).decode(np.ascontiguousarray(block).view(np.uint8))
     return np.asarray(out, dtype=np.float32).reshape(block.shape)
 

@@ -1,27 +1,20 @@
 """The resumable index builder: video files in, an index folder out.
 
 :func:`build_index` decodes and embeds :class:`~demo.index.items.VideoItem` rows batch by
-batch, and can pick up where an interrupted run stopped. While it runs, ``<out_dir>.partial/`` holds
+batch, and can pick up where an interrupted run stopped: its work folder
+(:mod:`demo.index.workfolder`) keeps every finished batch and every failure.
 
-- ``fingerprint.json``   the encoder's :class:`~demo.models.fingerprint.ModelFingerprint` (a restart with
-                         another model is refused: its embeddings would not mix)
-- ``shard-NNNNN.npy``    (B, D) float32 embeddings of one finished batch, and
-  ``shard-NNNNN.json``   their ids, written after the array; both atomically (demo.files.atomic_write)
-- ``failed.jsonl``       ``{"id", "path", "reason"}`` per file that could not be decoded
-
-A restart skips every id already in a shard or in failed.jsonl. At the end the captions
+A restart skips every id already in a shard, and a failure unless its file changed. At the end the captions
 are encoded, the index is written atomically to ``out_dir`` and the work folder removed.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,18 +25,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
-from demo.files import atomic_write
 from demo.index.captions import caption_embeddings
 from demo.index.format import PARTIAL_SUFFIX
 from demo.index.items import VideoItem
 from demo.index.lock import writer_lock
+from demo.index.remote import local_copy
 from demo.index.store import check_target, disk_error
 from demo.index.video_index import VideoIndex
+from demo.index.workfolder import FAILED, Failure, WorkFolder, file_stamp
 from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 
-FAILED = "failed.jsonl"
 
 
 class FrameEncoder(Protocol):
@@ -72,130 +65,6 @@ class BuildReport:
 # ---------------------------------------------------------------- the work folder
 
 
-def _open_work_folder(work: Path, fp: ModelFingerprint, segments: dict[str, float] | None = None) -> None:
-    """Create the work folder, or check that the one there was started with this model and the same
-    segmenting (``segments``: the windows of a long-video build, None for whole clips)."""
-    fp_file = work / "fingerprint.json"
-    if work.exists() and not work.is_dir():
-        raise IndexFormatError(f"{work} is a file, not a build's work folder; move it away and run this again")
-    if fp_file.exists():
-        try:
-            saved = json.loads(fp_file.read_text())
-            old = ModelFingerprint.from_dict(saved)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            raise IndexFormatError(f"the work folder {work} of an earlier build is damaged ({fp_file.name} is "
-                                   f"unreadable: {type(err).__name__}); delete {work} to start over") from err
-        if old != fp:
-            raise IndexFormatError(
-                f"work folder {work} was started with {old} but the encoder is {fp}; "
-                f"finish it with the original model or delete {work} to start over"
-            )
-        if saved.get("segments") != segments:
-            raise IndexFormatError(
-                f"work folder {work} was started {_segmenting(saved.get('segments'))}, this build runs "
-                f"{_segmenting(segments)}; finish it as it was started or delete {work} to start over"
-            )
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write(fp_file, json.dumps({**fp.to_dict(), **({"segments": segments} if segments else {})}, indent=2))
-
-
-def _read_shards(work: Path) -> tuple[dict[str, np.ndarray], int]:
-    """Embeddings by id from finished shards, and the next free shard number."""
-    done: dict[str, np.ndarray] = {}
-    last = -1
-    for ids_file in sorted(work.glob("shard-*.json")):
-        number = ids_file.stem.split("-")[1]
-        if not number.isdigit():
-            continue  # not one of ours
-        last = max(last, int(number))
-        try:
-            ids = json.loads(ids_file.read_text())
-            emb = np.load(ids_file.with_suffix(".npy"))
-        except (OSError, ValueError) as e:
-            log.warning("ignoring unreadable shard %s: %s", ids_file, e)
-            continue
-        if not isinstance(ids, list) or emb.ndim != 2 or len(ids) != len(emb):
-            log.warning("ignoring shard %s: its ids and embeddings do not match", ids_file)
-            continue
-        done.update(zip(ids, emb, strict=True))
-    return done, last + 1
-
-
-def file_stamp(path: str) -> list[int] | None:
-    """(mtime in ns, size) of a local file, None for a URL or a missing file: a failure is tried
-    again when its file's stamp has changed since (it was replaced or fixed)."""
-    if "://" in path:
-        return None
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    return [st.st_mtime_ns, st.st_size]
-
-
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    reason: str
-    stamp: list[int] | None  # the file's stamp when it failed (see file_stamp)
-
-
-def _read_failed(work: Path) -> dict[str, Failure]:
-    failed: dict[str, Failure] = {}
-    path = work / FAILED
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-                failed[str(rec["id"])] = Failure(str(rec["path"]), str(rec["reason"]), rec.get("stamp"))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # a line cut short by an interrupt
-    return failed
-
-
-def _segmenting(segments: dict[str, float] | None) -> str:
-    """How a build's segmenting reads in a message.
-
-    >>> _segmenting(None), _segmenting({"segment": 8.0, "stride": 4.0})
-    ('without --segment', 'with --segment 8 --stride 4')
-    """
-    if not segments:
-        return "without --segment"
-    return f"with --segment {segments.get('segment', 0):g} --stride {segments.get('stride', 0):g}"
-
-
-class _WorkFolder:
-    """``<out_dir>.partial/`` of one build: what is embedded (``done``) and what failed so far."""
-
-    def __init__(self, path: Path, fingerprint: ModelFingerprint, segments: dict[str, float] | None = None) -> None:
-        _open_work_folder(path, fingerprint, segments)
-        self.path = path
-        self.done, self._next_shard = _read_shards(path)  # embeddings by id
-        self.failed = _read_failed(path)  # by id
-
-    def add_failure(self, item: VideoItem, reason: str) -> None:
-        log.warning("skipping %s: %s", item.path, reason)
-        self.failed[item.id] = Failure(item.path, reason, file_stamp(item.path))
-        # Appended, not rewritten through atomic_write: the list grows with each failure (with
-        # every item when a CSV lists URLs), and rewriting it per failure would be quadratic. A
-        # line cut short by an interrupt is skipped on resume.
-        with open(self.path / FAILED, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"id": item.id, "path": item.path, "reason": reason,
-                                "stamp": self.failed[item.id].stamp}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def add_shard(self, ids: list[str], embeddings: np.ndarray) -> None:
-        name = f"shard-{self._next_shard:05d}"
-        buf = io.BytesIO()
-        np.save(buf, embeddings)
-        atomic_write(self.path / f"{name}.npy", buf.getvalue())
-        atomic_write(self.path / f"{name}.json", json.dumps(ids))  # written last: shard done
-        self.done.update(zip(ids, embeddings, strict=True))
-        for i in ids:  # a file that failed before and decodes now (fixed since, or retried)
-            self.failed.pop(i, None)
-        self._next_shard += 1
 
 
 # ----------------------------------------------------------------- decode and embed
@@ -229,15 +98,16 @@ def _decoded(
 
 
 def _load(encoder: FrameEncoder, item: VideoItem) -> tuple[Any, Any] | str:
-    """Frames and mask of one item, or why it could not be decoded."""
+    """Frames and mask of one item (a URL is fetched first), or why it could not be decoded."""
     try:
-        return encoder.load_video(item.path)
+        with local_copy(item.path) as path:
+            return encoder.load_video(path)
     except (VideoDecodeError, OSError) as e:
         return str(e) or type(e).__name__
 
 
 def _embed_batch(
-    encoder: FrameEncoder, dim: int, work: _WorkFolder, batch: list[VideoItem], results: list[Any]
+    encoder: FrameEncoder, dim: int, work: WorkFolder, batch: list[VideoItem], results: list[Any]
 ) -> None:
     """Record the batch's failures and write the rest's embeddings as one shard."""
     ok, frames, masks = [], [], []
@@ -263,7 +133,7 @@ def _embed_all(
     todo: list[VideoItem],
     total: int,
     encoder: FrameEncoder,
-    work: _WorkFolder,
+    work: WorkFolder,
     batch_size: int,
     num_workers: int,
     progress: bool,
@@ -286,7 +156,30 @@ def _embed_all(
 # ------------------------------------------------------------------------- build
 
 
-def _check_request(items: list[VideoItem], out: Path, batch_size: int, overwrite: bool) -> None:
+@dataclass(frozen=True)
+class WorkPlan:
+    """What a (re)started build still has to do."""
+
+    todo: list[VideoItem]  # items to decode and embed now, in input order
+    resumed_from: int  # items already embedded in the work folder
+    earlier: dict[str, Failure]  # failures of earlier runs (not embedded since), by id
+    again: set[str]  # the ids of those tried again (changed since, or retry_failed)
+
+
+def plan_work(items: list[VideoItem], done: Collection[str], failed: dict[str, Failure], retry_failed: bool,
+              where: Path) -> WorkPlan:
+    """Skip what is embedded, and what failed before unless its file changed (or ``retry_failed``)."""
+    resumed_from = len({it.id for it in items} & set(done))
+    earlier = {i: f for i, f in failed.items() if i not in done}
+    again = {i for i, f in earlier.items() if retry_failed or f.stamp != file_stamp(f.path)}
+    todo = [it for it in items if it.id not in done and (it.id not in earlier or it.id in again)]
+    if resumed_from or len(todo) < len(items):
+        log.info("resuming %s: %d embedded, %d failed before (%d tried again), %d to go", where, resumed_from,
+                 len(earlier), len(again), len(todo))
+    return WorkPlan(todo, resumed_from, earlier, again)
+
+
+def check_request(items: list[VideoItem], out: Path, batch_size: int, overwrite: bool) -> None:
     if not items:
         raise InputError("no videos to index")
     dupes = sorted(i for i, n in Counter(it.id for it in items).items() if n > 1)
@@ -321,7 +214,7 @@ def build_index(
     is kept), or if no file at all could be decoded (the work folder is then kept).
     """
     items, out = list(items), Path(out_dir)
-    _check_request(items, out, batch_size, overwrite)
+    check_request(items, out, batch_size, overwrite)
     with writer_lock(out):
         try:
             return _build(items, out, encoder, batch_size, progress, overwrite, text_batch_size, num_workers,
@@ -334,15 +227,10 @@ def _build(items: list[VideoItem], out: Path, encoder: FrameEncoder, batch_size:
            overwrite: bool, text_batch_size: int, num_workers: int, model_path: str | None,
            media_root: str | Path | None, retry_failed: bool) -> BuildReport:
     fp = encoder.fingerprint
-    work = _WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), fp)
-    resumed_from = len({it.id for it in items} & work.done.keys())
-    earlier = {i: f for i, f in work.failed.items() if i not in work.done}
-    again = {i for i, f in earlier.items() if retry_failed or f.stamp != file_stamp(f.path)}
-    todo = [it for it in items if it.id not in work.done and (it.id not in earlier or it.id in again)]
-    if resumed_from or len(todo) < len(items):
-        log.info("resuming %s: %d embedded, %d failed before (%d tried again), %d to go", work.path, resumed_from,
-                 len(earlier), len(again), len(todo))
-    _embed_all(todo, len(items), encoder, work, batch_size, num_workers, progress)
+    work = WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), fp)
+    plan = plan_work(items, work.done.keys(), work.failed, retry_failed, work.path)
+    resumed_from, earlier, again = plan.resumed_from, plan.earlier, plan.again
+    _embed_all(plan.todo, len(items), encoder, work, batch_size, num_workers, progress)
 
     skipped = [(work.failed[it.id].path, work.failed[it.id].reason) for it in items if it.id in work.failed]
     not_retried = [(f.path, f.reason) for i, f in earlier.items() if i not in again and i in work.failed]

@@ -10,6 +10,8 @@ data file named with the id of the write that made it (``<W>``, 12 hex digits):
 - ``caption_embeddings.<W>.npy``  (M, D) float16, L2-normalised, memory-mapped on load
 - ``caption_video.<W>.npy``       (M,) int64: the metadata ROW (0..N-1) of each caption; the
                                   j-th caption embedding of row r is ``metadata[r]["captions"][j]``
+- ``ivf.<W>.npy``                 only when the manifest's ``first_stage`` is "ivf-pq" (indexes of
+                                  200k rows and more): the faiss IVF-PQ, serialised (uint8)
 
 Replacing an index writes the new files beside the old ones, then swaps ``manifest.json`` in
 one rename, then deletes the old write's files: a reader gets the old index or the new one,
@@ -37,8 +39,11 @@ MANIFEST = "manifest.json"
 ARRAYS = ("embeddings", "codes", "caption_embeddings", "caption_video")
 PARTIAL_SUFFIX = ".partial"
 # Optional manifest fields kept through save/load: "video_to_text" says how captions are found for a
-# video ("captions" or "nearest-videos"), "segments" how long videos were cut into windows.
-INFO_FIELDS = ("model_path", "source", "media_root", "video_to_text", "segments")
+# video ("captions" or "nearest-videos"), "segments" how long videos were cut into windows, "first_stage"
+# how the index finds its search candidates (demo.index.ivf.FirstStage: flat sign codes, or an IVF-PQ
+# for large indexes).
+INFO_FIELDS = ("model_path", "source", "media_root", "video_to_text", "segments", "first_stage")
+OPTIONAL_ARRAYS = ("ivf",)  # data files only some writes have: the IVF-PQ of an "ivf-pq" first stage
 # Rows whose finiteness and sign codes are checked on load: all of them up to this many values,
 # else an even sample of this many rows (a full scan of a 10M-row index would take seconds).
 CHECK_VALUES = 1 << 26
@@ -56,7 +61,17 @@ def file_names(write_id: str | None) -> dict[str, str]:
     ('embeddings.0123456789ab.npy', 'metadata.jsonl')
     """
     tag = f".{write_id}" if write_id else ""
-    return {**{a: f"{a}{tag}.npy" for a in ARRAYS}, "metadata": f"metadata{tag}.jsonl"}
+    return {**{a: f"{a}{tag}.npy" for a in (*ARRAYS, *OPTIONAL_ARRAYS)}, "metadata": f"metadata{tag}.jsonl"}
+
+
+def optional_arrays(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The :data:`OPTIONAL_ARRAYS` a manifest's write has (an index with an IVF first stage has "ivf").
+
+    >>> optional_arrays({"first_stage": {"kind": "ivf-pq"}}), optional_arrays({})
+    (('ivf',), ())
+    """
+    stage = manifest.get("first_stage")
+    return ("ivf",) if isinstance(stage, dict) and stage.get("kind") == "ivf-pq" else ()
 
 
 def write_id_of(name: str) -> str | None:
@@ -66,7 +81,7 @@ def write_id_of(name: str) -> str | None:
     ('0123456789ab', None)
     """
     parts = name.split(".")
-    if len(parts) == 3 and parts[0] in (*ARRAYS, "metadata") and len(parts[1]) == 12:
+    if len(parts) == 3 and parts[0] in (*ARRAYS, *OPTIONAL_ARRAYS, "metadata") and len(parts[1]) == 12:
         return parts[1]
     return None
 

@@ -29,13 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from demo.errors import IndexFormatError, VideoDecodeError
-from demo.index.build import (
-    FAILED,
-    _check_request,
-    _WorkFolder,  # the whole-clip builder's work folder: the same shards, failures and checks
-    file_stamp,
-    media_root_entry,
-)
+from demo.index.build import check_request, media_root_entry
 from demo.index.captions import caption_embeddings
 from demo.index.format import PARTIAL_SUFFIX
 from demo.index.items import VideoItem
@@ -43,6 +37,7 @@ from demo.index.lock import writer_lock
 from demo.index.segments import SEGMENTS, VideoPlan, WindowEncoder, embed_video_windows, plan_video, row_id, window_rows
 from demo.index.store import disk_error, read_manifest
 from demo.index.video_index import VideoIndex
+from demo.index.workfolder import FAILED, WorkFolder, file_stamp
 from demo.video.windows import SegmentSpec
 
 log = logging.getLogger(__name__)
@@ -137,7 +132,7 @@ def build_segment_index(
     """
     items, out = list(items), Path(out_dir)
     _check_out(out, spec, overwrite)
-    _check_request(items, out, batch_size, overwrite)
+    check_request(items, out, batch_size, overwrite)
     with writer_lock(out):
         try:
             return _SegmentBuild(items, out, encoder, spec, batch_size, progress, threads).run(
@@ -153,7 +148,7 @@ class _SegmentBuild:
                  batch_size: int, progress: bool, threads: int | None) -> None:
         self.items, self.out, self.encoder, self.spec = items, out, encoder, spec
         self.batch_size, self.progress, self.threads = batch_size, progress, threads
-        self.work = _WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), encoder.fingerprint, spec.to_dict())
+        self.work = WorkFolder(out.with_name(out.name + PARTIAL_SUFFIX), encoder.fingerprint, spec.to_dict())
         self.videos = _read_videos(self.work.path)
 
     def run(self, overwrite: bool, model_path: str | None, media_root: str | Path | None,

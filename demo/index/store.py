@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ from demo.files import atomic_write
 from demo.index.format import (
     INFO_FIELDS,
     MANIFEST,
+    OPTIONAL_ARRAYS,
     PARTIAL_SUFFIX,
     READABLE_VERSIONS,
     file_names,
     new_write_id,
+    optional_arrays,
     write_id_of,
 )
 from demo.index.lock import writer_lock
@@ -69,7 +72,8 @@ def disk_error(err: OSError, what: str) -> IndexFormatError:
     return IndexFormatError(f"cannot write {what}: {err.strerror or err}")
 
 
-def _write_data(folder: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: list[dict[str, Any]]) -> None:
+def _write_data(folder: Path, write_id: str, arrays: dict[str, np.ndarray],
+                metadata: Iterable[dict[str, Any]]) -> None:
     names = file_names(write_id)
     for role, array in arrays.items():
         # Streamed into the file (an index can be larger than memory), then fsynced; nothing
@@ -78,8 +82,11 @@ def _write_data(folder: Path, write_id: str, arrays: dict[str, np.ndarray], meta
             np.save(f, np.ascontiguousarray(array))
             f.flush()
             os.fsync(f.fileno())
-    lines = [json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in metadata]
-    atomic_write(folder / names["metadata"], "".join(lines))
+    with open(folder / names["metadata"], "w", encoding="utf-8") as f:  # row by row: rows may be a stream
+        for r in metadata:
+            f.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -104,7 +111,7 @@ def clear_leftovers(target: Path, keep: str | None) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def write_index_folder(directory: str | Path, arrays: dict[str, np.ndarray], metadata: list[dict[str, Any]],
+def write_index_folder(directory: str | Path, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]],
                        manifest: dict[str, Any], overwrite: bool = False) -> Path:
     """Write an index folder; returns its path. ``arrays`` are keyed by role (``embeddings``, ...).
 
@@ -128,7 +135,7 @@ def write_index_folder(directory: str | Path, arrays: dict[str, np.ndarray], met
     return target
 
 
-def _create(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: list[dict[str, Any]],
+def _create(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]],
             manifest: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -140,7 +147,7 @@ def _create(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata
         raise
 
 
-def _replace(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: list[dict[str, Any]],
+def _replace(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]],
              manifest: dict[str, Any]) -> None:
     try:
         _write_data(target, write_id, arrays, metadata)
@@ -225,7 +232,8 @@ def _names(manifest: dict[str, Any]) -> dict[str, str]:
     write_id = manifest.get("write_id") if manifest.get("format_version") != 1 else None
     if manifest.get("format_version") != 1 and not isinstance(write_id, str):
         raise IndexFormatError(f"the manifest names no write_id ({write_id!r}): the index is corrupt; rebuild it")
-    return file_names(write_id)
+    wanted = optional_arrays(manifest)
+    return {role: name for role, name in file_names(write_id).items() if role not in OPTIONAL_ARRAYS or role in wanted}
 
 
 def data_files(directory: str | Path) -> dict[str, Path]:

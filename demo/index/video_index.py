@@ -30,6 +30,7 @@ from demo.index.binary import (
     rerank_rows,
 )
 from demo.index.format import ARRAYS, check_arrays, check_contents, make_manifest
+from demo.index.ivf import IVF_PQ, FirstStage, choose, ivf_from_array, ivf_search, ivf_to_array, train_ivf
 from demo.index.store import read_index_folder, write_index_folder
 from demo.models.fingerprint import ModelFingerprint
 
@@ -88,6 +89,8 @@ class VideoIndex:
         self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
         self.root = root
         self._binary: Any = None  # faiss.IndexBinaryFlat, built on first binary search
+        self._ivf: Any = None  # faiss.IndexIVFPQ of an "ivf-pq" first stage, read or trained on first use
+        self._ivf_data: np.ndarray | None = None  # its serialised bytes as loaded (a memmap)
         self._lock = threading.Lock()
         self._caption_nth = check_arrays(str(root) if root else "index", fingerprint.dim, metadata, self._arrays())
         self._row = {str(r["id"]): i for i, r in enumerate(metadata)}
@@ -172,6 +175,23 @@ class VideoIndex:
                     self.codes = np.load(self.codes.filename, mmap_mode="r")
         return self._binary
 
+    @property
+    def first_stage(self) -> FirstStage:
+        """How searches find candidates: as the manifest records, else chosen by size (:func:`choose`)."""
+        if "first_stage" in self.info:
+            return FirstStage.from_dict(self.info["first_stage"])
+        return choose(len(self), self.fingerprint.dim)
+
+    def _ivf_index(self) -> Any:
+        """The IVF-PQ of an "ivf-pq" first stage: deserialised from the loaded file, else trained."""
+        with self._lock:
+            if self._ivf is None:
+                if self._ivf_data is not None:
+                    self._ivf, self._ivf_data = ivf_from_array(self._ivf_data), None  # unmaps the bytes
+                else:
+                    self._ivf = train_ivf(self.embeddings, self.first_stage)
+        return self._ivf
+
     def hamming_candidates(self, queries: np.ndarray, r: int) -> list[np.ndarray]:
         """Per (Q, D) query, up to ``r`` row ids nearest in Hamming distance of the sign codes.
 
@@ -181,11 +201,14 @@ class VideoIndex:
         return [row[row >= 0] for row in ids]
 
     def search_rows(
-        self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int | None = None
+        self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int | None = None,
+        nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns arrays: scores (Q, k) float32 and rows (Q, k) int64
         into ``metadata`` (row -1 / score -inf where fewer than k were found)."""
-        rerank = default_rerank(len(self)) if rerank is None else rerank
+        stage = self.first_stage
+        if rerank is None:
+            rerank = stage.rerank if stage.kind == IVF_PQ else default_rerank(len(self))
         if k < 1 or rerank < 1:
             raise InputError(f"k and rerank must be >= 1, got k={k} rerank={rerank}")
         q = self._queries(queries)
@@ -194,7 +217,11 @@ class VideoIndex:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if exact:
             return exact_top_k(self.embeddings, q, k)
-        cand = hamming_search(self._binary_index(), q, min(max(rerank, k), len(self)))
+        depth = min(max(rerank, k), len(self))
+        if stage.kind == IVF_PQ:
+            cand = ivf_search(self._ivf_index(), q, nprobe or stage.nprobe, depth)
+        else:
+            cand = hamming_search(self._binary_index(), q, depth)
         return rerank_rows(self.embeddings, q, cand, k)
 
     def search(
@@ -202,10 +229,12 @@ class VideoIndex:
     ) -> list[list[Hit]]:
         """Text->video search. queries: (D,) or (Q, D) float32 embeddings.
 
-        exact=True: cosine over every float row. Otherwise Hamming search over the sign
-        codes for the ``max(rerank, k)`` nearest rows (``rerank`` None: :func:`default_rerank`),
-        reranked by cosine on just those rows, read in row order from the (memory-mapped)
-        float embeddings. Returns per query a list of at most ``k`` hits (a (D,) query
+        exact=True: cosine over every float row. Otherwise the first stage finds the
+        ``max(rerank, k)`` most likely rows, reranked by cosine on just those rows, read in row
+        order from the (memory-mapped) float embeddings. The first stage (:attr:`first_stage`)
+        is a Hamming search over the sign codes (``rerank`` None: :func:`default_rerank`), or
+        for a large index an IVF-PQ scanning ``nprobe`` lists (``rerank`` None: its own depth;
+        see :mod:`demo.index.ivf`). Returns per query a list of at most ``k`` hits (a (D,) query
         gives a list of one list).
         """
         scores, rows = self.search_rows(queries, k, exact, rerank)
@@ -264,7 +293,12 @@ class VideoIndex:
         An existing index is replaced only with ``overwrite``; see
         :func:`demo.index.store.write_index_folder`.
         """
-        target = write_index_folder(directory, self._arrays(), self.metadata, self.manifest(), overwrite)
+        stage = self.first_stage  # recorded, so a reload searches the same way
+        self.info["first_stage"] = stage.to_dict()
+        arrays = self._arrays()
+        if stage.kind == IVF_PQ:
+            arrays["ivf"] = self._ivf_data if self._ivf_data is not None else ivf_to_array(self._ivf_index())
+        target = write_index_folder(directory, arrays, self.metadata, self.manifest(), overwrite)
         log.info("wrote index %s (%d videos, %d captions)", target, len(self), len(self.caption_video))
         return target
 
@@ -279,4 +313,5 @@ class VideoIndex:
         index = cls(files.fingerprint, a["embeddings"], a["codes"], files.metadata, a["caption_embeddings"],
                     a["caption_video"], created=files.manifest.get("created"), root=files.root, info=files.info)
         check_contents(str(files.root), index.embeddings, index.codes)
+        index._ivf_data = a.get("ivf")
         return index
