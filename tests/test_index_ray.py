@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from demo.world.clips import WorldConfig, clip_spec_by_id, render_to
 
 from demo.index.build import build_index
 from demo.index.engines.ray_engine import LOOPBACK_ENV, RayOptions, build_index_ray
@@ -28,6 +27,7 @@ from demo.index.items import VideoItem, items_from_csv
 from demo.index.video_index import VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
 from demo.presets import EMBEDDED
+from demo.world import WorldConfig, clip_spec_by_id, render_to
 
 os.environ.setdefault(LOOPBACK_ENV, "0")  # before Ray is imported: the test cluster listens on 127.0.0.1
 ray = pytest.importorskip("ray")
