@@ -36,7 +36,8 @@ from demo.evaluate.encode import ProgressFn, encode_corpus
 from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
 from demo.index.binary import binarize, l2_normalize
 from demo.metrics import chunked_ranks, chunked_v2t_ranks
-from demo.models.temporal import POOLINGS, Clip4ClipSettings
+from demo.models.clip2video import TDB, TDB_TAB
+from demo.models.temporal import HEAD_FILES, POOLINGS, Clip4ClipSettings
 from demo.presets import PRECOMPUTED, shown_path
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
     for spec in specs:
         report(0.9 + 0.1 * len(info) / len(specs), f"scoring {spec.name}")
         enc = encoded[spec.model]
-        rows += model_rows(spec, enc.texts[text_rows], enc.videos[spec.pooling][keep], kept)
+        rows += model_rows(spec, enc.texts_for(spec.pooling)[text_rows], enc.videos[spec.pooling][keep], kept)
         fp = enc.fingerprint
         info.append({"row": spec.name, "model": shown_path(spec.model), "weights": fp.model, "pooling": spec.pooling,
                      "frames": fp.frames, "sample_fps": fp.sample_fps, "image_size": fp.image_size,
@@ -235,9 +236,9 @@ def evaluate_embedded(world_dir: str | Path = DEFAULT_WORLD, zero_shot: str | Pa
                       progress: ProgressFn | None = None, command: str | None = None) -> EvalResult:
     """The embedded suite: the world's test split (first ``limit`` clips) with the shipped models.
 
-    ``zero_shot`` (None: no row) is pooled with meanP; ``clip4clip`` is scored with meanP
-    and with its own seqTransf head from the same frame features, and binarised + rerank
-    R for each R in ``rerank`` on the seqTransf embeddings.
+    ``zero_shot`` (None: no row) is pooled with meanP; ``clip4clip`` is scored with meanP and
+    with every temporal head it holds (:func:`head_specs`) from the same frame features, and
+    binarised + rerank R for each R in ``rerank`` on its own head's embeddings.
     """
     started = time.time()
     for m in (zero_shot, clip4clip):
@@ -248,11 +249,22 @@ def evaluate_embedded(world_dir: str | Path = DEFAULT_WORLD, zero_shot: str | Pa
         progress(0.0, "reading the test split (rendering any missing clips)")
     corpus = world_corpus(world_dir, limit, workers)
     specs = [ModelSpec("zero-shot (image-pretrained CLIP, meanP)", str(zero_shot))] if zero_shot else []
-    specs += [ModelSpec("CLIP4Clip meanP", str(clip4clip)),
-              ModelSpec("CLIP4Clip seqTransf", str(clip4clip), "seqTransf", binary=tuple(rerank))]
+    specs += [ModelSpec("CLIP4Clip meanP", str(clip4clip)), *head_specs(clip4clip, rerank)]
     rows, kept, models = _run_models(corpus, specs, device=device, cache=cache, batch_size=batch_size,
                                      workers=workers, progress=progress)
     return EvalResult("embedded", rows, _info(kept, models, device_name(device), started, command))
+
+
+HEAD_ROWS = {"seqTransf": "CLIP4Clip seqTransf", TDB: "CLIP2Video TDB", TDB_TAB: "CLIP2Video TDB+TAB"}
+
+
+def head_specs(clip4clip: str | Path, rerank: tuple[int, ...]) -> list[ModelSpec]:
+    """A row per temporal head the checkpoint holds (:data:`HEAD_ROWS` order; its own head's rows also
+    binarised + rerank R), all from the same frame features."""
+    folder = Path(clip4clip)
+    own = Clip4ClipSettings.load(folder).pooling
+    held = [p for p in HEAD_ROWS if p == own or (folder / HEAD_FILES[p]).is_file()]
+    return [ModelSpec(HEAD_ROWS[p], str(folder), p, binary=tuple(rerank) if p == own else ()) for p in held]
 
 
 def evaluate_webvid(data_csv: str | Path, videos_dir: str | Path, models: list[ModelSpec] | None = None, *,

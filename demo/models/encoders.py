@@ -74,7 +74,7 @@ class Clip4ClipEncoder:
         self.pooling = settings.pooling
         self.sample_fps, self.max_frames = settings.sample_fps, settings.max_frames
         self.max_words = min(settings.max_words, int(model.text.config.max_position_embeddings))
-        self.dim, self.image_size = model.dim, model.image_size
+        self.dim, self.image_size = model.embedding_dim(), model.image_size  # tdb+tab: 2x the towers'
         self.query_threads: int | None = 1
 
     @classmethod
@@ -114,15 +114,16 @@ class Clip4ClipEncoder:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """list of N strings -> (N, D) float32, unit length."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64, pooling: str | None = None) -> np.ndarray:
+        """list of N strings -> (N, D) float32, unit length, as the head of ``pooling`` (default: the
+        encoder's) compares them."""
+        out = np.zeros((len(texts), self.model.embedding_dim(pooling)), dtype=np.float32)
         small = self.device == "cpu" and len(texts) <= self.SMALL_QUERY
         with torch_threads(self.query_threads if small else None):
             for start in range(0, len(texts), batch_size):
                 batch = {k: v.to(self.device) for k, v in self.tokenize(texts[start:start + batch_size]).items()}
                 with self._autocast():
-                    emb = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
+                    emb = self.model.encode_text(batch["input_ids"], batch["attention_mask"], pooling)
                 out[start:start + len(emb)] = emb.float().cpu().numpy()
         return out
 

@@ -8,6 +8,8 @@ L2-normalised video embedding (B, D):
 * ``seqTransf``: add learned frame-position embeddings, run a small transformer
   over the frames, add the input back (residual), then ``meanP``. The position
   embeddings let it tell "moving left" from "moving right".
+* ``tdb`` and ``tdb+tab``: CLIP2Video's temporal blocks (:mod:`demo.models.clip2video`);
+  ``tdb+tab`` embeds both sides 2D wide.
 
 The head's settings live in ``clip4clip.json`` and its weights in
 ``temporal_head.safetensors``, next to the Hugging Face CLIP files, so one
@@ -23,9 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from demo.models.clip2video import TDB, TDB_TAB, AlignmentHead, DifferenceHead
+
 SETTINGS_FILE = "clip4clip.json"
-HEAD_FILE = "temporal_head.safetensors"
-POOLINGS = ("meanP", "seqTransf")
+HEAD_FILE = "temporal_head.safetensors"  # the head of the checkpoint's own pooling
+POOLINGS = ("meanP", "seqTransf", TDB, TDB_TAB)
+# Other heads trained on the same towers (Clip4Clip.heads), one file each.
+HEAD_FILES = {p: f"temporal_head-{p}.safetensors" for p in POOLINGS[1:]}
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Clip4ClipSettings:
     max_words: int = 77  # text tokens incl. start/end; CLIP4Clip trains with 32
     head_layers: int = 4  # seqTransf transformer depth (CLIP4Clip uses 4)
     head_heads: int = 8  # attention heads; must divide the embedding size
+    tab_centres: int = 5  # tdb+tab: shared centres video and text tokens are aligned to (CLIP2Video: 5)
+    tab_weight: float = 0.5  # tdb+tab: weight of the global cosine; 1 - it goes to the aligned one
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -118,13 +126,21 @@ class SeqTransfHead(nn.Module):
         return masked_mean(hidden + frames, mask)
 
 
-def build_head(settings: Clip4ClipSettings, dim: int) -> SeqTransfHead | None:
-    """The head a checkpoint's settings call for; ``None`` for meanP."""
-    if settings.pooling == "meanP":
+def build_head(settings: Clip4ClipSettings, dim: int, pooling: str | None = None) -> nn.Module | None:
+    """The head for ``pooling`` (default: the settings' own) with the settings' sizes; ``None`` for meanP."""
+    pooling = pooling or settings.pooling
+    shape = (dim, settings.max_frames, settings.head_layers, settings.head_heads)
+    if pooling == TDB:
+        return DifferenceHead(*shape)
+    if pooling == TDB_TAB:
+        return AlignmentHead(*shape, settings.tab_centres, settings.tab_weight)
+    if pooling == "seqTransf":
+        return SeqTransfHead(*shape)
+    if pooling == "meanP":
         return None
-    return SeqTransfHead(dim, settings.max_frames, settings.head_layers, settings.head_heads)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def pool(head: SeqTransfHead | None, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pool(head: nn.Module | None, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Apply ``head`` (or meanP when it is ``None``) to (B, T, D) frame embeddings."""
     return masked_mean(frames, mask) if head is None else head(frames, mask)
