@@ -33,12 +33,14 @@ import numpy as np
 from demo.errors import InputError
 from demo.evaluate.corpus import DEFAULT_WORLD, Corpus, webvid_corpus, world_corpus
 from demo.evaluate.encode import ProgressFn, encode_corpus
+from demo.evaluate.queries import event_captions, event_recognition, is_lone
 from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
 from demo.index.binary import binarize, l2_normalize
 from demo.metrics import chunked_ranks, chunked_v2t_ranks
 from demo.models.clip2video import TDB, TDB_TAB
 from demo.models.temporal import HEAD_FILES, POOLINGS, Clip4ClipSettings
 from demo.presets import PRECOMPUTED, shown_path
+from demo.world import EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +188,11 @@ def _subset_rows(name: str, t2v: np.ndarray, corpus: Corpus, canon: np.ndarray |
 def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, cache: str | Path | None,
                 batch_size: int, workers: int, progress: ProgressFn | None) -> tuple[list[EvalRow], Corpus,
                                                                                      list[dict[str, Any]]]:
-    """Encode the corpus with each distinct model once, drop videos any model failed on, score."""
+    """Encode the corpus with each distinct model once, drop videos any model failed on, score; in the
+    world's test split each pooling's t2v row also says how well it recognises events (:func:`_events_note`)."""
     report = progress or (lambda fraction, message: None)
     texts, _, _ = corpus.caption_table()
+    probes = list(dict.fromkeys(c for a in corpus.attributes or [] if is_lone(a) for c in event_captions(a)))
     groups: dict[str, list[ModelSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.model, []).append(spec)
@@ -197,7 +201,7 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
         def stage(fraction: float, message: str, g: int = g) -> None:
             report(0.9 * (g + fraction) / len(groups), message)
 
-        encoded[model] = encode_corpus(model, sorted({s.pooling for s in members}), corpus.paths, texts,
+        encoded[model] = encode_corpus(model, sorted({s.pooling for s in members}), corpus.paths, texts + probes,
                                        device=device, cache=cache, batch_size=batch_size, workers=workers,
                                        progress=stage)
     failed = {i: r for e in encoded.values() for i, r in e.failed.items()}
@@ -213,13 +217,28 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
     for spec in specs:
         report(0.9 + 0.1 * len(info) / len(specs), f"scoring {spec.name}")
         enc = encoded[spec.model]
-        rows += model_rows(spec, enc.texts_for(spec.pooling)[text_rows], enc.videos[spec.pooling][keep], kept)
+        own = model_rows(spec, enc.texts_for(spec.pooling)[:len(texts)][text_rows], enc.videos[spec.pooling][keep],
+                         kept)
+        if probes:
+            lookup = dict(zip(probes, enc.texts_for(spec.pooling)[len(texts):], strict=True))
+            own[0] = replace(own[0], notes=_events_note(lookup, enc.videos[spec.pooling][keep], kept))
+        rows += own
         fp = enc.fingerprint
         info.append({"row": spec.name, "model": shown_path(spec.model), "weights": fp.model, "pooling": spec.pooling,
                      "frames": fp.frames, "sample_fps": fp.sample_fps, "image_size": fp.image_size,
                      "dim": fp.dim, "clips_encoded_now": enc.encoded})
     report(1.0, "done")
     return rows, kept, info
+
+
+def _events_note(lookup: dict[str, np.ndarray], videos: np.ndarray, corpus: Corpus) -> str:
+    """How often each lone-object clip scores "a {size} {colour} {shape} {event}" highest for its own event
+    among the 12 (:func:`demo.evaluate.queries.event_recognition`, caption embeddings from ``lookup``)."""
+    lone = [(v, a) for v, a in zip(videos, corpus.attributes or [], strict=True) if is_lone(a)]
+    result = event_recognition(lambda captions: np.stack([lookup[c] for c in captions]), lone, EVENTS)
+    worst = sorted(result["events"].items(), key=lambda item: item[1]["accuracy"])[:3]
+    return (f"the right event first for {result['accuracy']:.1f}% of {result['clips']} lone-object clips (12 events; "
+            "worst " + ", ".join(f"{e} {r['accuracy']:.0f}%" for e, r in worst) + ")")
 
 
 def _info(corpus: Corpus, models: list[dict[str, Any]], device: str, started: float,
