@@ -226,7 +226,7 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
         fp = enc.fingerprint
         info.append({"row": spec.name, "model": shown_path(spec.model), "weights": fp.model, "pooling": spec.pooling,
                      "frames": fp.frames, "sample_fps": fp.sample_fps, "image_size": fp.image_size,
-                     "dim": fp.dim, "clips_encoded_now": enc.encoded})
+                     "dim": int(enc.videos[spec.pooling].shape[1]), "clips_encoded_now": enc.encoded})
     report(1.0, "done")
     return rows, kept, info
 

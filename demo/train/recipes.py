@@ -93,7 +93,7 @@ class EmbeddedRecipe:
     shape_loss: float = 1.0
     # Stages 2-3: the temporal heads trained on one backbone (CLIP4Clip's seqTransf and CLIP2Video's tdb and
     # tdb+tab, compared on the same frame features by the evaluation); the first is the shipped pooling.
-    heads: str = "seqTransf,tdb,tdb+tab"
+    heads: str = "tdb+tab,seqTransf,tdb"
     # Stages 2-3: weight of the event centres (TrainConfig.event_loss): captions and clips told which events
     # they show, through one learned centre per event shared by both towers (docs/experiments.md, issue 23).
     event_loss: float = 1.0
