@@ -4,9 +4,10 @@
 
 Prints the numbers behind BENCHMARKS.md's "Training runs compared":
 
-1. the cosine between captions of opposite events ("a red circle moving left" / "... right");
+1. the cosine between captions of opposite events ("a red circle moving left" / "... right"), and for
+   each of the 12 events the caption of another event nearest to it (``--captions-only``: this alone);
 2. per event, how often the model scores a test clip's canonical caption higher on the clip
-   than on its time-reversed twin, with meanP and with the checkpoint's seqTransf head;
+   than on its time-reversed twin, with meanP and with each temporal head of the checkpoint;
 3. a linear probe on frame embeddings: R^2 of ridge regression from one frame's embedding to
    the object's x, y, radius and opacity in that frame (3 rendered frames of each of the first
    300 single-object test clips, 70/30 split);
@@ -36,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
 from demo.models.encoders import Clip4ClipEncoder  # noqa: E402
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
-from demo.world import SHAPES, WorldConfig, clip_specs, object_state, render  # noqa: E402
+from demo.world import EVENTS, SHAPES, WorldConfig, clip_specs, object_state, render  # noqa: E402
 
 OPPOSITES = [("moving left", "moving right"), ("moving up", "moving down"), ("growing", "shrinking"),
              ("appearing", "disappearing"), ("turning clockwise", "turning anticlockwise")]
@@ -50,6 +51,11 @@ def caption_cosines(model: str) -> None:
     for a, b in pairs:
         e = enc.encode_texts([a, b])
         print(f"cosine({a!r}, {b!r}) = {float(e[0] @ e[1]):.4f}")
+    # The plain caption embeddings (a tdb+tab checkpoint's own are wider, half of them the plain ones).
+    e = enc.encode_texts([f"a red circle {event}" for event in EVENTS], pooling="meanP")
+    cos = e @ e.T - 2 * np.eye(len(EVENTS))
+    nearest = ", ".join(f"{a} ~ {EVENTS[int(cos[i].argmax())]} {cos[i].max():.3f}" for i, a in enumerate(EVENTS))
+    print(f"nearest other event caption ('a red circle ...'): {nearest}")
 
 
 def twin_ordering(model: str, world: Path) -> None:
@@ -60,7 +66,7 @@ def twin_ordering(model: str, world: Path) -> None:
             pairs[r["attributes"]["pair"]].append(i)
     idx = [i for members in pairs.values() if len(members) == 2 for i in members]  # twins adjacent
     event = [rows[i]["attributes"]["relation"] or rows[i]["attributes"]["objects"][0]["event"] for i in idx]
-    for pooling in ("meanP", "seqTransf"):
+    for pooling in ("meanP", *sorted(Clip4ClipEncoder.from_pretrained(model).model.heads)):
         enc = Clip4ClipEncoder.from_pretrained(model, pooling=pooling)
         videos = enc.encode_videos([world / rows[i]["path"] for i in idx])
         scores = enc.encode_texts([rows[i]["captions"][0] for i in idx]) @ videos.T
@@ -168,7 +174,11 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--world", default="work/embedded/world", type=Path)
     parser.add_argument("--probe-only", action="store_true", help="only the frame probes (parts 3-5)")
+    parser.add_argument("--captions-only", action="store_true", help="only the caption cosines (part 1)")
     args = parser.parse_args()
+    if args.captions_only:
+        caption_cosines(args.model)
+        return
     if not args.probe_only:
         caption_cosines(args.model)
         twin_ordering(args.model, args.world)

@@ -52,6 +52,12 @@ def tiny_clip4clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_tiny_clip4clip() -> Any:
+    """:func:`save_tiny_clip4clip` itself, for tests that need other poolings (tdb, tdb+tab)."""
+    return save_tiny_clip4clip
+
+
+@pytest.fixture(scope="session")
 def tiny_clip4clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second, different model (for 'index built with another model' checks)."""
     return save_tiny_clip4clip(tmp_path_factory.mktemp("models") / "other-c4c", pooling="meanP", seed=1)

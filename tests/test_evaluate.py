@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,6 +240,24 @@ def test_embedded_suite_on_a_tiny_stand_in(tmp_path: Path, tiny_clip4clip: Path,
     md = result.to_markdown()
     assert "Direction-sensitive subset" in md and "different data" in md
     assert all(r.published is None for r in result.rows)  # no WebVid counterparts on the world
+    # every pooling's t2v row says how often it names the event of the lone-object clips
+    assert "lone-object clips (12 events" in result.row("CLIP4Clip seqTransf", "t2v").notes
+
+
+def test_embedded_suite_scores_every_head_of_a_checkpoint(tmp_path: Path, make_tiny_clip4clip: Any) -> None:
+    from demo.models.clip4clip import Clip4Clip
+    from demo.models.temporal import build_head
+    from demo.models.tokenizer import build_clip_tokenizer_files
+
+    model = Clip4Clip.from_pretrained(make_tiny_clip4clip(tmp_path / "c", pooling="tdb+tab"))
+    for name in ("seqTransf", "tdb"):
+        model.heads[name] = build_head(model.settings, model.dim, name)
+    build_clip_tokenizer_files(model.save_pretrained(tmp_path / "all"))
+    result = evaluate_embedded(tmp_path / "world", None, tmp_path / "all", limit=12, rerank=(5,), device="cpu",
+                               batch_size=6, workers=1)
+    assert [r.name for r in result.table("t2v")] == ["CLIP4Clip meanP", "CLIP4Clip seqTransf", "CLIP2Video TDB",
+                                                      "CLIP2Video TDB+TAB", "CLIP2Video TDB+TAB, binarised + rerank5"]
+    assert {m["row"]: m["dim"] for m in result.info["models"]}["CLIP2Video TDB+TAB"] == 2 * model.dim
 
 
 def test_embedded_cli_writes_benchmarks(tmp_path: Path, tiny_clip4clip: Path) -> None:

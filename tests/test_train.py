@@ -14,6 +14,7 @@ from demo.train import objectives
 from demo.train.batches import hard_negatives
 from demo.train.config import TrainConfig
 from demo.train.data import FrameCaches, epoch_order, read_samples
+from demo.train.events import CLASSES, event_target
 from demo.train.loop import Trainer, lr_factor, train
 from demo.train.losses import caption_video_infonce
 from demo.world import ClipAttributes, WorldObject
@@ -170,9 +171,10 @@ def test_video_stage_with_hard_negative_captions(tiny_world, tiny_config, tmp_pa
                              head_layers=1, epochs=3, hard_negatives=1.0, frame_loss=0.5)
     samples = trainer.train_data.samples
     negatives = hard_negatives(samples, np.arange(6), 1.0, np.random.default_rng(0))
-    assert [i for i, _ in negatives] == list(range(6))
-    for i, caption in negatives:
+    assert [i for i, _, _ in negatives] == list(range(6))
+    for i, caption, named in negatives:
         assert caption not in samples[i].captions
+        assert named.sum() == pytest.approx(1.0) and not np.allclose(named, event_target(samples[i].attributes))
     batch = trainer.batch(np.arange(6))
     assert [i for i, _ in batch.negatives] == list(range(6))
     assert torch.isfinite(trainer.loss(np.arange(6)))
@@ -453,3 +455,55 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
     assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()
     assert (shipped["index-world"] / "manifest.json").is_file()
+
+
+def test_every_head_trains_on_one_backbone_with_the_event_centres(tiny_world, tiny_config, tmp_path, decoded):
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="video",
+                             pooling="meanP,tdb+tab,seqTransf,tdb", head_layers=1, hard_negatives=1.0,
+                             reversed_videos=1.0, event_loss=1.0, epochs=2)
+    model = trainer.model
+    assert model.settings.pooling == "tdb+tab" and sorted(model.heads) == ["seqTransf", "tdb", "tdb+tab"]
+    batch = trainer.batch(np.arange(6))
+    assert batch.negative_events is not None and batch.negative_events.shape == (6, len(CLASSES))
+    emb = trainer.embed(batch)
+    assert set(emb.videos) == {"meanP", "seqTransf", "tdb", "tdb+tab"} and set(emb.backwards) == set(model.heads)
+    assert emb.videos["tdb+tab"].shape[1] == emb.head_text["tdb+tab"].shape[1] == 2 * model.dim
+    named = trainer.losses(batch)
+    assert set(named) == {"contrastive", "events"} and float(named["events"].detach()) > 0
+    # the event term reaches both towers, the heads and the centres
+    named["events"].backward()
+    assert trainer.events is not None and trainer.events.centres.grad is not None
+    for part in (model.text, model.vision, model.heads["tdb"]):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    trainer.optimizer.zero_grad()
+    best = trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    val = log[-1]["val"]
+    assert {"meanP/t2v", "seqTransf/order", "tdb/order", "tdb+tab/t2v"} <= set(val)
+    assert set(val["events/accuracy"]) == {"text", "seqTransf", "tdb", "tdb+tab"}
+    encoder = Clip4ClipEncoder.from_pretrained(best)
+    assert encoder.pooling == "tdb+tab" and encoder.dim == 2 * model.dim
+    assert sorted(Clip4ClipEncoder.from_pretrained(best, pooling="tdb").model.heads) == ["seqTransf", "tdb", "tdb+tab"]
+    # a later stage can go on with one of them
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"), workers=1,
+                         out=str(tmp_path / "2"), init=str(best), pooling="tdb", head_layers=1, batch_size=6)
+    again = Trainer(config, progress=False, frames=decoded).model
+    assert list(again.heads) == ["tdb"]
+    saved = Clip4ClipEncoder.from_pretrained(best, pooling="tdb").model.heads["tdb"].frame_position.weight
+    assert torch.equal(again.heads["tdb"].frame_position.weight.detach(), saved.detach())
+
+
+def test_a_new_clip2video_head_starts_from_the_seqtransf_head(tiny_world, tiny_clip4clip, tmp_path, decoded):
+    config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"), workers=1,
+                         out=str(tmp_path / "o"), init=str(tiny_clip4clip), pooling="tdb", head_layers=1)
+    model = Trainer(config, progress=False, frames=decoded).model
+    seq = Clip4ClipEncoder.from_pretrained(tiny_clip4clip).model.head
+    assert seq is not None and list(model.heads) == ["tdb"]
+    assert torch.equal(model.heads["tdb"].frame_position.weight.detach(), seq.frame_position.weight.detach())
+
+
+def test_pooling_lists_are_checked(tiny_config, tmp_path):
+    with pytest.raises(InputError, match="pooling"):
+        TrainConfig(train="x", out=str(tmp_path), model_config=str(tiny_config), pooling="meanP,maxP")
+    assert TrainConfig(train="x", out="o", model_config="m", pooling="both").heads == ["seqTransf"]
+    assert TrainConfig(train="x", out="o", model_config="m", pooling="meanP, tdb").poolings == ["meanP", "tdb"]

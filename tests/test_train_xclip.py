@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -104,6 +105,19 @@ def test_init_copies_every_shared_tensor(c4c: Path) -> None:
     assert {k for k in state if k.startswith("mit.")} <= copied
     assert all(k.startswith(("prompts_", "vision_model.encoder.layers")) for k in random)
     assert any("message_attn" in k for k in random) and any("prompts_generator" in k for k in random)
+
+
+@pytest.mark.parametrize("own", ["tdb", "tdb+tab"])
+def test_a_clip2video_checkpoint_seeds_the_mit_with_its_frame_transformer(own: str, tmp_path: Path,
+                                                                          make_tiny_clip4clip: Any) -> None:
+    folder = make_tiny_clip4clip(tmp_path / own, pooling=own)
+    model, report = build_xclip(folder, num_frames=4)
+    head = load_file(str(folder / "temporal_head.safetensors"))
+    assert {report.sources[k] for k in report.copied if k.startswith("mit.")} <= {
+        k for k in head if k.startswith("transformer.") or k == "frame_position.weight"}
+    state = model.state_dict()
+    q = state["mit.encoder.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(q, head["transformer.layers.0.self_attn.in_proj_weight"].chunk(3)[0])
 
 
 def test_folded_embeddings_see_imagenet_input_as_clip_saw_clip_input(c4c: Path) -> None:

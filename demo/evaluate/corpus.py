@@ -33,6 +33,7 @@ class Corpus:
     subsets: dict[str, np.ndarray] = field(default_factory=dict)  # task -> video rows
     twins: np.ndarray | None = None  # (V,) row of the time-reversed twin, -1 for none
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (video, reason)
+    attributes: list[dict[str, Any]] | None = None  # world clips: each video's attributes (JSON form)
 
     def caption_table(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """All captions (C,), their video rows (C,), and each video's canonical caption (V,)."""
@@ -50,6 +51,7 @@ class Corpus:
                        captions=[self.captions[i] for i in rows],
                        subsets={k: new[v][new[v] >= 0] for k, v in self.subsets.items()},
                        twins=None if twins is None else twins[rows],
+                       attributes=None if self.attributes is None else [self.attributes[i] for i in rows],
                        skipped=self.skipped + [(self.ids[i], r) for i, r in sorted(reasons.items())])
 
 
@@ -80,7 +82,7 @@ def world_corpus(world_dir: str | Path = DEFAULT_WORLD, limit: int | None = None
                   [list(r["captions"]) for r in rows],
                   subsets={"t2v-pairs": np.flatnonzero(twins >= 0),
                            "t2v-heldout": np.array(heldout, np.int64)},
-                  twins=twins)
+                  twins=twins, attributes=[r["attributes"] for r in rows])
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from demo.errors import DemoError
 from demo.files import atomic_write, atomic_write_json
 from demo.models.encoders import Clip4ClipEncoder
-from demo.models.temporal import masked_mean
+from demo.models.temporal import pool
 from demo.video.preprocess import stack_clips
 
 if TYPE_CHECKING:
@@ -92,26 +92,33 @@ class EmbeddingCache:
         if file is not None:
             _save_atomic(file, np.asarray(features, dtype=np.float32))
 
-    def _texts_file(self, texts: Sequence[str]) -> Path:
-        return self.folder / f"texts-{_sha1(chr(0).join(texts))[:20]}.npy"
+    def _texts_file(self, texts: Sequence[str], side: str) -> Path:
+        prefix = "texts" if side == "meanP" else f"texts-{side}"
+        return self.folder / f"{prefix}-{_sha1(chr(0).join(texts))[:20]}.npy"
 
-    def get_texts(self, texts: Sequence[str]) -> np.ndarray | None:
-        file = self._texts_file(texts)
+    def get_texts(self, texts: Sequence[str], side: str = "meanP") -> np.ndarray | None:
+        """Cached caption embeddings; ``side``: the pooling whose head has its own text side (tdb+tab)."""
+        file = self._texts_file(texts, side)
         return np.load(file) if file.is_file() else None
 
-    def put_texts(self, texts: Sequence[str], embeddings: np.ndarray) -> None:
-        _save_atomic(self._texts_file(texts), np.asarray(embeddings, dtype=np.float32))
+    def put_texts(self, texts: Sequence[str], embeddings: np.ndarray, side: str = "meanP") -> None:
+        _save_atomic(self._texts_file(texts, side), np.asarray(embeddings, dtype=np.float32))
 
 
 @dataclass(frozen=True)
 class Encoded:
     """One model's embeddings of a corpus of N videos and C captions."""
 
-    videos: dict[str, np.ndarray]  # pooling -> (N, D) float32, unit rows; failed videos are zeros
-    texts: np.ndarray  # (C, D) float32, unit rows
+    videos: dict[str, np.ndarray]  # pooling -> (N, E) float32, unit rows; failed videos are zeros
+    texts: np.ndarray  # (C, D) float32, unit rows: the caption embeddings every head but tdb+tab compares
     failed: dict[int, str]  # video row -> why it was skipped
     fingerprint: ModelFingerprint
     encoded: int  # clips run through the vision tower in this call (0: all from the cache)
+    aligned: dict[str, np.ndarray] = field(default_factory=dict)  # pooling -> (C, E): heads with a text side
+
+    def texts_for(self, pooling: str) -> np.ndarray:
+        """(C, E) caption embeddings as ``pooling``'s head compares them."""
+        return self.aligned.get(pooling, self.texts)
 
 
 def _autocast(device: str) -> AbstractContextManager[Any]:
@@ -146,8 +153,8 @@ def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], tex
                   workers: int = 2, progress: ProgressFn | None = None) -> Encoded:
     """Embed ``paths`` (N videos) with every pooling in ``poolings`` and ``texts`` (C captions).
 
-    The checkpoint is loaded once (with its seqTransf head when asked for); frame features
-    come from the cache where present, else from decoding + the vision tower in batches.
+    The checkpoint is loaded once, with every head it holds; frame features come from the cache
+    where present, else from decoding + the vision tower in batches.
     """
     report = progress or (lambda fraction, message: None)
     head_pooling = next((p for p in poolings if p != "meanP"), "meanP")  # one head per checkpoint
@@ -167,14 +174,22 @@ def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], tex
     ok = [i for i in range(len(paths)) if i not in failed]
     videos = _pool(encoder, poolings, [features[i] for i in ok], ok, len(paths))
     report(0.92, f"encoding {len(texts)} captions with {Path(model).name}")
-    text_emb = store.get_texts(texts) if store is not None else None
-    if text_emb is None:
-        text_emb = encoder.encode_texts(list(texts))
-        if store is not None:
-            store.put_texts(texts, text_emb)
+    sides = ["meanP", *(p for p in poolings if encoder.model.embedding_dim(p) != encoder.model.dim)]
+    by_side = {side: _encode_texts(encoder, texts, side, store) for side in sides}
     report(1.0, f"{Path(model).name} done")
-    return Encoded(videos, text_emb, failed, encoder.fingerprint, encoded=len(todo) - sum(
-        1 for i in todo if i in failed))
+    return Encoded(videos, by_side.pop("meanP"), failed, encoder.fingerprint, encoded=len(todo) - sum(
+        1 for i in todo if i in failed), aligned=by_side)
+
+
+def _encode_texts(encoder: Clip4ClipEncoder, texts: Sequence[str], side: str,
+                  store: EmbeddingCache | None) -> np.ndarray:
+    """(C, E) caption embeddings as the head of pooling ``side`` compares them (meanP: the plain ones)."""
+    text_emb = store.get_texts(texts, side) if store is not None else None
+    if text_emb is None:
+        text_emb = encoder.encode_texts(list(texts), pooling=side)
+        if store is not None:
+            store.put_texts(texts, text_emb, side)
+    return text_emb
 
 
 def _encode_frames(encoder: Clip4ClipEncoder, paths: Sequence[str], todo: list[int],
@@ -217,11 +232,12 @@ def _pool(encoder: Clip4ClipEncoder, poolings: Sequence[str], features: list[np.
     the other rows stay zero), 256 clips at a time."""
     import torch
 
-    videos = {p: np.zeros((n, encoder.dim), np.float32) for p in poolings}
+    model = encoder.model
+    videos = {p: np.zeros((n, model.embedding_dim(p)), np.float32) for p in poolings}
     for s in range(0, len(rows), 256):
         chunk = features[s:s + 256]
         t = max([encoder.max_frames, *(len(f) for f in chunk if f is not None)])
-        x = torch.zeros(len(chunk), t, encoder.dim)
+        x = torch.zeros(len(chunk), t, model.dim)
         mask = torch.zeros(len(chunk), t, dtype=torch.bool)
         for j, f in enumerate(chunk):
             assert f is not None
@@ -230,7 +246,5 @@ def _pool(encoder: Clip4ClipEncoder, poolings: Sequence[str], features: list[np.
         x, mask = x.to(encoder.device), mask.to(encoder.device)
         with torch.inference_mode():
             for p in poolings:
-                head = encoder.model.head if p != "meanP" else None
-                pooled = masked_mean(x, mask) if head is None else head(x, mask)
-                videos[p][rows[s:s + 256]] = pooled.float().cpu().numpy()
+                videos[p][rows[s:s + 256]] = pool(model.head_for(p), x, mask).float().cpu().numpy()
     return videos

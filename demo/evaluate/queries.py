@@ -143,6 +143,17 @@ def shape_blind_rate(queries: Sequence[FreeQuery], corpus: Sequence[dict[str, An
     return 100 * total / max(1, len(queries))
 
 
+def is_lone(attributes: dict[str, Any]) -> bool:
+    """A clip of one object and no relation: what :func:`event_recognition` is asked about."""
+    return len(attributes.get("objects", ())) == 1 and not attributes.get("relation")
+
+
+def event_captions(attributes: dict[str, Any], events: Sequence[str] = EVENTS) -> list[str]:
+    """"a {size} {colour} {shape} {event}" of a lone clip's object, for each of ``events``."""
+    obj = attributes["objects"][0]
+    return [f"{_article(obj['size'])} {obj['size']} {obj['colour']} {obj['shape']} {e}" for e in events]
+
+
 def event_recognition(encode_texts: Any, videos: Sequence[tuple[np.ndarray, dict[str, Any]]],
                       events: Sequence[str]) -> dict[str, Any]:
     """How well the model tells events apart: each lone-object clip (its embedding and attributes)
@@ -152,8 +163,7 @@ def event_recognition(encode_texts: Any, videos: Sequence[tuple[np.ndarray, dict
     chosen: dict[str, Counter[str]] = {e: Counter() for e in events}
     for vec, attributes in videos:
         obj = attributes["objects"][0]
-        texts = [f"{_article(obj['size'])} {obj['size']} {obj['colour']} {obj['shape']} {e}" for e in events]
-        emb = np.asarray(encode_texts(texts), dtype=np.float32)
+        emb = np.asarray(encode_texts(event_captions(attributes, events)), dtype=np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         v = np.asarray(vec, dtype=np.float32)
         chosen[obj["event"]][events[int(np.argmax(emb @ (v / np.linalg.norm(v))))]] += 1
@@ -187,8 +197,7 @@ def evaluate_freeform(index_dir: str | Any, test_attributes: Sequence[dict[str, 
     result = hit_rate(queries, search, rows.__getitem__, k)
     control = hit_rate([q.in_caption_words() for q in queries], search, rows.__getitem__, k)
     lone = [(searcher.index.vector(str(r["id"])), r["attributes"]) for r in searcher.index.metadata
-            if r.get("split") == "test" and len((r.get("attributes") or {}).get("objects", ())) == 1
-            and not r["attributes"].get("relation")]
+            if r.get("split") == "test" and is_lone(r.get("attributes") or {})]
     return {**result, "index_size": len(rows), "shape_blind": shape_blind_rate(queries, list(rows.values()), k),
             "caption_words": {key: value for key, value in control.items() if key != "examples"},
             "events": event_recognition(searcher.encoder.encode_texts, lone, EVENTS)}

@@ -33,11 +33,14 @@ import numpy as np
 from demo.errors import InputError
 from demo.evaluate.corpus import DEFAULT_WORLD, Corpus, webvid_corpus, world_corpus
 from demo.evaluate.encode import ProgressFn, encode_corpus
+from demo.evaluate.queries import event_captions, event_recognition, is_lone
 from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
 from demo.index.binary import binarize, l2_normalize
 from demo.metrics import chunked_ranks, chunked_v2t_group_ranks, chunked_v2t_ranks
-from demo.models.temporal import POOLINGS, Clip4ClipSettings
+from demo.models.clip2video import TDB, TDB_TAB
+from demo.models.temporal import HEAD_FILES, POOLINGS, Clip4ClipSettings
 from demo.presets import PRECOMPUTED, shown_path
+from demo.world import EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +190,11 @@ def _subset_rows(name: str, t2v: np.ndarray, corpus: Corpus, canon: np.ndarray |
 def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, cache: str | Path | None,
                 batch_size: int, workers: int, progress: ProgressFn | None) -> tuple[list[EvalRow], Corpus,
                                                                                      list[dict[str, Any]]]:
-    """Encode the corpus with each distinct model once, drop videos any model failed on, score."""
+    """Encode the corpus with each distinct model once, drop videos any model failed on, score; in the
+    world's test split each pooling's t2v row also says how well it recognises events (:func:`_events_note`)."""
     report = progress or (lambda fraction, message: None)
     texts, _, _ = corpus.caption_table()
+    probes = list(dict.fromkeys(c for a in corpus.attributes or [] if is_lone(a) for c in event_captions(a)))
     groups: dict[str, list[ModelSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.model, []).append(spec)
@@ -198,7 +203,7 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
         def stage(fraction: float, message: str, g: int = g) -> None:
             report(0.9 * (g + fraction) / len(groups), message)
 
-        encoded[model] = encode_corpus(model, sorted({s.pooling for s in members}), corpus.paths, texts,
+        encoded[model] = encode_corpus(model, sorted({s.pooling for s in members}), corpus.paths, texts + probes,
                                        device=device, cache=cache, batch_size=batch_size, workers=workers,
                                        progress=stage)
     failed = {i: r for e in encoded.values() for i, r in e.failed.items()}
@@ -214,13 +219,28 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
     for spec in specs:
         report(0.9 + 0.1 * len(info) / len(specs), f"scoring {spec.name}")
         enc = encoded[spec.model]
-        rows += model_rows(spec, enc.texts[text_rows], enc.videos[spec.pooling][keep], kept)
+        own = model_rows(spec, enc.texts_for(spec.pooling)[:len(texts)][text_rows], enc.videos[spec.pooling][keep],
+                         kept)
+        if probes:
+            lookup = dict(zip(probes, enc.texts_for(spec.pooling)[len(texts):], strict=True))
+            own[0] = replace(own[0], notes=_events_note(lookup, enc.videos[spec.pooling][keep], kept))
+        rows += own
         fp = enc.fingerprint
         info.append({"row": spec.name, "model": shown_path(spec.model), "weights": fp.model, "pooling": spec.pooling,
                      "frames": fp.frames, "sample_fps": fp.sample_fps, "image_size": fp.image_size,
-                     "dim": fp.dim, "clips_encoded_now": enc.encoded})
+                     "dim": int(enc.videos[spec.pooling].shape[1]), "clips_encoded_now": enc.encoded})
     report(1.0, "done")
     return rows, kept, info
+
+
+def _events_note(lookup: dict[str, np.ndarray], videos: np.ndarray, corpus: Corpus) -> str:
+    """How often each lone-object clip scores "a {size} {colour} {shape} {event}" highest for its own event
+    among the 12 (:func:`demo.evaluate.queries.event_recognition`, caption embeddings from ``lookup``)."""
+    lone = [(v, a) for v, a in zip(videos, corpus.attributes or [], strict=True) if is_lone(a)]
+    result = event_recognition(lambda captions: np.stack([lookup[c] for c in captions]), lone, EVENTS)
+    worst = sorted(result["events"].items(), key=lambda item: item[1]["accuracy"])[:3]
+    return (f"the right event first for {result['accuracy']:.1f}% of {result['clips']} lone-object clips (12 events; "
+            "worst " + ", ".join(f"{e} {r['accuracy']:.0f}%" for e, r in worst) + ")")
 
 
 def _info(corpus: Corpus, models: list[dict[str, Any]], device: str, started: float,
@@ -237,9 +257,9 @@ def evaluate_embedded(world_dir: str | Path = DEFAULT_WORLD, zero_shot: str | Pa
                       progress: ProgressFn | None = None, command: str | None = None) -> EvalResult:
     """The embedded suite: the world's test split (first ``limit`` clips) with the shipped models.
 
-    ``zero_shot`` (None: no row) is pooled with meanP; ``clip4clip`` is scored with meanP
-    and with its own seqTransf head from the same frame features, and binarised + rerank
-    R for each R in ``rerank`` on the seqTransf embeddings.
+    ``zero_shot`` (None: no row) is pooled with meanP; ``clip4clip`` is scored with meanP and
+    with every temporal head it holds (:func:`head_specs`) from the same frame features, and
+    binarised + rerank R for each R in ``rerank`` on its own head's embeddings.
     """
     started = time.time()
     for m in (zero_shot, clip4clip):
@@ -250,11 +270,22 @@ def evaluate_embedded(world_dir: str | Path = DEFAULT_WORLD, zero_shot: str | Pa
         progress(0.0, "reading the test split (rendering any missing clips)")
     corpus = world_corpus(world_dir, limit, workers)
     specs = [ModelSpec("zero-shot (image-pretrained CLIP, meanP)", str(zero_shot))] if zero_shot else []
-    specs += [ModelSpec("CLIP4Clip meanP", str(clip4clip)),
-              ModelSpec("CLIP4Clip seqTransf", str(clip4clip), "seqTransf", binary=tuple(rerank))]
+    specs += [ModelSpec("CLIP4Clip meanP", str(clip4clip)), *head_specs(clip4clip, rerank)]
     rows, kept, models = _run_models(corpus, specs, device=device, cache=cache, batch_size=batch_size,
                                      workers=workers, progress=progress)
     return EvalResult("embedded", rows, _info(kept, models, device_name(device), started, command))
+
+
+HEAD_ROWS = {"seqTransf": "CLIP4Clip seqTransf", TDB: "CLIP2Video TDB", TDB_TAB: "CLIP2Video TDB+TAB"}
+
+
+def head_specs(clip4clip: str | Path, rerank: tuple[int, ...]) -> list[ModelSpec]:
+    """A row per temporal head the checkpoint holds (:data:`HEAD_ROWS` order; its own head's rows also
+    binarised + rerank R), all from the same frame features."""
+    folder = Path(clip4clip)
+    own = Clip4ClipSettings.load(folder).pooling
+    held = [p for p in HEAD_ROWS if p == own or (folder / HEAD_FILES[p]).is_file()]
+    return [ModelSpec(HEAD_ROWS[p], str(folder), p, binary=tuple(rerank) if p == own else ()) for p in held]
 
 
 def evaluate_webvid(data_csv: str | Path, videos_dir: str | Path, models: list[ModelSpec] | None = None, *,

@@ -2,10 +2,11 @@
 
 The checkpoint format is an ordinary Hugging Face CLIP folder (``config.json``,
 ``model.safetensors``, tokenizer files), which is what the WebVid CLIP4Clip
-checkpoints on the hub are, plus ``clip4clip.json`` and, for seqTransf,
-``temporal_head.safetensors``. So ``CLIPTextModelWithProjection.from_pretrained``
-and ``CLIPVisionModelWithProjection.from_pretrained`` load every model this
-project uses or trains, from the hub or from disk. transformers is imported inside the
+checkpoints on the hub are, plus ``clip4clip.json`` and, for a temporal head,
+``temporal_head.safetensors`` (the checkpoint's own pooling) and ``temporal_head-<pooling>.safetensors``
+for any other head trained on the same towers (compared on one backbone by the evaluation).
+So ``CLIPTextModelWithProjection.from_pretrained`` and ``CLIPVisionModelWithProjection.from_pretrained``
+load every model this project uses or trains, from the hub or from disk. transformers is imported inside the
 functions that need it: it adds seconds to start-up, and much of the CLI never needs it.
 """
 
@@ -24,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from demo.errors import ModelLoadError
-from demo.models.temporal import HEAD_FILE, SETTINGS_FILE, Clip4ClipSettings, Head, build_head, pool
+from demo.models.clip2video import text_side
+from demo.models.temporal import HEAD_FILE, HEAD_FILES, SETTINGS_FILE, Clip4ClipSettings, build_head, pool
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +69,46 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
 
 
 class Clip4Clip(nn.Module):
-    """Text tower, vision tower, temporal head and the learned temperature."""
+    """Text tower, vision tower, temporal heads and the learned temperature.
 
-    def __init__(self, text: Any, vision: Any, settings: Clip4ClipSettings,
-                 head: Head | None = None, logit_scale: float = math.log(1 / 0.07)) -> None:
+    ``heads`` holds every trained head by pooling name; :attr:`head` is the one of
+    ``settings.pooling`` (``None`` for meanP), which :meth:`encode_video` and :meth:`encode_text`
+    use unless asked for another pooling.
+    """
+
+    def __init__(self, text: Any, vision: Any, settings: Clip4ClipSettings, head: nn.Module | None = None,
+                 logit_scale: float = math.log(1 / 0.07), heads: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.text = text  # CLIPTextModelWithProjection
         self.vision = vision  # CLIPVisionModelWithProjection
         self.settings = settings
-        self.head = head
+        self.heads = nn.ModuleDict(heads or {})
+        if head is not None:
+            self.heads[settings.pooling] = head
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
 
     @property
+    def head(self) -> nn.Module | None:
+        return self.head_for(None)
+
+    def head_for(self, pooling: str | None) -> nn.Module | None:
+        """The head of ``pooling`` (default: the checkpoint's own); ``None`` for meanP."""
+        pooling = pooling or self.settings.pooling
+        if pooling == "meanP":
+            return None
+        if pooling not in self.heads:
+            raise ValueError(f"this model has no {pooling} head (it has {sorted(self.heads) or 'none'})")
+        return self.heads[pooling]
+
+    @property
     def dim(self) -> int:
+        """The towers' projection size D: frame and caption embeddings before any head."""
         return int(self.text.config.projection_dim)
+
+    def embedding_dim(self, pooling: str | None = None) -> int:
+        """The width of the video and caption embeddings ``pooling`` compares (tdb+tab: 2D)."""
+        head = self.head_for(pooling)
+        return int(getattr(head, "out_dim", self.dim))
 
     @property
     def image_size(self) -> int:
@@ -132,7 +160,8 @@ class Clip4Clip(nn.Module):
 
         source = str(id_or_dir)
         try:
-            settings = checkpoint_settings(source).with_changes(pooling=pooling, **changes)
+            stored = checkpoint_settings(source)
+            settings = stored.with_changes(pooling=pooling, **changes)
         except ValueError as err:
             raise ModelLoadError(f"cannot use {source!r} that way: {err}") from err
         try:
@@ -141,16 +170,24 @@ class Clip4Clip(nn.Module):
                 vision = CLIPVisionModelWithProjection.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(err)}") from err
-        head = build_head(settings, int(text.config.projection_dim or 0))
-        if head is not None:
-            head_path = checkpoint_file(source, HEAD_FILE)
-            if head_path is None:
-                raise ModelLoadError(f"{source!r} has no {HEAD_FILE}: it cannot run {settings.pooling} pooling")
-            head.load_state_dict(load_file(str(head_path)))
-            head.to(dtype)
         weights = checkpoint_file(source, "model.safetensors")
         scale = read_logit_scale(weights.parent) if weights is not None else math.log(1 / 0.07)
-        model = cls(text, vision, settings, head, logit_scale=scale)
+        model = cls(text, vision, settings, None, logit_scale=scale)
+        # The head file of the checkpoint's own pooling, then the other heads trained on the same
+        # towers (a hub repo is only asked for the one it is used with).
+        names = sorted(HEAD_FILES) if Path(source).is_dir() else [settings.pooling]
+        for name in [stored.pooling, *names]:
+            if name == "meanP" or name in model.heads:
+                continue
+            path = checkpoint_file(source, HEAD_FILE if name == stored.pooling else HEAD_FILES[name])
+            if path is not None:
+                head = build_head(settings, model.dim, name)
+                assert head is not None
+                head.load_state_dict(load_file(str(path)))
+                model.heads[name] = head.to(dtype)
+        if settings.pooling != "meanP" and settings.pooling not in model.heads:
+            raise ModelLoadError(f"{source!r} has no {HEAD_FILES.get(settings.pooling, HEAD_FILE)}: it cannot "
+                                 f"run {settings.pooling} pooling")
         return model.eval()
 
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -173,16 +210,24 @@ class Clip4Clip(nn.Module):
         with quiet_transformers():
             clip.save_pretrained(out, state_dict=state)
         self.settings.save(out)
-        if self.head is not None:
-            state = {k: v.detach().to(dtype or v.dtype).contiguous()
-                     for k, v in self.head.state_dict().items()}
-            save_file(state, str(out / HEAD_FILE))
+        for name, head in self.heads.items():
+            state = {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in head.state_dict().items()}
+            save_file(state, str(out / (HEAD_FILE if name == self.settings.pooling else HEAD_FILES[name])))
         return out
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, L) token ids -> (B, D) unit-length text embeddings."""
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    pooling: str | None = None) -> torch.Tensor:
+        """(B, L) token ids -> (B, E) unit-length text embeddings, as the head of ``pooling`` (default:
+        the model's own) compares them: E = :meth:`embedding_dim`."""
+        return self.text_embeddings(input_ids, attention_mask, [pooling or self.settings.pooling])[0]
+
+    def text_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        poolings: list[str]) -> list[torch.Tensor]:
+        """One text-tower pass, the captions' unit embeddings for each of ``poolings`` (see :meth:`encode_text`)."""
         out = self.text(input_ids=input_ids, attention_mask=attention_mask)
-        return nn.functional.normalize(out.text_embeds, dim=-1)
+        pooled = nn.functional.normalize(out.text_embeds, dim=-1)
+        return [text_side(self.head_for(p), pooled, out.last_hidden_state, self.text.text_projection,
+                          attention_mask) for p in poolings]
 
     def frame_embeddings(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) frames -> (B, T, D) projected embeddings; padded frames stay zero.
@@ -195,9 +240,10 @@ class Clip4Clip(nn.Module):
         out[mask] = real
         return out
 
-    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, S, S) frames and (B, T) bool mask -> (B, D) unit-length video embeddings."""
-        return pool(self.head, self.frame_embeddings(frames, mask), mask)
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
+        """(B, T, 3, S, S) frames and (B, T) bool mask -> (B, E) unit-length video embeddings of ``pooling``
+        (default: the model's own)."""
+        return pool(self.head_for(pooling), self.frame_embeddings(frames, mask), mask)
 
 
 def checkpoint_file(source: str, name: str) -> Path | None:

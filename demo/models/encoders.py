@@ -73,7 +73,7 @@ class Clip4ClipEncoder:
         self.pooling = settings.pooling
         self.sample_fps, self.max_frames = settings.sample_fps, settings.max_frames
         self.max_words = min(settings.max_words, int(model.text.config.max_position_embeddings))
-        self.dim, self.image_size = model.dim, model.image_size
+        self.dim, self.image_size = model.embedding_dim(), model.image_size  # tdb+tab: 2x the towers'
         self.query_threads: int | None = 1
 
     @classmethod
@@ -116,15 +116,16 @@ class Clip4ClipEncoder:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """list of N strings -> (N, D) float32, unit length."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64, pooling: str | None = None) -> np.ndarray:
+        """list of N strings -> (N, D) float32, unit length, as the head of ``pooling`` (default: the
+        encoder's) compares them."""
+        out = np.zeros((len(texts), self.model.embedding_dim(pooling)), dtype=np.float32)
         small = self.device == "cpu" and len(texts) <= self.SMALL_QUERY
         with torch_threads(self.query_threads if small else None):
             for start in range(0, len(texts), batch_size):
                 batch = {k: v.to(self.device) for k, v in self.tokenize(texts[start:start + batch_size]).items()}
                 with self._autocast():
-                    emb = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
+                    emb = self.model.encode_text(batch["input_ids"], batch["attention_mask"], pooling)
                 out[start:start + len(emb)] = emb.float().cpu().numpy()
         return out
 
@@ -167,8 +168,12 @@ class Clip4ClipEncoder:
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 images (photos, video frames) -> (N, D) float32 unit-length embeddings
-        from CLIP's image tower, preprocessed like a video frame (CLIP mean/std)."""
+        from CLIP's image tower, preprocessed like a video frame (CLIP mean/std) (with a tdb+tab head,
+        whose embeddings are 2D wide, the image goes through the head as a one-frame video)."""
         feats = self.frame_features(preprocess(images, self.image_size, CLIP_MEAN, CLIP_STD))
+        if self.dim != self.model.dim:
+            # An alignment head (tdb+tab) compares 2D-wide embeddings: there an image is a one-frame video.
+            return self.pool_frames(feats[:, None], np.ones((len(feats), 1), dtype=bool))
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
     def encode_videos(self, paths: Sequence[str | Path], batch_size: int = 8,

@@ -10,6 +10,8 @@ L2-normalised video embedding (B, D):
 * ``seqTransf``: add learned frame-position embeddings, run a small transformer
   over the frames, add the input back (residual), then ``meanP``. The position
   embeddings let it tell "moving left" from "moving right".
+* ``tdb`` and ``tdb+tab``: CLIP2Video's temporal blocks (:mod:`demo.models.clip2video`);
+  ``tdb+tab`` embeds both sides 2D wide.
 
 The head's settings live in ``clip4clip.json`` and its weights in
 ``temporal_head.safetensors``, next to the Hugging Face CLIP files, so one
@@ -27,10 +29,13 @@ import torch
 from torch import nn
 
 from demo.files import atomic_write
+from demo.models.clip2video import TDB, TDB_TAB, AlignmentHead, DifferenceHead
 
 SETTINGS_FILE = "clip4clip.json"
-HEAD_FILE = "temporal_head.safetensors"
-POOLINGS = ("meanP", "seqLSTM", "seqTransf")
+HEAD_FILE = "temporal_head.safetensors"  # the head of the checkpoint's own pooling
+POOLINGS = ("meanP", "seqLSTM", "seqTransf", TDB, TDB_TAB)
+# Other heads trained on the same towers (Clip4Clip.heads), one file each.
+HEAD_FILES = {p: f"temporal_head-{p}.safetensors" for p in POOLINGS[1:]}
 # Which frames of a clip are embedded (demo.video.sampling):
 #   "float-fps": one frame per 1/sample_fps s from the real (float) frame rate, rounded down to
 #                max_frames (this project's own checkpoints were trained and indexed with it);
@@ -68,6 +73,8 @@ class Clip4ClipSettings:
     frame_resize: str = "decoder"  # one of RESIZES
     head_activation: str = "gelu"  # seqTransf MLP activation, one of ACTIVATIONS
     head_layer_norm_eps: float = 1e-5  # seqTransf LayerNorm epsilon (CLIP4Clip: 1e-12)
+    tab_centres: int = 5  # tdb+tab: shared centres video and text tokens are aligned to (CLIP2Video: 5)
+    tab_weight: float = 0.5  # tdb+tab: weight of the global cosine; 1 - it goes to the aligned one
 
     def __post_init__(self) -> None:
         choices = {"pooling": POOLINGS, "frame_sampling": SAMPLINGS, "frame_resize": RESIZES,
@@ -203,19 +210,23 @@ class SeqLSTMHead(nn.Module):
         return masked_mean(hidden + frames, mask)
 
 
-Head = SeqTransfHead | SeqLSTMHead
-
-
-def build_head(settings: Clip4ClipSettings, dim: int) -> Head | None:
-    """The head a checkpoint's settings call for; ``None`` for meanP."""
-    if settings.pooling == "meanP":
-        return None
-    if settings.pooling == "seqLSTM":
+def build_head(settings: Clip4ClipSettings, dim: int, pooling: str | None = None) -> nn.Module | None:
+    """The head for ``pooling`` (default: the settings' own) with the settings' sizes; ``None`` for meanP."""
+    pooling = pooling or settings.pooling
+    shape = (dim, settings.max_frames, settings.head_layers, settings.head_heads)
+    if pooling == TDB:
+        return DifferenceHead(*shape)
+    if pooling == TDB_TAB:
+        return AlignmentHead(*shape, settings.tab_centres, settings.tab_weight)
+    if pooling == "seqTransf":
+        return SeqTransfHead(*shape, settings.head_activation, settings.head_layer_norm_eps)
+    if pooling == "seqLSTM":
         return SeqLSTMHead(dim)
-    return SeqTransfHead(dim, settings.max_frames, settings.head_layers, settings.head_heads,
-                         settings.head_activation, settings.head_layer_norm_eps)
+    if pooling == "meanP":
+        return None
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def pool(head: Head | None, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pool(head: nn.Module | None, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Apply ``head`` (or meanP when it is ``None``) to (B, T, D) frame embeddings."""
     return masked_mean(frames, mask) if head is None else head(frames, mask)

@@ -24,6 +24,7 @@ import torch
 from demo.models.temporal import Clip4ClipSettings
 from demo.train.config import TrainConfig
 from demo.train.data import FrameCache, Sample
+from demo.train.events import event_target
 from demo.video.sampling import clip4clip_indices
 from demo.world import canonical_caption, counterfactual, frame_caption_pair, time_reversed
 from demo.world.text import make_captions
@@ -50,6 +51,7 @@ class Batch:
     negatives: list[tuple[int, str]] = field(default_factory=list)  # (row, caption): hard negatives of a row
     shown: torch.Tensor | None = None  # (B,) frames and image stages: which sampled frame each row shows
     reversed: np.ndarray | None = None  # (B,) bool: captions that also score their clip played backwards
+    negative_events: np.ndarray | None = None  # (N, C) video stage: the events each hard negative names
     frame_captions: FrameCaptions | None = None  # video stage with frame_loss
 
 
@@ -73,15 +75,16 @@ def frame_caption(sample: Sample, pick: int, settings: Clip4ClipSettings,
 
 
 def hard_negatives(samples: list[Sample], indices: np.ndarray, share: float,
-                   rng: np.random.Generator) -> list[tuple[int, str]]:
+                   rng: np.random.Generator) -> list[tuple[int, str, np.ndarray]]:
     """For a ``share`` of the world clips in a batch: (position, a caption of the clip with one event
-    changed, phrased like any other caption)."""
+    changed, phrased like any other caption, and the :func:`~demo.train.events.event_target` of that change)."""
     out = []
     for position, i in enumerate(indices):
         attributes = samples[i].attributes
         if attributes is not None and attributes.objects and rng.random() < share:
-            changed = make_captions(counterfactual(attributes, rng), rng)
-            out.append((position, str(changed[int(rng.integers(len(changed)))])))
+            changed = counterfactual(attributes, rng)
+            captions = make_captions(changed, rng)
+            out.append((position, str(captions[int(rng.integers(len(captions)))]), event_target(changed)))
     return out
 
 
@@ -130,7 +133,9 @@ def _video_batch(data: FrameCache, indices: np.ndarray, rng: np.random.Generator
     samples, idx = data.samples, torch.from_numpy(indices)
     masks = data.masks[idx]
     captions = [str(rng.choice(samples[i].captions)) for i in indices]
-    negatives = hard_negatives(samples, indices, config.hard_negatives, rng) if config.hard_negatives > 0 else []
+    changed = hard_negatives(samples, indices, config.hard_negatives, rng) if config.hard_negatives > 0 else []
+    negatives = [(position, caption) for position, caption, _ in changed]
+    events = np.stack([e for _, _, e in changed]) if changed else None
     reversed_rows = None
     if backwards is not None and config.reversed_videos > 0:  # meanP cannot see order: only a head gets these
         reversed_rows = backwards[indices] & (rng.random(len(indices)) < config.reversed_videos)
@@ -138,7 +143,7 @@ def _video_batch(data: FrameCache, indices: np.ndarray, rng: np.random.Generator
     if config.frame_loss > 0:
         frame_rows = _frame_captions(samples, indices, masks.sum(1).numpy(), settings, rng)
     return Batch(indices, data.frames[idx].float().to(device), masks.to(device), captions, negatives,
-                 reversed=reversed_rows, frame_captions=frame_rows)
+                 reversed=reversed_rows, frame_captions=frame_rows, negative_events=events)
 
 
 def _frame_captions(samples: list[Sample], indices: np.ndarray, counts: np.ndarray, settings: Clip4ClipSettings,

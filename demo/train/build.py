@@ -9,6 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import Clip4ClipSettings, build_head
 from demo.models.tokenizer import build_clip_tokenizer_files
@@ -18,26 +20,41 @@ log = logging.getLogger(__name__)
 
 
 def build_model(config: TrainConfig) -> Clip4Clip:
-    """The model to train, with the head and frame settings the config asks for."""
-    head_pooling = "meanP" if config.stage != "video" or config.pooling == "meanP" else "seqTransf"
+    """The model to train, with the heads and frame settings the config asks for (its own pooling: the
+    first head listed, else meanP)."""
+    heads = config.heads
+    pooling = heads[0] if heads else "meanP"
     if config.model_config is not None:
         spec = json.loads(Path(config.model_config).read_text())
-        base = Clip4ClipSettings(**spec.get("clip4clip", {}))
-        settings = _settings(base, config, head_pooling)
-        return Clip4Clip.from_config(spec["text"], spec["vision"], settings,
-                                     position_scale=float(spec.get("init", {}).get("position_scale", 0.0)))
-    assert config.init is not None
-    model = Clip4Clip.from_pretrained(config.init, pooling="meanP")
-    settings = _settings(model.settings, config, head_pooling)
-    fresh = Clip4Clip(model.text, model.vision, settings, None, float(model.logit_scale.detach()))
-    if head_pooling == "seqTransf":
-        fresh.head = build_head(settings, model.dim)
-        if Path(config.init).is_dir() and Clip4ClipSettings.load(config.init).pooling == "seqTransf":
-            # Continue from the checkpoint's own head rather than a fresh one.
-            trained = Clip4Clip.from_pretrained(config.init)
-            if trained.head is not None and fresh.head is not None:
-                fresh.head.load_state_dict(trained.head.state_dict())
-    return fresh
+        settings = _settings(Clip4ClipSettings(**spec.get("clip4clip", {})), config, pooling)
+        model = Clip4Clip.from_config(spec["text"], spec["vision"], settings,
+                                      position_scale=float(spec.get("init", {}).get("position_scale", 0.0)))
+        trained: Clip4Clip | None = None
+    else:
+        assert config.init is not None
+        trained = Clip4Clip.from_pretrained(config.init)
+        settings = _settings(trained.settings, config, pooling)
+        model = Clip4Clip(trained.text, trained.vision, settings, None, float(trained.logit_scale.detach()))
+    for name in heads:
+        if name not in model.heads:
+            head = build_head(settings, model.dim, name)
+            assert head is not None
+            model.heads[name] = head
+        if trained is not None:
+            _seed_head(model.heads[name], name, trained)
+    return model
+
+
+def _seed_head(head: torch.nn.Module, name: str, trained: Clip4Clip) -> None:
+    """Continue from the checkpoint's own head of that name; a CLIP2Video head with none starts from
+    a trained seqTransf head's frame positions and transformer when there is one (the same names)."""
+    if name in trained.heads:
+        head.load_state_dict(trained.heads[name].state_dict())
+    elif "seqTransf" in trained.heads and name != "seqTransf":
+        source = trained.heads["seqTransf"].state_dict()
+        missing = head.load_state_dict(source, strict=False).unexpected_keys
+        assert not missing, f"seqTransf weights with no place in {name}: {missing}"
+        log.info("%s head: frame positions and transformer from the checkpoint's seqTransf head", name)
 
 
 def _settings(base: Clip4ClipSettings, config: TrainConfig, pooling: str) -> Clip4ClipSettings:

@@ -13,7 +13,8 @@ from typing import Any
 from safetensors import safe_open
 
 from demo.files import atomic_write
-from demo.models.temporal import Clip4ClipSettings
+from demo.models.clip2video import TDB_TAB
+from demo.models.temporal import HEAD_FILES, Clip4ClipSettings
 from demo.models.tokenizer import VOCAB_SIZE
 from demo.presets import shown_path
 from demo.train.xclip.data import REWORDED
@@ -30,7 +31,7 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 def _param_count(folder: Path) -> int:
     total = 0
-    for name in ("model.safetensors", "temporal_head.safetensors"):
+    for name in ("model.safetensors", "temporal_head.safetensors", *HEAD_FILES.values()):
         path = folder / name
         if path.is_file():
             with safe_open(str(path), framework="pt") as f:
@@ -71,14 +72,14 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
                 f"{config.get('lr')}, one frame per clip, {minutes:.1f} min of training steps; best validation "
                 f"shape accuracy on lone objects {best_shape:.1f}% (chance 12.5%)"
                 + (f", layout R^2 {layout:.2f}." if layout is not None else ".")]
-    last = log[-1]["val"]
-    head = "seqTransf/t2v" if "seqTransf/t2v" in last else "meanP/t2v"
+    heads = [h for h in str(config.get("pooling", "")).replace("both", "meanP,seqTransf").split(",") if h != "meanP"]
+    head = f"{heads[0]}/t2v" if heads and f"{heads[0]}/t2v" in log[-1]["val"] else "meanP/t2v"
     pooled = "single frames" if config.get("stage") == "image" else f"pooling `{config.get('pooling')}`"
     best = max(r["val"][head]["R@1"] for r in log)
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
-               "shape_loss": "frame shape classification"}
+               "shape_loss": "frame shape classification", "event_loss": "event centres"}
     extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
     if config.get("compile"):
         pooled += ", both towers through torch.compile"
@@ -121,8 +122,8 @@ def set_card_results(card: str | Path, markdown: str) -> bool:
 STAGE_NAMES = {
     "frames": "stage 0, the vision tower alone told what single frames show (linear probes, dropped afterwards)",
     "image": "stage 1, image-text pretraining on single frames with still-frame captions",
-    "video": "stage 2, video-text fine-tuning (meanP and seqTransf heads on one backbone, loss = mean of both)",
-    "video2": "stage 3, video-text fine-tuning of the seqTransf model alone",
+    "video": "stage 2, video-text fine-tuning (meanP and the temporal heads on one backbone, loss = mean of theirs)",
+    "video2": "stage 3, video-text fine-tuning of the temporal heads alone",
 }
 
 
@@ -139,7 +140,8 @@ def write_clip4clip_card(folder: str | Path, title: str, work: str | Path, eval_
         "bounce, appear or disappear over 7 backgrounds; see the project README for the vocabulary). It is an "
         "ordinary Hugging Face CLIP folder: `CLIPTextModelWithProjection.from_pretrained(folder)` and "
         "`CLIPVisionModelWithProjection.from_pretrained(folder)` load the towers; `clip4clip.json` holds the "
-        "frame sampling and pooling, `temporal_head.safetensors` the seqTransf head (if any).",
+        "frame sampling and pooling, `temporal_head.safetensors` the head of that pooling (if any) and "
+        "`temporal_head-<pooling>.safetensors` the other heads trained on the same towers.",
         "",
         *_architecture_lines(folder),
         *_training_lines(work, command, stages),
@@ -164,13 +166,20 @@ def _architecture_lines(folder: Path) -> list[str]:
         f"- vision: ViT, {vision.get('image_size')}x{vision.get('image_size')} pixels, patch "
         f"{vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, width {vision.get('hidden_size')}",
         f"- embedding size {config.get('projection_dim')}; pooling `{settings.pooling}`"
-        + (f" ({settings.head_layers}-layer transformer, {settings.head_heads} heads)"
-           if settings.pooling == "seqTransf" else ""),
+        + (f" ({settings.head_layers}-layer transformer, {settings.head_heads} heads"
+           + (f"; {settings.tab_centres} shared centres, global weight {settings.tab_weight:g}, so videos and "
+              f"captions embed {2 * config.get('projection_dim', 0)} wide" if settings.pooling == TDB_TAB else "")
+           + ")" if settings.pooling != "meanP" else "") + _other_heads(folder, settings.pooling),
         f"- frames: sampled at {settings.sample_fps:g} fps, at most {settings.max_frames}; "
         f"text: at most {settings.max_words} tokens",
         f"- weights stored as float16 ({_param_count(folder) / 1e6:.1f} M parameters); they load as float32",
         "",
     ]
+
+
+def _other_heads(folder: Path, own: str) -> str:
+    others = [p for p, name in HEAD_FILES.items() if p != own and (folder / name).is_file()]
+    return f"; also {', '.join(f'`{p}`' for p in others)} heads on the same towers" if others else ""
 
 
 def _training_lines(work: Path, command: str, stages: tuple[str, ...]) -> list[str]:

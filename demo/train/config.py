@@ -17,7 +17,10 @@ class TrainConfig:
     init: str | None = None  # HF CLIP/CLIP4Clip folder or id to start from
     model_config: str | None = None  # JSON {"text": {...}, "vision": {...}} for random init
     stage: str = "video"  # "frames" (vision tower, probes only), "image" (frames + still captions) or "video"
-    pooling: str = "seqTransf"  # meanP | seqTransf | both
+    # What the video stage trains: meanP, one head (seqTransf, tdb, tdb+tab), "both" (meanP and seqTransf) or a
+    # comma list of these, e.g. "meanP,seqTransf,tdb,tdb+tab": every listed pooling on one backbone, the loss
+    # the mean of theirs, all heads saved in the checkpoint, whose own pooling is the first head listed.
+    pooling: str = "seqTransf"
     epochs: int = 5
     schedule_epochs: int | None = None  # length of the LR schedule (default: epochs); run part of a longer one
     batch_size: int = 64
@@ -58,6 +61,11 @@ class TrainConfig:
     # colour, size and event tell clips apart, and "a red circle" / "a red square" embed at cosine
     # 0.998, so shape-changed negatives have no gradient to start from (docs/decisions/frame-probes.md).
     shape_loss: float = 0.0
+    # World clips (video stage): weight of the event centres (demo.train.events): captions, their event-changed
+    # hard negatives and each head's clips (forwards and backwards) classified by the events they show against
+    # one learned centre per event, shared by both towers. Without it the text tower embedded "moving up",
+    # "moving down", "bouncing" and "staying still" at cosine 0.985-0.990 (docs/experiments.md).
+    event_loss: float = 0.0
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -74,12 +82,26 @@ class TrainConfig:
     # of under a minute (docs/decisions/compile-every-stage.md); the embedded recipe compiles every stage.
     compile: bool = False
 
+    @property
+    def poolings(self) -> list[str]:
+        """The trained poolings in order (``both`` is meanP and seqTransf)."""
+        text = "meanP,seqTransf" if self.pooling == "both" else self.pooling
+        return list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+
+    @property
+    def heads(self) -> list[str]:
+        """The trained temporal heads (video stage only; the first is the checkpoint's own pooling)."""
+        return [p for p in self.poolings if p != "meanP"] if self.stage == "video" else []
+
     def __post_init__(self) -> None:
         if self.stage not in ("frames", "image", "video"):
             raise InputError(f"stage must be 'frames', 'image' or 'video', got {self.stage!r}")
         if self.stage == "frames" and self.shape_loss <= 0 and self.layout_loss <= 0:
             raise InputError("stage 'frames' trains on the frame probes alone: give shape_loss or layout_loss > 0")
-        if self.pooling not in ("meanP", "seqTransf", "both"):
-            raise InputError(f"pooling must be meanP, seqTransf or both, got {self.pooling!r}")
+        from demo.models.temporal import POOLINGS  # here: it loads torch, and the CLI reads this module at start
+
+        bad = [p for p in self.poolings if p not in POOLINGS]
+        if bad or not self.poolings:
+            raise InputError(f"pooling must be 'both' or a comma list of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if (self.init is None) == (self.model_config is None):
             raise InputError("give exactly one of init (a checkpoint) or model_config (random init)")

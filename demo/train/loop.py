@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from demo.errors import InputError
 from demo.files import atomic_write_json
-from demo.metrics import retrieval_metrics
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import masked_mean, reverse_frames
 from demo.models.tokenizer import build_clip_tokenizer_files
@@ -49,7 +48,9 @@ from demo.train.batches import Batch, draw_batch, reversible
 from demo.train.build import build_model, build_tokenizer, compile_towers
 from demo.train.config import TrainConfig
 from demo.train.data import FrameCache, FrameCaches, epoch_order, read_samples
+from demo.train.events import EventCentres, clip_targets
 from demo.train.probes import LayoutTargets, ShapeTargets
+from demo.train.validation import pooled_metrics
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -102,11 +103,14 @@ class Trainer:
         train, val = self.train_data.samples, self.val_data.samples
         self.layout = LayoutTargets(train, val, settings, dim) if config.layout_loss > 0 else None
         self.shapes = ShapeTargets(train, val, settings, dim) if config.shape_loss > 0 else None
+        self.events = EventCentres(dim).to(self.device) if config.event_loss > 0 and config.stage == "video" else None
+        self.event_targets = {split: clip_targets([s.attributes for s in samples])
+                              for split, samples in (("train", train), ("val", val))}
         groups = param_groups(self.model, config)
-        for targets in (self.layout, self.shapes):  # the frame probes train with the new parts
-            if targets is not None:
-                targets.probe.to(self.device)
-                groups.append({"params": list(targets.probe.parameters()), "lr": config.lr, "weight_decay": 0.0})
+        extras = [t.probe for t in (self.layout, self.shapes) if t is not None]
+        for extra in [*extras, *([self.events] if self.events is not None else [])]:
+            extra.to(self.device)  # the frame probes and event centres train with the new parts
+            groups.append({"params": list(extra.parameters()), "lr": config.lr, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.use_amp = config.amp and self.device.startswith("cuda")
@@ -133,33 +137,38 @@ class Trainer:
     # -- one optimisation step -------------------------------------------------------------
     def batch(self, indices: np.ndarray) -> Batch:
         """The batch of training rows ``indices``, its random choices drawn from :attr:`rng`."""
-        backwards = self.train_reversible if self.model.head is not None and self.config.stage == "video" else None
+        backwards = self.train_reversible if self.config.heads else None
         return draw_batch(self.train_data, indices, self.rng, self.config, self.model.settings, backwards,
                           self.device)
 
-    def encode_captions(self, captions: list[str]) -> torch.Tensor:
-        """(N, D) unit text embeddings of ``captions``."""
+    def encode_captions(self, captions: list[str], poolings: list[str] | None = None) -> list[torch.Tensor]:
+        """(N, E) unit text embeddings of ``captions`` for each of ``poolings`` (default: meanP's alone)."""
         tokens = self.tokenizer(captions, padding=True, truncation=True,
                                 max_length=self.model.settings.max_words, return_tensors="pt")
-        return self.model.encode_text(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))
+        return self.model.text_embeddings(tokens["input_ids"].to(self.device),
+                                          tokens["attention_mask"].to(self.device), poolings or ["meanP"])
 
     def embed(self, batch: Batch) -> objectives.Embeddings:
         """Everything the objectives read of ``batch``: caption, frame and pooled video embeddings."""
-        text = self.encode_captions(batch.captions + [c for _, c in batch.negatives]) if batch.captions else None
+        aligned = [p for p in self.config.heads if self.model.embedding_dim(p) != self.model.dim]
+        text, head_text = None, {}
+        if batch.captions:
+            text, *rest = self.encode_captions(batch.captions + [c for _, c in batch.negatives], ["meanP", *aligned])
+            head_text = dict(zip(aligned, rest, strict=True))
         per_frame = self.model.frame_embeddings(batch.frames, batch.masks)
         scale = self.model.logit_scale.clamp(max=math.log(100)).exp()
-        videos, backwards = {}, None
-        if text is not None and (self.config.pooling in ("meanP", "both") or self.config.stage == "image"):
+        videos, backwards = {}, {}
+        if text is not None and ("meanP" in self.config.poolings or self.config.stage == "image"):
             videos["meanP"] = masked_mean(per_frame, batch.masks)
-        if self.model.head is not None and self.config.stage == "video":
-            videos["seqTransf"] = self.model.head(per_frame, batch.masks)
+        for name in self.config.heads:
+            videos[name] = self.model.heads[name](per_frame, batch.masks)
             if batch.reversed is not None:
-                backwards = self.model.head(reverse_frames(per_frame, batch.masks), batch.masks)
+                backwards[name] = self.model.heads[name](reverse_frames(per_frame, batch.masks), batch.masks)
         frame_text = None
         if batch.frame_captions is not None:
             shown = batch.frame_captions
-            frame_text = self.encode_captions(shown.captions + [c for _, c in shown.negatives])
-        return objectives.Embeddings(text, per_frame, scale, videos, backwards, frame_text)
+            frame_text = self.encode_captions(shown.captions + [c for _, c in shown.negatives])[0]
+        return objectives.Embeddings(text, per_frame, scale, videos, backwards, frame_text, head_text)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The named loss terms of ``batch`` (see :mod:`demo.train.objectives`); the loss is their sum."""
@@ -169,6 +178,8 @@ class Trainer:
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.use_amp):
             emb = self.embed(batch)
             named = objectives.contrastive(batch, emb) if emb.text is not None else {}
+            if self.events is not None and emb.text is not None:
+                named.update(objectives.events(batch, emb, self.events, self.event_targets["train"], cfg.event_loss))
             named.update(objectives.frame_caption(batch, emb, cfg.frame_loss))
             named.update(objectives.frame_probes(batch, emb.per_frame, layout, shapes))
         if not named:  # frames without any visible object: nothing to learn, but keep the graph alive
@@ -220,21 +231,11 @@ class Trainer:
         if self.config.stage == "frames":
             return self._probe_metrics(per_frame, masks)
         use_still = self.config.stage == "image"
-        text = self.encode_captions([s.still_captions[0] if use_still else s.captions[0] for s in samples])
-        heads = {"meanP": masked_mean(per_frame, masks)}
-        if self.model.head is not None:
-            heads["seqTransf"] = self.model.head(per_frame, masks)
-        metrics = {}
-        for name, video in heads.items():
-            sim = (text @ video.t()).float().cpu().numpy()
-            metrics[f"{name}/t2v"], metrics[f"{name}/v2t"] = retrieval_metrics(sim), retrieval_metrics(sim.T)
-        if self.model.head is not None and self.val_reversible.any():
-            # Direction: how often a caption scores its clip above the same frames played backwards.
-            rows = torch.from_numpy(np.flatnonzero(self.val_reversible)).to(self.device)
-            backwards = self.model.head(reverse_frames(per_frame[rows], masks[rows]), masks[rows])
-            forwards = (text[rows] * heads["seqTransf"][rows]).sum(-1)
-            ahead = (forwards > (text[rows] * backwards).sum(-1)).float().mean()
-            metrics["seqTransf/order"] = {"ahead": 100.0 * float(ahead), "clips": float(len(rows))}
+        captions = [s.still_captions[0] if use_still else s.captions[0] for s in samples]
+        aligned = [p for p in self.model.heads if self.model.embedding_dim(p) != self.model.dim]
+        texts = dict(zip(["meanP", *aligned], self.encode_captions(captions, ["meanP", *aligned]), strict=True))
+        events = None if self.events is None else (self.events, self.event_targets["val"][0])
+        metrics = pooled_metrics(self.model, texts, per_frame, masks, self.val_reversible, events)
         metrics.update(self._probe_metrics(per_frame, masks))
         return metrics
 
@@ -247,13 +248,13 @@ class Trainer:
         return metrics
 
     def selection_key(self, metrics: dict[str, dict[str, float]]) -> float:
-        """What the best checkpoint maximises: R@1 + R@5 both ways of the trained head, or in the
+        """What the best checkpoint maximises: R@1 + R@5 both ways of the checkpoint's own head, or in the
         ``frames`` stage the shape probe's accuracy (%) plus the layout probe's R^2 (x100)."""
         if self.config.stage == "frames":
             shape = metrics.get("shape/probe", {}).get("accuracy", 0.0)
             layout = metrics.get("layout/R2", {}).get("all", 0.0)
             return float(np.nan_to_num(shape)) + 100.0 * float(np.nan_to_num(layout))
-        head = "seqTransf" if self.model.head is not None else "meanP"
+        head = self.model.settings.pooling  # the checkpoint's own head (meanP without one)
         t2v, v2t = metrics[f"{head}/t2v"], metrics[f"{head}/v2t"]
         return t2v["R@1"] + t2v["R@5"] + v2t["R@1"] + v2t["R@5"]
 
@@ -272,13 +273,15 @@ class Trainer:
                         "rng": self.rng.bit_generator.state, "fp32": self.model.state_dict(),
                         "layout_probe": None if self.layout is None else self.layout.probe.state_dict(),
                         "shape_probe": None if self.shapes is None else self.shapes.probe.state_dict(),
+                        "events": None if self.events is None else self.events.state_dict(),
                         "config": asdict(self.config)}, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         return final
 
     def try_resume(self) -> None:
-        """With ``resume``, continue from ``out/last``'s trainer state (model, optimiser, epoch, rng, probes)."""
+        """With ``resume``, continue from ``out/last``'s trainer state (model, optimiser, epoch, rng, probes,
+        event centres)."""
         state_path = self.out / "last" / STATE_FILE
         if not (self.config.resume and state_path.is_file()):
             return
@@ -292,6 +295,8 @@ class Trainer:
             self.layout.probe.load_state_dict(state["layout_probe"])
         if self.shapes is not None and state.get("shape_probe") is not None:
             self.shapes.probe.load_state_dict(state["shape_probe"])
+        if self.events is not None and state.get("events") is not None:
+            self.events.load_state_dict(state["events"])
         log.info("resumed from %s at epoch %d (step %d)", state_path.parent, self.epoch, self.step)
 
     def fit(self) -> Path:
@@ -341,8 +346,10 @@ def _headline(name: str, values: dict[str, float]) -> str:
     """One validation metric as the epoch's log line shows it."""
     if "R@1" in values:
         return f"{name} R@1 {values['R@1']:.1f}"
-    if "ahead" in values:  # seqTransf/order
+    if "ahead" in values:  # <head>/order
         return f"{name} {values['ahead']:.1f}%"
+    if "text" in values:  # events/accuracy
+        return f"{name} " + " / ".join(f"{k} {v:.1f}%" for k, v in values.items())
     if "accuracy" in values:  # shape/probe
         return f"{name} {values['accuracy']:.1f}%"
     return f"{name} x {values['x']:.2f}"  # layout/R2

@@ -5,9 +5,11 @@ Each returns a dict of weighted loss terms, e.g. ``{"contrastive": ..., "layout"
 of the contrastive terms is generic (:mod:`demo.train.losses`); what makes these world-specific is
 which extra negatives and targets the batch carries (:mod:`demo.train.batches`):
 
-* :func:`contrastive` -- captions against pooled videos, per trained head (meanP, seqTransf), with
-  each clip's event-changed hard negative captions and, for the head, its reversed clip as a
+* :func:`contrastive` -- captions against pooled videos, per trained pooling (meanP and the heads), with
+  each clip's event-changed hard negative captions and, for a head, its reversed clip as a
   negative video of the captions that read differently backwards;
+* :func:`events` -- captions, hard negatives and each head's clips (forwards and backwards) against
+  the shared event centres (:mod:`demo.train.events`);
 * :func:`frame_caption` -- one frame per world clip against a caption of where its objects are;
 * :func:`frame_probes` -- the layout regression and shape classification of every frame shown
   (:mod:`demo.train.probes`).
@@ -15,12 +17,13 @@ which extra negatives and targets the batch carries (:mod:`demo.train.batches`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from demo.train.batches import Batch
+from demo.train.events import EventCentres
 from demo.train.losses import caption_video_infonce
 from demo.train.probes import LayoutTargets, ShapeTargets
 
@@ -32,9 +35,10 @@ class Embeddings:
     text: torch.Tensor | None  # (B + N, D) the batch's captions, then its N hard negatives (None: frames stage)
     per_frame: torch.Tensor  # (B, T, D) frame embeddings (zero where masked)
     scale: torch.Tensor  # the logit scale: exp of the learned temperature, at most 100
-    videos: dict[str, torch.Tensor]  # (B, D) unit video embedding per trained pooling ("meanP", "seqTransf")
-    backwards: torch.Tensor | None = None  # (B, D) the head on each clip's frames played backwards
+    videos: dict[str, torch.Tensor]  # (B, E) unit video embedding per trained pooling ("meanP", "seqTransf", ...)
+    backwards: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, E) per head: the clips played backwards
     frame_text: torch.Tensor | None = None  # (F + M, D) the frame captions, then their M mirrored negatives
+    head_text: dict[str, torch.Tensor] = field(default_factory=dict)  # (B + N, E) heads with a text side (tdb+tab)
 
 
 def contrastive(batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
@@ -43,10 +47,28 @@ def contrastive(batch: Batch, emb: Embeddings) -> dict[str, torch.Tensor]:
     losses = []
     for pooling, videos in emb.videos.items():
         own_videos: list[tuple[torch.Tensor, np.ndarray]] = []
-        if pooling == "seqTransf" and emb.backwards is not None and batch.reversed is not None:
-            own_videos.append((emb.backwards, batch.reversed))
-        losses.append(caption_video_infonce(emb.text, videos, batch.captions, batch.negatives, emb.scale, own_videos))
+        if pooling in emb.backwards and batch.reversed is not None:
+            own_videos.append((emb.backwards[pooling], batch.reversed))
+        text = emb.head_text.get(pooling, emb.text)
+        losses.append(caption_video_infonce(text, videos, batch.captions, batch.negatives, emb.scale, own_videos))
     return {"contrastive": torch.stack(losses).mean()}
+
+
+def events(batch: Batch, emb: Embeddings, centres: EventCentres, targets: tuple[torch.Tensor, torch.Tensor],
+           weight: float) -> dict[str, torch.Tensor]:
+    """``{"events": weight x (text term + video term)}``: the cross-entropy of the captions and hard
+    negatives, and (averaged) of each head's clips played forwards and backwards, against the shared event
+    centres. ``targets``: the (N, C) forwards and backwards event targets of the training clips. Empty
+    when no caption or clip of the batch has an event."""
+    assert emb.text is not None
+    forwards, backwards = (t[torch.from_numpy(batch.indices)] for t in targets)
+    said = forwards if batch.negative_events is None else torch.cat([forwards, torch.from_numpy(batch.negative_events)])
+    text = centres.loss(emb.text, said)
+    shown = [centres.loss(v, forwards) for p, v in emb.videos.items() if p != "meanP"]
+    shown += [centres.loss(v, backwards) for v in emb.backwards.values()]
+    terms = [t for t in shown if t is not None]
+    parts = [t for t in (text, torch.stack(terms).mean() if terms else None) if t is not None]
+    return {"events": weight * sum(parts[1:], parts[0])} if parts else {}
 
 
 def frame_caption(batch: Batch, emb: Embeddings, weight: float) -> dict[str, torch.Tensor]:

@@ -91,6 +91,12 @@ class EmbeddedRecipe:
     # All stages: weight of the frame shape classification (TrainConfig.shape_loss). In stage 0 it
     # teaches shape; afterwards it keeps it in the frames (val probe 73% after stage 0, 78% shipped).
     shape_loss: float = 1.0
+    # Stages 2-3: the temporal heads trained on one backbone (CLIP4Clip's seqTransf and CLIP2Video's tdb and
+    # tdb+tab, compared on the same frame features by the evaluation); the first is the shipped pooling.
+    heads: str = "tdb+tab,seqTransf,tdb"
+    # Stages 2-3: weight of the event centres (TrainConfig.event_loss): captions and clips told which events
+    # they show, through one learned centre per event shared by both towers (docs/experiments.md, issue 23).
+    event_loss: float = 1.0
     # TrainConfig.compile in every stage (docs/decisions/compile-every-stage.md); --no-compile trains eagerly.
     compile: bool = True
     world_limit: int | None = None  # only for quick trials: clips per split
@@ -133,7 +139,7 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
                                   compile=recipe.compile, resume=True)
     videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                                  reversed_videos=recipe.reversed_videos)
+                                  reversed_videos=recipe.reversed_videos, event_loss=recipe.event_loss)
     decoded = FrameCaches()  # each split is decoded once for all the stages
 
     def stage(name: str, **values: Any) -> Path:
@@ -151,12 +157,12 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
     image = stage("image", **common, model_config=model_config, init=init, stage="image",
                   epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
                   frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr)
-    video = stage("video", **videos, init=str(image), pooling="both", epochs=recipe.video_epochs,
+    video = stage("video", **videos, init=str(image), pooling=f"meanP,{recipe.heads}", epochs=recipe.video_epochs,
                   lr=recipe.video_lr, clip_lr=recipe.video_clip_lr)
-    # Stage 3: seqTransf alone, mostly on one-colour batches: colour no longer tells a batch's
+    # Stage 3: the heads alone, mostly on one-colour batches: colour no longer tells a batch's
     # clips apart, so shape, size, background and events have to (+4 R@1 on the test split).
     if recipe.order_epochs > 0:
-        video = stage("video2", **videos, init=str(video), pooling="seqTransf", epochs=recipe.order_epochs,
+        video = stage("video2", **videos, init=str(video), pooling=recipe.heads, epochs=recipe.order_epochs,
                       lr=recipe.order_lr, clip_lr=recipe.order_clip_lr, grouped_batches=recipe.order_grouped)
     return image, video
 

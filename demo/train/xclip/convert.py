@@ -21,8 +21,9 @@ import torch
 from safetensors.torch import load_file
 
 from demo.errors import ModelLoadError
+from demo.models.clip2video import TDB, TDB_TAB
 from demo.models.clip4clip import quiet_transformers
-from demo.models.temporal import HEAD_FILE, Clip4ClipSettings
+from demo.models.temporal import HEAD_FILE, HEAD_FILES, Clip4ClipSettings
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def xclip_config(clip_dir: str | Path, num_frames: int = 8, prompt_layers: int =
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot read a CLIP config in {clip_dir}: {err}") from err
     settings = Clip4ClipSettings.load(clip_dir)
-    has_head = settings.pooling == "seqTransf"
+    has_head = head_file(clip_dir) is not None
     proj = int(clip.projection_dim)
     text = {k: getattr(clip.text_config, k) for k in _TEXT_KEYS if hasattr(clip.text_config, k)}
     vision = {k: getattr(clip.vision_config, k) for k in _VISION_KEYS if hasattr(clip.vision_config, k)}
@@ -144,13 +145,13 @@ def init_from_clip(model: Any, clip_dir: str | Path) -> InitReport:
         target = map_name(name, CLIP_TO_XCLIP)
         if target is not None:
             updates[target], sources[target] = tensor, name
-    head_path = folder / HEAD_FILE
-    if head_path.is_file() and model.config.vision_config.mit_num_hidden_layers > 0:
+    head_path = head_file(folder)
+    if head_path is not None and model.config.vision_config.mit_num_hidden_layers > 0:
         layers = model.config.vision_config.mit_num_hidden_layers
         for name, tensor in load_file(str(head_path)).items():
             layer = re.match(r"transformer\.layers\.(\d+)\.", name)
-            if layer and int(layer.group(1)) >= layers:
-                continue
+            if (layer and int(layer.group(1)) >= layers) or not (layer or name == "frame_position.weight"):
+                continue  # deeper than the MIT, or a CLIP2Video head's own parts
             if name == "frame_position.weight":
                 frames = model.config.vision_config.num_frames
                 if tensor.shape[0] >= frames:  # positions of the first num_frames frames
@@ -181,6 +182,18 @@ def init_from_clip(model: Any, clip_dir: str | Path) -> InitReport:
     log.info("X-CLIP initialised from %s: %d tensors copied (%d of them folded to ImageNet mean/std), "
              "%d left random", folder, len(report.copied), len(FOLDED), len(report.random))
     return report
+
+
+def head_file(folder: str | Path) -> Path | None:
+    """The temporal head whose frame transformer seeds the MIT: the checkpoint's seqTransf head, else its
+    own CLIP2Video head (its frame transformer has the same names), else None."""
+    folder = Path(folder)
+    own = Clip4ClipSettings.load(folder).pooling
+    if own == "seqTransf":
+        candidates = [folder / HEAD_FILE]
+    else:
+        candidates = [folder / HEAD_FILES["seqTransf"], *([folder / HEAD_FILE] if own in (TDB, TDB_TAB) else [])]
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def build_xclip(init: str | Path, num_frames: int = 8, prompt_layers: int = 2,

@@ -1,0 +1,175 @@
+"""CLIP2Video's temporal blocks as CLIP4Clip temporal heads: ``tdb`` and ``tdb+tab``.
+
+CLIP2Video (Fang et al., 2021) keeps CLIP4Clip's towers and changes what happens between the
+frame embeddings and the similarity:
+
+* **Temporal Difference Block** (``tdb``, :class:`DifferenceHead`): the difference of every two
+  adjacent frame embeddings becomes a token of its own, placed between the two frames it
+  compares, so the temporal transformer is handed motion instead of having to infer it from
+  positions. The differences first pass a one-layer transformer of their own, a LayerNorm and
+  ``2 * sigmoid(x) - 1`` (differences of similar frames are tiny; this puts them on the
+  frames' scale). A learned type embedding tells frame tokens from difference tokens. The
+  outputs at the frame tokens, plus the frames (residual), are mean-pooled as in seqTransf.
+* **Temporal Alignment Block** (``tdb+tab``, :class:`AlignmentHead`): both sides are also
+  summarised against K shared learned centres. Each token (a frame, or a frame of a half-rate
+  copy of the clip passed through the difference block and a one-layer transformer; on the
+  text side each word token of the caption) is softly assigned to the centres; per centre the
+  assignment-weighted residuals to it are summed, normalised, and averaged over the centres.
+  The score of a caption and a clip is ``w`` times the cosine of the global embeddings plus
+  ``1 - w`` times the cosine of the aligned ones.
+
+Our own reading of the paper and of its public inference code, written for this project. Two
+choices are ours: a difference token is valid only when both of its frames are (the original
+keeps the one after the last real frame), and tokens are L2-normalised before they meet the
+centres (the original uses raw embeddings; ours are small and unnormalised from scratch). Both
+heads start out as meanP (their residual branches are zero at first), and the transformer that
+a seqTransf head has is named as in :class:`demo.models.temporal.SeqTransfHead`, so a trained
+seqTransf head can seed them.
+
+The alignment head's embedding is ``[sqrt(w) * global, sqrt(1 - w) * aligned]`` (2D wide, unit
+length) on both sides, so a dot product of two of them is exactly the weighted score: an index,
+binary codes and cosine search need nothing new.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+TDB = "tdb"
+TDB_TAB = "tdb+tab"
+
+
+def transformer(dim: int, heads: int, layers: int) -> nn.TransformerEncoder:
+    """The temporal transformer CLIP4Clip's heads use, its residual branches zeroed so that a fresh
+    stack passes its input through unchanged."""
+    if dim % heads:
+        raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
+    block = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    stack = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+    for layer in stack.layers:
+        nn.init.zeros_(layer.self_attn.out_proj.weight)
+        nn.init.zeros_(layer.linear2.weight)
+        nn.init.zeros_(layer.linear2.bias)
+    return stack
+
+
+def _run(stack: nn.TransformerEncoder, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``stack`` over (B, N, D) tokens with (B, N) valid flags; a row with no valid token is run
+    unmasked (its outputs are ignored by the caller) instead of giving NaN."""
+    empty = ~valid.any(1, keepdim=True)
+    return stack(tokens, src_key_padding_mask=~(valid | empty))
+
+
+def _pooled(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """meanP of (B, N, D) tokens: normalise, masked mean, normalise."""
+    tokens = nn.functional.normalize(tokens, dim=-1)
+    weights = valid.to(tokens.dtype).unsqueeze(-1)
+    return nn.functional.normalize((tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0), dim=-1)
+
+
+class DifferenceHead(nn.Module):
+    """``tdb``: frames and their adjacent differences, interleaved, through the temporal transformer.
+
+    (B, T, D) frame embeddings and a (B, T) mask of real frames (real first) -> (B, D), unit length.
+    """
+
+    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8) -> None:
+        super().__init__()
+        self.frame_position = nn.Embedding(max_frames, dim)
+        self.transformer = transformer(dim, heads, layers)
+        self.token_type = nn.Embedding(2, dim)  # 0: a frame, 1: the difference of two frames
+        self.difference = transformer(dim, heads, 1)  # attention among the differences alone
+        self.difference_norm = nn.LayerNorm(dim)
+        for table in (self.frame_position, self.token_type):
+            nn.init.normal_(table.weight, std=0.01)
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.frame_position.embedding_dim)
+
+    def tokens(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2T - 1, D) tokens f0, d01, f1, d12, ..., f(T-1) with positions and types added, and
+        their (B, 2T - 1) valid flags. The difference between frames t and t + 1 has position t + 1."""
+        b, t, d = frames.shape
+        if t > self.frame_position.num_embeddings:
+            raise ValueError(f"head supports {self.frame_position.num_embeddings} frames, got {t}")
+        positions = self.frame_position.weight[:t].unsqueeze(0)
+        kinds = self.token_type.weight
+        if t == 1:
+            return frames + positions + kinds[0], mask
+        pairs = mask[:, 1:] & mask[:, :-1]
+        steps = _run(self.difference, frames[:, 1:] - frames[:, :-1] + positions[:, 1:], pairs)
+        steps = 2 * torch.sigmoid(self.difference_norm(steps)) - 1 + positions[:, 1:] + kinds[1]
+        shown = frames + positions + kinds[0]
+        # interleave: frame t, then the step from t to t + 1, ..., then the last frame
+        tokens = torch.stack([shown[:, :-1], steps], 2).reshape(b, 2 * (t - 1), d)
+        valid = torch.stack([mask[:, :-1], pairs], 2).reshape(b, 2 * (t - 1))
+        return torch.cat([tokens, shown[:, -1:]], 1), torch.cat([valid, mask[:, -1:]], 1)
+
+    def frame_outputs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, D): the transformer's output at each frame token plus the frame (residual)."""
+        tokens, valid = self.tokens(frames, mask)
+        return _run(self.transformer, tokens, valid)[:, 0::2] + frames
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.frame_outputs(frames, mask), mask)
+
+
+class AlignmentHead(DifferenceHead):
+    """``tdb+tab``: the difference head's global embedding beside a centre-aligned one, weighted
+    ``weight`` and ``1 - weight``; (B, T, D) frames -> (B, 2D) and, through :meth:`text`, (B, L, D)
+    caption tokens -> (B, 2D), both unit length (see the module docstring)."""
+
+    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8, centres: int = 5,
+                 weight: float = 0.5) -> None:
+        super().__init__(dim, max_frames, layers, heads)
+        if centres < 1 or not 0.0 < weight < 1.0:
+            raise ValueError(f"need centres >= 1 and 0 < weight < 1, got {centres}, {weight}")
+        self.weight = weight
+        self.assign = nn.Parameter(torch.randn(centres, dim) * dim ** -0.5)  # soft assignment to centres
+        self.centres = nn.Parameter(torch.randn(centres, dim) * dim ** -0.5)  # what residuals are taken to
+        self.local = transformer(dim, heads, 1)  # over the half-rate clip and its differences
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * super().out_dim
+
+    def aligned(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) tokens and (B, N) valid flags -> (B, D), unit: the centre-aligned summary."""
+        tokens = nn.functional.normalize(tokens, dim=-1)
+        share = torch.softmax(tokens @ self.assign.t(), -1) * valid.to(tokens.dtype).unsqueeze(-1)  # (B, N, K)
+        residuals = torch.einsum("bnk,bnd->bkd", share, tokens) - share.sum(1).unsqueeze(-1) * self.centres
+        return nn.functional.normalize(nn.functional.normalize(residuals, dim=-1).mean(1), dim=-1)
+
+    def combine(self, global_: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
+        """Unit (B, D) global and aligned embeddings -> (B, 2D) unit: dot products give the weighted score."""
+        return torch.cat([math.sqrt(self.weight) * global_, math.sqrt(1 - self.weight) * aligned], -1)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Half-rate copy (every second frame) through the difference block and the local transformer.
+        half, half_mask = frames[:, 0::2], mask[:, 0::2]
+        tokens, valid = self.tokens(half, half_mask)
+        local = _run(self.local, tokens, valid)[:, 0::2] + half
+        every = torch.cat([frames, local], 1)
+        aligned = self.aligned(every, torch.cat([mask, half_mask], 1))
+        return self.combine(_pooled(self.frame_outputs(frames, mask), mask), aligned)
+
+    def text(self, pooled: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit caption embeddings, (B, L, D) projected token states and the (B, L) attention
+        mask -> (B, 2D), unit. Every token but the start token is aligned."""
+        words = attention_mask.bool().clone()
+        words[:, 0] = False
+        return self.combine(pooled, self.aligned(tokens, words))
+
+
+def text_side(head: nn.Module | None, pooled: torch.Tensor, hidden: torch.Tensor, projection: nn.Module,
+              attention_mask: torch.Tensor) -> torch.Tensor:
+    """A caption's embedding as ``head`` compares it: ``pooled`` (B, D, unit) itself, or for an
+    alignment head the combined (B, 2D) of it and its token states ``hidden`` (B, L, H), projected."""
+    if not isinstance(head, AlignmentHead):
+        return pooled
+    return head.text(pooled, projection(hidden), attention_mask)

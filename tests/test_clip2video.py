@@ -1,0 +1,116 @@
+"""CLIP2Video's temporal blocks (tdb, tdb+tab) as heads of the CLIP4Clip folder format, on tiny random models."""
+
+import numpy as np
+import pytest
+import torch
+
+from demo.errors import ModelLoadError
+from demo.models.clip2video import TDB, TDB_TAB, AlignmentHead, DifferenceHead
+from demo.models.clip4clip import Clip4Clip
+from demo.models.encoders import Clip4ClipEncoder
+from demo.models.temporal import HEAD_FILE, HEAD_FILES, SeqTransfHead, masked_mean
+
+
+def _shaken(head: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return head
+
+
+def test_fresh_difference_head_starts_as_meanp_and_reads_order_once_trained():
+    torch.manual_seed(1)
+    frames, mask = torch.randn(3, 6, 16), torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    head = DifferenceHead(dim=16, max_frames=6, layers=2, heads=2)
+    cos = (head(frames, mask) * masked_mean(frames, mask)).sum(-1)
+    assert bool((cos > 0.99).all())
+    shaken = _shaken(head)
+    out = shaken(frames, mask)
+    assert out.shape == (3, 16) and torch.allclose(out.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert not torch.allclose(out, shaken(frames.flip(1), mask), atol=1e-3)
+
+
+def test_difference_tokens_interleave_frames_and_steps_and_padding_does_not_matter():
+    head = _shaken(DifferenceHead(dim=8, max_frames=5, layers=1, heads=2))
+    frames, mask = torch.randn(1, 5, 8), torch.tensor([[True, True, True, False, False]])
+    tokens, valid = head.tokens(frames, mask)
+    assert tokens.shape == (1, 9, 8)  # f0 d01 f1 d12 f2 d23 f3 d34 f4
+    assert valid.tolist() == [[True, True, True, True, True, False, False, False, False]]
+    padded = frames.clone()
+    padded[0, 3:] = 50.0
+    assert torch.allclose(head(frames, mask), head(padded, mask), atol=1e-5)
+    one = torch.tensor([[True, False, False, False, False]])  # one real frame: no step, no NaN
+    assert torch.isfinite(head(frames, one)).all()
+
+
+def test_alignment_head_embeds_both_sides_twice_as_wide_with_the_weighted_score():
+    head = _shaken(AlignmentHead(dim=8, max_frames=6, layers=1, heads=2, centres=3, weight=0.25))
+    frames, mask = torch.randn(2, 6, 8), torch.ones(2, 6, dtype=torch.bool)
+    video = head(frames, mask)
+    pooled = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    tokens, attention = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    text = head.text(pooled, tokens, attention)
+    assert video.shape == text.shape == (2, 16)
+    assert torch.allclose(video.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(text[:, :8], 0.5 * pooled)  # sqrt(0.25) of the global embedding
+    score = text @ video.t()
+    parts = 0.25 * pooled @ (video[:, :8] / 0.5).t() + 0.75 * (text[:, 8:] / 0.75 ** 0.5) @ (
+        video[:, 8:] / 0.75 ** 0.5).t()
+    assert torch.allclose(score, parts, atol=1e-5)
+    # padding tokens of the caption change nothing
+    tokens2 = tokens.clone()
+    tokens2[0, 3:] = 9.0
+    assert torch.allclose(head.text(pooled, tokens2, attention), text, atol=1e-6)
+
+
+def test_seqtransf_weights_seed_a_difference_head():
+    seq = _shaken(SeqTransfHead(dim=8, max_frames=4, layers=1, heads=2))
+    tdb = DifferenceHead(dim=8, max_frames=4, layers=1, heads=2)
+    result = tdb.load_state_dict(seq.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert torch.equal(tdb.frame_position.weight, seq.frame_position.weight)
+
+
+@pytest.mark.parametrize("pooling", [TDB, TDB_TAB])
+def test_clip2video_checkpoint_round_trip_encoder_and_override(pooling, tmp_path, clip_folder, make_tiny_clip4clip):
+    folder = make_tiny_clip4clip(tmp_path / pooling, pooling=pooling)
+    assert (folder / HEAD_FILE).is_file()
+    model = Clip4Clip.from_pretrained(folder)
+    width = 32 if pooling == TDB_TAB else 16
+    assert model.settings.pooling == pooling and model.embedding_dim() == width
+    frames, mask = torch.randn(2, 6, 3, 32, 32), torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 2:] = False
+    with torch.no_grad():
+        before = model.encode_video(frames, mask)
+        model.save_pretrained(tmp_path / "copy")
+        after = Clip4Clip.from_pretrained(tmp_path / "copy").encode_video(frames, mask)
+    assert before.shape == (2, width) and torch.allclose(before, after, atol=1e-5)
+    enc = Clip4ClipEncoder.from_pretrained(folder, device="cpu")
+    assert enc.dim == width and enc.fingerprint.dim == width
+    texts = enc.encode_texts(["a red square moving up", "a red square moving down"])
+    videos = enc.encode_videos(sorted(clip_folder.glob("*.mp4"))[:2])
+    assert texts.shape == videos.shape == (2, width)
+    assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+    # an image query meets the index in the head's width (tdb+tab: as a one-frame video)
+    image = np.random.default_rng(0).integers(0, 255, (1, 40, 48, 3), dtype=np.uint8)
+    embedded = enc.encode_images(image)
+    assert embedded.shape == (1, width) and np.isclose(np.linalg.norm(embedded), 1, atol=1e-5)
+    plain = Clip4ClipEncoder.from_pretrained(folder, pooling="meanP", device="cpu")
+    assert plain.dim == 16 and plain.encode_texts(["a red square"]).shape == (1, 16)
+    with pytest.raises(ModelLoadError, match="seqTransf"):
+        Clip4Clip.from_pretrained(folder, pooling="seqTransf")
+
+
+def test_a_checkpoint_keeps_every_head_trained_on_its_towers(tmp_path, make_tiny_clip4clip):
+    folder = make_tiny_clip4clip(tmp_path / "c", pooling="seqTransf")
+    model = Clip4Clip.from_pretrained(folder)
+    for name in (TDB, TDB_TAB):
+        model.heads[name] = _shaken(AlignmentHead(16, 6, 1, 2) if name == TDB_TAB else DifferenceHead(16, 6, 1, 2))
+    model.save_pretrained(tmp_path / "all")
+    assert all((tmp_path / "all" / HEAD_FILES[name]).is_file() for name in (TDB, TDB_TAB))
+    again = Clip4Clip.from_pretrained(tmp_path / "all", pooling=TDB_TAB)
+    assert sorted(again.heads) == sorted(["seqTransf", TDB, TDB_TAB]) and again.settings.pooling == TDB_TAB
+    frames, mask = torch.randn(1, 6, 16), torch.ones(1, 6, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.allclose(again.heads[TDB](frames, mask), model.heads[TDB](frames, mask), atol=1e-5)
