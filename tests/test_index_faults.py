@@ -190,7 +190,7 @@ def clips(folder: Path, n: int = 6) -> list[VideoItem]:
 
 def test_a_full_disk_keeps_what_was_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items, out = clips(tmp_path / "v"), tmp_path / "idx"
-    from demo.index import build
+    from demo.index import workfolder
 
     written = {"n": 0}
 
@@ -201,7 +201,7 @@ def test_a_full_disk_keeps_what_was_done(tmp_path: Path, monkeypatch: pytest.Mon
                 raise OSError(errno.ENOSPC, "No space left on device")
         return atomic_write(path, data)
 
-    monkeypatch.setattr(build, "atomic_write", filling)
+    monkeypatch.setattr(workfolder, "atomic_write", filling)
     with pytest.raises(IndexFormatError, match="disk is full"):
         build_index(items, out, CountingEncoder(), batch_size=2, progress=False)
     monkeypatch.undo()

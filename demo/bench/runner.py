@@ -43,12 +43,14 @@ from demo.presets import ROOT
 log = logging.getLogger(__name__)
 
 SECTIONS = ("search", "query", "indexing", "app", "decode")  # a full run: the bench:main section
-# Run only when named (each takes long): 10M-row search, and the local vs Ray index engines. Each
-# writes its own section of BENCHMARKS.md (bench:scale, bench:engines) after a full-size run.
-EXTRA_SECTIONS = ("scale", "engines")
 SECTION = "bench:main"  # the marked section of BENCHMARKS.md this command owns (demo.files)
-# Run only when named (minutes and gigabytes each); each writes its own section, bench:<name>.
-EXTRA_SECTIONS = ("import", "resize")
+# Run only when named (each takes long): 10M-row search, and the local vs Ray index engines. They run
+# inside the main run's bookkeeping; each writes its own section of BENCHMARKS.md (bench:scale,
+# bench:engines) after a full-size run.
+IN_RUN_SECTIONS = ("scale", "engines")
+# Run only when named, on their own (minutes and gigabytes each): :func:`run_extra`, bench:<name>.
+SEPARATE_SECTIONS = ("import", "resize")
+EXTRA_SECTIONS = (*IN_RUN_SECTIONS, *SEPARATE_SECTIONS)
 # The issue's targets on a 2-core CPU.
 LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0}
 
@@ -151,7 +153,7 @@ class StallWatch:
 
 
 def run_extra(name: str, config: BenchConfig) -> str:
-    """Run extra section ``name`` (:data:`EXTRA_SECTIONS`) and write its own section of BENCHMARKS.md
+    """Run separate section ``name`` (:data:`SEPARATE_SECTIONS`) and write its own section of BENCHMARKS.md
     (or of ``--markdown``); returns its Markdown."""
     from demo.bench.importing import bench_import, format_import_markdown
     from demo.bench.resizing import bench_resize, format_resize_markdown
@@ -176,8 +178,8 @@ def run_extra(name: str, config: BenchConfig) -> str:
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Run the chosen sections; write bench.json / bench.md to ``config.out`` and, where
     :meth:`BenchConfig.markdown_target` says so, the section of BENCHMARKS.md."""
-    extras = [run_extra(name, config) for name in config.sections if name in EXTRA_SECTIONS]
-    if not set(config.sections) - set(EXTRA_SECTIONS):
+    extras = [run_extra(name, config) for name in config.sections if name in SEPARATE_SECTIONS]
+    if not set(config.sections) - set(SEPARATE_SECTIONS):
         return {"markdown": "\n".join(extras)}
     p = plan(config.quick)
     started = time.perf_counter()
@@ -205,7 +207,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     if target is not None:
         write_section(target, SECTION, markdown)
         log.info("wrote the bench section of %s", target)
-    for name in EXTRA_SECTIONS:  # full-size runs of these replace their own sections
+    for name in IN_RUN_SECTIONS:  # full-size runs of these replace their own sections
         if name in out and not config.quick and config.markdown is None:
             write_section(ROOT / "BENCHMARKS.md", f"bench:{name}", format_markdown(out, only=name))
     log.info("bench finished in %.0f s; results in %s", meta["seconds"], config.out / "bench.json")
