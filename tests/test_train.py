@@ -450,7 +450,8 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     image_config = json.loads((tmp_path / "w" / "image" / "train_config.json").read_text())
     assert image_config["init"] == str(tmp_path / "w" / "frames" / "best") and image_config["model_config"] is None
     encoder = Clip4ClipEncoder.from_pretrained(shipped["clip4clip-world"])
-    assert encoder.encode_texts(["a red circle moving left"]).shape == (1, 128)
+    assert encoder.pooling == "tdb+tab"  # the recipe ships CLIP2Video's alignment head: 2 x 128 wide
+    assert encoder.encode_texts(["a red circle moving left"]).shape == (1, 256)
     card = (shipped["clip4clip-world"] / "README.md").read_text()
     assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
     assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()

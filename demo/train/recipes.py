@@ -72,7 +72,7 @@ class EmbeddedRecipe:
     image_lr: float = 1e-3
     video_lr: float = 1e-3  # temporal head
     video_clip_lr: float = 5e-4  # pretrained towers, lower than the new head as in CLIP4Clip
-    order_epochs: int = 1  # stage 3: seqTransf-only fine-tuning (0 skips it)
+    order_epochs: int = 1  # stage 3: the heads' fine-tuning, meanP left behind (0 skips it)
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
     order_grouped: float = 0.75  # stage 3: share of one-colour batches (demo.train.data.epoch_order)
@@ -124,7 +124,8 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
                                  progress=progress)
     log.info("built the embedded index at %.1f min", (time.time() - started) / 60)
     note = "Test-split results: run `python -m demo evaluate --write-benchmarks` (BENCHMARKS.md)."
-    write_clip4clip_card(out / "clip4clip-world", "clip4clip-world: the embedded CLIP4Clip (seqTransf)", work, note)
+    shipped = recipe.heads.split(",")[0]
+    write_clip4clip_card(out / "clip4clip-world", f"clip4clip-world: the embedded CLIP4Clip ({shipped})", work, note)
     write_clip4clip_card(out / "clip-world-image", "clip-world-image: the image-pretrained stand-in for "
                          "zero-shot CLIP", work, note, stages=("frames", "image"))
     return {"clip-world-image": out / "clip-world-image", "clip4clip-world": target, "index-world": index}
