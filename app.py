@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from demo.cli.common import POOLING_CHOICES
+
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported anywhere
 
 
@@ -28,7 +30,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="CLIP4Clip checkpoint folder or hub id (default: the index's model)")
     p.add_argument("--index", help="index folder built by `python -m demo index build`")
     p.add_argument("--xclip", help="X-CLIP checkpoint folder or hub id")
-    p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"], help="override the checkpoint's pooling")
+    p.add_argument("--pooling", choices=POOLING_CHOICES, help="override the checkpoint's pooling")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--cache", help="folder for rendered world clips (default: $DEMO_CACHE or cache/world)")
     p.add_argument("--eval-limit", type=int, help="test clips a CPU rerun of the benchmark scores (default: all)")

@@ -180,3 +180,10 @@ def test_search_names_files_that_play(tiny_clip4clip, tmp_path, monkeypatch, cap
         assert Path(row["file"]).read_bytes() == (tmp_path / "world" / row["path_or_url"]).read_bytes()
     assert main(["search", "a red circle", "--index", str(index), "--k", "1"]) == 0
     assert str(tmp_path / "cache") in capsys.readouterr().out
+
+
+def test_pooling_choices_are_the_model_poolings():
+    from demo.cli.common import POOLING_CHOICES
+    from demo.models.temporal import POOLINGS
+
+    assert POOLING_CHOICES == POOLINGS

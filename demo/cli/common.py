@@ -7,6 +7,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+# demo.models.temporal.POOLINGS, spelled out so that parsing arguments does not import torch (a test
+# keeps the two equal).
+POOLING_CHOICES = ("meanP", "seqLSTM", "seqTransf", "tdb", "tdb+tab")
+
 
 def print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
@@ -15,7 +19,7 @@ def print_json(payload: Any) -> None:
 def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="embedded (default, offline) or webvid; env DEMO_PRESET")
     p.add_argument("--model", help="CLIP4Clip checkpoint folder or hub id (default: the index's model)")
-    p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"], help="override the checkpoint's pooling")
+    p.add_argument("--pooling", choices=POOLING_CHOICES, help="override the checkpoint's pooling")
     p.add_argument("--index", help="index folder (default: the preset's)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
 

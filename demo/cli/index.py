@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from demo.cli.common import POOLING_CHOICES
 from demo.errors import DemoError
 
 Subparsers = Any  # argparse's _SubParsersAction (a private class)
@@ -106,7 +107,7 @@ def add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--captions", help="sidecar CSV (path,caption) for a folder source")
     p.add_argument("--preset")
     p.add_argument("--model")
-    p.add_argument("--pooling", choices=["meanP", "seqLSTM", "seqTransf"])
+    p.add_argument("--pooling", choices=POOLING_CHOICES)
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int, help="videos per batch (default 8); windows with --segment (32)")
     p.add_argument("--segment", type=float, help="long videos: index windows of this many seconds (off: whole videos)")
