@@ -58,6 +58,12 @@ def test_alignment_head_embeds_both_sides_twice_as_wide_with_the_weighted_score(
     parts = 0.25 * pooled @ (video[:, :8] / 0.5).t() + 0.75 * (text[:, 8:] / 0.75 ** 0.5) @ (
         video[:, 8:] / 0.75 ** 0.5).t()
     assert torch.allclose(score, parts, atol=1e-5)
+    # an image: the image tower's embedding as the global half, the one-frame clip aligned beside it
+    features = torch.randn(3, 8)
+    image = head.image(features)
+    assert image.shape == (3, 16) and torch.allclose(image.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(image[:, :8], 0.5 * torch.nn.functional.normalize(features, dim=-1), atol=1e-6)
+    assert torch.allclose(image[:, 8:], head(features[:, None], torch.ones(3, 1, dtype=torch.bool))[:, 8:], atol=1e-5)
     # padding tokens of the caption change nothing
     tokens2 = tokens.clone()
     tokens2[0, 3:] = 9.0

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from demo.errors import ModelLoadError
+from demo.models.clip2video import AlignmentHead
 from demo.models.clip4clip import Clip4Clip, first_line
 from demo.models.device import resolve_device
 from demo.models.fingerprint import ModelFingerprint, model_name
@@ -168,12 +169,13 @@ class Clip4ClipEncoder:
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 images (photos, video frames) -> (N, D) float32 unit-length embeddings
-        from CLIP's image tower, preprocessed like a video frame (CLIP mean/std) (with a tdb+tab head,
-        whose embeddings are 2D wide, the image goes through the head as a one-frame video)."""
+        from CLIP's image tower, preprocessed like a video frame (CLIP mean/std); (N, 2D) with a tdb+tab
+        head (:meth:`AlignmentHead.image`)."""
         feats = self.frame_features(preprocess(images, self.image_size, CLIP_MEAN, CLIP_STD))
-        if self.dim != self.model.dim:
-            # An alignment head (tdb+tab) compares 2D-wide embeddings: there an image is a one-frame video.
-            return self.pool_frames(feats[:, None], np.ones((len(feats), 1), dtype=bool))
+        head = self.model.head
+        if isinstance(head, AlignmentHead):  # its index rows are 2D wide: see AlignmentHead.image
+            with torch.inference_mode():
+                return head.image(torch.from_numpy(feats).to(self.device)).float().cpu().numpy()
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
     def encode_videos(self, paths: Sequence[str | Path], batch_size: int = 8,
