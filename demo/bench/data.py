@@ -23,7 +23,7 @@ from demo.bench.common import random_encoder
 from demo.index.binary import binarize, l2_normalize
 from demo.index.video_index import VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
-from demo.presets import EMBEDDED
+from demo.presets import EMBEDDED, shown_path
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess
 from demo.video.sampling import clip4clip_indices
 from demo.world import WorldConfig, clip_specs, render
@@ -200,7 +200,7 @@ def real_base(workdir: Path, index_dir: Path | None = None, fallback_videos: int
         model = next((Path(m) for m in (index.info.get("model_path"), EMBEDDED.model)
                       if m and Path(m).is_dir()), None)
         encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu") if model else None
-        note = f"index {folder} ({len(index)} videos, {index.fingerprint.describe()}, model {model})"
+        note = f"index {shown_path(folder)} ({len(index)} videos, {index.fingerprint.describe()}, model {model})"
         return RealBase(np.asarray(index.embeddings, np.float32),
                         np.asarray(index.caption_embeddings, np.float32), texts, encoder, note)
     encoder = fallback_encoder(workdir, seed)

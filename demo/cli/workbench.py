@@ -73,7 +73,8 @@ def add_workbench_commands(sub: Subparsers) -> None:
 
     p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
     p.add_argument("sections", nargs="*", metavar="SECTION",
-                   help="search query indexing app decode (default: all); import, resize: only when named")
+                   help="search query indexing app decode (default: all); "
+                        "scale, engines, import, resize: only when named")
     p.add_argument("--only", nargs="+", metavar="SECTION", help="same as the positional sections")
     p.add_argument("--quick", action="store_true", help="N=20k, few repetitions, tiny models, no app (CI)")
     p.add_argument("--out", default="work/bench", help="folder for bench.json and bench.md")
