@@ -8,6 +8,7 @@ app allows (see :func:`demo.app.ui.launch_options`).
 from __future__ import annotations
 
 import html
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from demo.index.segments import format_span, format_time
@@ -234,12 +235,16 @@ def recall_figure(view: BenchmarkView) -> Any:
     from matplotlib.figure import Figure
 
     curves = distinct_curves(view.rows)
-    fig = Figure(figsize=(6.4, 4.6 + 0.28 * (len(curves) + len(view.published))), dpi=100, layout="constrained")
+    # Labels of equal curves run long ("a = a, binarised + rerank100 = ..."): wrapped to the figure's width,
+    # the legend below the axes grows by their lines instead of running off both sides.
+    labels = [textwrap.fill(label, 78, subsequent_indent="  ") for label, _ in curves]
+    lines = sum(label.count("\n") + 1 for label in labels) + len(view.published)
+    fig = Figure(figsize=(6.4, 4.6 + 0.28 * lines), dpi=100, layout="constrained")
     ax = fig.subplots()
-    for label, curve in curves:
+    for (label, curve), shown in zip(curves, labels, strict=True):
         # A binarised search that keeps nearly every exact rank lies on its exact curve: dashed on top.
         dashed = all("binarised" in name for name in label.split(" = "))
-        ax.plot(range(1, len(curve) + 1), curve, "--" if dashed else "-", lw=1.6 if dashed else 2.6, label=label)
+        ax.plot(range(1, len(curve) + 1), curve, "--" if dashed else "-", lw=1.6 if dashed else 2.6, label=shown)
     for name, m in view.published.items():
         ax.plot([1, 5, 10], [m["R@1"], m["R@5"], m["R@10"]], ":", marker="o", ms=3, lw=1, alpha=0.45,
                 color="grey", label=f"published, WebVid-10k: {name}")
