@@ -132,3 +132,23 @@ def test_the_stored_run_names_no_server_paths(app: RunningApp) -> None:
     text = json.dumps(shipped["info"]) + shipped["markdown"]
     assert "/work/" not in text and "/home/" not in text and "/root/" not in text
     assert str(Path.cwd()) not in text
+
+
+def test_benchmark_plot_legend_fits_the_figure():
+    """Equal curves share one long label; it wraps, and every legend entry lies inside the figure."""
+    from demo.app.benchmark import BenchmarkView
+    from demo.app.format import recall_figure
+
+    curve = [float(k) for k in range(1, 51)]
+    names = ["CLIP2Video TDB+TAB", "CLIP2Video TDB+TAB, binarised + rerank100",
+             "CLIP2Video TDB+TAB, binarised + rerank500"]
+    rows = [{"name": n, "task": "t2v", "recall_curve": curve} for n in names]
+    rows.append({"name": "CLIP4Clip meanP", "task": "t2v", "recall_curve": [c / 2 for c in curve]})
+    fig = recall_figure(BenchmarkView(rows))
+    fig.canvas.draw()
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert any(" = " in label and "\n" in label for label in labels)
+    assert all(len(line) <= 80 for label in labels for line in label.split("\n"))
+    box, frame = legend.get_window_extent(), fig.bbox
+    assert box.x0 >= frame.x0 - 1 and box.x1 <= frame.x1 + 1
