@@ -60,7 +60,7 @@ def add_evaluate_command(sub: Subparsers) -> None:
     p.add_argument("--world", default="work/embedded/world",
                    help="embedded: world folder (missing test clips are rendered)")
     p.add_argument("--zero-shot", help="embedded: image-pretrained model (default: shipped; 'none' to skip)")
-    p.add_argument("--clip4clip", help="embedded: CLIP4Clip model with a seqTransf head (default: shipped)")
+    p.add_argument("--clip4clip", help="embedded: CLIP4Clip model, one row per head it holds (default: shipped)")
     p.add_argument("--index", help="embedded: index for the free-form query check (default: shipped)")
     p.add_argument("--data", help="webvid: CSV with video ids and captions")
     p.add_argument("--videos", help="webvid: folder of <videoid>.mp4")
