@@ -17,7 +17,8 @@ from demo.train.data import FrameCaches, epoch_order, read_samples
 from demo.train.events import CLASSES, event_target
 from demo.train.loop import Trainer, lr_factor, train
 from demo.train.losses import caption_video_infonce
-from demo.world import ClipAttributes, WorldObject
+from demo.train.probes import probe_inputs
+from demo.world import LAYOUT_DIM, LAYOUT_LONE, ClipAttributes, WorldObject
 from tests.conftest import TINY_TEXT, TINY_VISION
 
 
@@ -252,6 +253,25 @@ def test_layout_loss_reads_the_frames_through_a_fitted_probe(tiny_world, tiny_co
     assert state["layout_probe"]["weight"].shape == (probe.probe.out_features, trainer.model.dim)
 
 
+def test_angle_weight_scales_the_angle_code_in_the_layout_loss(tiny_world, tiny_config, tmp_path, decoded):
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="video", pooling="seqTransf",
+                             head_layers=1, layout_loss=1.0, angle_weight=3.0)
+    layout, data = trainer.layout, trainer.train_data
+    assert layout is not None
+    rows = np.arange(len(data))
+    with torch.no_grad():
+        per_frame = trainer.model.frame_embeddings(data.frames.float(), data.masks)
+        loss = float(layout.loss(rows, per_frame, data.masks))
+        error = (layout.probe(probe_inputs(per_frame)) - (layout.train[rows] - layout.mean) / layout.std) ** 2
+    mask = layout.train_mask[rows] & data.masks.unsqueeze(-1)
+    angle = torch.zeros(LAYOUT_DIM, dtype=torch.bool)
+    angle[LAYOUT_LONE + 4:] = True
+    assert mask[..., angle].any() and mask[..., ~angle].any()  # the tiny world has lone turned shapes
+    weighted = error[mask & ~angle].sum() + 3.0 * error[mask & angle].sum()
+    assert loss == pytest.approx(float(weighted / mask.sum()), rel=1e-5)
+    assert loss != pytest.approx(float(error[mask].mean()), rel=1e-3)  # not the unweighted mean
+
+
 def test_layout_loss_needs_world_clips(clip_folder, tiny_config, tmp_path):
     config = TrainConfig(train=str(clip_folder / "captions.csv"), out=str(tmp_path / "o"),
                          model_config=str(tiny_config), epochs=1, batch_size=2, workers=1, layout_loss=1.0)
@@ -441,8 +461,17 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     from demo.train.recipes import EmbeddedRecipe, train_embedded
 
     recipe = EmbeddedRecipe(work=str(tmp_path / "w"), out=str(tmp_path / "pre"), frames_epochs=1, image_epochs=1,
-                            video_epochs=1, order_epochs=1, batch_size=4, compile=False, world_limit=12)
+                            video_epochs=1, order_epochs=1, batch_size=4, compile=False, world_limit=12,
+                            turning_worlds=1)
     shipped = train_embedded(recipe, progress=False)
+    # stage 0 alone also reads another world's turning clips; the later stages only the world's own
+    world_dir = tmp_path / "w" / "world"
+    frames_train = json.loads((tmp_path / "w" / "frames" / "train_config.json").read_text())["train"]
+    rows = (world_dir / "frames-train.jsonl").read_text().splitlines()
+    assert frames_train == str(world_dir / "frames-train.jsonl")
+    assert len(rows) == 12 + 12 and sum('"turning-1-' in row for row in rows) == 12
+    assert json.loads((tmp_path / "w" / "image" / "train_config.json").read_text())["train"] == str(
+        world_dir / "train.jsonl")
     stages = {folder: json.loads((tmp_path / "w" / folder / "train_config.json").read_text())["stage"]
               for folder in ("frames", "image", "video", "video2")}
     assert stages == {"frames": "frames", "image": "image", "video": "video", "video2": "video"}
@@ -454,6 +483,7 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     assert encoder.encode_texts(["a red circle moving left"]).shape == (1, 256)
     card = (shipped["clip4clip-world"] / "README.md").read_text()
     assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
+    assert "12 single-object turning clips of other worlds" in card
     assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()
     assert (shipped["index-world"] / "manifest.json").is_file()
 

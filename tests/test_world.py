@@ -505,6 +505,24 @@ def _decode(path: Path, n: int) -> np.ndarray:
     return decord.VideoReader(str(path)).get_batch(list(range(n))).asnumpy()
 
 
+def test_turning_specs_are_lone_turning_clips_of_other_worlds(tmp_path: Path) -> None:
+    specs = world.turning_specs((1, 2), SMALL)
+    assert len(specs) > 20 and len({s.id for s in specs}) == len(specs)
+    assert {s.id.split("-")[1] for s in specs} == {"1", "2"} and {s.split for s in specs} == {"turning"}
+    for spec in specs:
+        (obj,) = spec.attributes.objects
+        assert obj.event in ("turning clockwise", "turning anticlockwise") and obj.event in spec.captions[0]
+        assert (obj.colour, obj.shape) not in SMALL.heldout  # drawn from training splits
+    own = {json.dumps(s.attributes.to_dict()) for s in clip_specs(SMALL, "train")}
+    assert not own & {json.dumps(s.attributes.to_dict()) for s in specs}  # other worlds' clips, not ours
+    assert [s.id for s in world.turning_specs((1, 2), SMALL, limit=5)] == [s.id for s in specs[:5]]
+    # written as one more split of a world folder, with paths the trainer resolves
+    jsonl = world.synth_turning(tmp_path, (1,), SMALL, limit=3, workers=1, progress=False)
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [s.id for s in specs[:3]]
+    assert all((tmp_path / r["path"]).is_file() and r["path"].startswith("clips/turning/") for r in rows)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_synth_writes_a_resumable_corpus(tmp_path: Path, workers: int) -> None:
     out = synth(tmp_path, SMALL, splits=("val",), limit=3, workers=workers, progress=False)

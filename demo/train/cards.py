@@ -68,8 +68,15 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
         weights = ", ".join(f"{label} {config[key]:g}" for key, label in
                             (("shape_loss", "shape classification"), ("layout_loss", "layout regression"))
                             if config.get(key))
+        data = ""
+        train = Path(str(config.get("train", "")))
+        if train.name == "frames-train.jsonl" and train.is_file():  # EmbeddedRecipe.turning_worlds
+            rows = train.read_text(encoding="utf-8").splitlines()
+            turning = sum('"id": "turning-' in row for row in rows)
+            data = (f", on the world's {len(rows) - turning:,} training clips and {turning:,} single-object "
+                    "turning clips of other worlds' training splits")
         return [f"- {name} ({weights}): {len(log)} epochs, batch {config.get('batch_size')}, lr "
-                f"{config.get('lr')}, one frame per clip, {minutes:.1f} min of training steps; best validation "
+                f"{config.get('lr')}, one frame per clip{data}, {minutes:.1f} min of training steps; best validation "
                 f"shape accuracy on lone objects {best_shape:.1f}% (chance 12.5%)"
                 + (f", layout R^2 {layout:.2f}." if layout is not None else ".")]
     heads = [h for h in str(config.get("pooling", "")).replace("both", "meanP,seqTransf").split(",") if h != "meanP"]

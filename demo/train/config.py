@@ -55,6 +55,9 @@ class TrainConfig:
     # them, so without it the frame embeddings lose where things are, and with it the order of
     # frames is all a temporal head needs to read direction (docs/decisions/frame-probes.md).
     layout_loss: float = 0.0
+    # Within the layout loss, the weight of a lone object's angle code (cos, sin of symmetry order x angle)
+    # against the other values' 1 (docs/experiments.md, the turning directions).
+    angle_weight: float = 1.0
     # World clips (all stages): weight of a cross-entropy from every frame embedding the loss sees
     # onto which shapes the frame shows (demo.world.frame_shapes), through a linear classifier trained
     # with the model and then dropped. Captions alone leave shape out of the frames: in a random batch

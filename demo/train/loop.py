@@ -101,7 +101,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * (config.schedule_epochs or config.epochs)
         settings, dim = self.model.settings, self.model.dim
         train, val = self.train_data.samples, self.val_data.samples
-        self.layout = LayoutTargets(train, val, settings, dim) if config.layout_loss > 0 else None
+        self.layout = (LayoutTargets(train, val, settings, dim, config.angle_weight)
+                       if config.layout_loss > 0 else None)
         self.shapes = ShapeTargets(train, val, settings, dim) if config.shape_loss > 0 else None
         self.events = EventCentres(dim).to(self.device) if config.event_loss > 0 and config.stage == "video" else None
         self.event_targets = {split: clip_targets([s.attributes for s in samples])

@@ -59,8 +59,11 @@ class LayoutTargets:
     directions.
     """
 
-    def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int) -> None:
+    def __init__(self, train: list[Sample], val: list[Sample], settings: Clip4ClipSettings, dim: int,
+                 angle_weight: float = 1.0) -> None:
         self.settings, self.dim = settings, dim
+        self.weight = torch.ones(LAYOUT_DIM)  # each value's weight in the loss
+        self.weight[LAYOUT_LONE + 4:] = angle_weight  # the angle code's two values
         self.train, self.train_mask = self._targets(train)
         self.val, self.val_mask = self._targets(val)
         if not self.train_mask.any():
@@ -94,7 +97,7 @@ class LayoutTargets:
             return None
         device = per_frame.device
         target = ((target - self.mean) / self.std).to(device)
-        error = (self.probe(probe_inputs(per_frame)) - target) ** 2
+        error = self.weight.to(device) * (self.probe(probe_inputs(per_frame)) - target) ** 2
         return error[mask.to(device)].mean()
 
     @torch.inference_mode()

@@ -32,7 +32,7 @@ from demo.train.cards import write_clip4clip_card, write_xclip_card
 from demo.train.config import TrainConfig
 from demo.train.data import FrameCaches, read_samples
 from demo.train.loop import train
-from demo.world import WorldConfig, synth, vocabulary
+from demo.world import SPLITS, WorldConfig, synth, synth_turning, vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class EmbeddedRecipe:
     # (docs/decisions/frame-probes.md).
     frames_epochs: int = 16  # 0 skips it (stage 1 then starts from random weights)
     frames_lr: float = 1e-3
+    # Stage 0 also reads the single-object turning clips of the training splits of this many more
+    # worlds (seeds seed+1, seed+2, ...; demo.world.turning_specs, ~690 clips each). Tried with 6 for the
+    # turning directions: stage 0's shape probe rose (88.6% against 72.7%), the turning events did not,
+    # and it costs ~7 minutes (docs/experiments.md, run (s)); off in the recipe.
+    turning_worlds: int = 0
     image_epochs: int = 6
     image_schedule_epochs: int | None = None  # cosine schedule length (default: image_epochs)
     video_epochs: int = 5
@@ -88,6 +93,9 @@ class EmbeddedRecipe:
     # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
     # so that position, size, opacity and angle survive into the video stages for the head to read.
     layout_loss: float = 1.0
+    # All stages: the angle code's weight within the layout loss (TrainConfig.angle_weight). With
+    # turning_worlds 6, x8 lifted stage 0's angle R^2 from 0.16 to 0.48 (docs/experiments.md).
+    angle_weight: float = 1.0
     # All stages: weight of the frame shape classification (TrainConfig.shape_loss). In stage 0 it
     # teaches shape; afterwards it keeps it in the frames (val probe 73% after stage 0, 78% shipped).
     shape_loss: float = 1.0
@@ -136,7 +144,8 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
     """Stages 0-3 in ``work``; the best image-stage and last video-stage checkpoint folders."""
     # What every stage shares, and what the two video stages share on top.
     common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
-                                  seed=recipe.seed, layout_loss=recipe.layout_loss, shape_loss=recipe.shape_loss,
+                                  seed=recipe.seed, layout_loss=recipe.layout_loss, angle_weight=recipe.angle_weight,
+                                  shape_loss=recipe.shape_loss,
                                   compile=recipe.compile, resume=True)
     videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
@@ -152,7 +161,10 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
     model_config: str | None = str(spec_path)
     init: str | None = None
     if recipe.frames_epochs > 0:
-        init = str(stage("frames", **common, model_config=str(spec_path), stage="frames",
+        frames = dict(common)
+        if recipe.turning_worlds > 0:
+            frames["train"] = str(_with_turning(Path(jsonl["train"]), recipe, progress))
+        init = str(stage("frames", **frames, model_config=str(spec_path), stage="frames",
                          epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr))
         model_config = None
     image = stage("image", **common, model_config=model_config, init=init, stage="image",
@@ -168,10 +180,20 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
     return image, video
 
 
+def _with_turning(train: Path, recipe: EmbeddedRecipe, progress: bool) -> Path:
+    """``frames-train.jsonl`` beside ``train``: its clips and ``recipe.turning_worlds`` worlds' turning clips."""
+    seeds = tuple(range(recipe.seed + 1, recipe.seed + 1 + recipe.turning_worlds))
+    turning = synth_turning(train.parent, seeds, limit=recipe.world_limit, progress=progress)
+    text = train.read_text(encoding="utf-8").rstrip("\n") + "\n" + turning.read_text(encoding="utf-8")
+    return atomic_write(train.parent / "frames-train.jsonl", text)
+
+
 def world_texts(world_dir: str | Path) -> list[str]:
-    """Every caption of every split of a rendered world, plus the vocabulary's words and phrases."""
+    """Every caption of every split (train, val, test) of a rendered world, plus the vocabulary's words and
+    phrases."""
     texts = [text for words in vocabulary().values() for text in words]
-    texts += [c for path in sorted(Path(world_dir).glob("*.jsonl")) for s in read_samples(path) for c in s.captions]
+    texts += [c for split in SPLITS if (Path(world_dir) / f"{split}.jsonl").is_file()
+              for s in read_samples(Path(world_dir) / f"{split}.jsonl") for c in s.captions]
     return list(dict.fromkeys(texts))
 
 

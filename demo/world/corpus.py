@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import multiprocessing
+from dataclasses import replace
 from multiprocessing.pool import Pool
 from pathlib import Path
 
@@ -56,11 +57,48 @@ def synth(
     return written
 
 
+TURNING = ("turning clockwise", "turning anticlockwise")
+
+
+def turning_specs(seeds: tuple[int, ...], base: WorldConfig = WorldConfig(),  # noqa: B008 - frozen
+                  limit: int | None = None) -> list[ClipSpec]:
+    """The single-object turning clips of the training splits of the worlds ``base`` with each of
+    ``seeds`` (about 8% of a split's clips), renamed ``turning-<seed>-<id>``; the first ``limit``.
+
+    Turning is the one event whose frames must show how an object is turned, and a world holds few
+    turning clips (about 700 of its 8,000 training clips); the frames stage can read more of them here
+    (``EmbeddedRecipe.turning_worlds``, docs/experiments.md). Other seeds' training splits never show
+    the held-out colour-shape pairs either.
+    """
+    specs = []
+    for seed in seeds:
+        for spec in clip_specs(replace(base, seed=seed), "train"):
+            objects = spec.attributes.objects
+            if len(objects) == 1 and objects[0].event in TURNING:
+                specs.append(replace(spec, id=f"turning-{seed}-{spec.id}", split="turning"))
+    return specs[:limit]
+
+
+def synth_turning(out_dir: str | Path, seeds: tuple[int, ...], base: WorldConfig = WorldConfig(),  # noqa: B008
+                  limit: int | None = None, workers: int = 2, progress: bool = True) -> Path:
+    """Render :func:`turning_specs` into ``out_dir`` as one more split, ``turning`` (``clips/turning/``,
+    ``turning.csv``, ``turning.jsonl``; resumable like :func:`synth`); the JSONL's path."""
+    specs = turning_specs(seeds, base, limit)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
+        _write_split(Path(out_dir), "turning", specs, pool, progress)
+    return Path(out_dir) / "turning.jsonl"
+
+
 def _synth_split(
     out: Path, config: WorldConfig, split: str, limit: int | None, pool: Pool | None, progress: bool
 ) -> Path:
     """Render the missing clips of one split and (re)write its CSV and JSONL."""
-    specs = clip_specs(config, split)[:limit]
+    return _write_split(out, split, clip_specs(config, split)[:limit], pool, progress)
+
+
+def _write_split(out: Path, split: str, specs: list[ClipSpec], pool: Pool | None, progress: bool) -> Path:
+    """Render the missing clips of ``specs`` into ``clips/<split>/`` and (re)write ``<split>``'s CSV and JSONL."""
     (out / "clips" / split).mkdir(parents=True, exist_ok=True)
     rel = {s.id: f"clips/{split}/{s.id}.mp4" for s in specs}
     jobs = [(s, str(out / rel[s.id])) for s in specs if not (out / rel[s.id]).exists()]
