@@ -19,9 +19,9 @@ checkpoint's frames carry).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +29,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: find demo/
 from demo.models.clip4clip import Clip4Clip  # noqa: E402
+from demo.train.probes import probe_inputs  # noqa: E402
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from demo.video.sampling import clip4clip_indices  # noqa: E402
-from demo.world import WorldConfig, clip_specs, object_state, render, turning_specs  # noqa: E402
+from demo.world import LAYOUT_LONE, WorldConfig, clip_specs, frame_layout, render, turning_specs  # noqa: E402
 from demo.world.corpus import TURNING  # noqa: E402
-from demo.world.shapes import SYMMETRY  # noqa: E402
 
 
 def angle_code(spec: object, i: int, last: int) -> list[float]:
-    (obj,) = spec.attributes.objects  # type: ignore[attr-defined]
-    turn = math.radians(object_state(obj, i, last)[3]) * (SYMMETRY[obj.shape] or 0)
-    return [math.cos(turn), math.sin(turn)]
+    """The layout probe's angle values of frame ``i`` of ``last + 1``: cos, sin of (symmetry order x angle)."""
+    values, _ = frame_layout(spec.attributes, i, last)  # type: ignore[attr-defined]
+    return values[LAYOUT_LONE + 4 :].tolist()
 
 
 def frames(specs: list, every: int, size: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -74,12 +74,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = Clip4Clip.from_pretrained(args.init)
     vision, size, settings = model.vision, model.image_size, model.settings
-    lone = [s for s in clip_specs(WorldConfig(), "train") if len(s.attributes.objects) == 1]
-    train = (
-        [s for s in lone if s.attributes.objects[0].event in TURNING]
-        if args.worlds == 0
-        else turning_specs(tuple(range(1, args.worlds + 1)))
-    )
+    train = turning_specs((0,) if args.worlds == 0 else tuple(range(1, args.worlds + 1)))  # seed 0: the world
     test = [
         s
         for s in clip_specs(WorldConfig(), "test")
@@ -91,23 +86,25 @@ def main() -> None:
     readout = torch.nn.Linear(model.dim, 2)
     optimizer = torch.optim.AdamW([*vision.parameters(), *readout.parameters()], lr=args.lr)
 
-    def predict(pixels: torch.Tensor) -> torch.Tensor:
-        embeds = vision(pixel_values=pixels).image_embeds
-        return readout(torch.nn.functional.normalize(embeds, dim=-1) * math.sqrt(embeds.shape[-1]))
+    def features(pixels: torch.Tensor) -> torch.Tensor:  # what the layout probe reads
+        return probe_inputs(vision(pixel_values=pixels).image_embeds)
 
-    if args.minutes <= 0:  # the frozen tower: ridge regression onto the codes
+    def predict(pixels: torch.Tensor) -> torch.Tensor:
+        return readout(features(pixels))
+
+    def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
         vision.eval()
         with torch.inference_mode():
-            embeds = torch.cat(
-                [vision(pixel_values=x_train[i : i + 256]).image_embeds for i in range(0, len(x_train), 256)]
-            )
-            x = torch.nn.functional.normalize(embeds, dim=-1) * math.sqrt(embeds.shape[-1])
-            x = torch.cat([x, torch.ones(len(x), 1)], 1)
-            w = torch.linalg.solve(x.T @ x + 1e-1 * torch.eye(x.shape[1]), x.T @ y_train)
+            return torch.cat([fn(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
+
+    if args.minutes <= 0:  # the frozen tower: ridge regression onto the codes
+        x = in_batches(features, x_train)
+        x = torch.cat([x, torch.ones(len(x), 1)], 1)
+        w = torch.linalg.solve(x.T @ x + 1e-1 * torch.eye(x.shape[1]), x.T @ y_train)
+        with torch.no_grad():
             readout.weight.copy_(w[:-1].T)
             readout.bias.copy_(w[-1])
-            pred = torch.cat([predict(x_test[i : i + 256]) for i in range(0, len(x_test), 256)])
-        print(f"frozen tower, ridge readout: test R^2 {r2(pred, y_test):.3f}")
+        print(f"frozen tower, ridge readout: test R^2 {r2(in_batches(predict, x_test), y_test):.3f}")
     step, started = 0, time.time()
     while time.time() - started < 60 * args.minutes:
         vision.train()
@@ -118,9 +115,7 @@ def main() -> None:
         optimizer.step()
         step += 1
         if step % 100 == 0:
-            vision.eval()
-            with torch.inference_mode():
-                pred = torch.cat([predict(x_test[i : i + 256]) for i in range(0, len(x_test), 256)])
+            pred = in_batches(predict, x_test)
             by_size = ", ".join(
                 f"{s} {r2(pred[test_sizes == s], y_test[test_sizes == s]):.2f}" for s in ("small", "medium", "large")
             )
@@ -130,13 +125,11 @@ def main() -> None:
                 flush=True,
             )
     # The direction: the sign of the turn between the readout's angle codes of consecutive sampled frames.
-    vision.eval()
     right, ceiling = [], []
     for spec in test:
         rendered = render(spec)
         shown = clip4clip_indices(len(rendered), spec.fps, settings.sample_fps, settings.max_frames)
-        with torch.inference_mode():
-            code = predict(preprocess(rendered[shown], size, CLIP_MEAN, CLIP_STD)).numpy()
+        code = in_batches(predict, preprocess(rendered[shown], size, CLIP_MEAN, CLIP_STD)).numpy()
         true = np.array([angle_code(spec, int(i), len(rendered) - 1) for i in shown])
         clockwise = spec.attributes.objects[0].event == "turning clockwise"
         right.append((turn_of(code) > 0) == clockwise)

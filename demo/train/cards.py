@@ -71,8 +71,8 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
         data = ""
         train = Path(str(config.get("train", "")))
         if train.name == "frames-train.jsonl" and train.is_file():  # EmbeddedRecipe.turning_worlds
-            rows = train.read_text(encoding="utf-8").splitlines()
-            turning = sum('"id": "turning-' in row for row in rows)
+            rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
+            turning = sum(row["id"].startswith("turning-") for row in rows)
             data = (f", on the world's {len(rows) - turning:,} training clips and {turning:,} single-object "
                     "turning clips of other worlds' training splits")
         return [f"- {name} ({weights}): {len(log)} epochs, batch {config.get('batch_size')}, lr "

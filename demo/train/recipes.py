@@ -192,8 +192,8 @@ def world_texts(world_dir: str | Path) -> list[str]:
     """Every caption of every split (train, val, test) of a rendered world, plus the vocabulary's words and
     phrases."""
     texts = [text for words in vocabulary().values() for text in words]
-    texts += [c for split in SPLITS if (Path(world_dir) / f"{split}.jsonl").is_file()
-              for s in read_samples(Path(world_dir) / f"{split}.jsonl") for c in s.captions]
+    splits = [Path(world_dir) / f"{split}.jsonl" for split in SPLITS]
+    texts += [c for path in splits if path.is_file() for s in read_samples(path) for c in s.captions]
     return list(dict.fromkeys(texts))
 
 

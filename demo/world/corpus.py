@@ -49,9 +49,7 @@ def synth(
     out = Path(out_dir)
     written: dict[str, Path] = {}
     with contextlib.ExitStack() as stack:
-        pool = None
-        if workers > 1:  # spawn: safe even when the caller runs torch's thread pools
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+        pool = _render_pool(stack, workers)
         for split in splits:
             written[split] = _synth_split(out, config, split, limit, pool, progress)
     return written
@@ -85,9 +83,16 @@ def synth_turning(out_dir: str | Path, seeds: tuple[int, ...], base: WorldConfig
     ``turning.csv``, ``turning.jsonl``; resumable like :func:`synth`); the JSONL's path."""
     specs = turning_specs(seeds, base, limit)
     with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
-        _write_split(Path(out_dir), "turning", specs, pool, progress)
+        _write_split(Path(out_dir), "turning", specs, _render_pool(stack, workers), progress)
     return Path(out_dir) / "turning.jsonl"
+
+
+def _render_pool(stack: contextlib.ExitStack, workers: int) -> Pool | None:
+    """A pool of ``workers`` render processes closed with ``stack`` (None: render in this process)."""
+    if workers <= 1:
+        return None
+    # spawn: safe even when the caller runs torch's thread pools
+    return stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
 
 
 def _synth_split(
