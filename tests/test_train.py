@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from demo.models.encoders import Clip4ClipEncoder
 from demo.train import objectives
 from demo.train.batches import hard_negatives
 from demo.train.config import TrainConfig
-from demo.train.data import FrameCaches, epoch_order, read_samples
+from demo.train.data import FrameCaches, Sample, epoch_order, read_samples
 from demo.train.events import CLASSES, event_target
 from demo.train.loop import Trainer, lr_factor, train
 from demo.train.losses import caption_video_infonce
@@ -375,6 +376,25 @@ def test_frame_caches_decode_each_split_once(clip_folder):
                              progress=False) is not again
 
 
+def test_frame_caches_serve_a_subset_of_a_kept_split(clip_folder, monkeypatch):
+    import demo.train.data as data
+
+    samples = read_samples(clip_folder / "captions.csv")[:3]
+    caches = FrameCaches()
+    whole = caches.get(samples, image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
+    monkeypatch.setattr(data, "load_clip4clip_clip", lambda *a, **k: pytest.fail("decoded again"))
+    part = caches.get([samples[2], samples[0]], image_size=32, sample_fps=2.0, max_frames=4, workers=1,
+                      progress=False)
+    assert part.samples == [samples[2], samples[0]] and part.skipped == 0
+    assert torch.equal(part.frames, whole.frames[[2, 0]]) and torch.equal(part.masks, whole.masks[[2, 0]])
+    # other settings, or a clip the kept cache was never asked for, decode anew
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):
+        caches.get(samples[:1], image_size=32, sample_fps=1.0, max_frames=4, workers=1, progress=False)
+    extra = Sample(samples[0].path, ("another caption",))
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):
+        caches.get([samples[1], extra], image_size=32, sample_fps=2.0, max_frames=4, workers=1, progress=False)
+
+
 def test_contrastive_with_several_own_negatives_matches_brute_force():
     gen = torch.Generator().manual_seed(0)
     captions = ["a", "b", "c", "d"]
@@ -464,17 +484,18 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
                             video_epochs=1, order_epochs=1, batch_size=4, compile=False, world_limit=12,
                             turning_worlds=1)
     shipped = train_embedded(recipe, progress=False)
-    # stage 0 alone also reads another world's turning clips; the later stages only the world's own
+    # stage 0 and the video stages also read another world's turning clips; stage 1 only the world's own
     world_dir = tmp_path / "w" / "world"
-    frames_train = json.loads((tmp_path / "w" / "frames" / "train_config.json").read_text())["train"]
+    configs = {folder: json.loads((tmp_path / "w" / folder / "train_config.json").read_text())
+               for folder in ("frames", "image", "video", "video2")}
     rows = (world_dir / "frames-train.jsonl").read_text().splitlines()
-    assert frames_train == str(world_dir / "frames-train.jsonl")
     assert len(rows) == 12 + 12 and sum('"turning-1-' in row for row in rows) == 12
-    assert json.loads((tmp_path / "w" / "image" / "train_config.json").read_text())["train"] == str(
-        world_dir / "train.jsonl")
-    stages = {folder: json.loads((tmp_path / "w" / folder / "train_config.json").read_text())["stage"]
-              for folder in ("frames", "image", "video", "video2")}
-    assert stages == {"frames": "frames", "image": "image", "video": "video", "video2": "video"}
+    assert {folder: Path(c["train"]).name for folder, c in configs.items()} == {
+        "frames": "frames-train.jsonl", "image": "train.jsonl", "video": "frames-train.jsonl",
+        "video2": "frames-train.jsonl"}
+    assert {folder: c["stage"] for folder, c in configs.items()} == {
+        "frames": "frames", "image": "image", "video": "video", "video2": "video"}
+    assert {c["angle_weight"] for c in configs.values()} == {8.0}
     # stage 1 starts from stage 0's vision tower, and every stage after it from the one before
     image_config = json.loads((tmp_path / "w" / "image" / "train_config.json").read_text())
     assert image_config["init"] == str(tmp_path / "w" / "frames" / "best") and image_config["model_config"] is None
@@ -483,7 +504,8 @@ def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     assert encoder.encode_texts(["a red circle moving left"]).shape == (1, 256)
     card = (shipped["clip4clip-world"] / "README.md").read_text()
     assert "stage 0" in card and "shape accuracy" in card and "stage 3" in card
-    assert "12 single-object turning clips of other worlds" in card
+    assert card.count("12 single-object turning clips of other worlds") == 3  # stages 0, 2 and 3
+    assert "angle code x8" in card
     assert "stage 0" in (shipped["clip-world-image"] / "README.md").read_text()
     assert (shipped["index-world"] / "manifest.json").is_file()
 

@@ -55,6 +55,23 @@ def _vocabulary_line(size: int | None) -> str:
             "full table; other words split into byte pieces), which keeps this folder small")
 
 
+def _angle_weight(config: dict[str, Any]) -> str:
+    weight = float(config.get("angle_weight", 1.0))
+    return f" (its angle code x{weight:g})" if weight != 1.0 else ""
+
+
+def _turning_data(config: dict[str, Any]) -> str:
+    """What a stage trained on, when it read the world's training clips and other worlds' turning clips
+    (``EmbeddedRecipe.turning_worlds``); else nothing."""
+    train = Path(str(config.get("train", "")))
+    if train.name != "frames-train.jsonl" or not train.is_file():
+        return ""
+    rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
+    turning = sum(row["id"].startswith("turning-") for row in rows)
+    return (f", on the world's {len(rows) - turning:,} training clips and {turning:,} single-object "
+            "turning clips of other worlds' training splits")
+
+
 def _stage_lines(name: str, run_dir: Path) -> list[str]:
     log = _read_log(run_dir)
     config = json.loads((run_dir / "train_config.json").read_text()) if (run_dir / "train_config.json").is_file() \
@@ -65,16 +82,11 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     if config.get("stage") == "frames":  # no text: the shape probe's validation accuracy
         best_shape = max(r["val"].get("shape/probe", {}).get("accuracy", float("nan")) for r in log)
         layout = log[-1]["val"].get("layout/R2", {}).get("all")
-        weights = ", ".join(f"{label} {config[key]:g}" for key, label in
+        weights = ", ".join(f"{label} {config[key]:g}{_angle_weight(config) if key == 'layout_loss' else ''}"
+                            for key, label in
                             (("shape_loss", "shape classification"), ("layout_loss", "layout regression"))
                             if config.get(key))
-        data = ""
-        train = Path(str(config.get("train", "")))
-        if train.name == "frames-train.jsonl" and train.is_file():  # EmbeddedRecipe.turning_worlds
-            rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
-            turning = sum(row["id"].startswith("turning-") for row in rows)
-            data = (f", on the world's {len(rows) - turning:,} training clips and {turning:,} single-object "
-                    "turning clips of other worlds' training splits")
+        data = _turning_data(config)
         return [f"- {name} ({weights}): {len(log)} epochs, batch {config.get('batch_size')}, lr "
                 f"{config.get('lr')}, one frame per clip{data}, {minutes:.1f} min of training steps; best validation "
                 f"shape accuracy on lone objects {best_shape:.1f}% (chance 12.5%)"
@@ -87,9 +99,11 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
                "shape_loss": "frame shape classification", "event_loss": "event centres"}
-    extra = ", ".join(f"{label} {config[key]:g}" for key, label in options.items() if config.get(key))
+    extra = ", ".join(f"{label} {config[key]:g}{_angle_weight(config) if key == 'layout_loss' else ''}"
+                      for key, label in options.items() if config.get(key))
     if config.get("compile"):
         pooled += ", both towers through torch.compile"
+    pooled += _turning_data(config)
     name = f"{name} (with {extra})" if extra else name
     epochs = f"{len(log)} epoch{'s' if len(log) != 1 else ''}"
     return [f"- {name}: {epochs}, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "

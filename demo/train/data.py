@@ -129,27 +129,48 @@ class FrameCache:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def subset(self, samples: list[Sample]) -> FrameCache:
+        """The rows of ``samples``, in that order, without decoding again: each was asked of this cache
+        (those it could not decode stay skipped)."""
+        row = {sample: i for i, sample in enumerate(self.samples)}
+        index = torch.tensor([row[s] for s in samples if s in row], dtype=torch.long)
+        if not len(index):
+            raise InputError(f"none of the {len(samples)} training clips could be decoded")
+        part = object.__new__(FrameCache)
+        part.samples = [self.samples[i] for i in index.tolist()]
+        part.frames, part.masks = self.frames[index], self.masks[index]
+        part.skipped = len(samples) - len(part.samples)
+        return part
+
 
 class FrameCaches:
     """The last few :class:`FrameCache` objects, for a caller that trains several stages on the same
     data (a recipe): each split is decoded once instead of once per stage.
 
     A cache is reused when the same files (same size and mtime) were decoded with the same
-    settings; the ``keep`` most recent (train and validation) are kept.
+    settings, and its rows are served when they were among a kept cache's (a stage that reads the
+    training split after one that read it and more); the ``keep`` most recent (train and validation)
+    are kept.
     """
 
     def __init__(self, keep: int = 2) -> None:
         self.keep = keep
-        self.recent: dict[tuple[object, ...], FrameCache] = {}
+        # (each sample with its file's size and mtime, the decoding settings) -> the decoded cache
+        self.recent: dict[tuple[tuple[tuple[Sample, tuple[int, int]], ...], tuple[object, ...]], FrameCache] = {}
 
     def get(self, samples: list[Sample], image_size: int, sample_fps: float, max_frames: int,
             workers: int = 2, progress: bool = True, sampling: str = "float-fps",
             resize: str = "decoder") -> FrameCache:
         """A :class:`FrameCache` of ``samples``: a kept one when it matches, else decoded now."""
-        key = (tuple((s, _stamp(s.path)) for s in samples), image_size, sample_fps, max_frames, sampling, resize)
+        files = tuple((s, _stamp(s.path)) for s in samples)
+        key = (files, (image_size, sample_fps, max_frames, sampling, resize))
         if key in self.recent:
             self.recent[key] = self.recent.pop(key)  # most recent last
             return self.recent[key]
+        wanted = set(files)
+        for (old_files, old_settings), kept in reversed(self.recent.items()):
+            if old_settings == key[1] and wanted <= set(old_files):
+                return kept.subset(samples)
         cache = FrameCache(samples, image_size, sample_fps, max_frames, workers=workers, progress=progress,
                            sampling=sampling, resize=resize)
         self.recent[key] = cache
