@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from demo.index.build import build_index
-from demo.index.engines.ray_engine import LOOPBACK_ENV, RayOptions, build_index_ray
+from demo.index.engines.ray_engine import LOOPBACK_ENV, SHARD_PAUSE_ENV, RayOptions, build_index_ray
 from demo.index.engines.workers import FAIL_ONCE_ENV
 from demo.index.items import VideoItem, items_from_csv
 from demo.index.video_index import VideoIndex
@@ -125,7 +125,8 @@ def test_killed_driver_and_killed_worker_resume_to_the_same_index(local_ray: str
                                                                    ) -> None:
     out, work = tmp_path / "index", tmp_path / "index.partial"
     env = {**os.environ, FAIL_ONCE_ENV: str(tmp_path / "worker-killed")}
-    first = _driver(local_ray, clips / "clips.csv", out, env)
+    # the first driver waits 3 s after each shard it writes, so the kill below lands between two shards
+    first = _driver(local_ray, clips / "clips.csv", out, {**env, SHARD_PAUSE_ENV: "3"})
     deadline = time.monotonic() + 900  # Ray's workers start slowly on a busy 2-core machine
     while not list(work.glob("shard-*.json")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ INSTALL_HINT = "the Ray engine needs Ray: pip install -r requirements-scale.txt"
 # does on macOS) instead of the machine's network address: a local Ray is not reachable from outside.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_ENDPOINT", "GRADIO_ANALYTICS_ENABLED", FAIL_ONCE_ENV)
+# Test hook: seconds the driver waits after each shard it writes, so that a test can kill it between two
+# shards (results can arrive several at once and be written within milliseconds).
+SHARD_PAUSE_ENV = "DEMO_RAY_SHARD_PAUSE"
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ def _embed(ray: Any, ledger: ShardLedger, batches: list[list[VideoItem]], total:
     """Run the pipeline over ``batches``; each result becomes a shard (its failures: failed.jsonl)."""
     by_id = {it.id: it for b in batches for it in b}
     todo = len(by_id)
+    pause = float(os.environ.get(SHARD_PAUSE_ENV) or 0)
     bar = tqdm(total=total, initial=total - todo, desc="indexing (ray)", unit="video", disable=not progress)
     try:
         for out in _frame_batches(ray, batches, fp, options, model, pooling) if batches else ():
@@ -141,6 +146,7 @@ def _embed(ray: Any, ledger: ShardLedger, batches: list[list[VideoItem]], total:
                     raise ValueError(f"the encoder gave non-finite embeddings for {[ids[j] for j in ok]}")
                 if ok:
                     ledger.add_shard([ids[j] for j in ok], np.asarray(emb[ok], dtype=np.float32))
+                    time.sleep(pause)
                 for j in (j for j, e in enumerate(errors) if e):  # after the shard: a kill in between retries
                     ledger.add_failure(by_id[ids[j]], errors[j])
                 bar.update(len(ids))
