@@ -55,9 +55,13 @@ def _vocabulary_line(size: int | None) -> str:
             "full table; other words split into byte pieces), which keeps this folder small")
 
 
-def _angle_weight(config: dict[str, Any]) -> str:
-    weight = float(config.get("angle_weight", 1.0))
-    return f" (its angle code x{weight:g})" if weight != 1.0 else ""
+def _loss_weights(config: dict[str, Any], labels: dict[str, str]) -> str:
+    """"label weight, ..." for each of ``labels``' config keys that is set; the layout loss also names the
+    angle code's weight when it is not 1."""
+    angle = float(config.get("angle_weight", 1.0))
+    suffix = {"layout_loss": f" (its angle code x{angle:g})" if angle != 1.0 else ""}
+    return ", ".join(f"{label} {config[key]:g}{suffix.get(key, '')}" for key, label in labels.items()
+                     if config.get(key))
 
 
 def _turning_data(config: dict[str, Any]) -> str:
@@ -82,10 +86,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     if config.get("stage") == "frames":  # no text: the shape probe's validation accuracy
         best_shape = max(r["val"].get("shape/probe", {}).get("accuracy", float("nan")) for r in log)
         layout = log[-1]["val"].get("layout/R2", {}).get("all")
-        weights = ", ".join(f"{label} {config[key]:g}{_angle_weight(config) if key == 'layout_loss' else ''}"
-                            for key, label in
-                            (("shape_loss", "shape classification"), ("layout_loss", "layout regression"))
-                            if config.get(key))
+        weights = _loss_weights(config, {"shape_loss": "shape classification", "layout_loss": "layout regression"})
         data = _turning_data(config)
         return [f"- {name} ({weights}): {len(log)} epochs, batch {config.get('batch_size')}, lr "
                 f"{config.get('lr')}, one frame per clip{data}, {minutes:.1f} min of training steps; best validation "
@@ -99,8 +100,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
                "shape_loss": "frame shape classification", "event_loss": "event centres"}
-    extra = ", ".join(f"{label} {config[key]:g}{_angle_weight(config) if key == 'layout_loss' else ''}"
-                      for key, label in options.items() if config.get(key))
+    extra = _loss_weights(config, options)
     if config.get("compile"):
         pooled += ", both towers through torch.compile"
     pooled += _turning_data(config)

@@ -155,7 +155,9 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
                                   hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
                                   reversed_videos=recipe.reversed_videos, event_loss=recipe.event_loss)
     decoded = FrameCaches()  # each clip is decoded once for all the stages
-    turning = _with_turning(Path(jsonl["train"]), recipe, progress) if recipe.turning_worlds > 0 else None
+    # the other worlds' turning clips, rendered only when a stage reads them
+    read = recipe.turning_worlds > 0 and (recipe.frames_epochs > 0 or recipe.turning_video)
+    turning = _with_turning(Path(jsonl["train"]), recipe, progress) if read else None
     if turning is not None and recipe.turning_video:
         videos["train"] = str(turning)
 

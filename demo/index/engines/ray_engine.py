@@ -146,7 +146,8 @@ def _embed(ray: Any, ledger: ShardLedger, batches: list[list[VideoItem]], total:
                     raise ValueError(f"the encoder gave non-finite embeddings for {[ids[j] for j in ok]}")
                 if ok:
                     ledger.add_shard([ids[j] for j in ok], np.asarray(emb[ok], dtype=np.float32))
-                    time.sleep(pause)
+                    if pause:
+                        time.sleep(pause)
                 for j in (j for j, e in enumerate(errors) if e):  # after the shard: a kill in between retries
                     ledger.add_failure(by_id[ids[j]], errors[j])
                 bar.update(len(ids))
