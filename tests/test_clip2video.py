@@ -120,3 +120,45 @@ def test_a_checkpoint_keeps_every_head_trained_on_its_towers(tmp_path, make_tiny
     frames, mask = torch.randn(1, 6, 16), torch.ones(1, 6, dtype=torch.bool)
     with torch.no_grad():
         assert torch.allclose(again.heads[TDB](frames, mask), model.heads[TDB](frames, mask), atol=1e-5)
+
+
+def test_turn_planes_read_the_signed_turn_and_start_as_clip2video():
+    torch.manual_seed(2)
+    frames, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    plain = DifferenceHead(dim=8, max_frames=5, layers=1, heads=2)
+    turned = DifferenceHead(dim=8, max_frames=5, layers=1, heads=2, turn_planes=3)
+    assert set(turned.state_dict()) - set(plain.state_dict()) == {"turn_read.weight", "turn_write.weight"}
+    turned.load_state_dict(plain.state_dict(), strict=False)  # a fresh turn head is CLIP2Video's head
+    assert torch.allclose(turned(frames, mask), plain(frames, mask), atol=1e-6)
+    # a point turning round a circle in the first read plane: one sign per direction, negated backwards
+    read = torch.zeros(6, 8)
+    read[0, 0] = read[1, 1] = 1.0
+    turned.turn_read.weight.data = read
+    angles = torch.linspace(0.0, 2.0, 5)
+    circle = torch.stack([torch.cos(angles), torch.sin(angles)], -1)
+    clip = torch.cat([circle, torch.full((5, 6), 0.5)], -1).unsqueeze(0)
+    steps = turned.turns(clip)
+    assert steps.shape == (1, 4, 3) and bool((steps[0, :, 0] > 0).all())
+    assert torch.allclose(turned.turns(clip.flip(1)), -steps.flip(1), atol=1e-6)
+    # once trained, what is written into the difference tokens reaches the clip's embedding
+    _shaken(turned).turn_read.weight.data = read
+    both, every = torch.cat([clip, clip.flip(1)]), torch.ones(2, 5, dtype=torch.bool)
+    written = turned(both, every)
+    torch.nn.init.zeros_(turned.turn_write.weight)
+    assert not torch.allclose(written, turned(both, every), atol=1e-3)
+    with pytest.raises(ValueError, match="turn_planes"):
+        DifferenceHead(dim=8, max_frames=5, turn_planes=-1)
+
+
+def test_turn_planes_round_trip_through_the_checkpoint_settings(tmp_path):
+    from demo.models.temporal import Clip4ClipSettings, build_head
+
+    settings = Clip4ClipSettings(pooling=TDB_TAB, max_frames=4, head_layers=1, head_heads=2, tdb_turn_planes=2)
+    settings.save(tmp_path)
+    loaded = Clip4ClipSettings.load(tmp_path)
+    assert loaded.tdb_turn_planes == 2
+    head = build_head(loaded, 8)
+    assert isinstance(head, AlignmentHead) and head.turn_read.weight.shape == (4, 8)
+    assert not hasattr(build_head(loaded.with_changes(tdb_turn_planes=0), 8, TDB), "turn_read")
+    with pytest.raises(ValueError, match="tdb_turn_planes"):
+        Clip4ClipSettings(tdb_turn_planes=-1)

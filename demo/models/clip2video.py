@@ -26,6 +26,18 @@ heads start out as meanP (their residual branches are zero at first), and the tr
 a seqTransf head has is named as in :class:`demo.models.temporal.SeqTransfHead`, so a trained
 seqTransf head can seed them.
 
+One addition is ours and off unless a checkpoint's ``tdb_turn_planes`` asks for it: **turn planes**.
+A difference is linear in the two frames, and which way an object turned is not: the angle of a
+shape with k-fold symmetry sits in the frame embedding as a point (cos, sin of k x angle) on a
+circle (what the layout probe reads, :func:`demo.world.frame_layout`); the difference of two such
+points is tangent to the circle, and which way round it points depends on where on the circle the
+frames are. The sign of the turn is the 2-D cross product of the two points, a product of the two
+frames, which the transformer can only approximate. With P planes, each frame is read onto P planes
+by one linear map, and the cross product of frames t and t + 1 in each plane (P numbers, negated
+when the clip plays backwards) is written into their difference token by a second, zero-initialised
+map, so a fresh head is still CLIP2Video's. On our world the frames' linear angle readout named
+89.2% of the test turning directions where the plain head named 82.8% (docs/experiments.md).
+
 The alignment head's embedding is ``[sqrt(w) * global, sqrt(1 - w) * aligned]`` (2D wide, unit
 length) on both sides, so a dot product of two of them is exactly the weighted score: an index,
 binary codes and cosine search need nothing new.
@@ -77,7 +89,7 @@ class DifferenceHead(nn.Module):
     (B, T, D) frame embeddings and a (B, T) mask of real frames (real first) -> (B, D), unit length.
     """
 
-    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8) -> None:
+    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8, turn_planes: int = 0) -> None:
         super().__init__()
         self.frame_position = nn.Embedding(max_frames, dim)
         self.transformer = transformer(dim, heads, layers)
@@ -86,6 +98,21 @@ class DifferenceHead(nn.Module):
         self.difference_norm = nn.LayerNorm(dim)
         for table in (self.frame_position, self.token_type):
             nn.init.normal_(table.weight, std=0.01)
+        if turn_planes < 0:
+            raise ValueError(f"turn_planes must be >= 0, got {turn_planes}")
+        if turn_planes:  # the module docstring's turn planes (none: CLIP2Video's TDB, the same parameters)
+            self.turn_read = nn.Linear(dim, 2 * turn_planes, bias=False)
+            nn.init.normal_(self.turn_read.weight, std=dim ** -0.5)
+            self.turn_write = nn.Linear(turn_planes, dim, bias=False)
+            nn.init.zeros_(self.turn_write.weight)
+
+    def turns(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) frames -> (B, T - 1, P): the signed turn from each frame to the next in each plane,
+        the cross product of the two frames' points (unit frames scaled by sqrt(D), read linearly)."""
+        unit = nn.functional.normalize(frames.float(), dim=-1) * math.sqrt(frames.shape[-1])
+        points = self.turn_read(unit).unflatten(-1, (-1, 2))  # (B, T, P, 2)
+        here, there = points[:, :-1], points[:, 1:]
+        return (here[..., 0] * there[..., 1] - here[..., 1] * there[..., 0]).to(frames.dtype)
 
     @property
     def out_dim(self) -> int:
@@ -104,6 +131,8 @@ class DifferenceHead(nn.Module):
         pairs = mask[:, 1:] & mask[:, :-1]
         steps = _run(self.difference, frames[:, 1:] - frames[:, :-1] + positions[:, 1:], pairs)
         steps = 2 * torch.sigmoid(self.difference_norm(steps)) - 1 + positions[:, 1:] + kinds[1]
+        if hasattr(self, "turn_write"):
+            steps = steps + self.turn_write(self.turns(frames))
         shown = frames + positions + kinds[0]
         # interleave: frame t, then the step from t to t + 1, ..., then the last frame
         tokens = torch.stack([shown[:, :-1], steps], 2).reshape(b, 2 * (t - 1), d)
@@ -125,8 +154,8 @@ class AlignmentHead(DifferenceHead):
     caption tokens -> (B, 2D), both unit length (see the module docstring)."""
 
     def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8, centres: int = 5,
-                 weight: float = 0.5) -> None:
-        super().__init__(dim, max_frames, layers, heads)
+                 weight: float = 0.5, turn_planes: int = 0) -> None:
+        super().__init__(dim, max_frames, layers, heads, turn_planes)
         if centres < 1 or not 0.0 < weight < 1.0:
             raise ValueError(f"need centres >= 1 and 0 < weight < 1, got {centres}, {weight}")
         self.weight = weight

@@ -75,6 +75,7 @@ class Clip4ClipSettings:
     head_layer_norm_eps: float = 1e-5  # seqTransf LayerNorm epsilon (CLIP4Clip: 1e-12)
     tab_centres: int = 5  # tdb+tab: shared centres video and text tokens are aligned to (CLIP2Video: 5)
     tab_weight: float = 0.5  # tdb+tab: weight of the global cosine; 1 - it goes to the aligned one
+    tdb_turn_planes: int = 0  # tdb, tdb+tab: planes of the signed turn between adjacent frames (0: CLIP2Video's)
 
     def __post_init__(self) -> None:
         choices = {"pooling": POOLINGS, "frame_sampling": SAMPLINGS, "frame_resize": RESIZES,
@@ -82,6 +83,8 @@ class Clip4ClipSettings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.tdb_turn_planes < 0:
+            raise ValueError(f"tdb_turn_planes must be >= 0, got {self.tdb_turn_planes}")
         if self.max_frames < 1 or self.sample_fps <= 0:
             raise ValueError(
                 f"need max_frames >= 1 and sample_fps > 0, got {self.max_frames}, {self.sample_fps}"
@@ -215,9 +218,9 @@ def build_head(settings: Clip4ClipSettings, dim: int, pooling: str | None = None
     pooling = pooling or settings.pooling
     shape = (dim, settings.max_frames, settings.head_layers, settings.head_heads)
     if pooling == TDB:
-        return DifferenceHead(*shape)
+        return DifferenceHead(*shape, turn_planes=settings.tdb_turn_planes)
     if pooling == TDB_TAB:
-        return AlignmentHead(*shape, settings.tab_centres, settings.tab_weight)
+        return AlignmentHead(*shape, settings.tab_centres, settings.tab_weight, settings.tdb_turn_planes)
     if pooling == "seqTransf":
         return SeqTransfHead(*shape, settings.head_activation, settings.head_layer_norm_eps)
     if pooling == "seqLSTM":

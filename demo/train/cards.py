@@ -190,7 +190,9 @@ def _architecture_lines(folder: Path) -> list[str]:
         + (f" ({settings.head_layers}-layer transformer, {settings.head_heads} heads"
            + (f"; {settings.tab_centres} shared centres, global weight {settings.tab_weight:g}, so videos and "
               f"captions embed {2 * config.get('projection_dim', 0)} wide" if settings.pooling == TDB_TAB else "")
-           + ")" if settings.pooling != "meanP" else "") + _other_heads(folder, settings.pooling),
+           + ")" if settings.pooling != "meanP" else "") + _other_heads(folder, settings.pooling)
+        + (f"; the TDB heads also read the signed turn between adjacent frames in {settings.tdb_turn_planes} "
+           "planes (turn planes, ours)" if settings.tdb_turn_planes else ""),
         f"- frames: sampled at {settings.sample_fps:g} fps, at most {settings.max_frames}; "
         f"text: at most {settings.max_words} tokens",
         f"- weights stored as float16 ({_param_count(folder) / 1e6:.1f} M parameters); they load as float32",

@@ -44,7 +44,9 @@ EMBEDDED_MODEL: dict[str, dict[str, Any]] = {
              "num_attention_heads": 4, "max_position_embeddings": 32, "projection_dim": 128},
     "vision": {"image_size": 64, "patch_size": 8, "hidden_size": 128, "intermediate_size": 512,
                "num_hidden_layers": 4, "num_attention_heads": 4, "projection_dim": 128},
-    "clip4clip": {"sample_fps": 3.0, "max_frames": 8, "max_words": 32, "head_layers": 2, "head_heads": 4},
+    # The TDB heads read the signed turn between adjacent frames in 8 planes (demo.models.clip2video, turn planes).
+    "clip4clip": {"sample_fps": 3.0, "max_frames": 8, "max_words": 32, "head_layers": 2, "head_heads": 4,
+                  "tdb_turn_planes": 8},
     # Patch positions start as 2-D sin-cos codes at about a patch's own magnitude (see
     # Clip4Clip.from_config): with HF's tiny random positions the ViT never learns where things are.
     # (DCT patch filters were tried for shape and left off: docs/decisions/left-off-training-options.md.)
