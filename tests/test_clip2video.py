@@ -159,6 +159,9 @@ def test_turn_planes_round_trip_through_the_checkpoint_settings(tmp_path):
     assert loaded.tdb_turn_planes == 2
     head = build_head(loaded, 8)
     assert isinstance(head, AlignmentHead) and head.turn_read.weight.shape == (4, 8)
-    assert not hasattr(build_head(loaded.with_changes(tdb_turn_planes=0), 8, TDB), "turn_read")
+    plain = build_head(loaded.with_changes(tdb_turn_planes=0), 8, TDB)
+    assert isinstance(plain, DifferenceHead) and plain.turn_read is None and plain.turn_write is None
+    with pytest.raises(ValueError, match="no turn planes"):
+        plain.turns(torch.randn(1, 3, 8))
     with pytest.raises(ValueError, match="tdb_turn_planes"):
         Clip4ClipSettings(tdb_turn_planes=-1)
