@@ -119,12 +119,17 @@ class FrameCache:
                     continue
                 frames[i], masks[i] = result[0].to(torch.float16), result[1]
                 keep[i] = True
-        if not keep.any():
-            raise InputError(f"none of the {len(samples)} training clips could be decoded")
-        index = torch.from_numpy(np.flatnonzero(keep))
-        self.samples = [samples[i] for i in index.tolist()]
+        self._hold(samples, torch.from_numpy(np.flatnonzero(keep)), samples, frames, masks)
+
+    def _hold(self, asked: list[Sample], index: torch.Tensor, rows: list[Sample], frames: torch.Tensor,
+              masks: torch.Tensor) -> None:
+        """Keep the ``index`` rows of ``rows`` / ``frames`` / ``masks``: the ones of the ``asked`` samples
+        that could be decoded (an error when none could)."""
+        if not len(index):
+            raise InputError(f"none of the {len(asked)} training clips could be decoded")
+        self.samples = [rows[i] for i in index.tolist()]
         self.frames, self.masks = frames[index], masks[index]
-        self.skipped = len(samples) - len(self.samples)
+        self.skipped = len(asked) - len(self.samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -134,12 +139,8 @@ class FrameCache:
         (those it could not decode stay skipped)."""
         row = {sample: i for i, sample in enumerate(self.samples)}
         index = torch.tensor([row[s] for s in samples if s in row], dtype=torch.long)
-        if not len(index):
-            raise InputError(f"none of the {len(samples)} training clips could be decoded")
         part = object.__new__(FrameCache)
-        part.samples = [self.samples[i] for i in index.tolist()]
-        part.frames, part.masks = self.frames[index], self.masks[index]
-        part.skipped = len(samples) - len(part.samples)
+        part._hold(samples, index, self.samples, self.frames, self.masks)
         return part
 
 
