@@ -86,3 +86,32 @@ def write_section(path: str | Path, name: str, body: str, title: str = "# Benchm
     path = Path(path)
     old = path.read_text(encoding="utf-8") if path.is_file() else f"{title}\n"
     return atomic_write(path, replace_section(old, name, body))
+
+
+# A model card's section that `python -m demo evaluate` rewrites (training writes the card, evaluation its results).
+RESULTS_HEADING = "## Test-split results (`python -m demo evaluate`)"
+
+
+def set_card_results(card: str | Path, markdown: str) -> bool:
+    """Replace the body of a model card's test-split section with ``markdown``.
+
+    Returns False (and writes nothing) when the card is missing or has no such section.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "README.md"
+    >>> _ = path.write_text(f"# m\\n\\n{RESULTS_HEADING}\\n\\nold\\n\\n## Limitations\\n\\nx\\n")
+    >>> set_card_results(path, "| R@1 |")
+    True
+    >>> path.read_text().split("\\n")[2:8]
+    ['## Test-split results (`python -m demo evaluate`)', '', '| R@1 |', '', '## Limitations', '']
+    """
+    path = Path(card)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    start = text.find(RESULTS_HEADING)
+    if start < 0:
+        return False
+    body = start + len(RESULTS_HEADING)
+    stop = text.find("\n## ", body)
+    rest = text[stop + 1:] if stop >= 0 else ""
+    atomic_write(path, f"{text[:body]}\n\n{markdown.strip()}\n\n{rest}")
+    return True

@@ -190,7 +190,7 @@ def test_stall_watch_counts_time_the_process_could_not_run() -> None:
 
 
 def test_busy_note_counts_other_processes_not_the_run_itself() -> None:
-    from demo.bench.report import busy_note
+    from demo.bench.markdown import busy_note
 
     # The bench's own two threads put the load average near 2; that is not competition.
     quiet = {"cores": 2, "load_average": [1.7], "load_average_after": [1.9], "other_cpu_share": 0.02}

@@ -16,11 +16,11 @@ from conftest import moving_square_clip
 from demo.cli import main
 from demo.evaluate.corpus import Corpus
 from demo.evaluate.encode import encode_corpus
-from demo.evaluate.report import PUBLISHED_WEBVID10K, EvalResult, section_name
+from demo.evaluate.metrics import ranks_for
+from demo.evaluate.results import PUBLISHED_WEBVID10K, EvalResult, section_name
 from demo.evaluate.suites import ModelSpec, binary_rerank_ranks, evaluate_embedded, evaluate_features, model_rows
 from demo.files import replace_section
 from demo.index.binary import binarize, l2_normalize
-from demo.metrics import ranks_for
 
 
 def _save_pair(folder: Path, text: np.ndarray, video: np.ndarray) -> tuple[Path, Path]:
@@ -297,7 +297,7 @@ def test_model_rows_on_a_corpus_without_models() -> None:
 
 
 def test_report_states_free_form_hits_and_the_caption_words_control():
-    from demo.evaluate.report import EvalResult
+    from demo.evaluate.results import EvalResult
 
     freeform = {"queries": 60, "hit@1": 10.0, "hit@5": 40.0, "index_size": 2500,
                 "caption_words": {"hit@1": 20.0, "hit@5": 55.0},
@@ -310,7 +310,7 @@ def test_report_states_free_form_hits_and_the_caption_words_control():
 
 
 def test_report_shows_where_free_form_misses_come_from():
-    from demo.evaluate.report import EvalResult
+    from demo.evaluate.results import EvalResult
 
     freeform = {"queries": 2, "hit@1": 0.0, "hit@5": 50.0, "index_size": 10, "examples": [],
                 "agreement": {"colour": 100.0, "shape": 20.0, "event": 40.0}, "shape_blind": 62.5,

@@ -7,8 +7,8 @@ import doctest
 import numpy as np
 import pytest
 
-import demo.metrics as metrics
-from demo.metrics import (
+import demo.evaluate.metrics as metrics
+from demo.evaluate.metrics import (
     chunked_ranks,
     chunked_v2t_ranks,
     metrics_from_ranks,

@@ -14,14 +14,14 @@ from conftest import LONG_VIDEOS, build_long_index, moving_square_clip
 from demo.cli import main
 from demo.errors import IndexFormatError, InputError
 from demo.evaluate.longvideos import LongVideoConfig, compose, read_parts
+from demo.evaluate.metrics import moment_metrics, temporal_iou
 from demo.index.items import VideoItem
 from demo.index.segment_build import build_segment_index
 from demo.index.segments import plan_video, row_id
 from demo.index.store import data_files
 from demo.index.video_index import VideoIndex
-from demo.metrics import moment_metrics, temporal_iou
 from demo.models.encoders import Clip4ClipEncoder
-from demo.moments import MomentSearch, video_moments
+from demo.search.moments import MomentSearch, video_moments
 from demo.video.decode import read_frames
 from demo.video.sampling import clip4clip_indices
 from demo.video.windows import SegmentSpec, plan_windows, stream_windows

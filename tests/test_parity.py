@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from demo.metrics import chunked_v2t_group_ranks, chunked_v2t_ranks, metrics_from_ranks
+from demo.evaluate.metrics import chunked_v2t_group_ranks, chunked_v2t_ranks, metrics_from_ranks
 from demo.models.temporal import Clip4ClipSettings, SeqTransfHead
 from demo.video.decode import probe, read_frames
 from demo.video.mp4 import write_mp4

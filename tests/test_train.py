@@ -431,7 +431,7 @@ def test_compile_flag_reaches_the_trainer_and_checkpoints_stay_plain(clip_folder
     assert calls == ["cpu"]
     assert Clip4ClipEncoder.from_pretrained(out / "best").max_frames == 6
     # --no-compile turns it off (for a recipe that compiles by default); unset leaves the default
-    from demo.train.cli import add_train_arguments
+    from demo.cli.train import add_train_arguments
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)

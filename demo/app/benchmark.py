@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.errors import InputError
-from demo.evaluate.report import PUBLISHED_WEBVID10K
+from demo.evaluate.results import PUBLISHED_WEBVID10K
 from demo.evaluate.workflow import EvaluateRequest, run_evaluation
 from demo.files import atomic_write_json
 

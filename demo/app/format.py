@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from demo.app.results import VideoHit, VideoMoments
     from demo.app.service import BenchmarkView, DescribeResult, SearchResult
     from demo.models.xclip import Classification
-    from demo.timeline import TimelineEntry
+    from demo.search.timeline import TimelineEntry
 
 METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR")  # the model card's columns
 BENCH_HEADERS = ["Model", *METRICS]

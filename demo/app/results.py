@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from demo.index.video_index import CaptionHit
-    from demo.timeline import TimelineEntry
+    from demo.search.timeline import TimelineEntry
 
 
 MODES = ("binary + rerank", "exact")

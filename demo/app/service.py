@@ -6,7 +6,7 @@ event and returns plain data (dataclasses, dicts, lists) that :mod:`demo.app.ui`
 into components. Every error a person can cause is a :class:`demo.errors.DemoError`;
 the UI shows its message in the page.
 
-Corpus clips are resolved to something a browser can play (:mod:`demo.media`): a URL, or the
+Corpus clips are resolved to something a browser can play (:mod:`demo.search.media`): a URL, or the
 app's ``/media/<id>`` route for a local file (a world clip is rendered on demand).
 """
 
@@ -23,27 +23,27 @@ from urllib.parse import quote
 
 from demo.app.benchmark import BenchmarkView, Rerunner, read_view
 from demo.app.confidence import QueryCheck
+from demo.app.explore import MomentActions
 from demo.app.messages import corpus_id, friendly
-from demo.app.moments import MomentActions
 from demo.app.results import MAX_K, MODES, DescribeResult, SearchResult, VideoHit, VideoMoments, clamp_k
 from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
-from demo.evaluate.moments import RESULT_FILE, read_moments
-from demo.evaluate.report import device_name
+from demo.evaluate.moment_retrieval import RESULT_FILE, read_moments
+from demo.evaluate.results import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
 from demo.evaluate.workflow import EvaluateRequest
 from demo.index.fetch import fetch_preset
-from demo.media import MediaResolver, default_cache, is_url, prerender
 from demo.models.device import default_device
 from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
 from demo.presets import ASSETS, EMBEDDED, Preset, resolve_preset
-from demo.search import MAX_QUERY_CHARS, clean_query, open_searcher
+from demo.search.media import MediaResolver, default_cache, is_url, prerender
+from demo.search.searcher import MAX_QUERY_CHARS, clean_query, open_searcher
 from demo.video.decode import probe
 from demo.world import vocabulary
 
 if TYPE_CHECKING:
     from demo.models.xclip import Classification, XClipClassifier
-    from demo.search import Searcher
+    from demo.search.searcher import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class AppConfig:
 
 class DemoService(MomentActions):
     """The loaded models and index, and one method per UI action (those on long videos, image
-    queries and "more like this" in :class:`~demo.app.moments.MomentActions`)."""
+    queries and "more like this" in :class:`~demo.app.explore.MomentActions`)."""
 
     def __init__(self, searcher: Searcher, classifier: XClipClassifier | None, preset: Preset,
                  config: AppConfig = AppConfig(), xclip_error: str | None = None) -> None:  # noqa: B008

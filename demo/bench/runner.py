@@ -32,8 +32,8 @@ from demo.bench.data import clustered_sets, real_base, realistic_sets
 from demo.bench.decode import bench_decode
 from demo.bench.engines import EnginesScale, bench_engines
 from demo.bench.indexing import IndexingScale, bench_indexing
+from demo.bench.markdown import format_markdown
 from demo.bench.query import QueryScale, bench_query
-from demo.bench.report import format_markdown
 from demo.bench.scale import ScaleScale, bench_scale, scale_targets
 from demo.bench.search import SearchScale, bench_search_set, search_targets
 from demo.errors import InputError

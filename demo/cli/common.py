@@ -28,7 +28,7 @@ def print_hits(hits: Sequence[Any], as_json: bool, files: dict[str, str | None] 
     """One line per hit (or JSON); ``files`` maps ids to what plays them (a file or URL; None:
     the clip is missing), shown instead of the index's stored path. A moment shows its times."""
     from demo.index.segments import format_span
-    from demo.search import hit_to_dict
+    from demo.search.searcher import hit_to_dict
 
     rows = [hit_to_dict(h) for h in hits]
     if files is not None:

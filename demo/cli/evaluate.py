@@ -15,10 +15,10 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.suite == "moments":
-        from demo.cli.moments import evaluate_moments
+        from demo.cli.long_videos import evaluate_moments
 
         return evaluate_moments(args)
-    from demo.evaluate.report import command_line
+    from demo.evaluate.results import command_line
     from demo.evaluate.workflow import EvaluateRequest, check_publishable, publish, run_evaluation
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose")}

@@ -13,7 +13,7 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from demo.cli.moments import print_skipped
+    from demo.cli.long_videos import print_skipped
     from demo.index.items import items_from_csv, items_from_folder
     from demo.presets import resolve_preset
     from demo.video.windows import SegmentSpec
@@ -53,7 +53,7 @@ def _build_on_ray(args: argparse.Namespace, items: Any, model: str, media_root: 
 
 def _build_here(args: argparse.Namespace, items: Any, preset: Any, media_root: Path, spec: Any) -> Any:
     """The local engine: whole clips (the report), or windows of long videos (printed here; None)."""
-    from demo.cli.moments import build_segments
+    from demo.cli.long_videos import build_segments
     from demo.index.build import build_index
     from demo.models.encoders import Clip4ClipEncoder
 

@@ -12,8 +12,8 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from demo.media import MediaResolver, default_cache
-    from demo.search import open_searcher
+    from demo.search.media import MediaResolver, default_cache
+    from demo.search.searcher import open_searcher
 
     asked = [x for x in (args.text, args.image, args.like) if x is not None]
     if len(asked) != 1:
@@ -35,11 +35,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from demo.search import open_searcher
+    from demo.search.searcher import open_searcher
 
     searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
     if args.timeline or args.segment is not None:
-        from demo.cli.moments import print_timeline
+        from demo.cli.long_videos import print_timeline
 
         print_timeline(searcher.describe_timeline(args.video, args.segment), args.json)
         return 0

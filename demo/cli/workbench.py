@@ -22,7 +22,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from demo.world import WorldConfig, synth
 
     if args.long:
-        from demo.cli.moments import synth_long
+        from demo.cli.long_videos import synth_long
 
         return synth_long(args)
     config = WorldConfig(seed=args.seed)
@@ -33,7 +33,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from demo.train.cli import train_command
+    from demo.cli.train import train_command
 
     return train_command(args)
 
@@ -84,7 +84,7 @@ def add_workbench_commands(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="train CLIP4Clip (or --preset embedded: the shipped models)")
-    from demo.train.cli import add_train_arguments
+    from demo.cli.train import add_train_arguments
 
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)

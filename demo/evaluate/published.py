@@ -28,7 +28,7 @@ import numpy as np
 
 from demo.errors import InputError
 from demo.evaluate.encode import ProgressFn
-from demo.evaluate.report import EvalResult, EvalRow, run_info
+from demo.evaluate.results import EvalResult, EvalRow, run_info
 from demo.evaluate.suites import RERANK, feature_rows
 from demo.index.binary import binarize, l2_normalize
 from demo.index.discover import FeaturePair, choose_feature_pairs, inspect_repo

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from demo.search import open_searcher
+from demo.search.searcher import open_searcher
 from demo.world import EVENTS
 
 # Event phrasings that appear in no training caption (checked in tests against

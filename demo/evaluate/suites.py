@@ -1,6 +1,6 @@
 """Rerunning the model card's retrieval table (R@1, R@5, R@10, MdR, MnR).
 
-Three suites, one result type (:class:`demo.evaluate.report.EvalResult`):
+Three suites, one result type (:class:`demo.evaluate.results.EvalResult`):
 
 * :func:`evaluate_embedded`: the embedded world's test split with the shipped models
   (zero-shot = the image-pretrained CLIP with meanP; CLIP4Clip with meanP and with its
@@ -8,7 +8,7 @@ Three suites, one result type (:class:`demo.evaluate.report.EvalResult`):
 * :func:`evaluate_webvid`: WebVid-style CSV + video folder with hub and/or local models.
 * :func:`evaluate_features`: precomputed text/video embedding files, row i matches row i.
 
-Similarities are always scored in blocks (:func:`demo.metrics.chunked_ranks`), so a
+Similarities are always scored in blocks (:func:`demo.evaluate.metrics.chunked_ranks`), so a
 10k x 10k (or larger) test set never holds its full similarity matrix.
 
 Binarised rows (:func:`binary_rerank_ranks`) mirror the app's search: sign codes, the
@@ -33,10 +33,10 @@ import numpy as np
 from demo.errors import InputError
 from demo.evaluate.corpus import DEFAULT_WORLD, Corpus, webvid_corpus, world_corpus
 from demo.evaluate.encode import ProgressFn, encode_corpus
+from demo.evaluate.metrics import chunked_ranks, chunked_v2t_group_ranks, chunked_v2t_ranks
 from demo.evaluate.queries import event_captions, event_recognition, is_lone
-from demo.evaluate.report import EvalResult, EvalRow, device_name, run_info
+from demo.evaluate.results import EvalResult, EvalRow, device_name, run_info
 from demo.index.binary import binarize, l2_normalize
-from demo.metrics import chunked_ranks, chunked_v2t_group_ranks, chunked_v2t_ranks
 from demo.models.clip2video import TDB, TDB_TAB
 from demo.models.temporal import HEAD_FILES, POOLINGS, Clip4ClipSettings
 from demo.presets import PRECOMPUTED, shown_path

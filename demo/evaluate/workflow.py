@@ -2,7 +2,7 @@
 rerun button: pick the suite, score the models, add the free-form query check, and publish.
 
 :class:`EvaluateRequest` says what to run; :func:`run_evaluation` returns the
-:class:`~demo.evaluate.report.EvalResult`; :func:`publish` writes it where the project keeps
+:class:`~demo.evaluate.results.EvalResult`; :func:`publish` writes it where the project keeps
 results (BENCHMARKS.md's marked section, the model's ``eval.json``, each model card's
 test-split section).
 """
@@ -21,9 +21,9 @@ from demo.evaluate.corpus import DEFAULT_WORLD
 from demo.evaluate.encode import ProgressFn
 from demo.evaluate.published import FEATURES_REPO, evaluate_published_features
 from demo.evaluate.queries import evaluate_freeform
-from demo.evaluate.report import EvalResult, write_benchmarks
+from demo.evaluate.results import EvalResult, write_benchmarks
+from demo.files import set_card_results
 from demo.presets import PRECOMPUTED, ROOT
-from demo.train.cards import set_card_results
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ bar, resumable: :func:`demo.index.hub.download`) and streams them into an index 
 Video -> text over such an index: caption embeddings are computed for every caption when a GPU
 is present (``captions="auto"``) or when asked (``"all"``, hours on a CPU for 1.5M captions);
 otherwise none are, and a clip is described by the captions of the videos nearest it, embedded
-when asked for (:meth:`demo.search.Searcher.describe_vector`).
+when asked for (:meth:`demo.search.searcher.Searcher.describe_vector`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,6 @@ A stage is a :class:`~demo.train.config.TrainConfig` run by the loop in :mod:`~d
 the generic losses in :mod:`~demo.train.losses` and the frame probes in :mod:`~demo.train.probes`.
 :mod:`~demo.train.data` reads samples and decodes frames, :mod:`~demo.train.build` makes the model,
 :mod:`~demo.train.recipes` chains the stages into the shipped models, :mod:`~demo.train.cards`
-writes their model cards, :mod:`~demo.train.xclip` trains the X-CLIP, and :mod:`~demo.train.cli`
+writes their model cards, :mod:`~demo.train.xclip` trains the X-CLIP, and :mod:`~demo.cli.train`
 is the ``train`` command.
 """

@@ -12,13 +12,13 @@ from typing import Any
 
 from safetensors import safe_open
 
-from demo.files import atomic_write
+from demo.files import RESULTS_HEADING, atomic_write
 from demo.models.clip2video import TDB_TAB
 from demo.models.temporal import HEAD_FILES, Clip4ClipSettings
 from demo.models.tokenizer import VOCAB_SIZE
 from demo.presets import shown_path
 from demo.train.xclip.data import REWORDED
-from demo.train.xclip.report import results_table
+from demo.train.xclip.evaluation import results_table
 from demo.train.xclip.trainer import XClipTrainConfig
 
 
@@ -109,34 +109,6 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     return [f"- {name}: {epochs}, batch {config.get('batch_size')}, lr {config.get('lr')} (new parts) / "
             f"{config.get('clip_lr')} (CLIP towers), {pooled}, {minutes:.1f} min of "
             f"training steps; best validation text->video R@1 {best:.1f} ({head.split('/')[0]})."]
-
-
-RESULTS_HEADING = "## Test-split results (`python -m demo evaluate`)"
-
-
-def set_card_results(card: str | Path, markdown: str) -> bool:
-    """Replace the body of a model card's test-split section with ``markdown``.
-
-    Returns False (and writes nothing) when the card is missing or has no such section.
-
-    >>> import tempfile
-    >>> path = Path(tempfile.mkdtemp()) / "README.md"
-    >>> _ = path.write_text(f"# m\\n\\n{RESULTS_HEADING}\\n\\nold\\n\\n## Limitations\\n\\nx\\n")
-    >>> set_card_results(path, "| R@1 |")
-    True
-    >>> path.read_text().split("\\n")[2:8]
-    ['## Test-split results (`python -m demo evaluate`)', '', '| R@1 |', '', '## Limitations', '']
-    """
-    path = Path(card)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    start = text.find(RESULTS_HEADING)
-    if start < 0:
-        return False
-    body = start + len(RESULTS_HEADING)
-    stop = text.find("\n## ", body)
-    rest = text[stop + 1:] if stop >= 0 else ""
-    atomic_write(path, f"{text[:body]}\n\n{markdown.strip()}\n\n{rest}")
-    return True
 
 
 # What each stage folder of the embedded recipe's work folder holds, as the card names it.

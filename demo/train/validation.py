@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from demo.metrics import retrieval_metrics
+from demo.evaluate.metrics import retrieval_metrics
 from demo.models.clip4clip import Clip4Clip
 from demo.models.temporal import masked_mean, reverse_frames
 from demo.train.events import EventCentres

@@ -5,7 +5,7 @@ CLIP4Clip checkpoint wherever the two share parts and trained with X-CLIP's obje
 world's event and relation labels. Modules: :mod:`~demo.train.xclip.convert` (CLIP -> X-CLIP
 config and weights), :mod:`~demo.train.xclip.data` (the classes, their held-out rewordings and
 the labelled clips), :mod:`~demo.train.xclip.trainer` (the training run) and
-:mod:`~demo.train.xclip.report` (test accuracy and its BENCHMARKS.md section); the model card is
+:mod:`~demo.train.xclip.evaluation` (test accuracy and its BENCHMARKS.md section); the model card is
 :func:`demo.train.cards.write_xclip_card`. ``python -m demo train --preset embedded-xclip`` runs
 it all.
 """
@@ -31,7 +31,7 @@ from demo.train.xclip.data import (
     read_labelled,
     training_phrasings,
 )
-from demo.train.xclip.report import BENCH_SECTION, evaluate_xclip, results_table, write_benchmarks
+from demo.train.xclip.evaluation import BENCH_SECTION, evaluate_xclip, results_table, write_benchmarks
 from demo.train.xclip.trainer import XClipTrainConfig, XClipTrainer, predict, save_xclip, train_xclip
 
 __all__ = [

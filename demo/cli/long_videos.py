@@ -13,8 +13,8 @@ from demo.errors import DemoError
 from demo.evaluate.longvideos import LongVideoConfig, compose, write_long_videos
 from demo.index.segment_build import build_segment_index
 from demo.index.segments import format_span
-from demo.moments import MERGE_MARGIN
-from demo.timeline import TimelineEntry, timeline_text
+from demo.search.moments import MERGE_MARGIN
+from demo.search.timeline import TimelineEntry, timeline_text
 from demo.video.windows import SegmentSpec
 
 
@@ -43,7 +43,7 @@ def print_skipped(skipped: list[tuple[str, str]], not_retried: list[tuple[str, s
 
 
 def evaluate_moments(args: argparse.Namespace) -> int:
-    from demo.evaluate.moments import MomentRequest, publish_moments, run_moments, save_moments
+    from demo.evaluate.moment_retrieval import MomentRequest, publish_moments, run_moments, save_moments
     from demo.evaluate.suites import CLIP4CLIP_WORLD
 
     specs = tuple(SegmentSpec.of(*(float(x) for x in w.split(":"))) for w in args.windows)

@@ -18,14 +18,14 @@ import numpy as np
 from demo.app.messages import corpus_id, friendly
 from demo.app.results import MODES, DescribeResult, SearchResult, VideoHit, VideoMoments, clamp_k
 from demo.errors import InputError
-from demo.moments import Moment, SegmentTable
-from demo.search import clean_query
-from demo.timeline import TimelineEntry, merge_entries, tiles
+from demo.search.moments import Moment, SegmentTable
+from demo.search.searcher import clean_query
+from demo.search.timeline import TimelineEntry, merge_entries, tiles
 from demo.video.decode import probe
 
 if TYPE_CHECKING:
     from demo.index.video_index import CaptionHit, Hit
-    from demo.search import Searcher, Timed
+    from demo.search.searcher import Searcher, Timed
 
 
 MORE_SHARE = 0.6  # "more from this video" lists moments scoring at least this share of its best one

@@ -24,9 +24,9 @@ from demo.index.format import MANIFEST
 from demo.index.segments import index_segments
 from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
-from demo.moments import Moment, MomentSearch
 from demo.presets import resolve_preset
-from demo.timeline import TimelineEntry, describe_timeline, tiles
+from demo.search.moments import Moment, MomentSearch
+from demo.search.timeline import TimelineEntry, describe_timeline, tiles
 from demo.video.images import load_image
 from demo.video.windows import SegmentSpec
 
@@ -86,7 +86,7 @@ class Timed:
 
 class Searcher:
     """One encoder and the index it built; both loaded once. Over an index of long videos (built
-    with ``--segment``) searches return :class:`~demo.moments.Moment` hits, else :class:`Hit`."""
+    with ``--segment``) searches return :class:`~demo.search.moments.Moment` hits, else :class:`Hit`."""
 
     def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str) -> None:
         self.encoder, self.index, self.model_source = encoder, index, model_source
@@ -202,7 +202,7 @@ class Searcher:
 
     def describe_timeline(self, path: str | Path, segment: float | None = None) -> list[TimelineEntry]:
         """Captions along the video at ``path``, one per stretch of ``segment`` seconds (default: the
-        index's window length, else 4 s); see :mod:`demo.timeline`."""
+        index's window length, else 4 s); see :mod:`demo.search.timeline`."""
         return describe_timeline(path, self.encoder, self.index, tiles(self.index, segment))
 
     def summary(self) -> dict[str, Any]:

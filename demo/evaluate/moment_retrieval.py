@@ -2,10 +2,10 @@
 overlapping windows through the real builder, searched with each part's caption.
 
 Scored as on Charades-STA and QVHighlights: R@1 and R@5 at temporal IoU >= 0.5 and >= 0.7, and
-the mean IoU of the first hit (:func:`demo.metrics.moment_metrics`), next to the whole-video
+the mean IoU of the first hit (:func:`demo.evaluate.metrics.moment_metrics`), next to the whole-video
 ones (is the right long video first, in the top 5). Rows:
 
-- corpus search: the moments :class:`demo.moments.MomentSearch` returns over every video (a hit
+- corpus search: the moments :class:`demo.search.moments.MomentSearch` returns over every video (a hit
   must be in the right video), up to 5 per video;
 - within the right video: the same moments ranked inside the true video only (the Charades-STA
   task, where the video is given);
@@ -32,16 +32,16 @@ from typing import Any
 import numpy as np
 
 from demo.evaluate.longvideos import LongVideo, LongVideoConfig, compose, part_frame, write_long_videos
-from demo.evaluate.report import device_name
+from demo.evaluate.metrics import MOMENT_IOU, moment_metrics, temporal_iou
+from demo.evaluate.results import device_name
 from demo.evaluate.suites import CLIP4CLIP_WORLD
 from demo.files import atomic_write, atomic_write_json, write_section
 from demo.index.items import items_from_csv
 from demo.index.segment_build import build_segment_index
 from demo.index.video_index import VideoIndex
-from demo.metrics import MOMENT_IOU, moment_metrics, temporal_iou
 from demo.models.encoders import Clip4ClipEncoder
-from demo.moments import MERGE_MARGIN, MomentSearch
 from demo.presets import ROOT
+from demo.search.moments import MERGE_MARGIN, MomentSearch
 from demo.video.windows import SegmentSpec
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from demo.evaluate.metrics import metrics_from_ranks
 from demo.files import atomic_write, atomic_write_json, write_section
-from demo.metrics import metrics_from_ranks
 from demo.models.device import default_device
 
 METRIC_KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
