@@ -1,17 +1,32 @@
 """Named set-ups of models and index: ``embedded`` (offline default) and ``webvid``.
 
-A preset only names where things are; everything loads through the same
-``from_pretrained`` / ``VideoIndex.load`` path, so a hub id and a local folder
-are interchangeable (``--model``, ``--index`` and ``--xclip`` override a preset).
+A preset names where things are and how clips are embedded: the CLIP4Clip model, its pooling, its
+frame sampling and resizing, the index, the X-CLIP. It is resolved once, at the entry point (the CLI's
+command, ``app.py``), into one :class:`Preset` (``--model``, ``--index``, ``--xclip``, ``--pooling``
+override the named one) that travels down to the searcher, both index engines and evaluation; no
+layer below re-derives it from strings. Everything loads through the same ``from_pretrained`` /
+``VideoIndex.load`` path, so a hub id and a local folder are interchangeable.
+
+When an index exists, :meth:`Preset.following_index` fills in what its manifest records (the model it
+was built with, its pooling, sampling and resizing) wherever the user chose nothing else: a search
+with ``--index DIR`` uses the index's own model.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from demo.errors import InputError
+
+if TYPE_CHECKING:
+    from demo.models.encoders import Clip4ClipEncoder
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECOMPUTED = ROOT / "precomputed"
@@ -51,6 +66,30 @@ class Preset:
     # (``python -m demo index fetch``); None: it must be built or imported.
     index_repo: str | None = None
     frame_sampling: str | None = None  # None: the checkpoint's own (demo.models.temporal.SAMPLINGS)
+    frame_resize: str | None = None  # None: the checkpoint's own (demo.models.temporal.RESIZES)
+    # True unless --model was given: the index's manifest then names the model (following_index)
+    model_from_index: bool = True
+
+    def encoder_changes(self) -> dict[str, str]:
+        """The settings this preset puts on top of the checkpoint's own (frame sampling, resizing)."""
+        return {k: v for k, v in (("frame_sampling", self.frame_sampling), ("frame_resize", self.frame_resize)) if v}
+
+    def open_encoder(self, device: str | None = None) -> Clip4ClipEncoder:
+        """The CLIP4Clip encoder this preset names, with its pooling, sampling and resizing."""
+        from demo.models.encoders import Clip4ClipEncoder  # torch: seconds to import
+
+        return Clip4ClipEncoder.from_pretrained(self.model, pooling=self.pooling, device=device,
+                                               **self.encoder_changes())
+
+    def following_index(self, manifest: dict[str, Any]) -> Preset:
+        """This preset with what the index's ``manifest`` records filled in where nothing else was chosen:
+        the model it was built with (unless --model was given), its pooling, frame sampling and resizing."""
+        model = self.model
+        if self.model_from_index and manifest.get("model_path"):
+            model = locate_model(str(manifest["model_path"]), self.model)
+        return replace(self, model=model, pooling=self.pooling or manifest.get("pooling"),
+                       frame_sampling=self.frame_sampling or manifest.get("sampling"),
+                       frame_resize=self.frame_resize or manifest.get("resize"))
 
 
 EMBEDDED = Preset(
@@ -85,7 +124,35 @@ def resolve_preset(name: str | None = None, model: str | None = None, index: str
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
-    overrides = {k: v for k, v in dict(model=model, index=index, xclip=xclip, pooling=pooling).items() if v}
+    overrides: dict[str, Any] = {k: v for k, v in dict(model=model, index=index, xclip=xclip, pooling=pooling).items()
+                                 if v}
     if overrides:
         preset = replace(preset, name=preset.name if not (model or index) else "custom", **overrides)
-    return preset
+    return replace(preset, model_from_index=not model)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def locate_model(recorded: str, fallback: str) -> str:
+    """Where the model an index records (``model_path``: a folder, relative to the project as
+    :func:`shown_path` writes it, or a hub id) is on this machine.
+
+    A recorded folder that is not here (the index was built on another machine) gives ``fallback``
+    when that is a folder of the same name, else the recorded name (a hub id loads from the hub).
+
+    >>> locate_model("precomputed/clip4clip-world", "x")
+    'precomputed/clip4clip-world'
+    >>> locate_model("Searchium-ai/clip4clip-webvid150k", str(PRECOMPUTED / "clip4clip-world"))
+    'Searchium-ai/clip4clip-webvid150k'
+    """
+    if Path(recorded).expanduser().exists():
+        return recorded
+    if (ROOT / recorded).exists():
+        return shown_path(ROOT / recorded)
+    if Path(fallback).expanduser().is_dir() and Path(recorded).name == Path(fallback).name:
+        log.info("the index's model %s is not here; using %s (same name)", recorded, fallback)
+        return fallback
+    if not HUB_ID.fullmatch(recorded):
+        log.warning("the index's model %s is not on this machine", recorded)
+    return recorded

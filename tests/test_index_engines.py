@@ -16,6 +16,7 @@ from demo.index.engines.ray_engine import build_index_ray, groups
 from demo.index.engines.workers import Sampling, decode_group
 from demo.index.items import VideoItem
 from demo.index.remote import fetch, is_url, local_copy
+from demo.presets import resolve_preset
 
 
 def test_groups_are_runs_of_the_whole_list_less_what_is_done() -> None:
@@ -47,7 +48,7 @@ def test_urls_only_http_and_a_local_path_passes_through(tmp_path: Path) -> None:
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(DemoError, match="requirements-scale.txt"):
-        build_index_ray([VideoItem("a", "a.mp4")], tmp_path / "i", "some-model")
+        build_index_ray([VideoItem("a", "a.mp4")], tmp_path / "i", resolve_preset(model="some-model"))
 
 
 def test_address_needs_the_ray_engine(clip_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

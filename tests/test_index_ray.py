@@ -26,7 +26,7 @@ from demo.index.engines.workers import FAIL_ONCE_ENV
 from demo.index.items import VideoItem, items_from_csv
 from demo.index.video_index import VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
-from demo.presets import EMBEDDED
+from demo.presets import EMBEDDED, resolve_preset
 from demo.world import WorldConfig, clip_spec_by_id, render_to
 
 os.environ.setdefault(LOOPBACK_ENV, "0")  # before Ray is imported: the test cluster listens on 127.0.0.1
@@ -104,8 +104,8 @@ def test_ray_engine_builds_the_local_engines_index_from_files_and_urls(local_ray
     items = [*files, *urls, missing]
     encoder = Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu")
     local = build_index(items, tmp_path / "local", encoder, batch_size=2, progress=False)
-    remote = build_index_ray(items, tmp_path / "ray", str(EMBEDDED.model), RayOptions(workers=1, batch_size=2),
-                             progress=False)
+    remote = build_index_ray(items, tmp_path / "ray", resolve_preset(model=str(EMBEDDED.model)),
+                             RayOptions(workers=1, batch_size=2), progress=False)
     assert remote.indexed == local.indexed == N_CLIPS + 2 and remote.skipped == local.skipped
     assert [p for p, _ in remote.skipped] == [str(clips / "broken.mp4"), missing.path]
     assert "HTTP 404" in remote.skipped[1][1] and "/tmp/" not in remote.skipped[1][1]
@@ -144,3 +144,21 @@ def test_killed_driver_and_killed_worker_resume_to_the_same_index(local_ray: str
     encoder = Clip4ClipEncoder.from_pretrained(EMBEDDED.model, device="cpu")
     build_index(items_from_csv(clips / "clips.csv"), tmp_path / "fresh", encoder, batch_size=1, progress=False)
     assert_same_index(VideoIndex.load(out), VideoIndex.load(tmp_path / "fresh"))
+
+
+def test_the_ray_engine_samples_as_the_preset_and_needs_no_batch_size(local_ray: str, clips: Path,
+                                                                     tmp_path: Path) -> None:
+    """`--preset webvid` samples every 1-fps frame on both engines; `--engine ray` without --batch-size
+    takes the engine's default (it used to fail with a TypeError)."""
+    common = ["--preset", "webvid", "--model", str(EMBEDDED.model)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "demo", "index", "build", str(clips / "clips.csv"), "--out", str(tmp_path / "ray"),
+           "--engine", "ray", "--address", local_ray, "--workers", "1", *common]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    from demo.cli import main
+
+    assert main(["index", "build", str(clips / "clips.csv"), "--out", str(tmp_path / "local"), *common]) == 0
+    a, b = VideoIndex.load(tmp_path / "local"), VideoIndex.load(tmp_path / "ray")
+    assert a.manifest()["sampling"] == b.manifest()["sampling"] == "every-second"
+    assert_same_index(a, b)

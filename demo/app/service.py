@@ -110,7 +110,7 @@ class DemoService(MomentActions):
                                    f"{how.get(preset.name, 'build one with `python -m demo index build`')}, "
                                    "or pass --index DIR")
         started = time.perf_counter()
-        searcher = open_searcher(config.preset, config.model, config.index, config.pooling, config.device)
+        searcher = open_searcher(preset, config.device)
         classifier, error = None, None
         try:
             classifier = XClipClassifier.from_pretrained(preset.xclip, config.device or default_device())

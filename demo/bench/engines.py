@@ -33,7 +33,7 @@ from demo.index.items import VideoItem
 from demo.index.merge import ShardLedger, merge_index
 from demo.index.workfolder import write_shard
 from demo.models.fingerprint import ModelFingerprint
-from demo.presets import EMBEDDED
+from demo.presets import EMBEDDED, resolve_preset
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ def _time_engines(name: str, items: list[VideoItem], workdir: Path, scale: Engin
     row["ray_start_s"] = time.perf_counter() - start
     try:
         options = RayOptions(workers=1, batch_size=scale.batch_size)
-        row["ray"] = _timed(lambda out: build_index_ray(items, out, str(model), options, progress=False),
+        preset = resolve_preset(model=str(model))
+        row["ray"] = _timed(lambda out: build_index_ray(items, out, preset, options, progress=False),
                             workdir / f"ray-{name}")
         row["ray_s"] = row["ray"]["wall_s"]
         row["ray_cpus"] = int(ray.cluster_resources().get("CPU", 0))

@@ -30,9 +30,10 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         items, media_root = items_from_csv(source), source.parent
     else:
         raise DemoError(f"source {source} is neither a folder of videos nor a CSV file")
-    preset = resolve_preset(args.preset, model=args.model)  # its frame sampling too (webvid: every second)
+    # one resolved preset for either engine: model, pooling, frame sampling (webvid: every second), resizing
+    preset = resolve_preset(args.preset, model=args.model, pooling=args.pooling)
     if args.engine == "ray":
-        report = _build_on_ray(args, items, preset.model, media_root)
+        report = _build_on_ray(args, items, preset, media_root)
     else:
         report = _build_here(args, items, preset, media_root, spec)
         if report is None:
@@ -43,22 +44,21 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_on_ray(args: argparse.Namespace, items: Any, model: str, media_root: Path) -> Any:
+def _build_on_ray(args: argparse.Namespace, items: Any, preset: Any, media_root: Path) -> Any:
     from demo.index.engines.ray_engine import RayOptions, build_index_ray
 
-    options = RayOptions(address=args.address, workers=args.workers, batch_size=args.batch_size, device=args.device)
-    return build_index_ray(items, args.out, str(model), options, pooling=args.pooling, overwrite=args.overwrite,
-                           media_root=media_root, retry_failed=args.retry_failed)
+    sizes = {"batch_size": args.batch_size} if args.batch_size else {}  # unset: RayOptions' default
+    options = RayOptions(address=args.address, workers=args.workers, device=args.device, **sizes)
+    return build_index_ray(items, args.out, preset, options, overwrite=args.overwrite, media_root=media_root,
+                           retry_failed=args.retry_failed)
 
 
 def _build_here(args: argparse.Namespace, items: Any, preset: Any, media_root: Path, spec: Any) -> Any:
     """The local engine: whole clips (the report), or windows of long videos (printed here; None)."""
     from demo.cli.long_videos import build_segments
     from demo.index.build import build_index
-    from demo.models.encoders import Clip4ClipEncoder
 
-    encoder = Clip4ClipEncoder.from_pretrained(preset.model, pooling=args.pooling, device=args.device,
-                                               frame_sampling=preset.frame_sampling)
+    encoder = preset.open_encoder(args.device)
     if spec is not None:
         build_segments(args, items, encoder, spec, preset.model, media_root)
         return None

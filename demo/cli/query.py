@@ -12,13 +12,14 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from demo.presets import resolve_preset
     from demo.search.media import MediaResolver, default_cache
     from demo.search.searcher import open_searcher
 
     asked = [x for x in (args.text, args.image, args.like) if x is not None]
     if len(asked) != 1:
         raise DemoError("give one query: TEXT, --image PHOTO or --like RESULT_ID")
-    searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
+    searcher = open_searcher(resolve_preset(args.preset, args.model, args.index, pooling=args.pooling), args.device)
     if args.image:
         timed = searcher.search_image_timed(args.image, k=args.k, exact=args.exact, rerank=args.rerank,
                                             per_video=args.per_video)
@@ -35,9 +36,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    from demo.presets import resolve_preset
     from demo.search.searcher import open_searcher
 
-    searcher = open_searcher(args.preset, args.model, args.index, args.pooling, args.device)
+    searcher = open_searcher(resolve_preset(args.preset, args.model, args.index, pooling=args.pooling), args.device)
     if args.timeline or args.segment is not None:
         from demo.cli.long_videos import print_timeline
 

@@ -150,15 +150,16 @@ def _decoded(encoder: Clip4ClipEncoder, paths: Sequence[str], rows: Sequence[int
 
 def encode_corpus(model: str, poolings: Sequence[str], paths: Sequence[str], texts: Sequence[str], *,
                   device: str | None = None, cache: str | Path | None = None, batch_size: int = 16,
-                  workers: int = 2, progress: ProgressFn | None = None) -> Encoded:
-    """Embed ``paths`` (N videos) with every pooling in ``poolings`` and ``texts`` (C captions).
+                  workers: int = 2, progress: ProgressFn | None = None, **changes: Any) -> Encoded:
+    """Embed ``paths`` (N videos) with every pooling in ``poolings`` and ``texts`` (C captions);
+    ``changes`` set the model's frame settings as the preset that serves it does (``frame_sampling``).
 
     The checkpoint is loaded once, with every head it holds; frame features come from the cache
     where present, else from decoding + the vision tower in batches.
     """
     report = progress or (lambda fraction, message: None)
     head_pooling = next((p for p in poolings if p != "meanP"), "meanP")  # one head per checkpoint
-    encoder = Clip4ClipEncoder.from_pretrained(model, pooling=head_pooling, device=device)
+    encoder = Clip4ClipEncoder.from_pretrained(model, pooling=head_pooling, device=device, **changes)
     store = EmbeddingCache(cache, encoder.fingerprint) if cache is not None else None
     features: list[np.ndarray | None] = [None] * len(paths)
     failed = {i: "missing file" for i, p in enumerate(paths) if not Path(p).is_file()}

@@ -18,10 +18,12 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from demo.presets import Preset, resolve_preset
 from demo.search.searcher import open_searcher
 from demo.world import EVENTS
 
@@ -177,7 +179,7 @@ def event_recognition(encode_texts: Any, videos: Sequence[tuple[np.ndarray, dict
     return {"clips": clips, "accuracy": 100 * right / max(1, clips), "events": rows}
 
 
-def evaluate_freeform(index_dir: str | Any, test_attributes: Sequence[dict[str, Any]], n: int = 300,
+def evaluate_freeform(index_dir: str | Path | Preset, test_attributes: Sequence[dict[str, Any]], n: int = 300,
                       k: int = 5, seed: int = 0, device: str | None = None) -> dict[str, Any]:
     """Free-form queries about test clips, searched (exactly) in the index with its own model.
 
@@ -187,7 +189,8 @@ def evaluate_freeform(index_dir: str | Any, test_attributes: Sequence[dict[str, 
     ``shape_blind`` is :func:`shape_blind_rate` over the index, ``events`` the
     :func:`event_recognition` of the index's lone-object test clips.
     """
-    searcher = open_searcher(index=str(index_dir), device=device)
+    searcher = open_searcher(index_dir if isinstance(index_dir, Preset) else resolve_preset(index=str(index_dir)),
+                             device)
     rows = {str(r["id"]): r.get("attributes") or {} for r in searcher.index.metadata}
 
     def search(text: str, kk: int) -> list[str]:

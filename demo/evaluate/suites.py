@@ -39,7 +39,7 @@ from demo.evaluate.results import EvalResult, EvalRow, device_name, run_info
 from demo.index.binary import binarize, l2_normalize
 from demo.models.clip2video import TDB, TDB_TAB
 from demo.models.temporal import HEAD_FILES, POOLINGS, Clip4ClipSettings
-from demo.presets import PRECOMPUTED, shown_path
+from demo.presets import PRECOMPUTED, WEBVID, shown_path
 from demo.world import EVENTS
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,17 @@ class ModelSpec:
     pooling: str = "meanP"
     published: str | None = None  # published row it reproduces (webvid suite only)
     binary: tuple[int, ...] = ()  # also report it binarised + rerank R for each R here
+    # frames as the preset that serves the model samples them (None: the checkpoint's own rule);
+    # the WebVid rows take the webvid preset's (every 1-fps frame, as its index was made)
+    frame_sampling: str | None = None
 
 
 WEBVID_MODELS = (
     ModelSpec("zero-shot CLIP (openai/clip-vit-base-patch32, meanP)", "openai/clip-vit-base-patch32",
-              published="zero-shot CLIP"),
+              published="zero-shot CLIP", frame_sampling=WEBVID.frame_sampling),
     ModelSpec("CLIP4Clip WebVid-150k (Searchium-ai/clip4clip-webvid150k, meanP)",
-              "Searchium-ai/clip4clip-webvid150k", published="CLIP4Clip (150k WebVid)", binary=RERANK),
+              "Searchium-ai/clip4clip-webvid150k", published="CLIP4Clip (150k WebVid)", binary=RERANK,
+              frame_sampling=WEBVID.frame_sampling),
 )
 
 
@@ -195,17 +199,18 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
     report = progress or (lambda fraction, message: None)
     texts, _, _ = corpus.caption_table()
     probes = list(dict.fromkeys(c for a in corpus.attributes or [] if is_lone(a) for c in event_captions(a)))
-    groups: dict[str, list[ModelSpec]] = {}
+    groups: dict[tuple[str, str | None], list[ModelSpec]] = {}
     for spec in specs:
-        groups.setdefault(spec.model, []).append(spec)
+        groups.setdefault((spec.model, spec.frame_sampling), []).append(spec)
     encoded = {}
-    for g, (model, members) in enumerate(groups.items()):
+    for g, ((model, sampling), members) in enumerate(groups.items()):
         def stage(fraction: float, message: str, g: int = g) -> None:
             report(0.9 * (g + fraction) / len(groups), message)
 
-        encoded[model] = encode_corpus(model, sorted({s.pooling for s in members}), corpus.paths, texts + probes,
-                                       device=device, cache=cache, batch_size=batch_size, workers=workers,
-                                       progress=stage)
+        changes = {"frame_sampling": sampling} if sampling else {}
+        encoded[model, sampling] = encode_corpus(model, sorted({s.pooling for s in members}), corpus.paths,
+                                                 texts + probes, device=device, cache=cache, batch_size=batch_size,
+                                                 workers=workers, progress=stage, **changes)
     failed = {i: r for e in encoded.values() for i, r in e.failed.items()}
     keep = np.array([i for i in range(len(corpus.ids)) if i not in failed], dtype=np.int64)
     if len(keep) < 2:
@@ -218,7 +223,7 @@ def _run_models(corpus: Corpus, specs: list[ModelSpec], *, device: str | None, c
     info: list[dict[str, Any]] = []
     for spec in specs:
         report(0.9 + 0.1 * len(info) / len(specs), f"scoring {spec.name}")
-        enc = encoded[spec.model]
+        enc = encoded[spec.model, spec.frame_sampling]
         own = model_rows(spec, enc.texts_for(spec.pooling)[:len(texts)][text_rows], enc.videos[spec.pooling][keep],
                          kept)
         if probes:

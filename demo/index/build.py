@@ -70,12 +70,19 @@ class BuildReport:
 # ----------------------------------------------------------------- decode and embed
 
 
-def _stack(xs: list[Any]) -> Any:
-    if isinstance(xs[0], np.ndarray):
-        return np.stack(xs)
-    import torch  # only when the encoder hands out tensors (numpy encoders never load it)
+def _stack(frames: list[Any], masks: list[Any]) -> tuple[Any, Any]:
+    """One batch of clips, padded to the longest with masked slots (clips sampled every second have
+    as many frames as seconds); numpy for numpy encoders, torch otherwise."""
+    if isinstance(frames[0], np.ndarray):
+        t = max(len(m) for m in masks)
+        x = np.zeros((len(frames), t, *frames[0].shape[1:]), frames[0].dtype)
+        m = np.zeros((len(masks), t), bool)
+        for i, (f, k) in enumerate(zip(frames, masks, strict=True)):
+            x[i, : len(f)], m[i, : len(k)] = f, k
+        return x, m
+    from demo.video.preprocess import stack_clips  # torch: only when the encoder hands out tensors
 
-    return torch.stack(xs)
+    return stack_clips(list(zip(frames, masks, strict=True)))
 
 
 def _decoded(
@@ -120,7 +127,7 @@ def _embed_batch(
             masks.append(res[1])
     if not ok:
         return
-    emb = np.asarray(encoder.encode_frames(_stack(frames), _stack(masks)), dtype=np.float32)
+    emb = np.asarray(encoder.encode_frames(*_stack(frames, masks)), dtype=np.float32)
     if emb.shape != (len(ok), dim) or not np.isfinite(emb).all():
         raise ValueError(
             f"encode_frames gave {emb.shape} (finite: {np.isfinite(emb).all()}), "

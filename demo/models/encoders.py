@@ -26,7 +26,14 @@ from demo.models.clip4clip import Clip4Clip, first_line
 from demo.models.device import resolve_device
 from demo.models.fingerprint import ModelFingerprint, model_name
 from demo.models.temporal import pool
-from demo.video.preprocess import CLIP_MEAN, CLIP_STD, load_clip4clip_clip, preprocess, stack_clips
+from demo.video.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    load_clip4clip_clip,
+    preprocess,
+    preprocess_reference,
+    stack_clips,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +177,13 @@ class Clip4ClipEncoder:
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 images (photos, video frames) -> (N, D) float32 unit-length embeddings
         from CLIP's image tower, preprocessed like a video frame (CLIP mean/std); (N, 2D) with a tdb+tab
-        head (:meth:`AlignmentHead.image`)."""
-        feats = self.frame_features(preprocess(images, self.image_size, CLIP_MEAN, CLIP_STD))
+        head (:meth:`AlignmentHead.image`). Resized as the model's frames are (``frame_resize``: hub
+        models use PIL's bicubic on the whole image, as their reference code does)."""
+        if self.settings.frame_resize == "pil-bicubic":
+            pixels = preprocess_reference(images, self.image_size, CLIP_MEAN, CLIP_STD)
+        else:
+            pixels = preprocess(images, self.image_size, CLIP_MEAN, CLIP_STD)
+        feats = self.frame_features(pixels)
         head = self.model.head
         if isinstance(head, AlignmentHead):  # its index rows are 2D wide: see AlignmentHead.image
             with torch.inference_mode():

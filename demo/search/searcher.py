@@ -24,7 +24,7 @@ from demo.index.format import MANIFEST
 from demo.index.segments import index_segments
 from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
-from demo.presets import resolve_preset
+from demo.presets import Preset
 from demo.search.moments import Moment, MomentSearch
 from demo.search.timeline import TimelineEntry, describe_timeline, tiles
 from demo.video.images import load_image
@@ -88,8 +88,10 @@ class Searcher:
     """One encoder and the index it built; both loaded once. Over an index of long videos (built
     with ``--segment``) searches return :class:`~demo.search.moments.Moment` hits, else :class:`Hit`."""
 
-    def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str) -> None:
+    def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str,
+                 preset: Preset | None = None) -> None:
         self.encoder, self.index, self.model_source = encoder, index, model_source
+        self.preset = preset  # the resolved preset the searcher was opened with (None: built by hand)
         self.segments: SegmentSpec | None = index_segments(index.info)
         self.moments = MomentSearch(index) if self.segments is not None else None
 
@@ -215,24 +217,14 @@ class Searcher:
                 "long_videos": None if self.moments is None else len(self.moments.table.rows)}
 
 
-def open_searcher(preset: str | None = None, model: str | None = None, index: str | None = None,
-                  pooling: str | None = None, device: str | None = None) -> Searcher:
-    """Load the index and its model (``model`` overrides the one the manifest names)."""
-    chosen = resolve_preset(preset, model=model, index=index, pooling=pooling)
-    if chosen.index is None:
+def open_searcher(preset: Preset, device: str | None = None) -> Searcher:
+    """Load the preset's index and the model it was built with (``--model`` overrides it), embedding
+    uploads with the index's frame sampling and resizing (:meth:`Preset.following_index`); an index
+    made by another model is refused (IndexFormatError)."""
+    if preset.index is None:
         raise InputError("no index given: pass --index DIR (build one with `python -m demo index build`)")
-    manifest = read_manifest(chosen.index)
-    source = model or manifest.get("model_path") or chosen.model
-    if not model and manifest.get("model_path") and not Path(str(source)).exists() \
-            and Path(chosen.model).exists():
-        source = chosen.model  # the index was built elsewhere; the preset's copy of the model is here
-    # The index's frame settings, so an uploaded clip is embedded the way its videos were (manifests
-    # from before they were recorded name none: the model's own then).
-    changes = {"frame_sampling": chosen.frame_sampling or manifest.get("sampling"),
-               "frame_resize": manifest.get("resize")}
-    encoder = Clip4ClipEncoder.from_pretrained(source, pooling=pooling or manifest.get("pooling"),
-                                               device=device, **changes)
-    loaded = VideoIndex.load(chosen.index, expect=encoder.fingerprint)
-    log.info("loaded %s with %d videos, model %s", chosen.index, len(loaded), encoder.name)
-    return Searcher(encoder, loaded, str(source))
-
+    bound = preset.following_index(read_manifest(preset.index))
+    encoder = bound.open_encoder(device)
+    loaded = VideoIndex.load(preset.index, expect=encoder.fingerprint)
+    log.info("loaded %s with %d videos, model %s", preset.index, len(loaded), encoder.name)
+    return Searcher(encoder, loaded, bound.model, bound)

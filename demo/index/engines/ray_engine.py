@@ -51,6 +51,7 @@ from demo.index.lock import writer_lock
 from demo.index.merge import CaptionStream, ShardLedger, merge_index
 from demo.index.store import disk_error
 from demo.models.fingerprint import ModelFingerprint
+from demo.presets import Preset
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "the Ray engine needs Ray: pip install -r requirements-scale.txt"
@@ -94,14 +95,13 @@ def _connect(options: RayOptions) -> Any:
     return ray
 
 
-def _actor_args(ray: Any, options: RayOptions, model: str, pooling: str | None) -> dict[str, Any]:
+def _actor_args(ray: Any, options: RayOptions, preset: Preset) -> dict[str, Any]:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     workers = options.workers or max(1, gpus)
     device = options.device or ("cuda" if gpus else "cpu")
-    return dict(fn_constructor_kwargs=dict(model=model, pooling=pooling, device=device,
-                                           threads=None if gpus else 1),
+    return dict(fn_constructor_kwargs=dict(preset=preset, device=device, threads=None if gpus else 1),
                 # Ray Data restarts a lost actor and retries its batch (max_restarts=-1 by default)
-                concurrency=workers, num_gpus=1 if gpus else 0, num_cpus=1)
+                compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=1 if gpus else 0, num_cpus=1)
 
 
 def groups(items: list[VideoItem], todo: list[VideoItem], size: int) -> list[list[VideoItem]]:
@@ -120,25 +120,25 @@ def _blocks(rows: int, per_block: int) -> int:
 
 
 def _frame_batches(ray: Any, batches: list[list[VideoItem]], fp: ModelFingerprint, options: RayOptions,
-                   model: str, pooling: str | None) -> Iterator[dict[str, np.ndarray]]:
+                   preset: Preset) -> Iterator[dict[str, np.ndarray]]:
     rows = [{"ids": json.dumps([it.id for it in b]), "paths": json.dumps([it.path for it in b])} for b in batches]
     ds = ray.data.from_items(rows, override_num_blocks=_blocks(len(rows), 1))
     # a decode task lost with its worker is retried by Ray (3 times, its default for tasks)
     ds = ds.map(decode_group, fn_kwargs={"sampling": Sampling.of(fp), "slots": options.batch_size}, num_cpus=1)
     ds = ds.map_batches(FrameEncoderActor, batch_size=1, batch_format="numpy",
-                        **_actor_args(ray, options, model, pooling))
+                        **_actor_args(ray, options, preset))
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
 def _embed(ray: Any, ledger: ShardLedger, batches: list[list[VideoItem]], total: int, fp: ModelFingerprint,
-           options: RayOptions, model: str, pooling: str | None, progress: bool) -> None:
+           options: RayOptions, preset: Preset, progress: bool) -> None:
     """Run the pipeline over ``batches``; each result becomes a shard (its failures: failed.jsonl)."""
     by_id = {it.id: it for b in batches for it in b}
     todo = len(by_id)
     pause = float(os.environ.get(SHARD_PAUSE_ENV) or 0)
     bar = tqdm(total=total, initial=total - todo, desc="indexing (ray)", unit="video", disable=not progress)
     try:
-        for out in _frame_batches(ray, batches, fp, options, model, pooling) if batches else ():
+        for out in _frame_batches(ray, batches, fp, options, preset) if batches else ():
             for ids_json, errors_json, emb in zip(out["ids"], out["errors"], out["embedding"], strict=True):
                 ids, errors = json.loads(str(ids_json)), json.loads(str(errors_json))
                 ok = [j for j, e in enumerate(errors) if not e]
@@ -155,13 +155,13 @@ def _embed(ray: Any, ledger: ShardLedger, batches: list[list[VideoItem]], total:
         bar.close()
 
 
-def _caption_stream(ray: Any, options: RayOptions, model: str, pooling: str | None) -> CaptionStream:
+def _caption_stream(ray: Any, options: RayOptions, preset: Preset) -> CaptionStream:
     size = options.text_batch_size
 
     def encode(texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rows = [{"start": s, "texts": json.dumps(texts[s : s + size])} for s in range(0, len(texts), size)]
         ds = ray.data.from_items(rows, override_num_blocks=_blocks(len(rows), 1))
-        args = _actor_args(ray, options, model, pooling)
+        args = _actor_args(ray, options, preset)
         args["fn_constructor_kwargs"]["slots"] = size
         ds = ds.map_batches(TextEncoderActor, batch_size=1, batch_format="numpy", **args)
         for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
@@ -171,40 +171,40 @@ def _caption_stream(ray: Any, options: RayOptions, model: str, pooling: str | No
     return encode
 
 
-def fingerprint_of(model: str, pooling: str | None) -> ModelFingerprint:
-    """The model's fingerprint, for the work folder and the manifest (the driver loads the model
+def fingerprint_of(preset: Preset) -> ModelFingerprint:
+    """The preset's model fingerprint, for the work folder and the manifest (the driver loads the model
     once, on the CPU, and drops it: every node loads its own copy)."""
-    from demo.models.encoders import Clip4ClipEncoder  # torch: seconds to import
-
-    return Clip4ClipEncoder.from_pretrained(model, pooling=pooling, device="cpu").fingerprint
+    return preset.open_encoder("cpu").fingerprint
 
 
-def build_index_ray(items: list[VideoItem], out_dir: str | Path, model: str, options: RayOptions | None = None,
-                    pooling: str | None = None, overwrite: bool = False, media_root: str | Path | None = None,
+def build_index_ray(items: list[VideoItem], out_dir: str | Path, preset: Preset, options: RayOptions | None = None,
+                    overwrite: bool = False, media_root: str | Path | None = None,
                     retry_failed: bool = False, progress: bool = True) -> BuildReport:
     """:func:`demo.index.build.build_index` on Ray: the same work folder, resume rules, failure list
-    and index (same ids and order, embeddings equal to float32 noise). ``model`` is a checkpoint
-    folder or hub id that every node can load. Raises DemoError without Ray installed."""
+    and index (same ids and order, embeddings equal to float32 noise). ``preset`` (resolved once by
+    the caller) names the model, a checkpoint folder or hub id that every node can load, with its
+    pooling, frame sampling and resizing, which every decode task and actor applies as the local
+    engine does. Raises DemoError without Ray installed."""
     items, out, options = list(items), Path(out_dir), options or RayOptions()
     check_request(items, out, options.batch_size, overwrite)
     ray = _connect(options)
-    fp = fingerprint_of(model, pooling)
+    fp = fingerprint_of(preset)
     with writer_lock(out):
         work = out.with_name(out.name + PARTIAL_SUFFIX)
         try:
             ledger = ShardLedger(work, fp)
             plan = plan_work(items, ledger.done.keys(), ledger.failed, retry_failed, work)
             _embed(ray, ledger, groups(items, plan.todo, options.batch_size), len(items), fp, options,
-                   model, pooling, progress)
+                   preset, progress)
             skipped = [(ledger.failed[it.id].path, ledger.failed[it.id].reason) for it in items
                        if it.id in ledger.failed]
             if not any(it.id in ledger.done for it in items):
                 raise IndexFormatError(f"no video could be decoded ({len(skipped)} tried); the failures are "
                                        f"listed in {work / 'failed.jsonl'}")
-            info: dict[str, Any] = {"model_path": model}
+            info: dict[str, Any] = {"model_path": preset.model}
             if media_root:
                 info["media_root"] = media_root_entry(media_root, out)
-            indexed = merge_index(ledger, items, out, fp, _caption_stream(ray, options, model, pooling), info,
+            indexed = merge_index(ledger, items, out, fp, _caption_stream(ray, options, preset), info,
                                   overwrite)
         except OSError as err:
             raise disk_error(err, f"the work folder {work}") from err

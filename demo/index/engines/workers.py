@@ -19,6 +19,7 @@ import numpy as np
 from demo.errors import VideoDecodeError
 from demo.index.remote import local_copy
 from demo.models.fingerprint import ModelFingerprint
+from demo.presets import Preset
 
 # Test hook: while this names a file that does not exist yet, the first encoder batch creates it
 # and kills its own process (a worker lost mid-batch); Ray restarts the actor and retries.
@@ -27,15 +28,18 @@ FAIL_ONCE_ENV = "DEMO_RAY_FAIL_ONCE"
 
 @dataclass(frozen=True)
 class Sampling:
-    """The model's frame sampling, all a decode task needs (no model is loaded there)."""
+    """The model's frame sampling and resizing, all a decode task needs (no model is loaded there):
+    the same settings the local engine's encoder applies (:meth:`Clip4ClipEncoder.load_video`)."""
 
     image_size: int
     sample_fps: float
-    max_frames: int
+    max_frames: int  # 0: no cap ("every-second": as many frames as the clip has seconds)
+    rule: str = "float-fps"  # demo.models.temporal.SAMPLINGS
+    resize: str = "decoder"  # demo.models.temporal.RESIZES
 
     @classmethod
     def of(cls, fp: ModelFingerprint) -> Sampling:
-        return cls(fp.image_size, fp.sample_fps, fp.frames)
+        return cls(fp.image_size, fp.sample_fps, fp.frames, fp.sampling, fp.resize)
 
 
 def decode_group(row: dict[str, Any], sampling: Sampling, slots: int) -> dict[str, Any]:
@@ -44,35 +48,40 @@ def decode_group(row: dict[str, Any], sampling: Sampling, slots: int) -> dict[st
 
     A video that cannot be decoded (file or URL) gets zero frames and its reason in ``errors``,
     as the local builder records it; nothing raises for a bad file. Slots past the group's
-    videos are zero (every row has the same shape, as Ray's tensor columns want).
+    videos are zero. T is the model's frame cap, or without one (every-second sampling) the
+    group's longest clip, shorter clips padded with masked slots as the local builder pads them.
     """
     from demo.video.preprocess import load_clip4clip_clip  # torch and the decoders: in the worker only
 
     s = sampling
     ids, paths = json.loads(row["ids"]), json.loads(row["paths"])
-    frames = np.zeros((slots, s.max_frames, 3, s.image_size, s.image_size), np.float32)
-    mask = np.zeros((slots, s.max_frames), bool)
+    clips: list[tuple[np.ndarray, np.ndarray] | None] = []
     errors = []
-    for j, path in enumerate(paths):
+    for path in paths:
         try:
             with local_copy(path) as local:
                 x, m = load_clip4clip_clip(local, image_size=s.image_size, sample_fps=s.sample_fps,
-                                           max_frames=s.max_frames)
-            frames[j], mask[j] = x.numpy(), m.numpy()
+                                           max_frames=s.max_frames, sampling=s.rule, resize=s.resize)
+            clips.append((x.numpy(), m.numpy()))
             errors.append("")
         except (VideoDecodeError, OSError) as err:
+            clips.append(None)
             errors.append(str(err) or type(err).__name__)
+    t = max([s.max_frames, *(len(c[1]) for c in clips if c is not None)])
+    frames = np.zeros((slots, t, 3, s.image_size, s.image_size), np.float32)
+    mask = np.zeros((slots, t), bool)
+    for j, clip in enumerate(clips):
+        if clip is not None:
+            frames[j, : len(clip[0])], mask[j, : len(clip[1])] = clip
     return {"ids": json.dumps(ids), "errors": json.dumps(errors), "frames": frames, "mask": mask}
 
 
-def _load_encoder(model: str, pooling: str | None, device: str | None, threads: int | None) -> Any:
+def _load_encoder(preset: Preset, device: str | None, threads: int | None) -> Any:
     import torch
-
-    from demo.models.encoders import Clip4ClipEncoder
 
     if threads:
         torch.set_num_threads(threads)
-    return Clip4ClipEncoder.from_pretrained(model, pooling=pooling, device=device)
+    return preset.open_encoder(device)
 
 
 class FrameEncoderActor:
@@ -82,9 +91,8 @@ class FrameEncoderActor:
     encodes for the same videos (so both engines give the same numbers); other slots stay zero.
     """
 
-    def __init__(self, model: str, pooling: str | None = None, device: str | None = None,
-                 threads: int | None = None) -> None:
-        self.encoder = _load_encoder(model, pooling, device, threads)
+    def __init__(self, preset: Preset, device: str | None = None, threads: int | None = None) -> None:
+        self.encoder = _load_encoder(preset, device, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch
@@ -103,9 +111,9 @@ class TextEncoderActor:
     """One model per actor: {"start", "texts" (JSON list)} -> {"start", "count", "embedding"
     (rows, slots, D)}: each group of captions encoded as one batch, as the local builder does."""
 
-    def __init__(self, model: str, pooling: str | None = None, device: str | None = None,
-                 threads: int | None = None, slots: int = 64) -> None:
-        self.encoder = _load_encoder(model, pooling, device, threads)
+    def __init__(self, preset: Preset, device: str | None = None, threads: int | None = None,
+                 slots: int = 64) -> None:
+        self.encoder = _load_encoder(preset, device, threads)
         self.slots = slots
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
