@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from demo.cli.common import POOLING_CHOICES
+from demo.presets import POOLING_CHOICES
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported anywhere
 

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PRECOMPUTED = ROOT / "precomputed"
 ASSETS = ROOT / "assets"
 PRESET_ENV = "DEMO_PRESET"
+# demo.models.temporal.POOLINGS, spelled out so that parsing arguments does not import torch (a test
+# keeps the two equal).
+POOLING_CHOICES = ("meanP", "seqLSTM", "seqTransf", "tdb", "tdb+tab")
 # Where indexes fetched from the hub are written (``index-<preset>`` inside it); default <project>/cache.
 INDEX_HOME_ENV = "DEMO_INDEX_HOME"
 

@@ -183,7 +183,7 @@ def test_search_names_files_that_play(tiny_clip4clip, tmp_path, monkeypatch, cap
 
 
 def test_pooling_choices_are_the_model_poolings():
-    from demo.cli.common import POOLING_CHOICES
     from demo.models.temporal import POOLINGS
+    from demo.presets import POOLING_CHOICES
 
     assert POOLING_CHOICES == POOLINGS

@@ -133,3 +133,32 @@ def test_the_ui_and_the_bench_keep_to_their_side() -> None:
     for path in sorted((LIBRARY / "bench").glob("*.py")):
         reached = {m for m in imports(path, top_level_only=False) if m.startswith("demo.train")}
         assert not reached, f"{module_name(path)} imports {reached}"
+
+
+def reached_from(starts: list[Path]) -> dict[str, str]:
+    """Every demo module the ``starts`` import, directly or through others, counting imports made
+    inside functions too; each mapped to the module that first imports it."""
+    by_name = {module_name(p): p for p in library_modules()}
+    seen: dict[str, str] = {}
+    todo = [(module_name(p) if p.is_relative_to(LIBRARY) else p.name, p) for p in starts]
+    while todo:
+        name, path = todo.pop()
+        for child in sorted(imports(path, top_level_only=False)):
+            parts = child.split(".")
+            # importing demo.a.b runs demo/__init__ and demo/a/__init__ first
+            for depth in range(2, len(parts) + 1):
+                module = ".".join(parts[:depth])
+                if module in by_name and module not in seen:
+                    seen[module] = name
+                    todo.append((module, by_name[module]))
+    return seen
+
+
+def test_serving_never_imports_training() -> None:
+    """The app (app.py, demo.app), the search path and the index reach nothing in demo.train, not even
+    through an import inside a function (STYLE habit 19): training stays behind the CLI."""
+    serving = [ROOT / "app.py", *sorted((LIBRARY / "app").glob("*.py")), *sorted((LIBRARY / "search").glob("*.py"))]
+    reached = reached_from(serving)
+    training = {m: via for m, via in reached.items() if m == "demo.train" or m.startswith("demo.train.")}
+    assert not training, f"serving reaches training: {training}"
+    assert "demo.search.searcher" in reached and "demo.index.video_index" in reached  # the walk does walk

@@ -1,7 +1,9 @@
 """The command line: a thin map from subcommands to library functions.
 
-One module per family of commands (``query``, ``index``, ``evaluate``, ``workbench``, ``moments``),
-each with its subcommands' parser and their functions; this one builds the parser and runs it.
+One module per family of commands (``query``: search, describe, classify; ``index``: build, import,
+fetch; ``evaluate``; ``workbench``: synth, convert, bench and the train command of ``train``;
+``long_videos``: what the commands on long videos print), each with its subcommands' parser and their
+functions; this one builds the parser and runs it.
 
 Every command exits 0 on success and 2 with one clear line on bad input (a
 :class:`demo.errors.DemoError`); ``--json`` prints machine-readable results.

@@ -7,9 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-# demo.models.temporal.POOLINGS, spelled out so that parsing arguments does not import torch (a test
-# keeps the two equal).
-POOLING_CHOICES = ("meanP", "seqLSTM", "seqTransf", "tdb", "tdb+tab")
+from demo.presets import POOLING_CHOICES
 
 
 def print_json(payload: Any) -> None:

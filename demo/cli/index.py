@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from demo.cli.common import POOLING_CHOICES
 from demo.errors import DemoError
+from demo.presets import POOLING_CHOICES
 
 Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
