@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -43,8 +44,12 @@ def test_the_console_script_is_the_cli(capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_library_and_the_command(tmp_path: Path) -> None:
+    source = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT / "demo", source / "demo", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("video_search_demo-*.whl")
     with zipfile.ZipFile(wheel) as archive:
