@@ -480,9 +480,9 @@ def test_compiled_towers_keep_their_parameter_names(monkeypatch):
 def test_embedded_recipe_runs_every_stage_and_ships_loadable_folders(tmp_path):
     from demo.train.recipes import EmbeddedRecipe, train_embedded
 
-    recipe = EmbeddedRecipe(work=str(tmp_path / "w"), out=str(tmp_path / "pre"), frames_epochs=1, image_epochs=1,
-                            video_epochs=1, order_epochs=1, batch_size=4, compile=False, world_limit=12,
-                            turning_worlds=1)
+    recipe = EmbeddedRecipe.from_flags(work=str(tmp_path / "w"), out=str(tmp_path / "pre"), frames_epochs=1,
+                                       image_epochs=1, video_epochs=1, order_epochs=1, batch_size=4, compile=False,
+                                       world_limit=12, turning_worlds=1)
     shipped = train_embedded(recipe, progress=False)
     # stage 0 and the video stages also read another world's turning clips; stage 1 only the world's own
     world_dir = tmp_path / "w" / "world"
@@ -560,3 +560,26 @@ def test_pooling_lists_are_checked(tiny_config, tmp_path):
         TrainConfig(train="x", out=str(tmp_path), model_config=str(tiny_config), pooling="meanP,maxP")
     assert TrainConfig(train="x", out="o", model_config="m", pooling="both").heads == ["seqTransf"]
     assert TrainConfig(train="x", out="o", model_config="m", pooling="meanP, tdb").poolings == ["meanP", "tdb"]
+
+
+def test_the_recipe_builds_every_stage_on_one_train_config():
+    """EmbeddedRecipe repeats none of TrainConfig's fields: the stages share one TrainConfig, and each loss
+    weight reaches only the stages that use it."""
+    from dataclasses import fields
+
+    from demo.train.recipes import RECIPE_STAGE, SHARED_FIELDS, EmbeddedRecipe
+
+    # `out` is the recipe's own (where the shipped models go), not a stage's checkpoint folder
+    assert {f.name for f in fields(EmbeddedRecipe)} & {f.name for f in fields(TrainConfig)} == {"out"}
+    recipe = EmbeddedRecipe.from_flags(batch_size=8, hard_negatives=0.5, frames_epochs=2)
+    assert recipe.frames_epochs == 2 and recipe.shared.batch_size == 8
+    frames = recipe.stage_config("frames", train="t", out="o", model_config="m")
+    image = recipe.stage_config("image", train="t", out="o", init="i", model_config=None)
+    video = recipe.stage_config("video", train="t", out="o", init="i", model_config=None)
+    assert [c.stage for c in (frames, image, video)] == ["frames", "image", "video"]
+    assert {c.batch_size for c in (frames, image, video)} == {8}
+    assert frames.hard_negatives == image.hard_negatives == 0 and video.hard_negatives == 0.5
+    assert frames.event_loss == image.event_loss == 0 and video.event_loss == RECIPE_STAGE.event_loss > 0
+    assert image.frame_captions == RECIPE_STAGE.frame_captions > 0 and frames.frame_captions == video.frame_captions == 0
+    assert {c.angle_weight for c in (frames, image, video)} == {RECIPE_STAGE.angle_weight}
+    assert set(SHARED_FIELDS) <= {f.name for f in fields(TrainConfig)}

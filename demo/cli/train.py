@@ -58,7 +58,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if k in _all_flags() and v is not None}
     if args.preset == "embedded":
-        recipe = recipes.EmbeddedRecipe(**_checked(given, "--preset embedded", recipes.EmbeddedRecipe))
+        takes = {f.name for f in fields(recipes.EmbeddedRecipe)} - {"shared"} | set(recipes.SHARED_FIELDS)
+        recipe = recipes.EmbeddedRecipe.from_flags(**_checked(given, "--preset embedded", takes))
         for name, path in recipes.train_embedded(recipe).items():
             print(f"{name}: {path}")
         return 0

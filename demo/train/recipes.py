@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,49 @@ EMBEDDED_MODEL: dict[str, dict[str, Any]] = {
 }
 
 
+# What every stage of the embedded recipe shares: TrainConfig's own fields, set once (the stages add data,
+# epochs, learning rates and the pooling; the loss weights below reach only the stages that use them, see
+# VIDEO_ONLY and IMAGE_ONLY). ``train`` and ``out`` are the stages' own.
+RECIPE_STAGE = TrainConfig(
+    train="", out="", model_config="", batch_size=64, seed=0,
+    # Stage 1: share of frames captioned with where each object is (mirrored caption as a hard negative).
+    frame_captions=0.75,
+    # Video stages: each clip's caption with an event changed as a hard negative, and the frame-caption loss on
+    # one frame per clip so frame embeddings keep positions.
+    hard_negatives=1.0, frame_loss=0.5,
+    # Video stages: each caption that reads differently backwards also scores its clip's frames in reverse
+    # order as a negative (TrainConfig.reversed_videos): what teaches the head direction.
+    reversed_videos=1.0,
+    # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss), so that
+    # position, size, opacity and angle survive into the video stages for the head to read.
+    layout_loss=1.0,
+    # All stages: the angle code's weight within the layout loss. With turning_worlds 6, x8 lifted stage 0's
+    # angle R^2 from 0.16 to 0.48 (docs/experiments.md).
+    angle_weight=8.0,
+    # All stages: weight of the frame shape classification. In stage 0 it teaches shape; afterwards it keeps
+    # it in the frames (val probe 88.5% after stage 0, 93% after stage 2).
+    shape_loss=1.0,
+    # Video stages: weight of the event centres: captions and clips told which events they show, through one
+    # learned centre per event shared by both towers (docs/experiments.md, issue 23).
+    event_loss=1.0,
+    # Every stage compiles the towers (docs/decisions/compile-every-stage.md); --no-compile trains eagerly.
+    compile=True, resume=True,
+)
+VIDEO_ONLY = ("hard_negatives", "frame_loss", "reversed_videos", "event_loss")  # zero in stages 0 and 1
+IMAGE_ONLY = ("frame_captions",)  # zero in stage 0 and the video stages
+# The TrainConfig fields a recipe takes from the command line (`train --preset embedded --batch-size 32`).
+SHARED_FIELDS = ("batch_size", "seed", *IMAGE_ONLY, *VIDEO_ONLY, "layout_loss", "angle_weight", "shape_loss",
+                 "compile")
+
+
 @dataclass(frozen=True)
 class EmbeddedRecipe:
-    """Epochs and learning rates of the stages that make the shipped model."""
+    """Epochs and learning rates of the stages that make the shipped model, on top of ``shared``: the
+    :class:`TrainConfig` every stage shares (:data:`RECIPE_STAGE`)."""
 
     work: str = "work/embedded"  # world clips, stage checkpoints, logs
     out: str = str(PRECOMPUTED)
-    seed: int = 0
+    shared: TrainConfig = RECIPE_STAGE
     # Stage 0: the vision tower alone, on the frame probes (shape classification and layout
     # regression; ``frames`` stage). Contrastive captions never taught this ViT shape (a linear
     # probe read 19-28%, chance 12.5%); told directly for 2,000 steps it reads 73%
@@ -77,7 +113,6 @@ class EmbeddedRecipe:
     image_epochs: int = 6
     image_schedule_epochs: int | None = None  # cosine schedule length (default: image_epochs)
     video_epochs: int = 4  # over the world's 8,000 clips and the 4,115 turning clips
-    batch_size: int = 64
     image_lr: float = 1e-3
     video_lr: float = 1e-3  # temporal head
     video_clip_lr: float = 5e-4  # pretrained towers, lower than the new head as in CLIP4Clip
@@ -87,33 +122,26 @@ class EmbeddedRecipe:
     order_lr: float = 2e-3
     order_clip_lr: float = 2e-4
     order_grouped: float = 0.75  # stage 3: share of one-colour batches (demo.train.data.epoch_order)
-    # Stage 1: share of frames captioned with where each object is (mirrored caption as a hard
-    # negative). Video stages: each clip's caption with an event changed as a hard negative, and
-    # the frame-caption loss on one frame per clip so frame embeddings keep positions.
-    frame_captions: float = 0.75
-    hard_negatives: float = 1.0
-    frame_loss: float = 0.5
-    # Video stages: each caption that reads differently backwards also scores its clip's frames in
-    # reverse order as a negative (TrainConfig.reversed_videos): what teaches the head direction.
-    reversed_videos: float = 1.0
-    # All stages: frame embeddings regressed onto what each frame shows (TrainConfig.layout_loss),
-    # so that position, size, opacity and angle survive into the video stages for the head to read.
-    layout_loss: float = 1.0
-    # All stages: the angle code's weight within the layout loss (TrainConfig.angle_weight). With
-    # turning_worlds 6, x8 lifted stage 0's angle R^2 from 0.16 to 0.48 (docs/experiments.md).
-    angle_weight: float = 8.0
-    # All stages: weight of the frame shape classification (TrainConfig.shape_loss). In stage 0 it
-    # teaches shape; afterwards it keeps it in the frames (val probe 88.5% after stage 0, 93% after stage 2).
-    shape_loss: float = 1.0
     # Stages 2-3: the temporal heads trained on one backbone (CLIP4Clip's seqTransf and CLIP2Video's tdb and
     # tdb+tab, compared on the same frame features by the evaluation); the first is the shipped pooling.
     heads: str = "tdb+tab,seqTransf,tdb"
-    # Stages 2-3: weight of the event centres (TrainConfig.event_loss): captions and clips told which events
-    # they show, through one learned centre per event shared by both towers (docs/experiments.md, issue 23).
-    event_loss: float = 1.0
-    # TrainConfig.compile in every stage (docs/decisions/compile-every-stage.md); --no-compile trains eagerly.
-    compile: bool = True
     world_limit: int | None = None  # only for quick trials: clips per split
+
+    @property
+    def seed(self) -> int:
+        return self.shared.seed
+
+    @classmethod
+    def from_flags(cls, **values: Any) -> EmbeddedRecipe:
+        """A recipe from command-line values: its own fields, and the :data:`SHARED_FIELDS` of its stages."""
+        shared = {k: values.pop(k) for k in SHARED_FIELDS if k in values}
+        return cls(**values, shared=replace(RECIPE_STAGE, **shared))
+
+    def stage_config(self, kind: str, **values: Any) -> TrainConfig:
+        """The :class:`TrainConfig` of one stage (``kind``: frames, image or video): the shared settings, the
+        loss weights that stage uses, and ``values`` (data, epochs, learning rates, pooling, init)."""
+        off = [*([] if kind == "video" else VIDEO_ONLY), *([] if kind == "image" else IMAGE_ONLY)]
+        return replace(self.shared, stage=kind, **{k: 0.0 for k in off}, **values)
 
 
 def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, Path]:
@@ -148,14 +176,9 @@ def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, P
 def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: dict[str, Path], started: float,
                   progress: bool) -> tuple[Path, Path]:
     """Stages 0-3 in ``work``; the best image-stage and last video-stage checkpoint folders."""
-    # What every stage shares, and what the two video stages share on top.
-    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]), batch_size=recipe.batch_size,
-                                  seed=recipe.seed, layout_loss=recipe.layout_loss, angle_weight=recipe.angle_weight,
-                                  shape_loss=recipe.shape_loss,
-                                  compile=recipe.compile, resume=True)
-    videos: dict[str, Any] = dict(common, stage="video", head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"],
-                                  hard_negatives=recipe.hard_negatives, frame_loss=recipe.frame_loss,
-                                  reversed_videos=recipe.reversed_videos, event_loss=recipe.event_loss)
+    # What every stage reads, and what the two video stages share on top.
+    common: dict[str, Any] = dict(train=str(jsonl["train"]), val=str(jsonl["val"]))
+    videos: dict[str, Any] = dict(common, head_layers=EMBEDDED_MODEL["clip4clip"]["head_layers"])
     decoded = FrameCaches()  # each clip is decoded once for all the stages
     # the other worlds' turning clips, rendered only when a stage reads them
     read = recipe.turning_worlds > 0 and (recipe.frames_epochs > 0 or recipe.turning_video)
@@ -163,8 +186,8 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
     if turning is not None and recipe.turning_video:
         videos["train"] = str(turning)
 
-    def stage(name: str, **values: Any) -> Path:
-        best = train(TrainConfig(**values, out=str(work / name)), progress=progress, frames=decoded)
+    def stage(name: str, kind: str, **values: Any) -> Path:
+        best = train(recipe.stage_config(kind, **values, out=str(work / name)), progress=progress, frames=decoded)
         log.info("%s stage done at %.0f s", name, time.time() - started)
         return best
 
@@ -173,19 +196,20 @@ def _train_stages(recipe: EmbeddedRecipe, work: Path, spec_path: Path, jsonl: di
     init: str | None = None
     if recipe.frames_epochs > 0:
         frames = dict(common, train=str(turning)) if turning is not None else dict(common)
-        init = str(stage("frames", **frames, model_config=str(spec_path), stage="frames",
+        init = str(stage("frames", "frames", **frames, model_config=str(spec_path), init=None,
                          epochs=recipe.frames_epochs, lr=recipe.frames_lr, clip_lr=recipe.frames_lr))
         model_config = None
-    image = stage("image", **common, model_config=model_config, init=init, stage="image",
+    image = stage("image", "image", **common, model_config=model_config, init=init,
                   epochs=recipe.image_epochs, schedule_epochs=recipe.image_schedule_epochs,
-                  frame_captions=recipe.frame_captions, lr=recipe.image_lr, clip_lr=recipe.image_lr)
-    video = stage("video", **videos, init=str(image), pooling=f"meanP,{recipe.heads}", epochs=recipe.video_epochs,
-                  lr=recipe.video_lr, clip_lr=recipe.video_clip_lr)
+                  lr=recipe.image_lr, clip_lr=recipe.image_lr)
+    video = stage("video", "video", **videos, init=str(image), model_config=None, pooling=f"meanP,{recipe.heads}",
+                  epochs=recipe.video_epochs, lr=recipe.video_lr, clip_lr=recipe.video_clip_lr)
     # Stage 3 (off in the recipe): the heads alone, mostly on one-colour batches: colour no longer tells a
     # batch's clips apart, so shape, size, background and events have to.
     if recipe.order_epochs > 0:
-        video = stage("video2", **videos, init=str(video), pooling=recipe.heads, epochs=recipe.order_epochs,
-                      lr=recipe.order_lr, clip_lr=recipe.order_clip_lr, grouped_batches=recipe.order_grouped)
+        video = stage("video2", "video", **videos, init=str(video), model_config=None, pooling=recipe.heads,
+                      epochs=recipe.order_epochs, lr=recipe.order_lr, clip_lr=recipe.order_clip_lr,
+                      grouped_batches=recipe.order_grouped)
     return image, video
 
 
