@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from demo.errors import InputError
 
@@ -130,7 +131,8 @@ def resolve_preset(name: str | None = None, model: str | None = None, index: str
     if index_set is None and preset.index_sets:
         index_set = os.environ.get(INDEX_SET_ENV) or None
     preset = preset.with_set(index_set)
-    overrides = {k: v for k, v in dict(model=model, index=index, xclip=xclip, pooling=pooling).items() if v}
+    overrides: dict[str, Any] = {k: v for k, v in dict(model=model, index=index, xclip=xclip, pooling=pooling).items()
+                                 if v}
     if overrides:
         preset = replace(preset, name=preset.name if not (model or index) else "custom", **overrides)
     return preset

@@ -86,6 +86,7 @@ def locate(repo: HubRepo, *, index_set: IndexSet | None = None, revision: str | 
         found = Located(repo, commit_id(repo, rev), files, index_set)
         log.info("%s: %s", found.describe(), ", ".join(files.paths()))
         return found
+    order = f"the pinned {start[:7]}, then main's history" if start else "main's history"
     raise InputError(f"no revision of {repo} holds a complete {what}: float (N, D) vectors, packed codes of the "
-                     f"same N and a CSV of URLs and captions (looked at {tried} revision(s) from "
-                     f"{start[:12] if start else 'main'} back){'. ' + hint if hint else ''}")
+                     f"same N and a CSV of URLs and captions (tried {tried} revision(s): {order}, newest first)"
+                     f"{'. ' + hint if hint else ''}")
