@@ -71,6 +71,10 @@ def test_revision_of_the_old_commit_finds_the_old_file_names(webvid_hub: WebvidH
     assert source["files"] == ["data/dataset_v1_visual_features_database.npy",
                                "data/dataset_v1_visual_features_database_packed.npy", "data/dataset_v1.csv"]
     assert len(VideoIndex.load(out)) == N_OLD
+    # An explicit revision is taken as it is: main's failing listing is one line, not a walk.
+    assert main(["index", "fetch", "webvid", "--revision", "main", "--out", str(tmp_path / "main")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot list {SPACE} at main" in err
 
 
 def test_a_history_without_a_set_says_so_in_one_line(webvid_hub: WebvidHub, hub_env: Path, tmp_path: Path,
