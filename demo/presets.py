@@ -37,6 +37,8 @@ PRESET_ENV = "DEMO_PRESET"
 POOLING_CHOICES = ("meanP", "seqLSTM", "seqTransf", "tdb", "tdb+tab")
 # Where indexes fetched from the hub are written (``index-<preset>`` inside it); default <project>/cache.
 INDEX_HOME_ENV = "DEMO_INDEX_HOME"
+# Which of the preset's hub sets to use (``index fetch --set``): e.g. ``half`` for webvid's ~5.4M videos.
+INDEX_SET_ENV = "DEMO_INDEX_SET"
 
 
 def shown_path(path: str | Path) -> str:
@@ -57,6 +59,16 @@ def shown_path(path: str | Path) -> str:
 
 
 @dataclass(frozen=True)
+class IndexSet:
+    """One set of precomputed files in a preset's hub repo: vectors, packed codes and a metadata CSV
+    whose repo paths all start with ``prefix``."""
+
+    name: str  # what ``--set`` / $DEMO_INDEX_SET call it
+    prefix: str  # e.g. "data/dataset_v1": dataset_v1.csv, dataset_v1_visual_features[_database].npy, ...
+    title: str  # what the app's header calls it, e.g. "WebVid 1.5M"
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: str  # CLIP4Clip checkpoint: hub id or folder
@@ -72,6 +84,13 @@ class Preset:
     frame_resize: str | None = None  # None: the checkpoint's own (demo.models.temporal.RESIZES)
     # True unless --model was given: the index's manifest then names the model (following_index)
     model_from_index: bool = True
+
+    # The sets ``index_repo`` holds, the first the default; empty: whatever complete set the repo has.
+    index_sets: tuple[IndexSet, ...] = ()
+    index_set: str | None = None  # the chosen one (None: the first); see :meth:`with_set`
+    # The revision of ``index_repo`` tried first (a commit id); None, or when it lacks the set: the
+    # repo's history is walked newest first. ``index fetch --revision`` overrides it.
+    index_revision: str | None = None
 
     def encoder_changes(self) -> dict[str, str]:
         """The settings this preset puts on top of the checkpoint's own (frame sampling, resizing)."""
@@ -93,6 +112,23 @@ class Preset:
         return replace(self, model=model, pooling=self.pooling or manifest.get("pooling"),
                        frame_sampling=self.frame_sampling or manifest.get("sampling"),
                        frame_resize=self.frame_resize or manifest.get("resize"))
+    @property
+    def chosen_set(self) -> IndexSet | None:
+        """The hub set this preset fetches (None when it names none)."""
+        return next((s for s in self.index_sets if s.name == self.index_set), None) or \
+            (self.index_sets[0] if self.index_sets else None)
+
+    def with_set(self, name: str | None) -> Preset:
+        """This preset fetching set ``name`` into its own folder (``index-webvid-half`` beside
+        ``index-webvid``, so two sets never overwrite each other); None: unchanged."""
+        if name is None:
+            return self
+        names = [s.name for s in self.index_sets]
+        if name not in names:
+            raise InputError(f"preset {self.name!r} has no index set {name!r}; "
+                             + (f"choose one of {names}" if names else "it names no hub sets"))
+        index = self.index if name == names[0] or not self.index else f"{self.index}-{name}"
+        return replace(self, index=index, index_set=name)
 
 
 EMBEDDED = Preset(
@@ -116,17 +152,26 @@ WEBVID = Preset(
     index_repo="spaces/Searchium-ai/Video-Search",
     # The Searchium notebook embeds a clip from every 1-fps frame, no cap; so were the Space's vectors.
     frame_sampling="every-second",
+    index_sets=(IndexSet("v1", "data/dataset_v1", "WebVid 1.5M"),
+                IndexSet("half", "new_data/video_half_dataset", "WebVid 5.4M (half)")),
+    # The Space deleted data/ and new_data/ at main; this commit holds both sets under their current
+    # names (older commits name the v1 files ..._visual_features_database[_packed].npy).
+    index_revision="ee0c763dca5f564079d6c0865bb66c24f5ff0852",
 )
 PRESETS = {p.name: p for p in (EMBEDDED, WEBVID)}
 
 
 def resolve_preset(name: str | None = None, model: str | None = None, index: str | None = None,
-                   xclip: str | None = None, pooling: str | None = None) -> Preset:
-    """The preset called ``name`` (default: ``$DEMO_PRESET`` or ``embedded``) with overrides."""
+                   xclip: str | None = None, pooling: str | None = None, index_set: str | None = None) -> Preset:
+    """The preset called ``name`` (default: ``$DEMO_PRESET`` or ``embedded``) with overrides;
+    ``index_set`` (default: ``$DEMO_INDEX_SET`` for a preset with hub sets) picks one of its hub sets."""
     name = name or os.environ.get(PRESET_ENV) or "embedded"
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
+    if index_set is None and preset.index_sets:
+        index_set = os.environ.get(INDEX_SET_ENV) or None
+    preset = preset.with_set(index_set)
     overrides: dict[str, Any] = {k: v for k, v in dict(model=model, index=index, xclip=xclip, pooling=pooling).items()
                                  if v}
     if overrides:

@@ -1,15 +1,19 @@
 """A small stand-in for the Hugging Face hub on 127.0.0.1, in the hub's HTTP layout.
 
 ``huggingface_hub`` (and transformers through it) talks to whatever ``HF_ENDPOINT`` names, so
-pointing it here runs the real client code offline: repo listing (``/api/{type}s/{id}/tree``),
-repo info (``/api/{type}s/{id}/revision/{rev}``), file metadata and downloads
+pointing it here runs the real client code offline: a repo is a history of commits (each the
+whole tree; ``add_commit``), served at any revision (``main``, a commit id or its first 7+
+characters): commit listing (``/api/{type}s/{id}/commits/{rev}``), tree listing
+(``/api/{type}s/{id}/tree/{rev}[/{path}]``, recursive or not, and ``paths-info/{rev}``), repo
+info (``/api/{type}s/{id}/revision/{rev}``), file metadata and downloads
 (``/{prefix}{id}/resolve/{rev}/{path}`` with ETag, X-Repo-Commit and HTTP ranges). Anything else
 under ``/files/`` is served as plain static files (the video URLs of a stand-in index), with
 ranges, so a browser can play them.
 
 Faults for tests: ``cut(path, at)`` makes the next full download of ``path`` stop after ``at``
 bytes (the connection is closed mid-body), ``fail(path)`` answers its next ranged GET (a resume)
-with 503.
+with 503, ``break_tree(type, id, rev)`` makes listing the tree at ``rev`` answer 400 (as listing
+the real Searchium Space's ``main`` may fail; 400 because the client retries 5xx for seconds).
 Every request is recorded in ``requests`` (method, path, Range header).
 """
 
@@ -29,25 +33,68 @@ PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
 @dataclass
+class Commit:
+    """One commit of a stand-in repo: the whole tree as it is at that commit."""
+
+    sha: str
+    title: str
+    files: dict[str, bytes]
+    date: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.sha, "title": self.title, "message": "", "authors": [{"user": "standin"}],
+                "date": self.date}
+
+
+@dataclass
 class Repo:
     repo_type: str
     repo_id: str
-    files: dict[str, bytes]
-    sha: str = ""
+    commits: list[Commit] = field(default_factory=list)  # oldest first; the last is main's head
+    broken: set[str] = field(default_factory=set)  # revisions whose tree listing fails (see HubStandIn.break_tree)
 
-    def __post_init__(self) -> None:
-        digest = hashlib.sha1(self.repo_id.encode())
-        for path in sorted(self.files):
-            digest.update(path.encode() + hashlib.sha1(self.files[path]).digest())
-        self.sha = digest.hexdigest()
+    @property
+    def head(self) -> Commit:
+        return self.commits[-1]
 
-    def info(self) -> dict[str, Any]:
-        return {"id": self.repo_id, "modelId": self.repo_id, "sha": self.sha, "private": False,
-                "siblings": [{"rfilename": p} for p in sorted(self.files)], "tags": [], "downloads": 0}
+    @property
+    def files(self) -> dict[str, bytes]:
+        return self.head.files
 
-    def entries(self, folder: str, recursive: bool) -> list[dict[str, Any]] | None:
+    @property
+    def sha(self) -> str:
+        return self.head.sha
+
+    def commit(self, files: dict[str, bytes], title: str = "update", sha: str | None = None) -> Commit:
+        if sha is None:
+            digest = hashlib.sha1((self.repo_id + (self.sha if self.commits else "")).encode())
+            for path in sorted(files):
+                digest.update(path.encode() + hashlib.sha1(files[path]).digest())
+            sha = digest.hexdigest()
+        made = Commit(sha, title, files, f"2024-01-{len(self.commits) + 1:02d}T00:00:00.000Z")
+        self.commits.append(made)
+        return made
+
+    def at(self, revision: str) -> Commit | None:
+        """The commit ``revision`` names: ``main``, a commit id or its first 7+ characters."""
+        if revision == "main":
+            return self.head
+        found = [c for c in self.commits if len(revision) >= 7 and c.sha.startswith(revision)]
+        return found[0] if len(found) == 1 else None
+
+    def history(self, revision: str) -> list[Commit] | None:
+        """``revision`` and its ancestors, newest first."""
+        commit = self.at(revision)
+        return None if commit is None else self.commits[: self.commits.index(commit) + 1][::-1]
+
+    def info(self, commit: Commit) -> dict[str, Any]:
+        return {"id": self.repo_id, "modelId": self.repo_id, "sha": commit.sha, "private": False,
+                "siblings": [{"rfilename": p} for p in sorted(commit.files)], "tags": [], "downloads": 0}
+
+    @staticmethod
+    def entries(files: dict[str, bytes], folder: str, recursive: bool) -> list[dict[str, Any]] | None:
         folder = folder.strip("/")
-        inside = [p for p in sorted(self.files) if not folder or p.startswith(folder + "/")]
+        inside = [p for p in sorted(files) if not folder or p.startswith(folder + "/")]
         if folder and not inside:
             return None
         out, dirs = [], set()
@@ -61,7 +108,7 @@ class Repo:
                     out.append({"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0,
                                 "path": d})
             if recursive or len(parts) == 1:
-                data = self.files[p]
+                data = files[p]
                 out.append({"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": p,
                             "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
                                     "pointerSize": 134}})
@@ -78,8 +125,22 @@ class HubStandIn:
     url: str = ""
 
     def add_repo(self, repo_type: str, repo_id: str, files: dict[str, bytes | Path]) -> None:
+        """A repo of one commit holding ``files``."""
+        self.repos.pop((repo_type, repo_id), None)
+        self.add_commit(repo_type, repo_id, files, "initial commit")
+
+    def add_commit(self, repo_type: str, repo_id: str, files: dict[str, bytes | Path], title: str = "update",
+                   sha: str | None = None) -> str:
+        """A new head for the repo (made if need be): the whole tree ``files`` (a file left out is
+        deleted); ``sha`` names the commit (default: a hash of its parent and contents)."""
         data = {p: (f.read_bytes() if isinstance(f, Path) else f) for p, f in files.items()}
-        self.repos[(repo_type, repo_id)] = Repo(repo_type, repo_id, data)
+        repo = self.repos.setdefault((repo_type, repo_id), Repo(repo_type, repo_id))
+        return repo.commit(data, title, sha).sha
+
+    def break_tree(self, repo_type: str, repo_id: str, *revisions: str) -> None:
+        """Listing the repo's tree at these revisions (``main`` or commit ids) answers an error, as
+        listing the real Searchium Space's ``main`` may."""
+        self.repos[(repo_type, repo_id)].broken.update(revisions)
 
     def add_folder(self, repo_type: str, repo_id: str, folder: Path, extra: dict[str, bytes | Path] | None = None
                    ) -> None:
@@ -157,14 +218,23 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return None
         rest = parts[3:]
+        revision = rest[1] if len(rest) > 1 else "main"
+        commit = repo.at(revision)
+        if commit is None:
+            return self.error(404, "RevisionNotFound")
         if not rest or rest[0] == "revision":
-            return self.send_json(repo.info())
+            return self.send_json(repo.info(commit))
+        if rest[0] == "commits":
+            return self.send_json([c.as_json() for c in repo.history(revision) or []])
         if rest[0] == "tree":
-            entries = repo.entries("/".join(rest[2:]), query.get("recursive", ["false"])[0].lower() == "true")
+            if revision in repo.broken or commit.sha in repo.broken:
+                return self.error(400, "BadRequest")
+            entries = repo.entries(commit.files, "/".join(rest[2:]),
+                                   query.get("recursive", ["false"])[0].lower() == "true")
             return self.send_json(entries) if entries is not None else self.error(404, "EntryNotFound")
         if rest[0] == "paths-info":
             wanted = parse_qs(form).get("paths", []) or json.loads(form or "{}").get("paths", [])
-            everything = repo.entries("", True) or []
+            everything = repo.entries(commit.files, "", True) or []
             return self.send_json([e for e in everything if e["path"] in wanted])
         return self.error(404, "EntryNotFound")
 
@@ -177,16 +247,17 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.repo(repo_type, parts[0], parts[1])
         if repo is None:
             return None
-        if parts[3] not in ("main", repo.sha):
+        commit = repo.at(parts[3])
+        if commit is None:
             return self.error(404, "RevisionNotFound")
         name = "/".join(parts[4:])
-        data = repo.files.get(name)
+        data = commit.files.get(name)
         if data is None:
             return self.error(404, "EntryNotFound")
         if self.hub.failures.get(name, 0) > 0 and self.command == "GET" and self.headers.get("Range"):
             self.hub.failures[name] -= 1
             return self.error(503, "ServiceUnavailable")
-        extra = {"X-Repo-Commit": repo.sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        extra = {"X-Repo-Commit": commit.sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
         return self.send_bytes(data, body, "application/octet-stream", extra, cut_key=name)
 
     # ----------------------------------------------------------------- replies

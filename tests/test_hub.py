@@ -3,8 +3,10 @@
 ``huggingface_hub`` is pointed at a server on 127.0.0.1 through ``HF_ENDPOINT`` (and a private
 ``HF_HOME``), which serves, in the hub's layout: a tiny CLIP as ``Searchium-ai/clip4clip-webvid150k``
 (with published-style WebVid test features under ``Notebooks/features`` and MSR-VTT decoys), the
-Searchium Space ``Searchium-ai/Video-Search`` with precomputed vectors, packed codes and a
-``videoid,contentUrl,name`` CSV (plus a second, larger index and decoy files), a tiny X-CLIP as
+Searchium Space ``Searchium-ai/Video-Search`` with the history the real one has (an old commit
+with ``..._visual_features_database[_packed].npy``; the pinned commit with precomputed vectors,
+packed codes and a ``videoid,contentUrl,name`` CSV, plus the larger "half" set and decoy files; a
+head that deleted ``data/`` and ``new_data/`` and whose tree listing fails), a tiny X-CLIP as
 ``microsoft/xclip-base-patch32``, and the videos the CSV's URLs point at. Nothing reaches any
 other host.
 """
@@ -32,6 +34,7 @@ from demo.cli import main
 from demo.index.discover import choose_feature_pairs, choose_index_files, inspect_repo
 from demo.index.hub import HubError, HubRepo, download
 from demo.index.video_index import VideoIndex
+from demo.presets import WEBVID
 from tests.conftest import moving_square_clip, save_tiny_clip4clip, tiny_xclip
 from tests.hub_standin import HubStandIn
 
@@ -39,7 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "Searchium-ai/clip4clip-webvid150k"
 SPACE = HubRepo("Searchium-ai/Video-Search", "space")
 FEATURES = "Notebooks/features/WEBVID_test10K_{side}_vectors_Cl4Cl_{model}.npy"
-N_SMALL, N_LARGE, N_TEST = 40, 60, 300
+N_SMALL, N_LARGE, N_OLD, N_TEST = 40, 60, 36, 300
+# The Space's head as it is today: the data folders deleted.
+HEAD_FILES = {".gitattributes": b"*.npy filter=lfs\n", "README.md": b"---\n---\n", "Searchium.png": b"\x89PNG\r\n",
+              "app.py": b"print('the Space')\n", "requirements.txt": b"gradio\n"}
 
 
 @dataclass
@@ -48,6 +54,14 @@ class WebvidHub:
     captions: list[str]  # the small index's captions, row order
     urls: list[str]  # its contentUrls
     features: dict[str, tuple[np.ndarray, np.ndarray]]  # model tag -> (text, video) published-style features
+    old: str  # the Space's commit with the older file names (N_OLD rows)
+    middle: str  # its commit with both sets (the preset's pinned revision)
+    head: str  # main: the data deleted
+
+    def files_at(self, revision: str) -> dict[str, bytes]:
+        found = self.hub.repos[("space", SPACE.repo_id)].at(revision)
+        assert found is not None
+        return found.files
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -63,8 +77,10 @@ def _csv(rows: list[list[str]]) -> bytes:
 
 
 def _space_index(hub: HubStandIn, encode: Any, n: int, folder: str, stem: str, clips: list[str],
-                 seed: int) -> tuple[dict[str, bytes], list[str], list[str]]:
-    """A Searchium-style index: vectors that match their captions (so a caption finds its row), codes, CSV."""
+                 seed: int, names: tuple[str, str] = ("_visual_features", "_visual_features_binary_packed")
+                 ) -> tuple[dict[str, bytes], list[str], list[str]]:
+    """A Searchium-style index: vectors that match their captions (so a caption finds its row), codes, CSV
+    (``names``: the endings of the vectors' and codes' file names)."""
     rng = np.random.default_rng(seed)
     captions = [f"a {c} square moving {d}" for c in ("red", "green", "blue") for d in ("left", "right")]
     captions = (captions + [f"stock footage clip number {i} of {stem}" for i in range(n)])[:n]
@@ -73,8 +89,8 @@ def _space_index(hub: HubStandIn, encode: Any, n: int, folder: str, stem: str, c
     vectors = encode(captions) + rng.normal(0, 0.01, size=(n, 16))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     files = {f"{folder}/{stem}.csv": _csv([[i, u, c, "dir"] for i, u, c in zip(ids, urls, captions, strict=True)]),
-             f"{folder}/{stem}_visual_features.npy": _npy(vectors),
-             f"{folder}/{stem}_visual_features_binary_packed.npy": _npy(np.packbits(vectors > 0, axis=1))}
+             f"{folder}/{stem}{names[0]}.npy": _npy(vectors),
+             f"{folder}/{stem}{names[1]}.npy": _npy(np.packbits(vectors > 0, axis=1))}
     return files, captions, urls
 
 
@@ -104,11 +120,16 @@ def build_webvid_hub(root: Path) -> WebvidHub:
             clips.append(name)
     small, captions, urls = _space_index(hub, encode, N_SMALL, "data", "dataset_v1", clips, 1)
     large, _, _ = _space_index(hub, encode, N_LARGE, "new_data", "video_half_dataset", clips, 2)
-    decoys = {"app.py": b"print('the Space')\n", "Searchium.png": b"\x89PNG\r\n", "README.md": b"---\n---\n",
-              "data/other_vectors.npy": _npy(np.ones((N_SMALL, 24), np.float32)),
+    decoys = {"data/other_vectors.npy": _npy(np.ones((N_SMALL, 24), np.float32)),
               "data/codes_of_something_else.npy": _npy(np.zeros((N_SMALL + 1, 2), np.uint8)),
               "data/notes.csv": b"a,b\n1,2\n", "data/ids.npy": _npy(np.arange(N_SMALL))}
-    hub.add_repo("space", SPACE.repo_id, {**small, **large, **decoys})
+    old_set, _, _ = _space_index(hub, encode, N_OLD, "data", "dataset_v1", clips, 3,
+                                 ("_visual_features_database", "_visual_features_database_packed"))
+    old = hub.add_commit("space", SPACE.repo_id, {**HEAD_FILES, **old_set}, "the index")
+    middle = hub.add_commit("space", SPACE.repo_id, {**HEAD_FILES, **small, **large, **decoys}, "both sets",
+                            sha=WEBVID.index_revision)
+    head = hub.add_commit("space", SPACE.repo_id, HEAD_FILES, "Delete data and new_data")
+    hub.break_tree("space", SPACE.repo_id, "main", head)  # as listing the real Space's main may fail
     features = _features()
     extra: dict[str, bytes | Path] = {"Notebooks/GSI_VideoRetrieval-Evaluation.ipynb": b"{}"}
     for tag, (text, video) in features.items():
@@ -121,7 +142,7 @@ def build_webvid_hub(root: Path) -> WebvidHub:
         extra[f"Notebooks/features/MSRVTT_test_{side}_vectors_Cl4Cl_msrvtt9k.npy"] = _npy(np.ones((50, 16), np.float32))
     hub.add_folder("model", MODEL, model, extra)
     hub.add_folder("model", "microsoft/xclip-base-patch32", tiny_xclip(root / "xclip"))
-    return WebvidHub(hub, captions, urls, features)
+    return WebvidHub(hub, captions, urls, features, old, middle, head)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +179,7 @@ def resolve_gets(hub: HubStandIn, name: str) -> list[str | None]:
 
 
 def test_discovery_finds_the_index_among_decoys_without_downloading(webvid_hub: WebvidHub, hub_env: Path) -> None:
-    candidates = inspect_repo(SPACE)
+    candidates = inspect_repo(SPACE, webvid_hub.middle)
     kinds = {c.path: c.kind for c in candidates}
     assert kinds["data/notes.csv"] == "other" and kinds["data/ids.npy"] == "other"
     chosen = choose_index_files(candidates, dim=16)
@@ -173,10 +194,10 @@ def test_discovery_finds_the_index_among_decoys_without_downloading(webvid_hub: 
 
 def test_index_files_override_and_unknown_files(webvid_hub: WebvidHub, hub_env: Path) -> None:
     only = ["new_data/video_half_dataset_visual_features.npy", "new_data/video_half_dataset.csv"]
-    chosen = choose_index_files(inspect_repo(SPACE, only=only), dim=16)
+    chosen = choose_index_files(inspect_repo(SPACE, webvid_hub.middle, only=only), dim=16)
     assert chosen.embeddings.rows == N_LARGE and chosen.codes is None
     with pytest.raises(HubError, match="no data/missing.npy"):
-        inspect_repo(SPACE, only=["data/missing.npy"])
+        inspect_repo(SPACE, webvid_hub.middle, only=["data/missing.npy"])
 
 
 def test_feature_pairs_are_the_webvid_ones(webvid_hub: WebvidHub, hub_env: Path) -> None:
@@ -196,28 +217,28 @@ def test_download_resumes_after_an_interrupted_run_and_is_cached(webvid_hub: Web
 
     name = "data/dataset_v1_visual_features.npy"
     hub = webvid_hub.hub
-    expected = hub.repos[("space", SPACE.repo_id)].files[name]
+    expected, revision = webvid_hub.files_at(webvid_hub.middle)[name], webvid_hub.middle
     hub.cut(name, 768)  # the connection drops after 768 bytes (3 chunks) ...
     hub.fail(name)  # ... and the hub's own retry finds the server down: this run gives up
     with pytest.raises(HubError, match="run the same command again"):
-        download(SPACE, name)
+        download(SPACE, name, revision)
     partial = list(hub_env.rglob("*.partial"))
     assert len(partial) == 1 and partial[0].stat().st_size == 768
-    path = download(SPACE, name)  # the next run asks for the rest only
+    path = download(SPACE, name, revision)  # the next run asks for the rest only
     assert path.read_bytes() == expected
     assert resolve_gets(hub, name)[-1] == "bytes=768-"
     assert not list(hub_env.rglob("*.partial")) and not list(hub_env.rglob("*.incomplete"))
     before = len(hub.requests)
-    assert download(SPACE, name) == path and len(hub.requests) == before  # from the cache, no request
+    assert download(SPACE, name, revision) == path and len(hub.requests) == before  # from the cache, no request
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert download(SPACE, name) == path  # offline too
+    assert download(SPACE, name, revision) == path  # offline too
 
 
 def test_a_dropped_connection_is_resumed_within_the_same_run(webvid_hub: WebvidHub, hub_env: Path) -> None:
     name = "data/dataset_v1.csv"
     webvid_hub.hub.cut(name, 512)
-    path = download(SPACE, name)
-    assert path.read_bytes() == webvid_hub.hub.repos[("space", SPACE.repo_id)].files[name]
+    path = download(SPACE, name, webvid_hub.middle)
+    assert path.read_bytes() == webvid_hub.files_at(webvid_hub.middle)[name]
     assert resolve_gets(webvid_hub.hub, name) == [None, "bytes=512-"]
 
 
@@ -233,6 +254,11 @@ def test_index_fetch_then_search_by_url(webvid_hub: WebvidHub, hub_env: Path, tm
     manifest = index.manifest()
     assert (manifest["model"], manifest["sampling"], manifest["resize"]) == (MODEL, "every-second", "pil-bicubic")
     assert manifest["video_to_text"] == "nearest-videos" and len(index.caption_video) == 0
+    # Taken from the commit the preset pins (main deleted the data), and recorded so.
+    source = manifest["source"]
+    assert (source["repo"], source["revision"], source["set"]) == (str(SPACE), webvid_hub.middle, "v1")
+    assert source["files"] == ["data/dataset_v1_visual_features.npy",
+                               "data/dataset_v1_visual_features_binary_packed.npy", "data/dataset_v1.csv"]
     assert index.metadata[3]["page_dir"] == "dir"
     assert main(["search", webvid_hub.captions[3], "--index", str(out), "--preset", "webvid", "--k", "3",
                  "--json"]) == 0
@@ -316,6 +342,7 @@ def test_one_command_app_fetches_and_serves_the_standins_videos(webvid_hub: Webv
         assert f'src="{webvid_hub.urls[4]}"' in html
         page = httpx.get(url).text
         assert "captions of the nearest videos" in page  # the page says how video -> text works here
+        assert f"WebVid 1.5M from {SPACE} @ {webvid_hub.middle[:7]}" in page  # where the index came from
         assert httpx.get(hits[0]["video"]).content == webvid_hub.hub.static[hits[0]["video"].rsplit("/", 1)[1]]
         assert (tmp_path / "indexes" / "index-webvid" / "manifest.json").is_file()
         served = [p for m, p, _ in webvid_hub.hub.requests if m == "GET" and p.startswith("/spaces/")]

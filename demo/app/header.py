@@ -32,6 +32,7 @@ def header_html(info: dict[str, Any], vocabulary: dict[str, list[str]] | None, d
               str(info["model"])),
         _chip("index", f"{info['index_name']} · {_contents(info)} · {int(info['captions']):,} captions",
               str(info["index"])),
+        *([_chip("source", str(info["index_source"]))] if info.get("index_source") else []),  # a fetched hub set
         *([_chip("video → text", "captions of the nearest videos", str(info["video_to_text"]))]
           if not int(info["captions"]) and info.get("video_to_text") else []),
         _chip("X-CLIP", str(xclip), str(info.get("xclip_error") or "")),

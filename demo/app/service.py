@@ -31,7 +31,7 @@ from demo.evaluate.moment_retrieval import RESULT_FILE, read_moments
 from demo.evaluate.results import device_name
 from demo.evaluate.suites import ZERO_SHOT_WORLD
 from demo.evaluate.workflow import EvaluateRequest
-from demo.index.fetch import fetch_preset
+from demo.index.fetch import fetch_preset, fetched_from
 from demo.models.device import default_device
 from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
@@ -150,7 +150,8 @@ class DemoService(MomentActions):
                 "index_name": Path(summary["index"]).name, "model_source_name": Path(summary["model"]).name,
                 "xclip": Path(self.preset.xclip).name if self.classifier else None,
                 "xclip_error": self.xclip_error, "label_preset": self.preset.labels,
-                "world": self.knows_world(), "video_to_text": self.searcher.describe_source}
+                "world": self.knows_world(), "video_to_text": self.searcher.describe_source,
+                "index_source": fetched_from(self.searcher.index.info)}
 
     def knows_world(self) -> bool:
         """Whether the loaded model is one of the embedded world's: the embedded preset, or an

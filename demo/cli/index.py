@@ -79,14 +79,15 @@ def cmd_index_import(args: argparse.Namespace) -> int:
 
 
 def cmd_index_fetch(args: argparse.Namespace) -> int:
-    from demo.index.fetch import fetch_preset
+    from demo.index.fetch import fetch_preset, fetched_from
+    from demo.index.store import read_manifest
     from demo.presets import resolve_preset
 
     files = [f.strip() for f in args.index_files.split(",") if f.strip()] if args.index_files else None
-    report = fetch_preset(resolve_preset(args.preset, model=args.model), args.out, repo=args.index_repo, files=files,
-                          revision=args.revision, captions=args.captions, device=args.device,
-                          overwrite=args.overwrite)
-    print(report.summary())
+    preset = resolve_preset(args.preset, model=args.model, index_set=args.set)
+    report = fetch_preset(preset, args.out, repo=args.index_repo, files=files, revision=args.revision,
+                          captions=args.captions, device=args.device, overwrite=args.overwrite)
+    print(f"{report.summary()}; from {fetched_from(read_manifest(Path(report.path)))}")
     return 0
 
 
@@ -145,6 +146,9 @@ def add_index_commands(sub: Subparsers) -> None:
     p.add_argument("--index-repo", help="hub repo to take the files from, e.g. spaces/ORG/NAME (default: the preset's)")
     p.add_argument("--index-files", help="comma-separated repo paths: vectors .npy[, codes .npy], metadata .csv "
                    "(default: found by listing the repo)")
-    p.add_argument("--revision", help="branch, tag or commit of the repo")
+    p.add_argument("--set", help="which of the preset's sets: webvid's v1 (1.5M videos, the default) or half "
+                   "(~5.4M, into its own folder); default $DEMO_INDEX_SET")
+    p.add_argument("--revision", help="branch, tag or commit of the repo to take the files from (default: the "
+                   "preset's pinned commit, else the newest commit holding a complete set)")
     _caption_args(p, default="auto")
     p.set_defaults(func=cmd_index_fetch)

@@ -86,17 +86,23 @@ def inspect(repo: HubRepo, file: RemoteFile, revision: str | None = None) -> Can
     return Candidate(file.path, file.size, "other")
 
 
-def inspect_repo(repo: HubRepo, revision: str | None = None, only: Sequence[str] | None = None) -> list[Candidate]:
-    """Every ``.npy`` and ``.csv`` of the repo (or just the paths in ``only``), inspected."""
+def inspect_repo(repo: HubRepo, revision: str | None = None, only: Sequence[str] | None = None,
+                 prefix: str | None = None) -> list[Candidate]:
+    """Every ``.npy`` and ``.csv`` of the repo at ``revision`` (or just the paths in ``only``, or
+    those starting with ``prefix``), inspected."""
     files = list_files(repo, revision)
+    at = f"{repo}" + (f" at {revision}" if revision else "")
     if only:
         by_path = {f.path: f for f in files}
         missing = [p for p in only if p not in by_path]
         if missing:
-            raise HubError(f"{repo} has no {', '.join(missing)}; it holds e.g. {[f.path for f in files][:8]}")
+            raise HubError(f"{at} has no {', '.join(missing)}; it holds e.g. {[f.path for f in files][:8]}")
         files = [by_path[p] for p in only]
+    if prefix:
+        files = [f for f in files if f.path.startswith(prefix)]
     found = [inspect(repo, f, revision) for f in files if PurePosixPath(f.path).suffix.lower() in (".npy", ".csv")]
-    log.info("%s: %s", repo, "; ".join(c.describe() for c in found) or "no .npy or .csv files")
+    log.info("%s: %s", at, "; ".join(c.describe() for c in found) or
+             f"no .npy or .csv files{' under ' + prefix if prefix else ''}")
     return found
 
 

@@ -61,6 +61,16 @@ class RemoteFile:
     size: int
 
 
+def hub_failures() -> tuple[type[Exception], ...]:
+    """What ``huggingface_hub`` raises when the hub fails or refuses: its HTTP error, the HTTP
+    library's own errors below it (a refused connection is no ``OSError`` in every version), and
+    ``OSError`` / ``ValueError``."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    bases = [b for b in HfHubHTTPError.__mro__ if issubclass(b, Exception) and b is not Exception]
+    return (*bases, OSError, ValueError)
+
+
 def _hub_error(err: Exception, what: str) -> HubError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return HubError(f"{what}: {text}")
@@ -74,8 +84,35 @@ def list_files(repo: HubRepo, revision: str | None = None) -> list[RemoteFile]:
     try:
         entries = HfApi().list_repo_tree(repo.repo_id, recursive=True, revision=revision, repo_type=repo.repo_type)
         return [RemoteFile(e.path, int(e.size or 0)) for e in entries if isinstance(e, RepoFile)]
-    except (OSError, ValueError) as err:
-        raise _hub_error(err, f"cannot list {repo}") from err
+    except hub_failures() as err:
+        raise _hub_error(err, f"cannot list {repo}" + (f" at {revision}" if revision else "")) from err
+
+
+def list_commits(repo: HubRepo, revision: str | None = None) -> list[str]:
+    """The commit ids of ``revision``'s history (default: the main branch), newest first."""
+    from huggingface_hub import HfApi
+
+    try:
+        commits = HfApi().list_repo_commits(repo.repo_id, revision=revision, repo_type=repo.repo_type)
+    except hub_failures() as err:
+        raise _hub_error(err, f"cannot list the commits of {repo}" + (f" at {revision}" if revision else "")) \
+            from err
+    return [c.commit_id for c in commits]
+
+
+def commit_id(repo: HubRepo, revision: str) -> str:
+    """The commit ``revision`` (a branch, tag or short id) names; ``revision`` itself when it is
+    a full commit id or the hub cannot say."""
+    from huggingface_hub import HfApi
+
+    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    try:
+        sha = HfApi().repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type).sha
+    except hub_failures() as err:
+        log.info("cannot resolve %s of %s to a commit (%s); recording it as given", revision, repo, err)
+        return revision
+    return sha or revision
 
 
 def read_head(repo: HubRepo, path: str, nbytes: int, revision: str | None = None) -> bytes:
@@ -88,7 +125,7 @@ def read_head(repo: HubRepo, path: str, nbytes: int, revision: str | None = None
     try:
         response = get_session().get(url, headers=headers, follow_redirects=True)
         hf_raise_for_status(response)
-    except (OSError, ValueError) as err:
+    except hub_failures() as err:
         raise _hub_error(err, f"cannot read {path} in {repo}") from err
     return bytes(response.content[:nbytes])
 
@@ -133,7 +170,7 @@ def download(repo: HubRepo, path: str, revision: str | None = None) -> Path:
         return Path(hf_hub_download(repo.repo_id, path, repo_type=kind, revision=revision))
     except HubError:
         raise
-    except (OSError, ValueError) as err:
+    except hub_failures() as err:
         raise _hub_error(err, f"cannot download {path} from {repo} (run the same command again to "
                               "continue where it stopped)") from err
 

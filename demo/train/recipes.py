@@ -141,7 +141,8 @@ class EmbeddedRecipe:
         """The :class:`TrainConfig` of one stage (``kind``: frames, image or video): the shared settings, the
         loss weights that stage uses, and ``values`` (data, epochs, learning rates, pooling, init)."""
         off = [*([] if kind == "video" else VIDEO_ONLY), *([] if kind == "image" else IMAGE_ONLY)]
-        return replace(self.shared, stage=kind, **{k: 0.0 for k in off}, **values)
+        changes: dict[str, Any] = {k: 0.0 for k in off}
+        return replace(self.shared, stage=kind, **changes, **values)
 
 
 def train_embedded(recipe: EmbeddedRecipe, progress: bool = True) -> dict[str, Path]:
