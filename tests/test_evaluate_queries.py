@@ -5,10 +5,10 @@ import re
 from demo.evaluate.queries import (
     NEW_PHRASES,
     FreeQuery,
+    blind_rate,
     event_recognition,
     hit_rate,
     make_queries,
-    shape_blind_rate,
 )
 from demo.world import WorldConfig, clip_specs, vocabulary
 
@@ -72,16 +72,16 @@ def test_agreement_counts_each_asked_attribute_in_the_top_k():
     assert result["agreement"] == {"colour": 100.0, "shape": 50.0, "event": 50.0, "size": 50.0}
 
 
-def test_shape_blind_rate_is_the_chance_of_drawing_a_right_shape():
+def test_blind_rate_is_the_chance_of_drawing_a_right_shape():
     # Four clips right on colour and event, one of them also on shape: k = 1 draws it 1 time in 4,
     # k = 2 misses it only when both draws come from the other three: 1 - C(3, 2) / C(4, 2) = 1/2.
     corpus = [_clip(("red", s, "moving left", "small")) for s in ("star", "heart", "cross", "square")]
     corpus.append(_clip(("blue", "star", "moving left", "small")))  # wrong colour: not a candidate
     q = FreeQuery("q", "red", "star", "moving left", None)
-    assert shape_blind_rate([q], corpus, k=1) == 25.0
-    assert shape_blind_rate([q], corpus, k=2) == 50.0
-    assert shape_blind_rate([q], corpus, k=4) == 100.0
-    assert shape_blind_rate([FreeQuery("q", "green", "star", "moving left", None)], corpus, k=2) == 0.0
+    assert blind_rate([q], corpus, k=1) == 25.0
+    assert blind_rate([q], corpus, k=2) == 50.0
+    assert blind_rate([q], corpus, k=4) == 100.0
+    assert blind_rate([FreeQuery("q", "green", "star", "moving left", None)], corpus, k=2) == 0.0
 
 
 def test_event_recognition_scores_each_lone_clip_against_every_event():
@@ -103,3 +103,47 @@ def test_event_recognition_scores_each_lone_clip_against_every_event():
     assert result["clips"] == 4 and result["accuracy"] == 75.0
     assert result["events"]["moving right"] == {"clips": 2, "accuracy": 50.0, "confused_with": "moving left"}
     assert result["events"]["moving left"] == {"clips": 1, "accuracy": 100.0, "confused_with": None}
+
+
+def _object(colour: str, shape: str, event: str) -> dict:
+    return {"objects": [{"colour": colour, "shape": shape, "event": event, "size": "small"}]}
+
+
+def test_compositional_triples_need_every_pair_elsewhere_with_another_third():
+    from demo.evaluate.compositional import compositional_triples
+
+    index = [_object("green", "star", "moving left"), _object("green", "star", "growing"),
+             _object("green", "circle", "moving left"), _object("white", "star", "moving left"),
+             _object("red", "square", "shrinking")]
+    # green star moving left: a green star growing, a green circle and a white star moving left
+    assert compositional_triples(index) == {("green", "star", "moving left")}
+    assert compositional_triples(index[:3]) == set()  # no star moving left in another colour
+
+
+def test_a_ranking_blind_to_one_attribute_fails_the_compositional_set():
+    """A model that ignores colour finds the asked shape and event but ranks the distractor (another colour)
+    as often as the match: the set catches it, and its blind rate says what chance alone gives."""
+    from demo.evaluate.compositional import compositional_queries, evaluate_compositional
+
+    rows = {"match": _object("green", "star", "moving left"),
+            "other-colour": _object("white", "star", "moving left"),
+            "other-shape": _object("green", "circle", "moving left"),
+            "other-event": _object("green", "star", "growing")}
+    rows.update({f"filler-{i}": _object("red", "square", "shrinking") for i in range(6)})
+    test = [rows["match"]]
+    queries = compositional_queries(test, list(rows.values()), n=5, seed=0)
+    assert len(queries) == 1 and (queries[0].colour, queries[0].shape, queries[0].event) == \
+        ("green", "star", "moving left") and "green" in queries[0].text and "star" in queries[0].text
+
+    def colour_blind(text: str, k: int) -> list[str]:  # shape and event right, colour ignored: distractor first
+        return ["other-colour", "match", *[f"filler-{i}" for i in range(6)]][:k]
+
+    def binds(text: str, k: int) -> list[str]:
+        return ["match", "other-colour", "other-shape", "other-event"][:k]
+
+    blind = evaluate_compositional(colour_blind, rows, test, k=1)
+    right = evaluate_compositional(binds, rows, test, k=1)
+    assert blind["hit@1"] == 0.0 and right["hit@1"] == 100.0
+    assert blind["agreement"]["colour"] == 0.0 and blind["agreement"]["shape"] == 100.0
+    # blind to colour, a ranking picks between the match and the white star: 50% at k = 1
+    assert right["blind"] == {"colour": 50.0, "shape": 50.0, "event": 50.0}

@@ -8,7 +8,7 @@ when asked) is among the top ``k``.
 
 Two diagnostics say where a miss comes from: how often the top ``k`` hold each asked
 attribute (:func:`hit_rate`'s ``agreement``), with the rate a ranking perfect on everything
-but shape would reach (:func:`shape_blind_rate`), and how well the model tells the twelve
+but shape would reach (:func:`blind_rate`), and how well the model tells the twelve
 events apart on a lone object (:func:`event_recognition`).
 """
 
@@ -18,13 +18,10 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from demo.presets import Preset, resolve_preset
-from demo.search.searcher import open_searcher
 from demo.world import EVENTS
 
 # Event phrasings that appear in no training caption (checked in tests against
@@ -82,7 +79,7 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _fill(template: str, **values: str) -> str:
+def fill(template: str, **values: str) -> str:
     """Format ``template``; each ``{a}`` becomes "a" or "an" for the word after it."""
     parts = template.format(a="\0", **values).split("\0 ")
     return parts[0] + "".join(f"{_article(p)} {p}" for p in parts[1:])
@@ -98,7 +95,7 @@ def make_queries(attributes: Sequence[dict[str, Any]], n: int = 60, seed: int = 
         template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
         phrase = NEW_PHRASES[obj["event"]][int(rng.integers(2))]
         with_size = "{size}" in template
-        text = _fill(template, size=obj["size"], colour=obj["colour"], shape=obj["shape"], phrase=phrase)
+        text = fill(template, size=obj["size"], colour=obj["colour"], shape=obj["shape"], phrase=phrase)
         size = obj["size"] if with_size else None
         out.append(FreeQuery(text, obj["colour"], obj["shape"], obj["event"], size, phrase))
     return out
@@ -131,15 +128,15 @@ def hit_rate(queries: Sequence[FreeQuery], search: Any, metadata_of: Any, k: int
             "agreement": {name: 100 * agree[name] / asked[name] for name in ATTRIBUTES if asked[name]}}
 
 
-def shape_blind_rate(queries: Sequence[FreeQuery], corpus: Sequence[dict[str, Any]], k: int = 5) -> float:
-    """Percentage of queries a ranking would answer in its top ``k`` if it put the clips with
-    the asked colour, event and size first, in random order as to shape: per query, the chance
-    that ``k`` draws without replacement from the n clips right on all but shape include one
-    of the m right on everything, 1 - C(n - m, k) / C(n, k). The bar above which a model
-    must be reading shape."""
+def blind_rate(queries: Sequence[FreeQuery], corpus: Sequence[dict[str, Any]], k: int = 5,
+               attribute: str = "shape") -> float:
+    """Percentage of queries a ranking would answer in its top ``k`` if it put the clips right on every
+    asked attribute but ``attribute`` first, in random order as to that one: per query, with n such clips
+    of which m are right on everything, the chance that ``k`` draws without replacement include one of
+    the m, 1 - C(n - m, k) / C(n, k). The bar above which a model must be reading that attribute."""
     total = 0.0
     for q in queries:
-        candidates = [a for a in corpus if q.matches(a, ignore=("shape",))]
+        candidates = [a for a in corpus if q.matches(a, ignore=(attribute,))]
         n, m = len(candidates), sum(q.matches(a) for a in candidates)
         total += 1.0 - math.comb(n - m, k) / math.comb(n, k) if n else 0.0
     return 100 * total / max(1, len(queries))
@@ -177,30 +174,3 @@ def event_recognition(encode_texts: Any, videos: Sequence[tuple[np.ndarray, dict
     clips = sum(c.total() for c in chosen.values())
     right = sum(chosen[e][e] for e in chosen)
     return {"clips": clips, "accuracy": 100 * right / max(1, clips), "events": rows}
-
-
-def evaluate_freeform(index_dir: str | Path | Preset, test_attributes: Sequence[dict[str, Any]], n: int = 300,
-                      k: int = 5, seed: int = 0, device: str | None = None) -> dict[str, Any]:
-    """Free-form queries about test clips, searched (exactly) in the index with its own model.
-
-    ``n`` = 300 keeps the standard error of a hit rate near 2.7 points (60 queries: 6).
-    ``caption_words`` holds the hit rates of the same queries with each event said in the
-    captions' own words: the gap to it is what the new phrasings cost, the rest is recognition.
-    ``shape_blind`` is :func:`shape_blind_rate` over the index, ``events`` the
-    :func:`event_recognition` of the index's lone-object test clips.
-    """
-    searcher = open_searcher(index_dir if isinstance(index_dir, Preset) else resolve_preset(index=str(index_dir)),
-                             device)
-    rows = {str(r["id"]): r.get("attributes") or {} for r in searcher.index.metadata}
-
-    def search(text: str, kk: int) -> list[str]:
-        return [h.id for h in searcher.search_text(text, k=kk, exact=True)]
-
-    queries = make_queries(test_attributes, n, seed)
-    result = hit_rate(queries, search, rows.__getitem__, k)
-    control = hit_rate([q.in_caption_words() for q in queries], search, rows.__getitem__, k)
-    lone = [(searcher.index.vector(str(r["id"])), r["attributes"]) for r in searcher.index.metadata
-            if r.get("split") == "test" and is_lone(r.get("attributes") or {})]
-    return {**result, "index_size": len(rows), "shape_blind": shape_blind_rate(queries, list(rows.values()), k),
-            "caption_words": {key: value for key, value in control.items() if key != "examples"},
-            "events": event_recognition(searcher.encoder.encode_texts, lone, EVENTS)}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from demo.evaluate.compositional import compositional_markdown
 from demo.evaluate.metrics import metrics_from_ranks
 from demo.files import atomic_write, atomic_write_json, write_section
 from demo.models.device import default_device
@@ -104,6 +105,8 @@ def _freeform_diagnostics(f: dict[str, Any], k: str) -> list[str]:
         out += [f"| {name} | {row['clips']} | {row['accuracy']:.1f} | {row['confused_with'] or '-'} |"
                 for name, row in e["events"].items()]
         out.append("")
+    if f.get("compositional"):
+        out += compositional_markdown(f["compositional"], int(k))
     return out
 
 
@@ -115,7 +118,7 @@ class EvalResult:
     suite: str  # "embedded", "webvid" or "features"
     rows: list[EvalRow]
     info: dict[str, Any] = field(default_factory=dict)
-    freeform: dict[str, Any] | None = None  # demo.evaluate.queries.evaluate_freeform over an index
+    freeform: dict[str, Any] | None = None  # demo.evaluate.freeform.evaluate_freeform over an index
 
     def table(self, task: str) -> list[EvalRow]:
         return [r for r in self.rows if r.task == task]

@@ -19,8 +19,8 @@ from demo.errors import InputError
 from demo.evaluate import suites
 from demo.evaluate.corpus import DEFAULT_WORLD
 from demo.evaluate.encode import ProgressFn
+from demo.evaluate.freeform import evaluate_freeform
 from demo.evaluate.published import FEATURES_REPO, evaluate_published_features
-from demo.evaluate.queries import evaluate_freeform
 from demo.evaluate.results import EvalResult, write_benchmarks
 from demo.files import set_card_results
 from demo.presets import PRECOMPUTED, ROOT
