@@ -584,3 +584,17 @@ def test_the_recipe_builds_every_stage_on_one_train_config():
     assert frames.frame_captions == video.frame_captions == 0
     assert {c.angle_weight for c in (frames, image, video)} == {RECIPE_STAGE.angle_weight}
     assert set(SHARED_FIELDS) <= {f.name for f in fields(TrainConfig)}
+
+
+def test_look_negatives_add_colour_or_size_changed_captions(tiny_world, tiny_config, tmp_path, decoded):
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="video", pooling="seqTransf",
+                             head_layers=1, hard_negatives=1.0, look_negatives=1.0, event_loss=1.0)
+    batch = trainer.batch(np.arange(6))
+    # each clip: its event-changed caption, then its colour- or size-changed one (same events)
+    assert [i for i, _ in batch.negatives] == [*range(6), *range(6)]
+    samples = trainer.train_data.samples
+    for position, caption in batch.negatives[6:]:
+        assert caption not in samples[position].captions
+    assert batch.negative_events is not None and len(batch.negative_events) == 12
+    assert np.allclose(batch.negative_events[6:], [event_target(samples[i].attributes) for i in range(6)])
+    assert torch.isfinite(trainer.loss(np.arange(6)))

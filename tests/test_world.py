@@ -551,3 +551,26 @@ def test_synth_writes_a_resumable_corpus(tmp_path: Path, workers: int) -> None:
         paths[1].unlink()
         synth(tmp_path, SMALL, splits=("val",), limit=3, workers=1, progress=False)
         assert paths[0].stat().st_mtime_ns == stamp and paths[1].is_file()
+
+
+def test_look_changed_changes_one_colour_or_size_and_nothing_else() -> None:
+    rng = np.random.default_rng(0)
+    held = set(SMALL.heldout)
+    kinds: set[str] = set()
+    for spec in clip_specs(SMALL, "train")[:200]:
+        a = spec.attributes
+        b = world.look_changed(a, rng)
+        assert b.relation == a.relation and world.canonical_caption(b) != spec.captions[0]
+        changed = [(x, y) for x, y in zip(a.objects, b.objects, strict=True) if x != y]
+        assert len(changed) == 1, changed
+        x, y = changed[0]
+        fields = _changed_fields(x, y)
+        assert fields in ({"colour"}, {"size"}), fields
+        assert (y.colour, y.shape) not in held
+        assert not (fields == {"size"} and x.event in ("growing", "shrinking"))  # their size is the event's
+        assert world.says_look_change(a, b, world.canonical_caption(b))
+        assert not world.says_look_change(a, b, world.canonical_caption(a))
+        if fields == {"size"}:  # a caption without sizes fits both clips: not a negative
+            assert not world.says_look_change(a, b, f"a {y.colour} {y.shape} {y.event}")
+        kinds |= fields
+    assert kinds == {"colour", "size"}

@@ -9,7 +9,9 @@ stage:
   for a ``frame_captions`` share of world clips, a caption of that very frame (where each
   object is, how big, how visible) with the objects mirrored as its own hard negative;
 * ``video``: whole clips with one of their captions; for world clips a ``hard_negatives`` share
-  get their caption with one event changed (:func:`demo.world.counterfactual`), a
+  get their caption with one event changed (:func:`demo.world.counterfactual`) and a
+  ``look_negatives`` share with one object's colour or size changed (:func:`demo.world.look_changed`)
+  as hard negatives, a
   ``reversed_videos`` share of the captions that read differently backwards also score their
   clip played backwards, and with ``frame_loss`` one frame per clip gets a frame caption too.
 """
@@ -26,7 +28,14 @@ from demo.train.config import TrainConfig
 from demo.train.data import FrameCache, Sample
 from demo.train.events import event_target
 from demo.video.sampling import clip4clip_indices
-from demo.world import canonical_caption, counterfactual, frame_caption_pair, time_reversed
+from demo.world import (
+    canonical_caption,
+    counterfactual,
+    frame_caption_pair,
+    look_changed,
+    says_look_change,
+    time_reversed,
+)
 from demo.world.text import make_captions
 
 
@@ -74,16 +83,20 @@ def frame_caption(sample: Sample, pick: int, settings: Clip4ClipSettings,
     return frame_caption_pair(sample.attributes, int(shown[min(pick, len(shown) - 1)]), sample.frames - 1, rng)
 
 
-def hard_negatives(samples: list[Sample], indices: np.ndarray, share: float,
-                   rng: np.random.Generator) -> list[tuple[int, str, np.ndarray]]:
+def hard_negatives(samples: list[Sample], indices: np.ndarray, share: float, rng: np.random.Generator,
+                   look: bool = False) -> list[tuple[int, str, np.ndarray]]:
     """For a ``share`` of the world clips in a batch: (position, a caption of the clip with one event
-    changed, phrased like any other caption, and the :func:`~demo.train.events.event_target` of that change)."""
+    changed (:func:`~demo.world.counterfactual`), or with ``look`` one object's colour or size
+    (:func:`~demo.world.look_changed`, among the captions that name the change), phrased like any other
+    caption, and the :func:`~demo.train.events.event_target` of the changed clip)."""
     out = []
     for position, i in enumerate(indices):
         attributes = samples[i].attributes
         if attributes is not None and attributes.objects and rng.random() < share:
-            changed = counterfactual(attributes, rng)
+            changed = look_changed(attributes, rng) if look else counterfactual(attributes, rng)
             captions = make_captions(changed, rng)
+            if look:  # the canonical caption (first) always names it
+                captions = [c for c in captions if says_look_change(attributes, changed, c)]
             out.append((position, str(captions[int(rng.integers(len(captions)))]), event_target(changed)))
     return out
 
@@ -134,6 +147,8 @@ def _video_batch(data: FrameCache, indices: np.ndarray, rng: np.random.Generator
     masks = data.masks[idx]
     captions = [str(rng.choice(samples[i].captions)) for i in indices]
     changed = hard_negatives(samples, indices, config.hard_negatives, rng) if config.hard_negatives > 0 else []
+    if config.look_negatives > 0:  # drawn after the event ones, so runs without them draw as before
+        changed += hard_negatives(samples, indices, config.look_negatives, rng, look=True)
     negatives = [(position, caption) for position, caption, _ in changed]
     events = np.stack([e for _, _, e in changed]) if changed else None
     reversed_rows = None

@@ -97,6 +97,7 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
     pooled = "single frames" if config.get("stage") == "image" else f"pooling `{config.get('pooling')}`"
     best = max(r["val"][head]["R@1"] for r in log)
     options = {"frame_captions": "frame captions", "hard_negatives": "hard negative captions",
+               "look_negatives": "colour/size-changed negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
                "shape_loss": "frame shape classification", "event_loss": "event centres"}

@@ -33,6 +33,10 @@ class TrainConfig:
     # World clips (video stage): share of clips that also get a hard negative caption, their
     # caption with one event changed (see demo.world.counterfactual and multi_positive_infonce).
     hard_negatives: float = 0.0
+    # World clips (video stage): share of clips that also get a caption with one object's colour or size
+    # changed (demo.world.look_changed) as a hard negative: what binds the look to the object once the event
+    # centres have taught the towers to rank by event (docs/experiments.md, colour and size).
+    look_negatives: float = 0.0
     # World clips (image stage): share of frames captioned with where each object is in that very
     # frame (with the mirrored caption as a hard negative); the rest get still-frame captions.
     frame_captions: float = 0.0

@@ -82,7 +82,8 @@ RECIPE_STAGE = TrainConfig(
     # Every stage compiles the towers (docs/decisions/compile-every-stage.md); --no-compile trains eagerly.
     compile=True, resume=True,
 )
-VIDEO_ONLY = ("hard_negatives", "frame_loss", "reversed_videos", "event_loss")  # zero in stages 0 and 1
+# zero in stages 0 and 1
+VIDEO_ONLY = ("hard_negatives", "look_negatives", "frame_loss", "reversed_videos", "event_loss")
 IMAGE_ONLY = ("frame_captions",)  # zero in stage 0 and the video stages
 # The TrainConfig fields a recipe takes from the command line (`train --preset embedded --batch-size 32`).
 SHARED_FIELDS = ("batch_size", "seed", *IMAGE_ONLY, *VIDEO_ONLY, "layout_loss", "angle_weight", "shape_loss",

@@ -25,7 +25,7 @@ shows), :mod:`~demo.world.changes` (clips reversed or with one thing changed) an
 """
 
 from demo.world.attributes import REF, ClipAttributes, WorldObject, object_state
-from demo.world.changes import counterfactual, shape_swapped, time_reversed
+from demo.world.changes import counterfactual, look_changed, says_look_change, shape_swapped, time_reversed
 from demo.world.corpus import synth, synth_turning, turning_specs
 from demo.world.frame_truths import (
     LAYOUT_DIM,
@@ -55,5 +55,6 @@ __all__ = [
     "SPLITS", "ClipAttributes", "ClipSpec", "WorldConfig", "WorldObject", "canonical_caption", "clip_event",
     "clip_spec_by_id", "clip_specs", "counterfactual", "draw_split", "event_labels", "frame_caption",
     "frame_caption_pair", "frame_layout", "frame_shapes", "object_state", "render", "render_to",
-    "shape_swapped", "synth", "synth_turning", "time_reversed", "turning_specs", "vocabulary",
+    "look_changed", "says_look_change", "shape_swapped", "synth", "synth_turning", "time_reversed",
+    "turning_specs", "vocabulary",
 ]  # fmt: skip

@@ -1,8 +1,8 @@
-"""Changed clips: a clip played backwards, or with one event or one shape changed.
+"""Changed clips: a clip played backwards, or with one event, shape, colour or size changed.
 
 :func:`time_reversed` makes the world's time-reversal pairs (and exactly reversed frames:
-see :func:`demo.world.attributes.object_state`); :func:`counterfactual` and
-:func:`shape_swapped` describe clips that differ from a real one in a single respect, whose
+see :func:`demo.world.attributes.object_state`); :func:`counterfactual`, :func:`shape_swapped`
+and :func:`look_changed` describe clips that differ from a real one in a single respect, whose
 captions make hard negatives.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from demo.world.attributes import ClipAttributes
 from demo.world.specs import WorldConfig
-from demo.world.text import EVENTS, RELATIONS, SHAPES
+from demo.world.text import COLOURS, EVENTS, RELATIONS, SHAPES, SIZES
 
 # Each event and relation seen backwards.
 REVERSE = {
@@ -86,3 +86,35 @@ def shape_swapped(attributes: ClipAttributes, rng: np.random.Generator,
                and not (s == "circle" and o.event.startswith("turning"))]
     objects[k] = replace(o, shape=str(choices[int(rng.integers(len(choices)))]))
     return replace(attributes, objects=tuple(objects))
+
+
+def look_changed(attributes: ClipAttributes, rng: np.random.Generator,
+                 heldout: tuple[tuple[str, str], ...] = WorldConfig.heldout) -> ClipAttributes:
+    """The same clip's attributes with one object's colour or size changed: a caption of the result is
+    a hard negative, right about what happens and to which shape, wrong only about how the object looks.
+
+    Half the changes are to the colour, half to the size; an object that grows or shrinks has the size
+    its event gives it, so it changes colour. The new colour never makes a held-out (colour, shape)
+    combination (those stay unseen in training).
+    """
+    objects = list(attributes.objects)
+    k = int(rng.integers(len(objects)))
+    o, held = objects[k], set(heldout)
+    if rng.random() < 0.5 and o.event not in ("growing", "shrinking"):
+        sizes = [s for s in SIZES if s != o.size]
+        objects[k] = replace(o, size=str(sizes[int(rng.integers(len(sizes)))]))
+    else:
+        colours = [c for c in COLOURS if c != o.colour and (c, o.shape) not in held]
+        objects[k] = replace(o, colour=str(colours[int(rng.integers(len(colours)))]))
+    return replace(attributes, objects=tuple(objects))
+
+
+def says_look_change(original: ClipAttributes, changed: ClipAttributes, caption: str) -> bool:
+    """Whether ``caption`` of the ``changed`` clip names what :func:`look_changed` changed: a caption that
+    leaves out the changed size ("a red circle moving left") also fits the original clip, and as a
+    negative it would punish the model for being right."""
+    for x, y in zip(original.objects, changed.objects, strict=True):
+        if x != y:
+            said = f"{y.size} {y.colour} {y.shape}" if x.size != y.size else f"{y.colour} {y.shape}"
+            return said in caption
+    return False
