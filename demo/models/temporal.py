@@ -52,15 +52,15 @@ RESIZES = ("decoder", "pil-bicubic", "mmaction2")
 ACTIVATIONS = ("gelu", "quick_gelu")  # exact GELU (ours), CLIP's x * sigmoid(1.702 x) (CLIP4Clip's)
 # CLIP4Clip's own arithmetic, for checkpoints that come without a clip4clip.json (hub CLIP folders)
 # and for checkpoints converted from the CLIP4Clip code (demo.models.convert).
-REFERENCE = {"frame_sampling": "clip4clip", "frame_resize": "pil-bicubic", "head_activation": "quick_gelu",
-             "head_layer_norm_eps": 1e-12}
+REFERENCE: dict[str, Any] = {"frame_sampling": "clip4clip", "frame_resize": "pil-bicubic",
+                             "head_activation": "quick_gelu", "head_layer_norm_eps": 1e-12}
 STEP_POSITIONS = ("later", "earlier")  # a difference token's frame position: t + 1 (ours) or t (CLIP2Video's)
 STEP_MASKS = ("both", "earlier")  # a difference token is valid when both its frames are, or as its earlier one
 FRAME_MEANS = ("unit", "raw")  # meanP over unit frame embeddings (CLIP4Clip's), or raw ones (MMAction2's)
 # CLIP2Video's arithmetic for its TDB / TAB heads (demo.models.clip2video; checkpoints converted from its code).
-CLIP2VIDEO = {"frame_sampling": "clip2video", "frame_resize": "pil-bicubic", "tdb_activation": "quick_gelu",
-              "tdb_layer_norm_eps": 1e-12, "tdb_step_position": "earlier", "tdb_step_mask": "earlier",
-              "tab_token_norm": False}
+CLIP2VIDEO: dict[str, Any] = {"frame_sampling": "clip2video", "frame_resize": "pil-bicubic",
+                              "tdb_activation": "quick_gelu", "tdb_layer_norm_eps": 1e-12,
+                              "tdb_step_position": "earlier", "tdb_step_mask": "earlier", "tab_token_norm": False}
 
 
 @dataclass(frozen=True)
