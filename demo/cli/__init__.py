@@ -1,9 +1,9 @@
 """The command line: a thin map from subcommands to library functions.
 
 One module per family of commands (``query``: search, describe, classify; ``index``: build, import,
-fetch; ``evaluate``; ``workbench``: synth, convert, bench and the train command of ``train``;
-``long_videos``: what the commands on long videos print), each with its subcommands' parser and their
-functions; this one builds the parser and runs it.
+fetch; ``evaluate``; ``convert``: other code bases' checkpoints; ``workbench``: synth, bench and the train
+command of ``train``; ``long_videos``: what the commands on long videos print), each with its subcommands'
+parser and their functions; this one builds the parser and runs it.
 
 Every command exits 0 on success and 2 with one clear line on bad input (a
 :class:`demo.errors.DemoError`); ``--json`` prints machine-readable results.
@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from demo.cli.convert import add_convert_commands
 from demo.cli.evaluate import add_evaluate_command
 from demo.cli.index import add_index_commands
 from demo.cli.query import add_query_commands
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_commands(sub)
     add_evaluate_command(sub)
     add_workbench_commands(sub)
+    add_convert_commands(sub)
     return parser
 
 

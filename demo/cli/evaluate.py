@@ -1,4 +1,5 @@
-"""``evaluate``: the retrieval tables (the embedded world, WebVid-style data, published features, moments)."""
+"""``evaluate``: the retrieval tables (the embedded world, WebVid-style data, published features, moments,
+MSR-VTT 1k-A)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.cli.common import print_json
+from demo.errors import InputError
 
 Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
@@ -18,6 +20,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from demo.cli.long_videos import evaluate_moments
 
         return evaluate_moments(args)
+    if args.suite == "msrvtt":
+        return evaluate_msrvtt(args)
     from demo.evaluate.results import command_line
     from demo.evaluate.workflow import EvaluateRequest, check_publishable, publish, run_evaluation
 
@@ -49,11 +53,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_msrvtt(args: argparse.Namespace) -> int:
+    """``--suite msrvtt``: :mod:`demo.evaluate.msrvtt` for ``--models`` (and, unless ``--no-hub``, the
+    hub's zero-shot CLIP and WebVid CLIP4Clip rows)."""
+    from demo.evaluate.msrvtt import evaluate_msrvtt as run
+    from demo.evaluate.suites import webvid_models
+
+    if not args.videos or not args.captions:
+        raise InputError("the msrvtt suite needs --videos DIR (video7xxx.mp4) and --captions CSV "
+                         "(key,vid_key,video_id,sentence: the 1k-A test split)")
+    specs = webvid_models(args.models, hub=not args.no_hub, rerank=())
+    command = shlex.join(["python", "-m", "demo", *sys.argv[1:]])
+    result = run(args.videos, args.captions, [(s.name, s.model, s.pooling) for s in specs], limit=args.limit,
+                 device=args.device, cache=None if args.no_cache else args.cache, batch_size=args.batch_size,
+                 workers=args.workers, command=command)
+    written = result.save(args.out or "results/evaluate-msrvtt")
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(result.to_markdown())
+        print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
 def add_evaluate_command(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="rerun the retrieval table (R@1, R@5, R@10, MdR, MnR)")
-    p.add_argument("--suite", choices=["embedded", "webvid", "webvid-features", "moments"], default="embedded",
+    p.add_argument("--suite", choices=["embedded", "webvid", "webvid-features", "moments", "msrvtt"],
+                   default="embedded",
                    help="webvid-features: the card's table from the WebVid-10k features published with the model; "
-                   "moments: long videos composed from the world's clips, indexed as windows")
+                   "moments: long videos composed from the world's clips, indexed as windows; msrvtt: the "
+                   "MSR-VTT 1k-A table (your copy of the test videos, --videos and --captions)")
     p.add_argument("--features-repo", help="webvid-features: hub repo holding them (default: the webvid model's)")
     p.add_argument("--features", nargs=2, metavar=("TEXT.npy", "VIDEO.npy"),
                    help="table from precomputed (N, D) embeddings, row i of each a pair (no model)")
@@ -63,9 +92,12 @@ def add_evaluate_command(sub: Subparsers) -> None:
     p.add_argument("--clip4clip", help="embedded: CLIP4Clip model, one row per head it holds (default: shipped)")
     p.add_argument("--index", help="embedded: index for the free-form query check (default: shipped)")
     p.add_argument("--data", help="webvid: CSV with video ids and captions")
-    p.add_argument("--videos", help="webvid: folder of <videoid>.mp4")
-    p.add_argument("--models", nargs="+", default=[], help="webvid: extra models, ID or ID:meanP/seqTransf")
-    p.add_argument("--no-hub", action="store_true", help="webvid: skip the default hub models")
+    p.add_argument("--videos", help="webvid: folder of <videoid>.mp4; msrvtt: folder of video7xxx.mp4")
+    p.add_argument("--captions", help="msrvtt: the 1k-A test CSV (key,vid_key,video_id,sentence), e.g. "
+                   "MSRVTT_JSFUSION_test.csv")
+    p.add_argument("--models", nargs="+", default=[],
+                   help="webvid, msrvtt: extra models, ID or ID:POOLING (e.g. a folder from python -m demo convert)")
+    p.add_argument("--no-hub", action="store_true", help="webvid, msrvtt: skip the default hub models")
     p.add_argument("--id-column", default="videoid")
     p.add_argument("--caption-column", default="name")
     p.add_argument("--path-column", help="video file column (URL file name or path under --videos)")

@@ -1,4 +1,4 @@
-"""``train``, ``synth``, ``bench`` and ``convert``: making models, worlds and measurements."""
+"""``train``, ``synth`` and ``bench``: making models, worlds and measurements (``convert``: :mod:`demo.cli.convert`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ from pathlib import Path
 from typing import Any
 
 Subparsers = Any  # argparse's _SubParsersAction (a private class)
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from demo.models.convert import convert_clip4clip
-
-    out = convert_clip4clip(args.checkpoint, args.out, max_frames=args.max_frames, max_words=args.max_words,
-                            sample_fps=args.sample_fps, overwrite=args.overwrite)
-    print(f"converted {args.checkpoint} into {out}")
-    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -59,17 +50,6 @@ def add_workbench_commands(sub: Subparsers) -> None:
     p.add_argument("--long", type=int, metavar="N", help="instead: N long test videos made of 6-15 clips each, with "
                    "a videos.csv to index them (python -m demo index build OUT/videos.csv --segment 4)")
     p.set_defaults(func=cmd_synth)
-
-    convert = sub.add_parser("convert", help="convert checkpoints of other code bases").add_subparsers(
-        dest="convert_command", required=True)
-    p = convert.add_parser("clip4clip", help="a checkpoint trained with the CLIP4Clip code -> a model folder")
-    p.add_argument("checkpoint", help="pytorch_model.bin.N saved by CLIP4Clip (meanP, seqLSTM or seqTransf)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--max-frames", type=int, default=12, help="frames it was trained with (CLIP4Clip: 12)")
-    p.add_argument("--max-words", type=int, default=32, help="text tokens it was trained with (CLIP4Clip: 32)")
-    p.add_argument("--sample-fps", type=float, default=1.0, help="frames per second it sampled (1)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
     p.add_argument("sections", nargs="*", metavar="SECTION",

@@ -28,7 +28,6 @@ from tqdm import tqdm
 from demo.errors import DemoError
 from demo.files import atomic_write, atomic_write_json
 from demo.models.encoders import Clip4ClipEncoder
-from demo.models.temporal import pool
 from demo.video.preprocess import stack_clips
 
 if TYPE_CHECKING:
@@ -247,5 +246,5 @@ def _pool(encoder: Clip4ClipEncoder, poolings: Sequence[str], features: list[np.
         x, mask = x.to(encoder.device), mask.to(encoder.device)
         with torch.inference_mode():
             for p in poolings:
-                videos[p][rows[s:s + 256]] = pool(model.head_for(p), x, mask).float().cpu().numpy()
+                videos[p][rows[s:s + 256]] = model.pool(x, mask, p).float().cpu().numpy()
     return videos

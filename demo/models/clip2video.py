@@ -18,11 +18,32 @@ frame embeddings and the similarity:
   The score of a caption and a clip is ``w`` times the cosine of the global embeddings plus
   ``1 - w`` times the cosine of the aligned ones.
 
-Our own reading of the paper and of its public inference code, written for this project. Two
-choices are ours: a difference token is valid only when both of its frames are (the original
-keeps the one after the last real frame), and tokens are L2-normalised before they meet the
-centres (the original uses raw embeddings; ours are small and unnormalised from scratch). Both
-heads start out as meanP (their residual branches are zero at first), and the transformer that
+Our own reading of the paper and of its public inference code, written for this project. How the
+blocks compute is a recorded setting (:class:`TdbArithmetic`, from a checkpoint's ``clip4clip.json``).
+This project's own heads (the defaults, which every checkpoint that names none of these fields keeps)
+differ from CLIP2Video's code in five places:
+
+* exact GELU and LayerNorm epsilon 1e-5 in the blocks, where CLIP2Video uses QuickGELU and 1e-12;
+* the difference between frames t and t + 1 takes frame position t + 1 in the sequence; CLIP2Video
+  gives it position t (inside the difference attention both use t + 1);
+* a difference token is valid only when both of its frames are; CLIP2Video's takes the flag of its
+  earlier frame, so the token after the last real frame (a real frame minus a padded one) takes part.
+  In that mode, as there, padded frames are the embedding of an all-zero (mean-grey) image
+  (:meth:`demo.models.clip4clip.Clip4Clip.pool` fills them in) and padded keys get -1e6 added to
+  their scores (also where a clip has no valid key at all, e.g. the differences of a one-frame clip);
+* tokens are L2-normalised before they meet the TAB centres; CLIP2Video uses raw embeddings (ours
+  are small and unnormalised from scratch).
+
+``TdbArithmetic(**CLIP2VIDEO)`` (:data:`demo.models.temporal.CLIP2VIDEO`) computes as CLIP2Video's
+``get_inference_logits`` does clip by clip (checked in tests/test_convert_clip2video.py). Its batch
+code differs from that in one place: its temporal blocks tile the (B, N, N) attention mask head by
+head with ``repeat``, so in a batch whose clips have different lengths, head h of clip b is masked
+with the mask of clip (b * heads + h) mod B, a function of the batch it happens to share. We give
+every clip its own mask, which is what CLIP2Video computes for a batch of one, and for any batch whose
+clips fill all frame slots (every MSR-VTT test clip at 12 frames: its 2.5-fps rule needs 4.8 s).
+CLIP4Clip fixed the same tiling in its code (``repeat_interleave``) in July 2021; CLIP2Video did not.
+
+Both heads start out as meanP (their residual branches are zero at first), and the transformer that
 a seqTransf head has is named as in :class:`demo.models.temporal.SeqTransfHead`, so a trained
 seqTransf head can seed them.
 
@@ -47,6 +68,8 @@ binary codes and cosine search need nothing new.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,13 +78,36 @@ TDB = "tdb"
 TDB_TAB = "tdb+tab"
 
 
-def transformer(dim: int, heads: int, layers: int) -> nn.TransformerEncoder:
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's GELU approximation, ``x * sigmoid(1.702 x)`` (CLIP4Clip's and CLIP2Video's blocks use it)."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+@dataclass(frozen=True)
+class TdbArithmetic:
+    """How the tdb / tdb+tab blocks compute (the module docstring): this project's own by default."""
+
+    activation: str = "gelu"  # the blocks' MLP: "gelu" (exact) or "quick_gelu"
+    eps: float = 1e-5  # the blocks' LayerNorm epsilon (not the difference LayerNorm's: 1e-5 in both)
+    step_position: str = "later"  # a difference token's frame position: "later" (t + 1) or "earlier" (t)
+    step_mask: str = "both"  # "both": valid when both frames are; "earlier": CLIP2Video's (module docstring)
+    token_norm: bool = True  # TAB: tokens normalised before the centres
+
+    @property
+    def additive_mask(self) -> bool:
+        """CLIP2Video's masking: padded keys get -1e6 added, padded frames are blank-image embeddings."""
+        return self.step_mask == "earlier"
+
+
+def transformer(dim: int, heads: int, layers: int, activation: str = "gelu", eps: float = 1e-5
+                ) -> nn.TransformerEncoder:
     """The temporal transformer CLIP4Clip's heads use, its residual branches zeroed so that a fresh
     stack passes its input through unchanged."""
     if dim % heads:
         raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
-    block = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True)
+    act: Any = quick_gelu if activation == "quick_gelu" else "gelu"
+    block = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation=act,
+                                       batch_first=True, norm_first=True, layer_norm_eps=eps)
     stack = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
     for layer in stack.layers:
         nn.init.zeros_(layer.self_attn.out_proj.weight)
@@ -70,9 +116,13 @@ def transformer(dim: int, heads: int, layers: int) -> nn.TransformerEncoder:
     return stack
 
 
-def _run(stack: nn.TransformerEncoder, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _run(stack: nn.TransformerEncoder, tokens: torch.Tensor, valid: torch.Tensor, additive: bool = False
+         ) -> torch.Tensor:
     """``stack`` over (B, N, D) tokens with (B, N) valid flags; a row with no valid token is run
-    unmasked (its outputs are ignored by the caller) instead of giving NaN."""
+    unmasked (its outputs are ignored by the caller) instead of giving NaN. ``additive``: CLIP2Video's
+    mask instead, -1e6 added to the scores of invalid keys (a row with none valid attends evenly)."""
+    if additive:
+        return stack(tokens, src_key_padding_mask=(1.0 - valid.to(tokens.dtype)) * -1000000.0)
     empty = ~valid.any(1, keepdim=True)
     return stack(tokens, src_key_padding_mask=~(valid | empty))
 
@@ -90,12 +140,15 @@ class DifferenceHead(nn.Module):
     (B, T, D) frame embeddings and a (B, T) mask of real frames (real first) -> (B, D), unit length.
     """
 
-    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8, turn_planes: int = 0) -> None:
+    def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8, turn_planes: int = 0,
+                 arithmetic: TdbArithmetic | None = None) -> None:
         super().__init__()
+        self.arithmetic = arithmetic or TdbArithmetic()
+        blocks = (self.arithmetic.activation, self.arithmetic.eps)
         self.frame_position = nn.Embedding(max_frames, dim)
-        self.transformer = transformer(dim, heads, layers)
+        self.transformer = transformer(dim, heads, layers, *blocks)
         self.token_type = nn.Embedding(2, dim)  # 0: a frame, 1: the difference of two frames
-        self.difference = transformer(dim, heads, 1)  # attention among the differences alone
+        self.difference = transformer(dim, heads, 1, *blocks)  # attention among the differences alone
         self.difference_norm = nn.LayerNorm(dim)
         for table in (self.frame_position, self.token_type):
             nn.init.normal_(table.weight, std=0.01)
@@ -126,7 +179,8 @@ class DifferenceHead(nn.Module):
 
     def tokens(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2T - 1, D) tokens f0, d01, f1, d12, ..., f(T-1) with positions and types added, and
-        their (B, 2T - 1) valid flags. The difference between frames t and t + 1 has position t + 1."""
+        their (B, 2T - 1) valid flags. The difference between frames t and t + 1 enters the difference
+        attention at position t + 1 and the sequence at t + 1 (or t: ``step_position="earlier"``)."""
         b, t, d = frames.shape
         if t > self.frame_position.num_embeddings:
             raise ValueError(f"head supports {self.frame_position.num_embeddings} frames, got {t}")
@@ -134,9 +188,15 @@ class DifferenceHead(nn.Module):
         kinds = self.token_type.weight
         if t == 1:
             return frames + positions + kinds[0], mask
+        how = self.arithmetic
         pairs = mask[:, 1:] & mask[:, :-1]
-        steps = _run(self.difference, frames[:, 1:] - frames[:, :-1] + positions[:, 1:], pairs)
-        steps = 2 * torch.sigmoid(self.difference_norm(steps)) - 1 + positions[:, 1:] + kinds[1]
+        if how.step_mask == "earlier":  # CLIP2Video: attend as the later frame, count as the earlier one
+            attend, pairs = mask[:, 1:], mask[:, :-1]
+        else:
+            attend = pairs
+        steps = _run(self.difference, frames[:, 1:] - frames[:, :-1] + positions[:, 1:], attend, how.additive_mask)
+        placed = positions[:, :-1] if how.step_position == "earlier" else positions[:, 1:]
+        steps = 2 * torch.sigmoid(self.difference_norm(steps)) - 1 + placed + kinds[1]
         if self.turn_write is not None:
             steps = steps + self.turn_write(self.turns(frames))
         shown = frames + positions + kinds[0]
@@ -148,7 +208,7 @@ class DifferenceHead(nn.Module):
     def frame_outputs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D): the transformer's output at each frame token plus the frame (residual)."""
         tokens, valid = self.tokens(frames, mask)
-        return _run(self.transformer, tokens, valid)[:, 0::2] + frames
+        return _run(self.transformer, tokens, valid, self.arithmetic.additive_mask)[:, 0::2] + frames
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return _pooled(self.frame_outputs(frames, mask), mask)
@@ -160,14 +220,15 @@ class AlignmentHead(DifferenceHead):
     caption tokens -> (B, 2D), both unit length (see the module docstring)."""
 
     def __init__(self, dim: int, max_frames: int, layers: int = 4, heads: int = 8, centres: int = 5,
-                 weight: float = 0.5, turn_planes: int = 0) -> None:
-        super().__init__(dim, max_frames, layers, heads, turn_planes)
+                 weight: float = 0.5, turn_planes: int = 0, arithmetic: TdbArithmetic | None = None) -> None:
+        super().__init__(dim, max_frames, layers, heads, turn_planes, arithmetic)
         if centres < 1 or not 0.0 < weight < 1.0:
             raise ValueError(f"need centres >= 1 and 0 < weight < 1, got {centres}, {weight}")
         self.weight = weight
         self.assign = nn.Parameter(torch.randn(centres, dim) * dim ** -0.5)  # soft assignment to centres
         self.centres = nn.Parameter(torch.randn(centres, dim) * dim ** -0.5)  # what residuals are taken to
-        self.local = transformer(dim, heads, 1)  # over the half-rate clip and its differences
+        # over the half-rate clip and its differences
+        self.local = transformer(dim, heads, 1, self.arithmetic.activation, self.arithmetic.eps)
 
     @property
     def out_dim(self) -> int:
@@ -175,7 +236,8 @@ class AlignmentHead(DifferenceHead):
 
     def aligned(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, N, D) tokens and (B, N) valid flags -> (B, D), unit: the centre-aligned summary."""
-        tokens = nn.functional.normalize(tokens, dim=-1)
+        if self.arithmetic.token_norm:
+            tokens = nn.functional.normalize(tokens, dim=-1)
         share = torch.softmax(tokens @ self.assign.t(), -1) * valid.to(tokens.dtype).unsqueeze(-1)  # (B, N, K)
         residuals = torch.einsum("bnk,bnd->bkd", share, tokens) - share.sum(1).unsqueeze(-1) * self.centres
         return nn.functional.normalize(nn.functional.normalize(residuals, dim=-1).mean(1), dim=-1)
@@ -189,7 +251,7 @@ class AlignmentHead(DifferenceHead):
         # Half-rate copy (every second frame) through the difference block and the local transformer.
         half, half_mask = frames[:, 0::2], mask[:, 0::2]
         tokens, valid = self.tokens(half, half_mask)
-        local = _run(self.local, tokens, valid)[:, 0::2] + half
+        local = _run(self.local, tokens, valid, self.arithmetic.additive_mask)[:, 0::2] + half
         every = torch.cat([frames, local], 1)
         return self.aligned(every, torch.cat([mask, half_mask], 1))
 

@@ -26,7 +26,15 @@ from torch import nn
 
 from demo.errors import ModelLoadError
 from demo.models.clip2video import text_side
-from demo.models.temporal import HEAD_FILE, HEAD_FILES, SETTINGS_FILE, Clip4ClipSettings, build_head, pool
+from demo.models.temporal import (
+    HEAD_FILE,
+    HEAD_FILES,
+    SETTINGS_FILE,
+    Clip4ClipSettings,
+    build_head,
+    masked_mean,
+    pool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +251,22 @@ class Clip4Clip(nn.Module):
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
         """(B, T, 3, S, S) frames and (B, T) bool mask -> (B, E) unit-length video embeddings of ``pooling``
         (default: the model's own)."""
-        return pool(self.head_for(pooling), self.frame_embeddings(frames, mask), mask)
+        return self.pool(self.frame_embeddings(frames, mask), mask, pooling)
+
+    def pool(self, frames: torch.Tensor, mask: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
+        """(B, T, D) frame embeddings (padded slots: anything) and (B, T) mask -> (B, E) unit-length video
+        embeddings of ``pooling``, as the checkpoint's settings say: meanP over raw frames where
+        ``frame_mean`` is "raw"; for CLIP2Video's mask (``tdb_step_mask="earlier"``) the padded slots are
+        first set to the embedding of an all-zero pixel input, the padding CLIP2Video's towers see."""
+        head = self.head_for(pooling)
+        if head is None:
+            return masked_mean(frames, mask, unit=self.settings.frame_mean == "unit")
+        if getattr(getattr(head, "arithmetic", None), "additive_mask", False) and not bool(mask.all()):
+            size = self.image_size
+            blank = torch.zeros(1, 3, size, size, dtype=frames.dtype, device=frames.device)
+            blank_embedding = self.vision(pixel_values=blank).image_embeds[0].to(frames.dtype)
+            frames = torch.where(mask.unsqueeze(-1), frames, blank_embedding)
+        return pool(head, frames, mask)
 
 
 def checkpoint_file(source: str, name: str) -> Path | None:

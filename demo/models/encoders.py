@@ -25,7 +25,6 @@ from demo.models.clip2video import AlignmentHead
 from demo.models.clip4clip import Clip4Clip, first_line
 from demo.models.device import resolve_device
 from demo.models.fingerprint import ModelFingerprint, model_name
-from demo.models.temporal import pool
 from demo.video.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
@@ -170,8 +169,8 @@ class Clip4ClipEncoder:
         (B, D) float32 unit-length video embeddings; ``pool_frames(frame_features(x))`` is
         :meth:`encode_frames` (x)."""
         with self._autocast():
-            emb = pool(self.model.head, torch.from_numpy(np.ascontiguousarray(features, np.float32)).to(self.device),
-                       torch.from_numpy(np.asarray(mask, bool)).to(self.device))
+            emb = self.model.pool(torch.from_numpy(np.ascontiguousarray(features, np.float32)).to(self.device),
+                                  torch.from_numpy(np.asarray(mask, bool)).to(self.device))
         return emb.float().cpu().numpy()
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from demo.files import atomic_write
-from demo.models.clip2video import TDB, TDB_TAB, AlignmentHead, DifferenceHead
+from demo.models.clip2video import TDB, TDB_TAB, AlignmentHead, DifferenceHead, TdbArithmetic, quick_gelu
 
 SETTINGS_FILE = "clip4clip.json"
 HEAD_FILE = "temporal_head.safetensors"  # the head of the checkpoint's own pooling
@@ -40,17 +40,27 @@ HEAD_FILES = {p: f"temporal_head-{p}.safetensors" for p in POOLINGS[1:]}
 #   "float-fps": one frame per 1/sample_fps s from the real (float) frame rate, rounded down to
 #                max_frames (this project's own checkpoints were trained and indexed with it);
 #   "clip4clip": CLIP4Clip's dataloader: whole-number fps, then linspace(..., dtype=int) down to max_frames;
-#   "every-second": the Searchium WebVid notebook: every 1-fps frame (whole-number fps), no cap.
-SAMPLINGS = ("float-fps", "clip4clip", "every-second")
+#   "every-second": the Searchium WebVid notebook: every 1-fps frame (whole-number fps), no cap;
+#   "clip2video": CLIP2Video's: a 5-fps frame sequence, every (5 / sample_fps)-th of it, then max_frames (floor);
+#   "mmaction2": MMAction2's UniformSample (test mode): max_frames frames, one per equal segment, always all.
+SAMPLINGS = ("float-fps", "clip4clip", "every-second", "clip2video", "mmaction2")
 # How a frame reaches the model's size (demo.video.preprocess):
 #   "decoder": scaled inside the decoder (decord / PyAV), then crop; fast, this project's own;
-#   "pil-bicubic": decoded at full resolution, PIL bicubic resize of the RGB frame, centre crop (CLIP's).
-RESIZES = ("decoder", "pil-bicubic")
+#   "pil-bicubic": decoded at full resolution, PIL bicubic resize of the RGB frame, centre crop (CLIP's);
+#   "mmaction2": full resolution, short side to 8/7 S bilinear, centre crop S, MMAction2's 0-255 mean/std.
+RESIZES = ("decoder", "pil-bicubic", "mmaction2")
 ACTIVATIONS = ("gelu", "quick_gelu")  # exact GELU (ours), CLIP's x * sigmoid(1.702 x) (CLIP4Clip's)
 # CLIP4Clip's own arithmetic, for checkpoints that come without a clip4clip.json (hub CLIP folders)
 # and for checkpoints converted from the CLIP4Clip code (demo.models.convert).
-REFERENCE = {"frame_sampling": "clip4clip", "frame_resize": "pil-bicubic", "head_activation": "quick_gelu",
-             "head_layer_norm_eps": 1e-12}
+REFERENCE: dict[str, Any] = {"frame_sampling": "clip4clip", "frame_resize": "pil-bicubic",
+                             "head_activation": "quick_gelu", "head_layer_norm_eps": 1e-12}
+STEP_POSITIONS = ("later", "earlier")  # a difference token's frame position: t + 1 (ours) or t (CLIP2Video's)
+STEP_MASKS = ("both", "earlier")  # a difference token is valid when both its frames are, or as its earlier one
+FRAME_MEANS = ("unit", "raw")  # meanP over unit frame embeddings (CLIP4Clip's), or raw ones (MMAction2's)
+# CLIP2Video's arithmetic for its TDB / TAB heads (demo.models.clip2video; checkpoints converted from its code).
+CLIP2VIDEO: dict[str, Any] = {"frame_sampling": "clip2video", "frame_resize": "pil-bicubic",
+                              "tdb_activation": "quick_gelu", "tdb_layer_norm_eps": 1e-12,
+                              "tdb_step_position": "earlier", "tdb_step_mask": "earlier", "tab_token_norm": False}
 
 
 @dataclass(frozen=True)
@@ -76,10 +86,18 @@ class Clip4ClipSettings:
     tab_centres: int = 5  # tdb+tab: shared centres video and text tokens are aligned to (CLIP2Video: 5)
     tab_weight: float = 0.5  # tdb+tab: weight of the global cosine; 1 - it goes to the aligned one
     tdb_turn_planes: int = 0  # tdb, tdb+tab: planes of the signed turn between adjacent frames (0: CLIP2Video's)
+    # tdb, tdb+tab block arithmetic; the defaults are this project's own heads, CLIP2VIDEO holds CLIP2Video's.
+    tdb_activation: str = "gelu"  # MLP activation of the heads' transformers, one of ACTIVATIONS
+    tdb_layer_norm_eps: float = 1e-5  # their LayerNorm epsilon (CLIP2Video: 1e-12)
+    tdb_step_position: str = "later"  # frame position a difference token gets, one of STEP_POSITIONS
+    tdb_step_mask: str = "both"  # which difference tokens count, one of STEP_MASKS ("earlier": see clip2video.py)
+    tab_token_norm: bool = True  # tdb+tab: tokens L2-normalised before they meet the centres (CLIP2Video: raw)
+    frame_mean: str = "unit"  # meanP: one of FRAME_MEANS
 
     def __post_init__(self) -> None:
         choices = {"pooling": POOLINGS, "frame_sampling": SAMPLINGS, "frame_resize": RESIZES,
-                   "head_activation": ACTIVATIONS}
+                   "head_activation": ACTIVATIONS, "tdb_activation": ACTIVATIONS,
+                   "tdb_step_position": STEP_POSITIONS, "tdb_step_mask": STEP_MASKS, "frame_mean": FRAME_MEANS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -125,9 +143,11 @@ class Clip4ClipSettings:
         atomic_write(Path(folder) / SETTINGS_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
 
-def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """meanP: (B, T, D) frame embeddings, (B, T) bool mask -> (B, D), unit length."""
-    frames = nn.functional.normalize(frames, dim=-1)
+def masked_mean(frames: torch.Tensor, mask: torch.Tensor, unit: bool = True) -> torch.Tensor:
+    """meanP: (B, T, D) frame embeddings, (B, T) bool mask -> (B, D), unit length. The frames are
+    normalised before the mean (CLIP4Clip's meanP) unless ``unit`` is False (MMAction2's mean adapter)."""
+    if unit:
+        frames = nn.functional.normalize(frames, dim=-1)
     weights = mask.to(frames.dtype).unsqueeze(-1)
     pooled = (frames * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return nn.functional.normalize(pooled, dim=-1)
@@ -147,11 +167,6 @@ def reverse_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     index = torch.where(steps < counts, counts - 1 - steps, steps)
     index = index.view(*index.shape, *([1] * (frames.ndim - 2))).expand_as(frames)
     return frames.gather(1, index)
-
-
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    """CLIP's GELU approximation, ``x * sigmoid(1.702 x)`` (CLIP4Clip's blocks use it)."""
-    return x * torch.sigmoid(1.702 * x)
 
 
 class SeqTransfHead(nn.Module):
@@ -217,10 +232,12 @@ def build_head(settings: Clip4ClipSettings, dim: int, pooling: str | None = None
     """The head for ``pooling`` (default: the settings' own) with the settings' sizes; ``None`` for meanP."""
     pooling = pooling or settings.pooling
     shape = (dim, settings.max_frames, settings.head_layers, settings.head_heads)
-    if pooling == TDB:
-        return DifferenceHead(*shape, turn_planes=settings.tdb_turn_planes)
-    if pooling == TDB_TAB:
-        return AlignmentHead(*shape, settings.tab_centres, settings.tab_weight, settings.tdb_turn_planes)
+    if pooling in (TDB, TDB_TAB):
+        blocks = TdbArithmetic(settings.tdb_activation, settings.tdb_layer_norm_eps, settings.tdb_step_position,
+                               settings.tdb_step_mask, settings.tab_token_norm)
+        if pooling == TDB:
+            return DifferenceHead(*shape, turn_planes=settings.tdb_turn_planes, arithmetic=blocks)
+        return AlignmentHead(*shape, settings.tab_centres, settings.tab_weight, settings.tdb_turn_planes, blocks)
     if pooling == "seqTransf":
         return SeqTransfHead(*shape, settings.head_activation, settings.head_layer_norm_eps)
     if pooling == "seqLSTM":

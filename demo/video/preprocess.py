@@ -7,7 +7,9 @@ Two ways to reach the model's size (``Clip4ClipSettings.frame_resize``):
   project's own checkpoints were trained and indexed with;
 * "pil-bicubic": frames decoded at full resolution, then :func:`preprocess_reference`: PIL's
   bicubic resize of the whole RGB frame (short side to S), centre crop, CLIP mean/std, exactly
-  as CLIP4Clip's and the Searchium notebook's torchvision transforms do it on PIL images.
+  as CLIP4Clip's and the Searchium notebook's torchvision transforms do it on PIL images;
+* "mmaction2": full resolution, then :func:`preprocess_mmaction2`: MMAction2's CLIP4Clip test
+  pipeline (``Resize(scale=(-1, 256))``, ``CenterCrop(224)``, its 0-255 mean/std).
 
 X-CLIP frames go through the checkpoint's own ``XCLIPProcessor`` when it has one (its resample,
 size and crop), at full resolution. CLIP4Clip normalises with CLIP's mean/std and X-CLIP with
@@ -34,6 +36,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# MMAction2's CLIP4Clip config: CLIP's statistics on the 0-255 scale, rounded to three decimals.
+MMACTION2_MEAN = (122.771, 116.746, 104.093)
+MMACTION2_STD = (68.500, 66.632, 70.323)
 
 
 def preprocess(
@@ -110,6 +115,43 @@ def preprocess_reference(frames: np.ndarray, image_size: int, mean: Sequence[flo
     return ((x - mean_t) / std_t).contiguous()
 
 
+def preprocess_mmaction2(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 full-resolution frames -> (T, 3, S, S) float32 as MMAction2's CLIP4Clip test
+    pipeline: short side to 8/7 S (256 for S = 224; long side ``int(long * scale + 0.5)``), bilinear
+    without antialiasing back to uint8, the centre S x S (offsets rounded down), then
+    ``(x - mean) / std`` with :data:`MMACTION2_MEAN` / :data:`MMACTION2_STD` on the 0-255 scale.
+
+    MMAction2 resizes with OpenCV's ``INTER_LINEAR``, whose 11-bit fixed-point weights can land a
+    pixel one grey level away from the float bilinear used here (OpenCV is not a dependency)."""
+    import torch
+    import torch.nn.functional as F
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    t, h, w, _ = frames.shape
+    if t == 0:
+        return torch.zeros((0, 3, image_size, image_size), dtype=torch.float32)
+    scale = round(image_size * 8 / 7) / min(h, w)
+    size = (int(h * scale + 0.5), int(w * scale + 0.5))
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False).round_().clamp_(0, 255)
+    top, left = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+    x = x[:, :, top : top + image_size, left : left + image_size]
+    mean_t = torch.tensor(MMACTION2_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(MMACTION2_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean_t) / std_t).contiguous()
+
+
+def _to_model_size(frames: np.ndarray, image_size: int, resize: str) -> torch.Tensor:
+    """Decoded frames -> (T, 3, S, S) model input by ``resize`` (one of ``demo.models.temporal.RESIZES``)."""
+    if resize == "pil-bicubic":
+        return preprocess_reference(frames, image_size)
+    if resize == "mmaction2":
+        return preprocess_mmaction2(frames, image_size)
+    return preprocess(frames, image_size, CLIP_MEAN, CLIP_STD)
+
+
 def load_clip4clip_clip(
     path: str | Path, image_size: int, sample_fps: float = 1.0, max_frames: int = 12,
     sampling: str = "float-fps", resize: str = "decoder",
@@ -117,18 +159,18 @@ def load_clip4clip_clip(
     """A clip as CLIP4Clip sees it -> frames (T, 3, S, S) float32, mask (T,) bool.
 
     Frames are picked by ``sampling`` (:func:`demo.video.sampling.sample_indices`), brought to S
-    by ``resize`` ("decoder" or "pil-bicubic", see the module docstring) and normalised with
-    CLIP's mean/std. T is ``max_frames``, slots past the clip's sample count zeros with ``mask``
+    by ``resize`` ("decoder", "pil-bicubic" or "mmaction2", see the module docstring) and normalised
+    with CLIP's mean/std (MMAction2's rounding of it for "mmaction2"). T is ``max_frames``, slots past
+    the clip's sample count zeros with ``mask``
     False; with "every-second" sampling (no cap) T is the sample count and every slot is real.
     """
     import torch
 
-    reference = resize == "pil-bicubic"
-    with VideoSource(Path(path), short_side=None if reference else image_size) as src:
+    full_resolution = resize != "decoder"
+    with VideoSource(Path(path), short_side=None if full_resolution else image_size) as src:
         idx = sample_indices(sampling, src.info.num_frames, src.info.fps, sample_fps, max_frames)
         frames = src.read(idx)
-    x = preprocess_reference(frames, image_size) if reference else preprocess(frames, image_size, CLIP_MEAN,
-                                                                              CLIP_STD)
+    x = _to_model_size(frames, image_size, resize)
     slots = len(x) if sampling == "every-second" else max_frames
     out = torch.zeros((slots, 3, image_size, image_size), dtype=torch.float32)
     out[: len(x)] = x

@@ -4,7 +4,9 @@ Three rules for CLIP4Clip models (``Clip4ClipSettings.frame_sampling``):
 
 * :func:`clip4clip_indices` ("float-fps"): this project's own rule, from the real (float) frame rate;
 * :func:`reference_indices` ("clip4clip"): CLIP4Clip's dataloader, whole-number fps, floor when thinning;
-* :func:`every_second_indices` ("every-second"): the Searchium WebVid notebook, every 1-fps frame, no cap.
+* :func:`every_second_indices` ("every-second"): the Searchium WebVid notebook, every 1-fps frame, no cap;
+* :func:`clip2video_indices` ("clip2video"): CLIP2Video's frame folders and dataloader;
+* :func:`mmaction2_indices` ("mmaction2"): MMAction2's ``UniformSample`` in test mode.
 
 Pure arithmetic on frame counts and rates; nothing is decoded here.
 """
@@ -102,14 +104,61 @@ def every_second_indices(num_frames: int, fps: float) -> np.ndarray:
     return _per_second(num_frames, fps, 1.0)
 
 
+CLIP2VIDEO_EXTRACT_FPS = 5.0  # CLIP2Video's sample_frame.py writes every clip as JPEGs with ``ffmpeg -r 5``
+
+
+def clip2video_indices(num_frames: int, fps: float, feature_framerate: int = 2, max_frames: int = 12) -> np.ndarray:
+    """CLIP2Video's sampling ("clip2video"): the clip as a 5-fps frame sequence (n frames), of which
+    ``n // feature_framerate`` at ``linspace(0, n - 1, ...)`` rounded down, then, when more than
+    ``max_frames``, again at ``linspace`` rounded down (its ``RawFrameExtractor.video_to_tensor``).
+
+    The 5-fps sequence is taken as the frame on screen at each k / 5 s (:func:`clip4clip_indices`);
+    CLIP2Video makes it with ``ffmpeg -r 5``, whose frame dropping can pick a neighbouring frame
+    (not checked here: no ffmpeg), and stores JPEGs (``-q 0``), whose compression is not reproduced.
+    Where CLIP2Video finds no frame at all (a clip under 0.4 s) it embeds an empty clip; we take frame 0.
+
+    >>> clip2video_indices(300, 30.0).tolist()  # 10 s: 50 frames at 5 fps, 25 of them, 12 of those
+    [0, 24, 48, 72, 96, 120, 156, 180, 204, 228, 252, 294]
+    """
+    five = clip4clip_indices(num_frames, fps, CLIP2VIDEO_EXTRACT_FPS, max_frames=num_frames)
+    keep = len(five) // max(1, feature_framerate)
+    if keep == 0:
+        return five[:1]
+    picked = five[np.floor(np.linspace(0, len(five) - 1, keep)).astype(np.int64)]
+    if len(picked) > max_frames:
+        picked = picked[np.floor(np.linspace(0, len(picked) - 1, max_frames)).astype(np.int64)]
+    return picked
+
+
+def mmaction2_indices(num_frames: int, clip_len: int = 12) -> np.ndarray:
+    """MMAction2's ``UniformSample(clip_len, num_clips=1, test_mode=True)`` ("mmaction2"): segments of
+    ``(num_frames - 1) / clip_len`` frames, from each the frame at ``round(start)`` plus half a segment
+    (rounded down); always ``clip_len`` indices, repeated in a short clip. ``np.round`` rounds halves
+    to even, as there.
+
+    >>> mmaction2_indices(30, 4).tolist()  # segments of 7.25 frames; round(14.5) is 14
+    [3, 10, 17, 25]
+    """
+    if num_frames < 1 or clip_len < 1:
+        raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames} and {clip_len}")
+    segment = float(num_frames - 1) / clip_len
+    offset = int(segment / 2)
+    return np.array([int(np.round(segment * i)) + offset for i in range(clip_len)], dtype=np.int64)
+
+
 def sample_indices(rule: str, num_frames: int, fps: float, sample_fps: float, max_frames: int) -> np.ndarray:
-    """The frames rule ``rule`` (one of ``demo.models.temporal.SAMPLINGS``) picks."""
+    """The frames rule ``rule`` (one of ``demo.models.temporal.SAMPLINGS``) picks. For "clip2video",
+    ``sample_fps`` is 5 / CLIP2Video's ``feature_framerate`` (2.5 for its released checkpoints)."""
     if rule == "float-fps":
         return clip4clip_indices(num_frames, fps, sample_fps, max_frames)
     if rule == "clip4clip":
         return reference_indices(num_frames, fps, sample_fps, max_frames)
     if rule == "every-second":
         return every_second_indices(num_frames, fps)
+    if rule == "clip2video":
+        return clip2video_indices(num_frames, fps, round(CLIP2VIDEO_EXTRACT_FPS / sample_fps), max_frames)
+    if rule == "mmaction2":
+        return mmaction2_indices(num_frames, max_frames)
     raise ValueError(f"unknown frame sampling {rule!r}")
 
 

@@ -1,22 +1,15 @@
-"""Checkpoints trained with the CLIP4Clip code (ArrowLuo/CLIP4Clip) to this project's folder format.
+"""OpenAI-layout CLIP weights (what CLIP4Clip, CLIP2Video and MMAction2 save under ``clip.``) as Hugging Face
+CLIP towers, and the checkpoint folder every converter writes.
 
-``python -m demo convert clip4clip CHECKPOINT --out DIR`` reads a ``pytorch_model.bin.N`` that
-CLIP4Clip's trainer saved (a state dict: the OpenAI CLIP weights under ``clip.``, and for
-seqTransf ``frame_position_embeddings`` + ``transformerClip.resblocks.*``, for seqLSTM
-``lstm_visual.*``) and writes an ordinary Hugging Face CLIP folder plus ``clip4clip.json`` and
-``temporal_head.safetensors``. The settings written are CLIP4Clip's own
-(:data:`demo.models.temporal.REFERENCE`): its frame sampling and PIL bicubic resizing, and
-seqTransf blocks computed as there (QuickGELU, LayerNorm epsilon 1e-12), so the converted model
-embeds a clip as the CLIP4Clip code does. The MSR-VTT-trained checkpoints (the model card's
-second row) convert the same way. The CLIP tokenizer is the real BPE vocabulary in ``assets/``.
-
-What is refused, with the reason: a cross-encoder (``tightTransf``) checkpoint, a 3-D linear
-patch (``--linear_patch 3d``), a ResNet CLIP, and widths that are not CLIP's 64-per-head layout.
+The towers are OpenAI's ViT CLIP: packed q/k/v in-projections, projections multiplied on the right,
+QuickGELU and LayerNorm epsilon 1e-5, which ``CLIPTextModelWithProjection`` /
+``CLIPVisionModelWithProjection`` compute exactly (checked against transcriptions in tests/test_parity.py).
+``HEAD_BLOCK`` maps a residual block of the temporal transformers these code bases put after the towers
+(CLIP4Clip's ``transformerClip``, CLIP2Video's, MMAction2's adapter) onto ``torch.nn.TransformerEncoderLayer``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import shutil
@@ -29,7 +22,7 @@ from demo.errors import InputError, ModelLoadError
 if TYPE_CHECKING:
     import torch
 
-log = logging.getLogger(__name__)
+    from demo.models.clip4clip import Clip4Clip
 
 _BLOCK = {  # OpenAI CLIP residual block -> Hugging Face CLIPEncoderLayer
     "attn.out_proj": "self_attn.out_proj",
@@ -38,7 +31,7 @@ _BLOCK = {  # OpenAI CLIP residual block -> Hugging Face CLIPEncoderLayer
     "mlp.c_fc": "mlp.fc1",
     "mlp.c_proj": "mlp.fc2",
 }
-_HEAD_BLOCK = {  # CLIP4Clip's transformerClip block -> torch.nn.TransformerEncoderLayer
+HEAD_BLOCK = {  # CLIP4Clip's transformerClip block -> torch.nn.TransformerEncoderLayer
     "attn.in_proj_weight": "self_attn.in_proj_weight",
     "attn.in_proj_bias": "self_attn.in_proj_bias",
     "attn.out_proj.weight": "self_attn.out_proj.weight",
@@ -55,7 +48,12 @@ _HEAD_BLOCK = {  # CLIP4Clip's transformerClip block -> torch.nn.TransformerEnco
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a CLIP4Clip checkpoint file (a ``module.`` prefix from DDP is dropped)."""
+    """The state dict in a checkpoint file: a bare one (CLIP4Clip's, CLIP2Video's) or the ``state_dict`` of a
+    training checkpoint (MMAction2's); a ``module.`` prefix from DDP is dropped. Only tensors and plain
+    containers are unpickled (``weights_only``): a file that holds more is refused with the one-line way
+    to re-save its weights."""
+    import pickle
+
     import torch
 
     file = Path(path)
@@ -63,6 +61,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"checkpoint {file} does not exist")
     try:
         raw = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(f"{file} holds Python objects besides weights ({str(err).splitlines()[0]}); if you trust "
+                         f"it, re-save its weights: python -c \"import torch; c = torch.load('{file}', "
+                         "weights_only=False); torch.save(c.get('state_dict', c), 'weights.pth')\"") from err
     except Exception as err:  # pickle errors of every kind: not a torch state dict
         raise InputError(f"cannot read {file} as a PyTorch state dict: {err}") from err
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
@@ -72,23 +74,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v.float() for k, v in raw.items()}
 
 
-def detect_pooling(state: dict[str, torch.Tensor]) -> str:
-    """meanP, seqLSTM or seqTransf, from the checkpoint's keys; refuses what cannot be converted."""
-    if any(k.startswith("cross.") for k in state):
-        raise InputError("this is a tightTransf (cross-encoder) checkpoint: it scores text and video "
-                         "jointly and cannot be split into the two encoders this project indexes with")
-    if "clip.visual.conv2.weight" in state:
-        raise InputError("this checkpoint uses a 3-D linear patch (--linear_patch 3d); only 2d converts")
-    if "clip.visual.proj" not in state:
-        raise InputError("no clip.visual.proj in the checkpoint: not a ViT CLIP4Clip checkpoint")
-    if any(k.startswith("transformerClip.") for k in state):
-        return "seqTransf"
-    if any(k.startswith("lstm_visual.") for k in state):
-        return "seqLSTM"
-    return "meanP"
-
-
-def _layers(state: dict[str, torch.Tensor], prefix: str) -> int:
+def layers(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many numbered blocks ``{prefix}{i}.`` the state dict holds."""
     found = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
     return max(found) + 1 if found else 0
 
@@ -105,12 +92,12 @@ def tower_configs(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[
               "projection_dim": int(state["clip.text_projection"].shape[1])}
     text = {**shared, "vocab_size": int(state["clip.token_embedding.weight"].shape[0]), "hidden_size": int(width),
             "intermediate_size": 4 * int(width), "num_attention_heads": int(width) // 64,
-            "num_hidden_layers": _layers(state, "clip.transformer.resblocks."),
+            "num_hidden_layers": layers(state, "clip.transformer.resblocks."),
             "max_position_embeddings": int(state["clip.positional_embedding"].shape[0]),
             "bos_token_id": 49406, "eos_token_id": 49407}
     vision = {**shared, "hidden_size": int(vision_width), "intermediate_size": 4 * int(vision_width),
               "num_attention_heads": int(vision_width) // 64, "patch_size": patch, "image_size": patch * grid,
-              "num_hidden_layers": _layers(state, "clip.visual.transformer.resblocks.")}
+              "num_hidden_layers": layers(state, "clip.visual.transformer.resblocks.")}
     return text, vision
 
 
@@ -142,11 +129,11 @@ _VISION = {"vision_model.embeddings.class_embedding": "visual.class_embedding",
 _PROJECTIONS = ("text_projection.weight", "visual_projection.weight")  # OpenAI multiplies on the right: transpose
 
 
-def _tower(state: dict[str, torch.Tensor], names: dict[str, str], blocks: str, layers: str) -> dict[str, torch.Tensor]:
+def _tower(state: dict[str, torch.Tensor], names: dict[str, str], blocks: str, dst: str) -> dict[str, torch.Tensor]:
     out = {new: state[f"clip.{old}"].t().contiguous() if new in _PROJECTIONS else state[f"clip.{old}"]
            for new, old in names.items()}
-    for i in range(_layers(state, f"clip.{blocks}")):
-        out.update(_block(state, f"clip.{blocks}{i}.", f"{layers}{i}."))
+    for i in range(layers(state, f"clip.{blocks}")):
+        out.update(_block(state, f"clip.{blocks}{i}.", f"{dst}{i}."))
     return out
 
 
@@ -157,30 +144,20 @@ def tower_weights(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
             _tower(state, _VISION, "visual.transformer.resblocks.", "vision_model.encoder.layers."))
 
 
-def head_weights(state: dict[str, torch.Tensor], pooling: str, max_frames: int) -> dict[str, torch.Tensor]:
-    """The temporal head's weights in :mod:`demo.models.temporal`'s names (positions cut to ``max_frames``)."""
-    if pooling == "seqLSTM":
-        return {k.replace("lstm_visual.", "lstm.", 1): v for k, v in state.items() if k.startswith("lstm_visual.")}
-    if pooling != "seqTransf":
-        return {}
-    positions = state["frame_position_embeddings.weight"]
-    if positions.shape[0] < max_frames:
-        raise InputError(f"the checkpoint has {positions.shape[0]} frame positions, fewer than "
-                         f"--max-frames {max_frames}")
-    out = {"frame_position.weight": positions[:max_frames].contiguous()}
-    for i in range(_layers(state, "transformerClip.resblocks.")):
-        for old, new in _HEAD_BLOCK.items():
-            out[f"transformer.layers.{i}.{new}"] = state[f"transformerClip.resblocks.{i}.{old}"]
+
+
+def block_weights(state: dict[str, torch.Tensor], src: str, dst: str, count: int) -> dict[str, torch.Tensor]:
+    """``count`` residual blocks ``{src}{i}.`` as ``{dst}{i}.`` TransformerEncoderLayer weights (:data:`HEAD_BLOCK`)."""
+    out = {}
+    for i in range(count):
+        for old, new in HEAD_BLOCK.items():
+            out[f"{dst}{i}.{new}"] = state[f"{src}{i}.{old}"]
     return out
 
 
-def convert_clip4clip(checkpoint: str | Path, out: str | Path, *, max_frames: int = 12, max_words: int = 32,
-                      sample_fps: float = 1.0, overwrite: bool = False) -> Path:
-    """Convert a CLIP4Clip checkpoint into a checkpoint folder at ``out`` (written atomically).
-
-    ``max_frames``/``max_words``/``sample_fps`` are the settings it was trained with (CLIP4Clip's
-    defaults for MSR-VTT: 12 frames, 32 words, 1 fps); they go into ``clip4clip.json``.
-    """
+def build_towers(state: dict[str, torch.Tensor], source: str | Path) -> tuple[Any, Any]:
+    """``CLIPTextModelWithProjection`` and ``CLIPVisionModelWithProjection`` holding the OpenAI CLIP weights under
+    ``clip.`` in ``state``."""
     from transformers import (
         CLIPTextConfig,
         CLIPTextModelWithProjection,
@@ -188,15 +165,11 @@ def convert_clip4clip(checkpoint: str | Path, out: str | Path, *, max_frames: in
         CLIPVisionModelWithProjection,
     )
 
-    from demo.models.clip4clip import Clip4Clip, quiet_transformers
-    from demo.models.temporal import Clip4ClipSettings, build_head
-    from demo.models.tokenizer import build_clip_tokenizer_files
+    from demo.models.clip4clip import quiet_transformers
 
-    target = Path(out)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise InputError(f"{target} exists and is not empty; pass --overwrite to replace it")
-    state = read_checkpoint(checkpoint)
-    pooling = detect_pooling(state)
+    if "clip.visual.proj" not in state or "clip.ln_final.weight" not in state:
+        raise InputError(f"{source}: no clip.visual.proj / clip.ln_final.weight: not a ViT CLIP checkpoint "
+                         "in OpenAI naming")
     text_config, vision_config = tower_configs(state)
     text_weights, vision_weights = tower_weights(state)
     with quiet_transformers():
@@ -206,19 +179,27 @@ def convert_clip4clip(checkpoint: str | Path, out: str | Path, *, max_frames: in
         text.load_state_dict(text_weights, strict=True)
         vision.load_state_dict(vision_weights, strict=True)
     except RuntimeError as err:
-        raise ModelLoadError(f"{checkpoint}: the CLIP weights do not fit a CLIP model: {err}") from err
-    width = int(text_config["hidden_size"])
-    if pooling == "seqTransf" and width != text_config["projection_dim"]:
-        raise InputError(f"seqTransf runs on {text_config['projection_dim']}-d frame embeddings but its "
-                         f"blocks are {width} wide; CLIP4Clip itself cannot run this checkpoint")
-    settings = Clip4ClipSettings.reference(
-        pooling=pooling, max_frames=max_frames, max_words=max_words, sample_fps=sample_fps,
-        head_layers=max(1, _layers(state, "transformerClip.resblocks.")), head_heads=width // 64)
-    head = build_head(settings, int(text_config["projection_dim"]))
-    if head is not None:
-        head.load_state_dict(head_weights(state, pooling, max_frames), strict=True)
-    scale = float(state["clip.logit_scale"]) if "clip.logit_scale" in state else math.log(1 / 0.07)
-    model = Clip4Clip(text, vision, settings, head, logit_scale=scale)
+        raise ModelLoadError(f"{source}: the CLIP weights do not fit a CLIP model: {err}") from err
+    return text, vision
+
+
+def logit_scale(state: dict[str, torch.Tensor]) -> float:
+    """The checkpoint's learned temperature (log scale), or CLIP's initial one."""
+    return float(state["clip.logit_scale"]) if "clip.logit_scale" in state else math.log(1 / 0.07)
+
+
+def check_target(out: str | Path, overwrite: bool) -> Path:
+    target = Path(out)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise InputError(f"{target} exists and is not empty; pass --overwrite to replace it")
+    return target
+
+
+def write_folder(model: Clip4Clip, target: Path) -> Path:
+    """``model`` saved with the CLIP tokenizer files into ``target``, atomically (a temporary folder beside it,
+    renamed into place)."""
+    from demo.models.tokenizer import build_clip_tokenizer_files
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -229,5 +210,4 @@ def convert_clip4clip(checkpoint: str | Path, out: str | Path, *, max_frames: in
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("converted %s (%s) into %s", checkpoint, pooling, target)
     return target
