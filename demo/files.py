@@ -81,10 +81,22 @@ def replace_section(document: str, name: str, body: str) -> str:
     return document.rstrip() + ("\n\n" if document.strip() else "") + section + "\n"
 
 
+def has_section(document: str, name: str) -> bool:
+    """Whether ``document`` holds both markers of section ``name``, in order.
+
+    >>> has_section("a\\n<!-- s -->\\nx\\n<!-- /s -->\\n", "s"), has_section("a\\n<!-- s -->\\n", "s")
+    (True, False)
+    """
+    begin, end = markers(name)
+    start = document.find(begin)
+    return start >= 0 and document.find(end, start + len(begin)) > start
+
+
 def write_section(path: str | Path, name: str, body: str, title: str = "# Benchmarks") -> Path:
-    """Replace section ``name`` of the Markdown file ``path`` (created with ``title`` when missing)."""
+    """Replace section ``name`` of the Markdown file ``path`` (created with ``title`` when missing).
+    The file is read as bytes, so its line endings outside the section stay as they were."""
     path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.is_file() else f"{title}\n"
+    old = path.read_bytes().decode("utf-8") if path.is_file() else f"{title}\n"
     return atomic_write(path, replace_section(old, name, body))
 
 

@@ -231,3 +231,23 @@ def test_extra_sections_run_only_when_named_and_write_their_own_section(tmp_path
     assert "| import peak resident memory" in out["markdown"] and "20,000 synthetic rows" in text
     assert "yes |" in text.split("import wall time")[1].splitlines()[0]
     assert "grey levels" in text and (tmp_path / "o" / "bench-import.json").is_file()
+
+
+def test_bench_text_names_no_absolute_path(tmp_path: Path) -> None:
+    """An index outside the project (another checkout, a scratch folder) is named without the machine's
+    folders, in the realistic set's note and in the recorded command."""
+    import re
+    import shutil
+
+    from demo.bench.data import real_base
+    from demo.presets import EMBEDDED
+
+    assert EMBEDDED.index is not None
+    index = Path(shutil.copytree(EMBEDDED.index, tmp_path / "elsewhere" / "precomputed" / "index-world"))
+    absolute = re.compile(r"(^|[\s(`'\"])/[A-Za-z]")
+    note = real_base(tmp_path / "work", index).note
+    assert note.startswith("index .../precomputed/index-world (2500 videos") and not absolute.search(note), note
+    command = BenchConfig(sections=("search",), index=index).command
+    assert command.endswith("--index .../precomputed/index-world") and not absolute.search(command), command
+    missing = tmp_path / "nowhere" / "index"  # the fallback's note names the missing folder the same way
+    assert str(tmp_path) not in BenchConfig(index=missing).command

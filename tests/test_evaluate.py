@@ -271,10 +271,15 @@ def test_embedded_cli_writes_benchmarks(tmp_path: Path, tiny_clip4clip: Path) ->
     argv = ["evaluate", "--world", str(world), "--zero-shot", "none", "--clip4clip", str(model),
             "--rerank", "3", "--no-cache", "--workers", "1", "--out", str(tmp_path / "out"),
             "--write-benchmarks", "--benchmarks", str(bench)]
+    readme = tmp_path / "README.md"  # the README beside BENCHMARKS.md gets its results table too
+    readme.write_text("# Guide\n\n<!-- results:embedded -->\nold\n<!-- /results:embedded -->\n\nmore\n")
     assert main(argv) == 0
     text = bench.read_text()
     assert "hand-written notes" in text and "<!-- /evaluate:embedded -->" in text
     assert "| CLIP4Clip seqTransf, binarised + rerank3 |" in text
+    guide = readme.read_text()
+    assert guide.startswith("# Guide\n\n<!-- results:embedded -->\n| Model | R@1 |") and guide.endswith("\n\nmore\n")
+    assert "| CLIP4Clip seqTransf |" in guide and "old" not in guide
     saved = json.loads((model / "eval.json").read_text())
     assert saved["suite"] == "embedded" and "markdown" in saved
     assert main(argv) == 0
@@ -322,3 +327,59 @@ def test_report_shows_where_free_form_misses_come_from():
     assert "blind to shape would answer 62.5%" in md
     assert "the right event first for 66.7%" in md
     assert "| moving up | 2 | 50.0 | bouncing |" in md and "| growing | 1 | 100.0 | - |" in md
+
+
+def _small_result() -> EvalResult:
+    from demo.evaluate.results import EvalRow
+
+    ranks = np.array([1, 1, 2, 7])
+    rows = [EvalRow.from_ranks("model a", "t2v", ranks), EvalRow.from_ranks("model a", "v2t", ranks[::-1]),
+            EvalRow.from_ranks("model b", "t2v", ranks + 1)]
+    return EvalResult("embedded", rows, {"command": "python -m demo evaluate --write-benchmarks",
+                                         "created": "2026-12-07T03:30:34+00:00", "device": "cpu (test)",
+                                         "test_set": "four planted queries"})
+
+
+def test_writing_results_updates_the_readme_section_and_leaves_the_rest_byte_for_byte(tmp_path: Path) -> None:
+    from demo.evaluate.results import README_SECTION, readme_table, write_benchmarks
+
+    result = _small_result()
+    before, after = "---\ntitle: x\n---\n\n# Guide ✓\r\n\n", "\n\ntail  \n\n## More\n"
+    readme = tmp_path / "README.md"
+    readme.write_bytes(f"{before}<!-- {README_SECTION} -->\nold table\n<!-- /{README_SECTION} -->{after}".encode())
+    written = write_benchmarks(result, tmp_path / "BENCHMARKS.md", None, readme=readme)
+    assert readme in written
+    text = readme.read_bytes().decode()
+    table = readme_table(result)
+    assert text == f"{before}<!-- {README_SECTION} -->\n{table}\n<!-- /{README_SECTION} -->{after}"
+    assert "| model a | 50.0 | 75.0 | 100.0 | 1.5 | 2.75 |" in table and "| model b |" in table
+    assert table.count("| model a |") == 1  # text -> video rows only
+    assert "`python -m demo evaluate --write-benchmarks` on 2026-12-07" in table
+    # the same table from the JSON that eval.json keeps, so it can be regenerated without a run
+    assert readme_table(json.loads(json.dumps(result.to_json()))) == table
+
+
+def test_a_readme_without_the_section_is_left_alone(tmp_path: Path) -> None:
+    from demo.evaluate.results import readme_table, write_benchmarks, write_readme_results
+
+    plain = tmp_path / "README.md"
+    plain.write_text("# Guide\n\nno results here\n")
+    write_benchmarks(_small_result(), tmp_path / "BENCHMARKS.md", None, readme=plain)
+    assert plain.read_text() == "# Guide\n\nno results here\n"
+    assert not write_readme_results(tmp_path / "missing" / "README.md", _small_result())
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(ValueError, match="no text -> video rows"):
+        readme_table({"rows": [{"task": "v2t"}]})
+
+
+def test_the_shipped_readme_table_is_the_stored_run() -> None:
+    """README.md's results section is what `evaluate --write-benchmarks` writes from the shipped eval.json."""
+    from demo.evaluate.results import README_SECTION, readme_table
+    from demo.evaluate.suites import CLIP4CLIP_WORLD
+    from demo.files import markers
+    from demo.presets import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    begin, end = markers(README_SECTION)
+    section = text[text.index(begin) + len(begin):text.index(end)].strip()
+    assert section == readme_table(json.loads((CLIP4CLIP_WORLD / "eval.json").read_text()))

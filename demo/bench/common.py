@@ -23,7 +23,7 @@ from demo.models.clip4clip import Clip4Clip
 from demo.models.encoders import Clip4ClipEncoder
 from demo.models.temporal import Clip4ClipSettings
 from demo.models.tokenizer import build_clip_tokenizer_files
-from demo.presets import EMBEDDED
+from demo.presets import EMBEDDED, shown_path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ TINY_TEXT: dict[str, Any] = dict(vocab_size=49408, hidden_size=32, intermediate_
                                  num_attention_heads=2, max_position_embeddings=32, projection_dim=16)
 TINY_VISION: dict[str, Any] = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
                                    num_hidden_layers=2, num_attention_heads=2, projection_dim=16)
+
+
+def recorded_path(path: str | Path) -> str:
+    """How a bench names a file or folder in what it writes: relative to the project (or the working
+    directory) as :func:`demo.presets.shown_path` does; a path outside both keeps its last two parts
+    behind ``.../``, so BENCHMARKS.md names no one's machine.
+
+    >>> recorded_path("/somewhere/else/precomputed/index-world")
+    '.../precomputed/index-world'
+    >>> recorded_path("Searchium-ai/clip4clip-webvid150k")
+    'Searchium-ai/clip4clip-webvid150k'
+    """
+    shown = shown_path(path)
+    if not Path(shown).is_absolute():
+        return shown
+    return ".../" + "/".join(Path(shown).parts[-2:])
 
 
 @dataclass(frozen=True)

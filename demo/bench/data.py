@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.bench.common import random_encoder
+from demo.bench.common import random_encoder, recorded_path
 from demo.index.binary import binarize, l2_normalize
 from demo.index.video_index import VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
-from demo.presets import EMBEDDED, shown_path
+from demo.presets import EMBEDDED
 from demo.video.preprocess import CLIP_MEAN, CLIP_STD, preprocess
 from demo.video.sampling import clip4clip_indices
 from demo.world import WorldConfig, clip_specs, render
@@ -200,12 +200,13 @@ def real_base(workdir: Path, index_dir: Path | None = None, fallback_videos: int
         model = next((Path(m) for m in (index.info.get("model_path"), EMBEDDED.model)
                       if m and Path(m).is_dir()), None)
         encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu") if model else None
-        note = f"index {shown_path(folder)} ({len(index)} videos, {index.fingerprint.describe()}, model {model})"
+        note = (f"index {recorded_path(folder)} ({len(index)} videos, {index.fingerprint.describe()}, "
+                f"model {recorded_path(model) if model else None})")
         return RealBase(np.asarray(index.embeddings, np.float32),
                         np.asarray(index.caption_embeddings, np.float32), texts, encoder, note)
     encoder = fallback_encoder(workdir, seed)
     videos, captions, texts = embed_world(encoder, fallback_videos)
-    note = (f"FALLBACK: {folder} is missing; a random-init CLIP4Clip (512-d) embedded "
+    note = (f"FALLBACK: {recorded_path(folder)} is missing; a random-init CLIP4Clip (512-d) embedded "
             f"{len(videos)} rendered world clips and their captions. Random towers map every clip "
             f"to nearly the same vector (median nearest-neighbour cosine {nn_cosine(l2_normalize(videos)):.4f}), "
             "so recall on this set says nothing about a trained model")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.bench.app import bench_app
-from demo.bench.common import cpu_seconds, load_average, machine_info
+from demo.bench.common import cpu_seconds, load_average, machine_info, recorded_path
 from demo.bench.data import clustered_sets, real_base, realistic_sets
 from demo.bench.decode import bench_decode
 from demo.bench.engines import EnginesScale, bench_engines
@@ -112,7 +112,7 @@ class BenchConfig:
         if tuple(self.sections) != SECTIONS:
             parts.append("--only " + " ".join(self.sections))
         if self.index is not None:
-            parts.append(f"--index {self.index}")
+            parts.append(f"--index {recorded_path(self.index)}")
         return " ".join(parts)
 
     def markdown_target(self) -> Path | None:

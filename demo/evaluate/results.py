@@ -19,7 +19,7 @@ import numpy as np
 
 from demo.evaluate.compositional import compositional_markdown
 from demo.evaluate.metrics import metrics_from_ranks
-from demo.files import atomic_write, atomic_write_json, write_section
+from demo.files import atomic_write, atomic_write_json, has_section, write_section
 from demo.models.device import default_device
 
 METRIC_KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
@@ -291,9 +291,61 @@ def section_name(suite: str) -> str:
     return f"evaluate:{suite}"
 
 
-def write_benchmarks(result: EvalResult, benchmarks_md: str | Path, eval_json: str | Path | None) -> None:
-    """Replace the suite's marked section of ``benchmarks_md`` (created if missing) with
-    the result's Markdown, and write the result's JSON (plus its Markdown) to ``eval_json``."""
-    write_section(benchmarks_md, section_name(result.suite), result.to_markdown())
+README_SECTION = "results:embedded"  # the README's summary table (the main text -> video rows)
+
+
+def readme_table(result: EvalResult | dict[str, Any]) -> str:
+    """The README's results summary: every text -> video row of a run (an :class:`EvalResult`, or its
+    JSON as ``eval.json`` keeps it), then one line naming the command, the date and the test set.
+
+    >>> row = {"name": "m", "task": "t2v", "queries": 1000,
+    ...        "metrics": {"R@1": 86.4, "R@5": 99.4, "R@10": 99.8, "MdR": 1.0, "MnR": 1.226}}
+    >>> info = {"command": "python -m demo evaluate", "created": "2026-12-07T03:30:34+00:00",
+    ...         "test_set": "the test split", "device": "cpu"}
+    >>> print(readme_table({"rows": [row], "info": info}))
+    | Model | R@1 | R@5 | R@10 | MdR | MnR |
+    |---|---:|---:|---:|---:|---:|
+    | m | 86.4 | 99.4 | 99.8 | 1 | 1.23 |
+    <BLANKLINE>
+    Text -> video on the test split, one canonical caption per clip (1000 queries), written by `python -m demo evaluate` on 2026-12-07, cpu.
+    """  # noqa: E501 - the doctest's expected line
+    data = result.to_json() if isinstance(result, EvalResult) else result
+    rows = [r for r in data.get("rows", []) if r.get("task") == "t2v"]
+    if not rows:
+        tasks = sorted({str(r.get("task")) for r in data.get("rows", [])})
+        raise ValueError(f"no text -> video rows to summarise; the run's tasks: {tasks}")
+    out = [HEADER]
+    for r in rows:
+        m = r["metrics"]
+        recalls = " | ".join(f"{m[k]:.1f}" for k in METRIC_KEYS[:3])
+        out.append(f"| {r['name']} | {recalls} | {m['MdR']:g} | {m['MnR']:.2f} |")
+    info = data.get("info") or {}
+    date = str(info.get("created", ""))[:10] or "an unrecorded date"
+    out += ["", f"Text -> video on {info.get('test_set', 'the test set')}, one canonical caption per clip "
+            f"({rows[0]['queries']} queries), written by `{info.get('command', 'python -m demo evaluate')}` "
+            f"on {date}, {info.get('device', 'device not recorded')}."]
+    return "\n".join(out)
+
+
+def write_readme_results(readme: str | Path, result: EvalResult | dict[str, Any]) -> bool:
+    """Replace the README's results section with :func:`readme_table`; everything else stays byte for
+    byte. Returns False (and writes nothing) when ``readme`` is missing or has no such section, so a
+    results file elsewhere never grows a README."""
+    path = Path(readme)
+    if not path.is_file() or not has_section(path.read_text(encoding="utf-8"), README_SECTION):
+        return False
+    write_section(path, README_SECTION, readme_table(result))
+    return True
+
+
+def write_benchmarks(result: EvalResult, benchmarks_md: str | Path, eval_json: str | Path | None,
+                     readme: str | Path | None = None) -> list[Path]:
+    """Replace the suite's marked section of ``benchmarks_md`` (created if missing) with the result's
+    Markdown, write the result's JSON (plus its Markdown) to ``eval_json``, and the summary table into
+    ``readme``'s results section when it has one. Returns the files written."""
+    written = [write_section(benchmarks_md, section_name(result.suite), result.to_markdown())]
     if eval_json is not None:
-        atomic_write_json(eval_json, {**result.to_json(), "markdown": result.to_markdown()})
+        written.append(atomic_write_json(eval_json, {**result.to_json(), "markdown": result.to_markdown()}))
+    if readme is not None and write_readme_results(readme, result):
+        written.append(Path(readme))
+    return written

@@ -107,13 +107,13 @@ def check_publishable(request: EvaluateRequest) -> None:
 
 
 def publish(result: EvalResult, request: EvaluateRequest, benchmarks: str | Path | None = None) -> list[Path]:
-    """Write an embedded-suite result into BENCHMARKS.md (default: the project's), the CLIP4Clip
-    folder's ``eval.json`` and the test-split section of each model card; returns what changed."""
+    """Write an embedded-suite result into BENCHMARKS.md (default: the project's), the results section
+    of the README beside it (when it has one), the CLIP4Clip folder's ``eval.json`` and the test-split
+    section of each model card; returns what changed."""
     check_publishable(request)
     target = Path(benchmarks) if benchmarks is not None else ROOT / "BENCHMARKS.md"
-    eval_json = Path(request.clip4clip) / "eval.json"
-    write_benchmarks(result, target, eval_json)
-    written = [target, eval_json]
+    written = write_benchmarks(result, target, Path(request.clip4clip) / "eval.json",
+                               readme=target.parent / "README.md")
     for folder in (request.clip4clip, request.zero_shot):  # each model card carries the test-split tables
         if folder is not None and set_card_results(Path(folder) / "README.md", result.to_markdown()):
             written.append(Path(folder) / "README.md")
