@@ -67,10 +67,20 @@ class _Header:
 
 
 def _short_reason(exc: BaseException) -> str:
-    # decord's messages carry "[12:00:00] /path/file.cc:218: " prefixes (nested when
-    # rethrown) and sometimes a stack trace: keep the first line without them.
+    """The reason in words. decord's messages carry "[12:00:00] /path/file.cc:218: " prefixes
+    (nested when rethrown) and sometimes a stack trace; PyAV's an errno and the quoted path
+    ("[Errno 1094995529] Invalid data found when processing input: '/x.mp4'"): keep the first line
+    without them (the path is named by the message that carries the reason).
+
+    >>> _short_reason(OSError("[Errno 1094995529] Invalid data found when processing input: '/t/a b.mp4'"))
+    'invalid data found when processing input'
+    """
     lines = str(exc).strip().splitlines()
     text = re.sub(r"\[[\d:]+\] \S+:\d+: ", "", lines[0]).strip() if lines else ""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    text = re.sub(r":\s*'[^']*'$", "", text).strip()
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
     return (text or type(exc).__name__)[:200]
 
 
@@ -317,6 +327,13 @@ def _decode_pyav(src: VideoSource, idx: list[int]) -> np.ndarray:
             f"decodable, frame {missing[0]} is missing"
         )
     return np.stack([got[i] for i in idx])
+
+
+def check_video(path: str | Path) -> None:
+    """Refuse what cannot be a video, from its header alone (milliseconds; decodes at most one
+    frame): a missing file, a folder, an empty file, a still image, audio only, not a video.
+    Raises :class:`VideoDecodeError` naming the file and why."""
+    _read_header(Path(path))
 
 
 def probe(path: str | Path) -> VideoInfo:
