@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -44,10 +45,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd, ``docker stop``) shuts down as Ctrl-C does: the server closes and the
+    clip renderer and its resource tracker go with it, instead of being orphaned by an abrupt exit."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _serve(argv)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server was up
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _serve(argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs each CPU-feature probe at INFO
+    if threading.current_thread() is threading.main_thread():
+        _stop_on_sigterm()
     if (args.preset or os.environ.get("DEMO_PRESET") or "embedded") == "embedded":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never ask the hub
 
@@ -63,14 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from demo.app.ui import build_demo, launch  # gradio: imported once there is something to serve
+    from demo.app.ui import UPLOAD_LIFETIME, build_demo, launch  # gradio: imported once there is something to serve
+    from demo.app.uploads import sweep_on_start
 
+    every, lifetime = UPLOAD_LIFETIME
+    sweep_on_start(lifetime, every)  # uploads a stopped server left behind
     demo = build_demo(service)
     # A small queue: parallel users wait their turn instead of running N models at once.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
     service.warm_up()  # the first search finds the binary index built and torch's kernels loaded
-    launch(demo, service, server_name=args.host, server_port=args.port, share=args.share)
-    logging.getLogger("app").info("ready in %.1f s at %s", time.perf_counter() - started, demo.local_url)
+    # quiet: Gradio's start-up lines name launch()'s share=True; ours name the address and --share
+    launch(demo, service, server_name=args.host, server_port=args.port, share=args.share, quiet=True)
+    where = demo.share_url or "--share for a public link"
+    logging.getLogger("app").info("ready in %.1f s at %s (%s)", time.perf_counter() - started, demo.local_url, where)
     threading.Thread(target=service.prerender, name="prerender", daemon=True).start()
     demo.block_thread()
     return 0

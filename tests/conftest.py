@@ -258,3 +258,50 @@ def bad_files(folder: Path) -> dict[str, Path]:
         w.setframerate(8000)
         w.writeframes((np.sin(np.arange(8000) / 5) * 8000).astype(np.int16).tobytes())
     return files
+
+
+def _write_stream(path: Path, frames: np.ndarray, fps: float, codec: str, fmt: str,
+                  options: dict[str, str] | None = None, rotation: int | None = None) -> Path:
+    from fractions import Fraction
+
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = options or {}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)  # the display matrix a phone writes
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def portrait_frames(frames: int = 12, width: int = 64, height: int = 128) -> np.ndarray:
+    """A tall clip: a red bar near the top, a blue square sliding down below it."""
+    video = np.full((frames, height, width, 3), 20, dtype=np.uint8)
+    video[:, 4:24, 8:width - 8] = (255, 40, 40)
+    for t in range(frames):
+        y = 32 + int(t / max(1, frames - 1) * (height - 56))
+        video[t, y:y + 16, 16:32] = (40, 40, 255)
+    return video
+
+
+def phone_clip(path: Path, rotation: int, frames: np.ndarray | None = None, fps: float = 12.0) -> Path:
+    """A portrait clip as phones store it: the frames turned to landscape, with a display
+    rotation of ``rotation`` degrees (counter-clockwise; 90 or -90) that shows them upright."""
+    upright = portrait_frames() if frames is None else frames
+    stored = np.ascontiguousarray(np.rot90(upright, k=-rotation // 90, axes=(1, 2)))
+    return _write_stream(path, stored, fps, "libx264", "mp4", rotation=rotation)
+
+
+def realtime_vp9_clip(path: Path, frames: int = 36, fps: float = 12.0) -> Path:
+    """A .webm as a realtime VP9 encoder writes it (deadline realtime, cpu-used 8)."""
+    video = np.full((frames, 96, 128, 3), 30, dtype=np.uint8)
+    for t in range(frames):
+        video[t, 30:60, 4 + 2 * t:28 + 2 * t] = 250  # a light square moving right
+    return _write_stream(path, video, fps, "libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8"})

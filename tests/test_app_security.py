@@ -78,3 +78,13 @@ def test_allowed_folders_are_ours_whatever_the_index(spread_app: tuple[Any, Demo
     allowed = [Path(p) for p in launch_options(service)["allowed_paths"]]
     assert all(not media.is_relative_to(p) and not p.is_relative_to(media) for p in allowed)
     assert {p.name for p in allowed} == {"cache", "examples"}
+
+
+def test_config_names_no_server_folders(spread_app: tuple[Any, DemoService, Path], tiny_clip4clip: Path) -> None:
+    """Gradio's /config holds the page header: it names the model and the index, not their folders."""
+    demo, service, media = spread_app
+    config = httpx.get(f"{demo.local_url}config").text
+    index = str(service.searcher.index.root)
+    assert index not in config and str(tiny_clip4clip) not in config
+    assert str(media.parent) not in config  # nor any other folder under the test's root
+    assert f'title=\\"{Path(index).name}\\"' in config or f'title="{Path(index).name}"' in config

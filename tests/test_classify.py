@@ -311,3 +311,40 @@ def test_shipped_embedded_xclip_calls_growing_clips_growing(tmp_path: Path) -> N
     for spec in specs:
         result = shipped.classify(render_to(spec, tmp_path / f"{spec.id}.mp4"), event_labels(), k=3)
         assert result.labels[0] == "growing", (spec.id, result.labels, result.probs)
+
+
+# ---- concurrency --------------------------------------------------------------------------
+
+
+class InstantModel:
+    """X-CLIP's outputs without its forward, so tokenising is all a call does."""
+
+    logit_scale = torch.tensor(0.0)
+
+    def __call__(self, input_ids: torch.Tensor, **kwargs: torch.Tensor) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits_per_video=torch.zeros(1, input_ids.shape[0]))
+
+
+def test_concurrent_classifications_share_the_tokenizer_safely(
+    classifier: XClipClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app answers several classify calls at once from one classifier: each call tokenises
+    its prompts twice with different settings, which must not leak into another thread's call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(classifier, "model", InstantModel())
+    frames = torch.zeros(NUM_FRAMES, 3, IMAGE_SIZE, IMAGE_SIZE)
+    labels = ["a cat playing the piano", "dog", "a very long label about many things " * 4, "x y"]
+
+    def run(_: int) -> str | None:
+        try:
+            result = classifier.classify_frames(frames, labels, k=4)
+        except ValueError as err:
+            return str(err)
+        return None if len(result.labels) == 4 else f"{len(result.labels)} labels"
+
+    with ThreadPoolExecutor(8) as pool:
+        failures = [f for f in pool.map(run, range(1500)) if f is not None]
+    assert failures == [], f"{len(failures)} of 1500 calls failed, e.g. {failures[0]}"

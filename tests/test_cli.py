@@ -187,3 +187,53 @@ def test_pooling_choices_are_the_model_poolings():
     from demo.presets import POOLING_CHOICES
 
     assert POOLING_CHOICES == POOLINGS
+
+
+# --- input checked before any model loads --------------------------------------------------
+
+
+@pytest.fixture()
+def no_models(monkeypatch):
+    """Loading a model fails the test: these inputs must be refused before."""
+    import demo.search.searcher
+    from demo.models.xclip import XClipClassifier
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(demo.search.searcher, "open_searcher", loaded)
+    monkeypatch.setattr(XClipClassifier, "from_pretrained", loaded)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "  \u200b "], "query is empty"),
+    (["search", "x", "--k", "100000000"], "--k must be between 1 and 1,000, got 100,000,000"),
+    (["search", "x", "--k", "0"], "--k must be between 1 and 1,000"),
+    (["search", "--image", "/nonexistent/photo.jpg"], "no such image file"),
+    (["describe", "/nonexistent/clip.mp4"], "no such file"),
+    (["describe", "{tmp}/zero.mp4"], "empty file (0 bytes)"),
+    (["describe", "{tmp}/notes.mp4"], "not a readable video (invalid data found when processing input)"),
+    (["describe", "{tmp}/notes.mp4", "--k", "5000"], "--k must be between"),
+    (["classify", "{tmp}/zero.mp4", "--labels", "a, b"], "empty file (0 bytes)"),
+])
+def test_bad_input_is_refused_before_the_model_loads(argv, message, tmp_path, no_models, capsys):
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("meeting notes, not a video\n" * 40)
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Errno" not in err
+
+
+def test_refusals_import_no_model_code(tmp_path):
+    """Refused in the time it takes to start Python: neither torch nor transformers is imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    code = ("import sys; from demo.cli import main; "
+            f"codes = [main(['search', ' ']), main(['describe', {str(tmp_path / 'zero.mp4')!r}]), "
+            "main(['search', 'x', '--k', '100000000'])]; "
+            "print(codes, sorted({'torch', 'transformers'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[2, 2, 2] []"

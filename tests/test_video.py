@@ -422,3 +422,89 @@ def test_decord_stride_failure_falls_back_to_pyav(tmp_path: Path, monkeypatch: p
     frames = read_frames(path, [5, 0])
     assert frames.shape == (2, 32, 48, 3)
     assert square_x(frames)[1] < square_x(frames)[0]
+
+
+# --- phone clips and realtime VP9 ---------------------------------------------------
+
+
+def _without_decord(monkeypatch: pytest.MonkeyPatch) -> None:
+    import demo.video.decode
+
+    monkeypatch.setattr(demo.video.decode, "quiet_decord", lambda: None)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_phone_clip_comes_back_upright_and_unsquashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      rotation: int, decoder: str) -> None:
+    """A portrait clip stored landscape with a rotation tag reads as its upright copy does, at
+    full size and scaled on decoding, whichever decoder runs."""
+    from conftest import phone_clip, portrait_frames
+
+    upright = tmp_path / "upright.mp4"
+    write_mp4(upright, portrait_frames(), fps=12)
+    phone = phone_clip(tmp_path / "phone.mp4", rotation)
+    if decoder == "pyav":
+        _without_decord(monkeypatch)
+    info = probe(phone)
+    assert (info.width, info.height) == (64, 128)
+    for short_side in (None, 32):
+        want = read_frames(upright, [0, 6, 11], short_side=short_side)
+        got = read_frames(phone, [0, 6, 11], short_side=short_side)
+        assert got.shape == want.shape
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 6
+
+
+def test_phone_clip_embeds_as_its_upright_copy(tmp_path: Path, tiny_clip4clip: Path) -> None:
+    from conftest import phone_clip, portrait_frames
+
+    from demo.models.encoders import Clip4ClipEncoder
+
+    encoder = Clip4ClipEncoder.from_pretrained(tiny_clip4clip, device="cpu")
+    upright = tmp_path / "upright.mp4"
+    write_mp4(upright, portrait_frames(), fps=12)
+    vectors = []
+    for path in (upright, phone_clip(tmp_path / "phone.mp4", -90)):
+        frames, mask = encoder.load_video(path)
+        vectors.append(encoder.encode_frames(frames[None], mask[None])[0])
+    assert float(vectors[0] @ vectors[1]) > 0.99
+
+
+def test_realtime_vp9_webm_decodes(tmp_path: Path) -> None:
+    from conftest import realtime_vp9_clip
+
+    path = realtime_vp9_clip(tmp_path / "realtime.webm")
+    assert probe(path).num_frames == 36
+    frames = read_frames(path, list(range(36)))
+    assert frames.shape == (36, 96, 128, 3) and square_x(frames)[-1] > square_x(frames)[0]
+
+
+def test_any_decord_failure_falls_back_to_pyav(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """decord stops in some files that ffmpeg decodes whole (realtime VP9 webm: error -11 at frame
+    10); whatever decord's error, PyAV decodes the frames."""
+    import decord
+    from conftest import realtime_vp9_clip
+
+    path = realtime_vp9_clip(tmp_path / "realtime.webm")
+    want = read_frames(path, list(range(36)), short_side=48)
+    real = decord.VideoReader
+
+    class StopsAtTen:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._reader = real(*args, **kwargs)
+
+        def __len__(self) -> int:
+            return len(self._reader)
+
+        def get_avg_fps(self) -> float:
+            return float(self._reader.get_avg_fps())
+
+        def get_batch(self, idx: list[int]) -> object:
+            if max(idx) >= 10:
+                raise decord.DECORDError("Error sending packet to decoder at frame 10: -11")
+            return self._reader.get_batch(idx)
+
+    monkeypatch.setattr(decord, "VideoReader", StopsAtTen)
+    got = read_frames(path, list(range(36)), short_side=48)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 8

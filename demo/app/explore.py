@@ -19,7 +19,7 @@ from demo.app.messages import corpus_id, friendly
 from demo.app.results import MODES, DescribeResult, SearchResult, VideoHit, VideoMoments, clamp_k
 from demo.errors import InputError
 from demo.search.moments import Moment, SegmentTable
-from demo.search.searcher import clean_query
+from demo.search.text import clean_query
 from demo.search.timeline import TimelineEntry, merge_entries, tiles
 from demo.video.decode import probe
 

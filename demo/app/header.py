@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 VOCAB_KINDS = (("colours", "colours"), ("shapes", "shapes"), ("sizes", "sizes"), ("events", "events"),
                ("relations", "two objects"), ("backgrounds", "backgrounds"))
 
 
+# A path with at least one folder, absolute or relative ("/srv/models/x", "./idx/a", "~/m"): its last part is shown.
+_PATH = re.compile(r"(?<![\w.:/])(?:~|\.{1,2})?(?:/[\w.@+\-]+)+/([\w.@+\-]+)/?")
+
+
+def without_folders(text: str) -> str:
+    """``text`` with every file path cut to its last part: the page (and Gradio's ``/config``, which
+    holds it) names models and indexes, never the server's folders. Hub ids (``org/name``) stay.
+
+    >>> without_folders("/srv/data/indexes/world and ../models/clip4clip-world, not Searchium-ai/clip4clip")
+    'world and clip4clip-world, not Searchium-ai/clip4clip'
+    """
+    return _PATH.sub(r"\1", text)
+
+
 def _chip(key: str, value: str, title: str = "") -> str:
+    title, value = without_folders(title), without_folders(value)
     tip = f' title="{html.escape(title)}"' if title else ""
     return f'<span class="vs-chip"{tip}><b>{html.escape(key)}</b> {html.escape(value)}</span>'
 

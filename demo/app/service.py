@@ -37,7 +37,8 @@ from demo.models.labels import LABEL_PRESETS, load_preset, parse_labels
 from demo.models.xclip import XClipClassifier
 from demo.presets import ASSETS, EMBEDDED, Preset, resolve_preset
 from demo.search.media import MediaResolver, default_cache, is_url, prerender
-from demo.search.searcher import MAX_QUERY_CHARS, clean_query, open_searcher
+from demo.search.searcher import open_searcher
+from demo.search.text import MAX_QUERY_CHARS, clean_query
 from demo.video.decode import probe
 from demo.world import vocabulary
 

@@ -13,8 +13,8 @@ Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from demo.cli.long_videos import print_skipped
-    from demo.index.items import items_from_csv, items_from_folder
+    from demo.cli.long_videos import print_not_videos, print_skipped
+    from demo.index.items import items_from_csv, items_from_folder, not_videos
     from demo.presets import resolve_preset
     from demo.video.windows import SegmentSpec
 
@@ -23,9 +23,10 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         raise DemoError("--address is for --engine ray")
     if spec is not None and args.engine == "ray":
         raise DemoError("--segment builds run on the local engine; leave out --engine ray")
-    source = Path(args.source)
+    source, ignored = Path(args.source), []
     if source.is_dir():
         items, media_root = items_from_folder(source, captions_csv=args.captions), source
+        ignored = not_videos(source, args.captions)
     elif source.is_file():
         items, media_root = items_from_csv(source), source.parent
     else:
@@ -36,11 +37,11 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         report = _build_on_ray(args, items, preset, media_root)
     else:
         report = _build_here(args, items, preset, media_root, spec)
-        if report is None:
-            return 0
-    resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
-    print(f"indexed {report.indexed} videos into {args.out}{resumed}")
-    print_skipped(report.skipped, report.not_retried)
+    if report is not None:
+        resumed = f" ({report.resumed_from} already done before this run)" if report.resumed_from else ""
+        print(f"indexed {report.indexed} videos into {args.out}{resumed}")
+        print_skipped(report.skipped, report.not_retried)
+    print_not_videos(ignored)
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from demo.cli.common import print_json
 from demo.errors import DemoError
 from demo.evaluate.longvideos import LongVideoConfig, compose, write_long_videos
+from demo.index.items import VIDEO_EXTENSIONS
 from demo.index.segment_build import build_segment_index
 from demo.index.segments import format_span
 from demo.search.moments import MERGE_MARGIN
@@ -40,6 +41,16 @@ def print_skipped(skipped: list[tuple[str, str]], not_retried: list[tuple[str, s
     if not_retried:
         print(f"{len(not_retried)} of them failed in an earlier run and were not tried again (unchanged "
               "since); pass --retry-failed to try them anyway")
+
+
+def print_not_videos(files: list[Any]) -> None:
+    """The files a folder build left out for their extension (a video must end in one of
+    :data:`demo.index.items.VIDEO_EXTENSIONS`)."""
+    if files:
+        kinds = " ".join(sorted(VIDEO_EXTENSIONS))
+        print(f"skipped {len(files)} file(s) that are not videos (a video ends in one of {kinds}):")
+        for path in files:
+            print(f"  {path}")
 
 
 def evaluate_moments(args: argparse.Namespace) -> int:

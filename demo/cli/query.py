@@ -10,15 +10,44 @@ from demo.errors import DemoError
 
 Subparsers = Any  # argparse's _SubParsersAction (a private class)
 
+# More results than anyone reads: a larger --k is refused (the app's slider stops at demo.app.results.MAX_K).
+MAX_RESULTS = 1000
+
+
+def check_k(k: int) -> int:
+    """``--k`` within 1..MAX_RESULTS, else one line saying so."""
+    if not 1 <= k <= MAX_RESULTS:
+        raise DemoError(f"--k must be between 1 and {MAX_RESULTS:,}, got {k:,}")
+    return k
+
+
+def check_video_arg(path: str) -> None:
+    """A clip to describe or classify, checked from its header before any model loads (seconds):
+    a missing, empty or non-video file is refused at once."""
+    from demo.video.decode import check_video
+
+    check_video(path)
+
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from demo.presets import resolve_preset
-    from demo.search.media import MediaResolver, default_cache
-    from demo.search.searcher import open_searcher
+    from demo.search.text import clean_query
 
     asked = [x for x in (args.text, args.image, args.like) if x is not None]
     if len(asked) != 1:
         raise DemoError("give one query: TEXT, --image PHOTO or --like RESULT_ID")
+    check_k(args.k)
+    if args.per_video < 1:
+        raise DemoError(f"--per-video must be at least 1, got {args.per_video}")
+    if args.text is not None:
+        clean_query(args.text)
+    elif args.image:
+        from demo.video.images import load_image
+
+        load_image(args.image)
+    from demo.presets import resolve_preset
+    from demo.search.media import MediaResolver, default_cache  # the model's imports: seconds
+    from demo.search.searcher import open_searcher
+
     searcher = open_searcher(resolve_preset(args.preset, args.model, args.index, pooling=args.pooling), args.device)
     if args.image:
         timed = searcher.search_image_timed(args.image, k=args.k, exact=args.exact, rerank=args.rerank,
@@ -36,8 +65,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    check_k(args.k)
+    check_video_arg(args.video)
     from demo.presets import resolve_preset
-    from demo.search.searcher import open_searcher
+    from demo.search.searcher import open_searcher  # the model's imports: seconds
 
     searcher = open_searcher(resolve_preset(args.preset, args.model, args.index, pooling=args.pooling), args.device)
     if args.timeline or args.segment is not None:
@@ -52,11 +83,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from demo.models.labels import load_preset, parse_labels
-    from demo.models.xclip import XClipClassifier
     from demo.presets import resolve_preset
 
+    check_k(args.k)
     preset = resolve_preset(args.preset, xclip=args.xclip)
     labels = parse_labels(args.labels) if args.labels else load_preset(args.label_preset or preset.labels)
+    check_video_arg(args.video)
+    from demo.models.xclip import XClipClassifier  # the model's imports: seconds
+
     classifier = XClipClassifier.from_pretrained(preset.xclip, device=args.device)
     result = classifier.classify(args.video, labels, template=args.template, k=args.k)
     if args.json:

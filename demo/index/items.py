@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.errors import InputError
+from demo.index.filecheck import MEDIA_KEY, file_record
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".gif"})
 
@@ -33,10 +34,13 @@ class VideoItem:
     stored_path: str | None = None
 
     def row(self) -> dict[str, Any]:
-        """The index's metadata row for this video."""
-        extra = {k: v for k, v in self.metadata.items() if k not in ("id", "path", "captions")}
+        """The index's metadata row for this video; a local file's row records which file it is
+        (:func:`demo.index.filecheck.file_record`), so the app serves it only while it still is."""
+        extra = {k: v for k, v in self.metadata.items() if k not in ("id", "path", "captions", MEDIA_KEY)}
         path = self.stored_path or self.path
-        return {"id": self.id, "path": path, "captions": list(self.captions), **extra}
+        record = file_record(self.path)
+        media = {MEDIA_KEY: record} if record is not None else {}
+        return {"id": self.id, "path": path, "captions": list(self.captions), **extra, **media}
 
 
 def default_caption(path: str | Path) -> str:
@@ -67,23 +71,32 @@ def _read_caption_csv(csv_path: str | Path, path_column: str, caption_column: st
     return df
 
 
+def _visible_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def not_videos(folder: str | Path, captions_csv: str | Path | None = None) -> list[Path]:
+    """The files under ``folder`` that :func:`items_from_folder` leaves out for their extension
+    (hidden entries and the captions CSV aside), so that a build can list them."""
+    root = Path(folder)
+    sidecar = Path(captions_csv).resolve() if captions_csv is not None else None
+    return [p for p in _visible_files(root) if p.suffix.lower() not in VIDEO_EXTENSIONS and p.resolve() != sidecar]
+
+
 def items_from_folder(folder: str | Path, captions_csv: str | Path | None = None) -> list[VideoItem]:
     """Every video file under ``folder`` (recursively, hidden entries skipped), sorted by path.
 
     Captions come from ``captions_csv`` (columns ``path,caption``, matched by file name;
     several rows give several captions), else from the file name (:func:`default_caption`).
-    Ids are paths relative to ``folder`` without the extension (with it where two clash).
+    Ids are paths relative to ``folder`` without the extension (with it where two clash). Rows
+    store the path relative to ``folder``: build with ``media_root=folder`` (the CLI does), so
+    the index finds its clips whatever the working folder, and can move together with them.
     """
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"video folder {root} does not exist")
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in VIDEO_EXTENSIONS
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files = [p for p in _visible_files(root) if p.suffix.lower() in VIDEO_EXTENSIONS]
     captions: dict[str, list[str]] = {}
     if captions_csv is not None:
         df = _read_caption_csv(captions_csv, "path", "caption")
@@ -97,6 +110,7 @@ def items_from_folder(folder: str | Path, captions_csv: str | Path | None = None
             id=p.relative_to(root).as_posix() if stem in clash else stem,
             path=str(p),
             captions=captions.get(p.name) or [default_caption(p)],
+            stored_path=p.relative_to(root).as_posix(),
         )
         for p, stem in zip(files, stems, strict=True)
     ]

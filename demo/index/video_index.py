@@ -250,7 +250,7 @@ class VideoIndex:
     def _hit(self, rank: int, row: int, score: float) -> Hit:
         r = self.metadata[row]
         caption = r["captions"][0] if r.get("captions") else ""
-        extra = {key: v for key, v in r.items() if key not in ("id", "path")}
+        extra = {key: v for key, v in r.items() if key not in ("id", "path", "media")}  # media: filecheck's record
         return Hit(rank, str(r["id"]), score, str(caption), str(r["path"]), extra)
 
     def describe(self, video_vec: np.ndarray, k: int = 5, dedupe: bool = True) -> list[CaptionHit]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,10 @@ class XClipClassifier:
         self.model = model.to(device).eval()
         self.processor = processor  # the checkpoint's image processor (None: decoder-scaled frames)
         self.tokenizer = tokenizer
+        # A fast tokenizer keeps its padding/truncation settings in its Rust backend and changes
+        # them per call: two threads with the two settings below would use each other's (a
+        # ValueError "Unable to create tensor"). One call at a time (tokenising takes microseconds).
+        self._tokenizer_lock = threading.Lock()
         self.name = name
         self.image_size = image_size
         self.mean = tuple(mean)
@@ -251,14 +256,14 @@ class XClipClassifier:
             raise ValueError(f"expected frames of shape {expected}, got {tuple(frames.shape)}")
         if len(labels) == 1:
             notes.append("only one label: its probability is 1 by construction; add labels to compare")
-        lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False)["input_ids"]]
+        with self._tokenizer_lock:
+            lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False)["input_ids"]]
+            text = self.tokenizer(
+                prompts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+            )
         cut = sum(n > self.max_text_tokens for n in lengths)
         if cut:
             notes.append(f"{cut} label prompt(s) cut to {self.max_text_tokens} tokens")
-
-        text = self.tokenizer(
-            prompts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
-        )
         with torch.inference_mode():
             # The full forward, every call: X-CLIP adds a video-conditioned prompt to each
             # label embedding, so label embeddings cannot be cached across videos.

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from demo.index.filecheck import MEDIA_KEY, same_file
 from demo.index.video_index import VideoIndex
 from demo.presets import ROOT
 from demo.world import WorldConfig, clip_spec_by_id, render_to
@@ -57,9 +58,13 @@ class MediaResolver:
             root = str(index.root / root)  # recorded relative to the index folder
         self.media_root = Path(root).resolve() if root and Path(root).is_dir() else None
         self._paths = {str(r["id"]): str(r["path"]) for r in index.metadata}
+        self._records = {str(r["id"]): r[MEDIA_KEY] for r in index.metadata if isinstance(r.get(MEDIA_KEY), dict)}
         for r in index.metadata:  # an index of long videos: each video by its own id too (rows are windows)
             if "video_id" in r:
                 self._paths.setdefault(str(r["video_id"]), str(r["path"]))
+                if isinstance(r.get(MEDIA_KEY), dict):
+                    self._records.setdefault(str(r["video_id"]), r[MEDIA_KEY])
+        self._checked: dict[tuple[str, str, int, int, int], bool] = {}  # (id, file, inode, size, mtime) -> same
         self._lock = threading.Lock()
         sample = list(self._paths.items())[:50]
         self._world = bool(sample) and all(_WORLD_PATH.fullmatch(p.replace("\\", "/")) and
@@ -88,13 +93,10 @@ class MediaResolver:
         if is_url(path):
             return path
         p = Path(path)
-        if p.is_absolute():
-            return str(p) if p.is_file() else None
-        if self.media_root is not None:
-            target = (self.media_root / p).resolve()
-            # "../" in a row: never outside the media folder
-            if target.is_relative_to(self.media_root) and target.is_file():
-                return str(target)
+        if p.is_absolute() or self.media_root is not None:
+            found = self._indexed_file(clip_id, self.media_root / p if self.media_root else p)
+            if found is not None or p.is_absolute():
+                return found
         target = (self.cache_dir / p).resolve()
         if not target.is_relative_to(self.cache_dir):  # "../" in a row: never write outside the cache
             return None
@@ -103,6 +105,32 @@ class MediaResolver:
         if world_path(clip_id) == p.as_posix():
             return str(self._render(clip_id, target))
         return None
+
+    def _indexed_file(self, clip_id: str, path: Path) -> str | None:
+        """The file ``path`` (symlinks resolved) if it is still the one the row was built from.
+
+        It must lie inside the media folder (for an absolute row without one: the row's own
+        folder), or be the very file the build recorded (a CSV may list a link to a clip
+        elsewhere); and, where the build recorded the file, be that file (same inode, size and
+        time, or same bytes): a clip swapped for a link to a private file, or for another file,
+        is not served. Indexes built before the record: the containment check alone.
+        """
+        record = self._records.get(clip_id)
+        try:
+            real = path.resolve()
+            st = real.stat()
+        except (OSError, RuntimeError):  # missing, or a symlink loop
+            return None
+        root = self.media_root or path.parent.resolve()
+        inside = real.is_relative_to(root)
+        if not real.is_file() or not (inside or (record is not None and str(real) == record.get("file"))):
+            return None
+        if record is None or world_path(clip_id) == self._paths.get(clip_id):  # world clips: renderable, ours
+            return str(real)
+        key = (clip_id, str(real), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._checked:
+            self._checked[key] = same_file(real, record, st)
+        return str(real) if self._checked[key] else None
 
     def local_file(self, clip_id: str) -> Path | None:
         """The local file of row ``clip_id`` (rendered if need be); None for URLs, unknown ids and

@@ -23,7 +23,7 @@ from demo.index.video_index import Hit, VideoIndex
 # (relative, so models whose cosines run lower merge as readily). Chosen on the world's long
 # validation videos (`python -m demo evaluate --suite moments --split val --margins ...`).
 MERGE_MARGIN = 0.15
-ROW_FIELDS = ("id", "video_id", "start", "end", "path", "captions")  # not copied into a moment's metadata
+ROW_FIELDS = ("id", "video_id", "start", "end", "path", "captions", "media")  # not copied into a moment's metadata
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,13 +25,13 @@ from demo.index.video_index import CaptionHit, Hit, VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
 from demo.presets import Preset
 from demo.search.moments import Moment, MomentSearch
+from demo.search.text import clean_query
 from demo.search.timeline import TimelineEntry, describe_timeline, tiles
 from demo.video.images import load_image
 from demo.video.windows import SegmentSpec
 
 log = logging.getLogger(__name__)
 NEIGHBOURS = 64  # nearest videos whose captions describe a clip in an index without caption embeddings
-MAX_QUERY_CHARS = 1000  # longer text is cut here; the tokenizer then truncates to the model's context
 
 
 def hit_to_dict(hit: Hit | Moment | CaptionHit) -> dict[str, Any]:
@@ -46,22 +45,6 @@ def hit_to_dict(hit: Hit | Moment | CaptionHit) -> dict[str, Any]:
     row["path_or_url"] = hit.path_or_url
     row.update({k: v for k, v in hit.metadata.items() if k not in row})
     return row
-
-
-def clean_query(text: str | None) -> str:
-    """Strip and bound a query; an empty one (nothing but spaces, control or invisible characters
-    such as NUL or zero-width spaces) is an InputError with a hint.
-
-    >>> clean_query("  a red\\u200b circle\\x00  moving left ")
-    'a red circle moving left'
-    """
-    visible = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in (text or "")
-                      if unicodedata.category(c) not in ("Cf", "Cs", "Co", "Cn"))
-    query = " ".join(visible.split())
-    if not query:
-        raise InputError("the query is empty: type what should happen in the video, "
-                         "e.g. 'a red circle moving left'")
-    return query[:MAX_QUERY_CHARS]
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:

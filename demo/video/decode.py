@@ -50,20 +50,37 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class _Header:
-    """Container metadata read by PyAV without decoding; 0 means unknown."""
+    """Container metadata read by PyAV (and the first frame's display rotation); 0 means unknown."""
 
     stream_index: int
-    width: int
+    width: int  # as stored
     height: int
     num_frames: int
     fps: float
+    rotation: int = 0  # degrees counter-clockwise to show it upright: 0, 90, 180 or 270
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as shown: a phone's portrait clip is stored landscape with a 90 or
+        270 degree rotation in its display matrix."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
 
 
 def _short_reason(exc: BaseException) -> str:
-    # decord's messages carry "[12:00:00] /path/file.cc:218: " prefixes (nested when
-    # rethrown) and sometimes a stack trace: keep the first line without them.
+    """The reason in words. decord's messages carry "[12:00:00] /path/file.cc:218: " prefixes
+    (nested when rethrown) and sometimes a stack trace; PyAV's an errno and the quoted path
+    ("[Errno 1094995529] Invalid data found when processing input: '/x.mp4'"): keep the first line
+    without them (the path is named by the message that carries the reason).
+
+    >>> _short_reason(OSError("[Errno 1094995529] Invalid data found when processing input: '/t/a b.mp4'"))
+    'invalid data found when processing input'
+    """
     lines = str(exc).strip().splitlines()
     text = re.sub(r"\[[\d:]+\] \S+:\d+: ", "", lines[0]).strip() if lines else ""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    text = re.sub(r":\s*'[^']*'$", "", text).strip()
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
     return (text or type(exc).__name__)[:200]
 
 
@@ -99,7 +116,22 @@ def _read_header(path: Path) -> _Header:
             0.0,
         )
         ctx = stream.codec_context
-        return _Header(stream.index, int(ctx.width or 0), int(ctx.height or 0), int(stream.frames or 0), fps)
+        return _Header(stream.index, int(ctx.width or 0), int(ctx.height or 0), int(stream.frames or 0), fps,
+                       _rotation(container, stream))
+
+
+def _rotation(container: Any, stream: Any) -> int:
+    """The stream's display rotation (counter-clockwise degrees, a multiple of 90), from its first
+    frame's display matrix: PyAV shows it per frame only. 0 when the first frame does not decode
+    (reading the frames then says why)."""
+    import av
+
+    try:
+        frame = next(container.decode(stream), None)
+    except (av.FFmpegError, OSError):
+        return 0
+    degrees = float(getattr(frame, "rotation", 0) or 0)
+    return int(round(degrees / 90)) % 4 * 90
 
 
 def _count_packets(path: Path, stream_index: int) -> int:
@@ -158,7 +190,7 @@ class VideoSource:
         self.header = _read_header(path)
         if self.header.width <= 0 or self.header.height <= 0:
             raise VideoDecodeError(f"{path}: video stream has no frame size (no frames?)")
-        self.size = _decode_size(self.header.width, self.header.height, short_side)
+        self.size = _decode_size(*self.header.display_size, short_side)  # as shown: decord rotates
         self.reader = self._open_decord()
         try:
             self.info = self._info()
@@ -170,7 +202,7 @@ class VideoSource:
         decord = quiet_decord()
         if decord is None:  # e.g. platforms without decord wheels: PyAV does everything
             return None
-        scaled = self.size != (self.header.width, self.header.height)
+        scaled = self.size != self.header.display_size
         if decord_misreads(self.size[0]):  # only tiny native widths get here
             log.info("%s: width %d trips a decord bug; decoding with PyAV", self.path, self.size[0])
             return None
@@ -194,7 +226,8 @@ class VideoSource:
         if not fps:
             log.warning("%s: unknown frame rate, assuming %.0f fps", self.path, _ASSUMED_FPS)
             fps = _ASSUMED_FPS
-        return VideoInfo(num_frames=num_frames, fps=fps, width=h.width, height=h.height)
+        width, height = h.display_size
+        return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height)
 
     def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) -> (T, h, w, 3) uint8 at the decode size."""
@@ -245,18 +278,19 @@ def quiet_decord() -> Any | None:
 
 
 def _read_decord(path: Path, reader: Any, idx: list[int]) -> np.ndarray | None:
-    """Frames from decord; None where decord's own stride bug (not the file) made it fail."""
+    """Frames from decord; None where decord failed, for PyAV to try: decord's own bugs (its
+    stride bug, and files ffmpeg decodes whole that decord stops in, such as realtime VP9 webm
+    with error -11) are not the file's fault. A file that is really damaged fails in PyAV too,
+    which then says why."""
     import decord
 
     try:
         # One call: decord sorts the indices, seeks to each keyframe at most once,
         # and copies repeated indices instead of decoding them again.
         batch = reader.get_batch(idx)
-    except (decord.DECORDError, RuntimeError) as exc:
-        if "size must exactly match" in str(exc):
-            log.warning("%s: decord stride bug (%s); decoding with PyAV", path, _short_reason(exc))
-            return None
-        raise VideoDecodeError(f"{path}: corrupt video data ({_short_reason(exc)})") from exc
+    except (decord.DECORDError, RuntimeError, ValueError, IndexError, OSError) as exc:
+        log.info("%s: decord failed (%s); decoding with PyAV", path, _short_reason(exc))
+        return None
     # Another module may have switched decord's bridge to torch; accept either.
     array = batch.asnumpy() if hasattr(batch, "asnumpy") else batch.numpy()
     return np.ascontiguousarray(array, dtype=np.uint8)
@@ -267,7 +301,8 @@ def _decode_pyav(src: VideoSource, idx: list[int]) -> np.ndarray:
     import av
 
     wanted, last = set(idx), max(idx)
-    width, height = src.size
+    turns = src.header.rotation // 90  # PyAV hands frames over as stored: turn them as shown
+    width, height = src.size if turns % 2 == 0 else src.size[::-1]
     got: dict[int, np.ndarray] = {}
     decoded = 0
     try:
@@ -276,9 +311,8 @@ def _decode_pyav(src: VideoSource, idx: list[int]) -> np.ndarray:
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if decoded in wanted:
-                    got[decoded] = frame.to_ndarray(
-                        width=width, height=height, format="rgb24", interpolation="BICUBIC"
-                    )
+                    stored = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                    got[decoded] = np.ascontiguousarray(np.rot90(stored, turns)) if turns else stored
                 decoded += 1
                 if decoded > last:
                     break
@@ -293,6 +327,13 @@ def _decode_pyav(src: VideoSource, idx: list[int]) -> np.ndarray:
             f"decodable, frame {missing[0]} is missing"
         )
     return np.stack([got[i] for i in idx])
+
+
+def check_video(path: str | Path) -> None:
+    """Refuse what cannot be a video, from its header alone (milliseconds; decodes at most one
+    frame): a missing file, a folder, an empty file, a still image, audio only, not a video.
+    Raises :class:`VideoDecodeError` naming the file and why."""
+    _read_header(Path(path))
 
 
 def probe(path: str | Path) -> VideoInfo:
