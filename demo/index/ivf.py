@@ -72,7 +72,7 @@ class FirstStage:
         return cls(str(d["kind"]), *(int(d.get(k) or 0) for k in ("nlist", "m", "nprobe", "rerank")))
 
 
-def choose(n: int, dim: int, min_rows: int = IVF_MIN_ROWS) -> FirstStage:
+def choose(n: int, dim: int, min_rows: int | None = None) -> FirstStage:
     """Flat below ``min_rows`` rows (exactly today's search), else IVF-PQ with ~sqrt(n) lists.
 
     >>> choose(2500, 128).kind, choose(1_000_000, 512)
@@ -80,7 +80,7 @@ def choose(n: int, dim: int, min_rows: int = IVF_MIN_ROWS) -> FirstStage:
     >>> choose(10_000_000, 512).nlist
     4096
     """
-    if n < min_rows:
+    if n < (IVF_MIN_ROWS if min_rows is None else min_rows):
         return FirstStage()
     nlist = 2 ** round(math.log2(math.sqrt(n)))
     return FirstStage(IVF_PQ, nlist=nlist, m=dim // 8, nprobe=min(DEFAULT_NPROBE, nlist), rerank=IVF_RERANK)

@@ -231,13 +231,18 @@ class VideoIndex:
         if k == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if exact:
-            return exact_top_k(self.embeddings, q, k)
+            return exact_top_k(self.embeddings, q, k, self._what("embeddings"))
         depth = min(max(rerank, k), len(self))
         if stage.kind == IVF_PQ:
             cand = ivf_search(self._ivf_index(), q, nprobe or stage.nprobe, depth)
         else:
             cand = hamming_search(self._binary_index(), q, depth)
-        return rerank_rows(self.embeddings, q, cand, k)
+        return rerank_rows(self.embeddings, q, cand, k, self._what("embeddings"))
+
+    def _what(self, role: str) -> str:
+        """How an error names the file of array ``role``."""
+        name = self._files.get(role)
+        return str(self.root / name) if self.root is not None and name else role.replace("_", " ")
 
     def search(
         self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int | None = None
@@ -285,7 +290,7 @@ class VideoIndex:
             return []
         want = min(m, 4 * k if dedupe else k)
         while True:  # widen the candidate list until k distinct captions are found
-            scores, rows = exact_top_k(self.caption_embeddings, q, want)
+            scores, rows = exact_top_k(self.caption_embeddings, q, want, self._what("caption_embeddings"))
             out: list[CaptionHit] = []
             for s, c in zip(scores[0], rows[0], strict=True):
                 text = self.caption_text(int(c))
