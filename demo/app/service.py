@@ -89,7 +89,7 @@ class DemoService(MomentActions):
         self.xclip_error = xclip_error  # why the classifier is missing
         self.media = MediaResolver(searcher.index, config.cache_path())
         self.rerunner = Rerunner()
-        self._ids = set(searcher.index.ids)
+        self._ids = searcher.index.ids  # `in` is a lookup: no set of every id
         world = self.vocabulary()
         self.check = QueryCheck.for_index(searcher.index, None if world is None else
                                           [w for ws in world.values() for w in ws])

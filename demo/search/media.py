@@ -13,11 +13,12 @@ fetched through it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from demo.index.video_index import VideoIndex
@@ -47,6 +48,41 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
+class RowPaths(Mapping[str, str]):
+    """id -> stored path of an index's rows, read on demand: a 10M-row index makes no dict of them.
+    Rows of long videos (windows with a ``video_id``) also answer for their video's id."""
+
+    def __init__(self, index: VideoIndex) -> None:
+        self.index = index
+        self._videos: dict[str, str] | None = None  # video_id -> path, made on first need
+
+    def _by_video(self) -> dict[str, str]:
+        if self._videos is None:
+            rows = self.index.metadata
+            windows = len(rows) > 0 and "video_id" in rows[0]
+            self._videos = {}
+            for r in rows if windows else ():
+                self._videos.setdefault(str(r["video_id"]), str(r["path"]))
+        return self._videos
+
+    def __getitem__(self, clip_id: str) -> str:
+        row = self.index.row_of(clip_id)
+        if row is not None:
+            return str(self.index.metadata[row]["path"])
+        return self._by_video()[clip_id]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.index.ids
+        yield from (v for v in self._by_video() if self.index.row_of(v) is None)
+
+    def __len__(self) -> int:
+        return len(self.index) + sum(1 for v in self._by_video() if self.index.row_of(v) is None)
+
+    def first(self, count: int) -> list[tuple[str, str]]:
+        """The first ``count`` rows' (id, path)."""
+        return [(str(r["id"]), str(r["path"])) for r in itertools.islice(self.index.metadata, count)]
+
+
 class MediaResolver:
     """Finds (or renders) the clip of each row of one index."""
 
@@ -56,18 +92,16 @@ class MediaResolver:
         if root and index.root is not None and not Path(root).is_absolute():
             root = str(index.root / root)  # recorded relative to the index folder
         self.media_root = Path(root).resolve() if root and Path(root).is_dir() else None
-        self._paths = {str(r["id"]): str(r["path"]) for r in index.metadata}
-        for r in index.metadata:  # an index of long videos: each video by its own id too (rows are windows)
-            if "video_id" in r:
-                self._paths.setdefault(str(r["video_id"]), str(r["path"]))
+        self._paths = RowPaths(index)  # an index of long videos: each video by its own id too
         self._lock = threading.Lock()
-        sample = list(self._paths.items())[:50]
+        sample = self._paths.first(50)
         self._world = bool(sample) and all(_WORLD_PATH.fullmatch(p.replace("\\", "/")) and
                                            world_path(i) == p.replace("\\", "/") for i, p in sample)
 
     def has_world_ids(self) -> bool:
         """Whether the rows are named like world clips (an index built from world files)."""
-        return bool(self._paths) and all(world_path(i) for i in list(self._paths)[:50])
+        sample = self._paths.first(50)
+        return bool(sample) and all(world_path(i) for i, _ in sample)
 
     def is_world(self) -> bool:
         """Whether the index holds clips of the embedded world (renderable from their ids)."""
