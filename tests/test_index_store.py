@@ -74,7 +74,7 @@ def test_the_ivf_is_written_with_the_index_and_mapped_on_load(tmp_path: Path, sm
         manifest["files"]["embeddings"])
     no_training(monkeypatch)
     loaded = VideoIndex.load(tmp_path / "i")
-    lists = faiss.downcast_InvertedLists(loaded._ivf_index().invlists)
+    lists = faiss.downcast_InvertedLists(loaded.ivf().invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists)  # mapped from the file, not copied
     found = loaded.search_rows(q, 10)[1]
     exact = loaded.search_rows(q, 10, exact=True)[1]
@@ -104,13 +104,13 @@ def test_metadata_is_read_a_row_at_a_time_and_keeps_every_key(tmp_path: Path,
     given = rows(len(x))
     VideoIndex.from_arrays(FP, x, given).save(tmp_path / "i")
     made = {"rows": 0}
-    real = table._row
+    real = table.row_dict
 
     def counting(*args: object) -> dict[str, object]:
         made["rows"] += 1
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(table, "_row", counting)
+    monkeypatch.setattr(table, "row_dict", counting)
     index = VideoIndex.load(tmp_path / "i")
     assert isinstance(index.metadata, MetadataTable) and made["rows"] == 0  # nothing per row at load
     assert index.metadata[12345] == given[12345] and index.metadata[-1] == given[-1]

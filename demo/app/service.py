@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,7 +168,7 @@ class DemoService(MomentActions):
 
     def corpus_choices(self, limit: int = 1000) -> list[tuple[str, str]]:
         """(label, id) of the first ``limit`` corpus videos, for a picker (a long video once, not per window)."""
-        rows = self.searcher.index.metadata
+        rows: Sequence[dict[str, Any]] = self.searcher.index.metadata
         if self.long_videos():
             rows = [r for r in rows if r.get("captions") or r.get("title")]  # a long video's first window
         return [(_short(f"{r.get('video_id', r['id'])} · {r.get('title') or (r.get('captions') or [''])[0]}", 90),

@@ -3,7 +3,8 @@
 Per size (``--rows``; the full run: 1.5M and 5.4M rows):
 
 1. files in the Searchium Space's layout (:func:`demo.bench.importing.write_searchium_layout`:
-   float32 N x 512, packed sign codes N x 64, a CSV ``videoid,contentUrl,name``) under a temp dir;
+   float32 N x 512, packed sign codes N x 64, a CSV ``videoid,contentUrl,name``) under a temp dir,
+   the rows clustered around a shared mean as CLIP embeddings are;
 2. a tiny random CLIP with 512-d projections, saved with ``save_pretrained`` (the model's weights
    do not matter here: the index and the app's start-up do);
 3. ``python -m demo index import`` (a child process, timed), which writes the first stage and the
@@ -40,6 +41,7 @@ from demo.presets import ROOT
 log = logging.getLogger(__name__)
 FULL_ROWS = (1_500_000, 5_400_000)
 LOAD_ONLY_ROWS = 10_000_000
+CLUSTERS = 2000  # the synthetic rows are CLIP-like: a shared mean, clusters, near neighbours
 QUERIES = ("aerial view of a city at sunset", "a dog running in the park", "woman walking on the beach",
            "timelapse of clouds over mountains", "close up of water drops on a leaf")
 
@@ -147,7 +149,7 @@ def measure_load(out: Path) -> dict[str, Any]:
 
 
 def bench_space_size(workdir: Path, rows: int, model: Path, default: dict[str, Any]) -> dict[str, Any]:
-    files = write_searchium_layout(workdir / f"searchium-{rows}", rows)
+    files = write_searchium_layout(workdir / f"searchium-{rows}", rows, clusters=CLUSTERS)
     out = workdir / f"index-{rows}"
     imported = run_measured([sys.executable, "-m", "demo", "index", "import", "--embeddings", str(files["embeddings"]),
                              "--binary", str(files["binary"]), "--metadata", str(files["metadata"]), "--out", str(out),

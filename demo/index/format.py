@@ -155,7 +155,7 @@ def check_arrays(where: str, dim: int, metadata: Rows, arrays: dict[str, np.ndar
     cv = np.asarray(arrays["caption_video"])
     if m and (cv.min() < 0 or cv.max() >= n):
         raise IndexFormatError(f"{where}: caption_video holds rows {cv.min()}..{cv.max()}, outside [0, {n})")
-    short = np.flatnonzero(np.bincount(cv, minlength=n) > metadata.caption_counts()) if m else []
+    short = np.flatnonzero(np.bincount(cv, minlength=n) > metadata.caption_counts()) if m else np.zeros(0, np.int64)
     if len(short):
         row = int(short[0])
         raise IndexFormatError(f"{where}: row {row} has {metadata.caption_counts()[row]} captions but more "

@@ -133,7 +133,8 @@ def id_order(path: Path) -> np.ndarray:
     return np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _row(id_: Any, path: Any, captions: Any, extra: Any) -> dict[str, Any]:
+def row_dict(id_: Any, path: Any, captions: Any, extra: Any) -> dict[str, Any]:
+    """One table row as the dict callers see (the extra keys merged in)."""
     row: dict[str, Any] = {"id": id_, "path": path, "captions": list(captions or [])}
     if extra:
         row.update(json.loads(extra))
@@ -234,11 +235,11 @@ class MetadataTable(_RowSequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         batch, j = self._locate(int(i))
-        return _row(*(batch.column(c)[j].as_py() for c in range(4)))
+        return row_dict(*(batch.column(c)[j].as_py() for c in range(4)))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self.batches:  # a batch's columns converted at once: ~1 us a row, not ~20
-            yield from (_row(*r) for r in zip(*(batch.column(c).to_pylist() for c in range(4)), strict=True))
+            yield from (row_dict(*r) for r in zip(*(batch.column(c).to_pylist() for c in range(4)), strict=True))
 
     def id_at(self, i: int) -> str:
         batch, j = self._locate(int(i))

@@ -92,8 +92,10 @@ def tune(ivf: Any, embeddings: np.ndarray, stage: FirstStage, seed: int = 0) -> 
     good = [pr for pr, (r1, r10) in table.items() if r1 >= TARGET_R1 and r10 >= TARGET_R10]
     if good:
         nprobe, rerank = min(good, key=lambda pr: cost(stage, n, *pr))
-    else:  # nothing meets the targets: the best recall@10 found
-        nprobe, rerank = max(table, key=lambda pr: (table[pr][1], table[pr][0], -cost(stage, n, *pr)))
+    else:  # nothing meets the targets: the cheapest pair within 0.02 of the best recall@10 found
+        best = max(r10 for _, r10 in table.values())
+        nprobe, rerank = min((pr for pr, (_, r10) in table.items() if r10 >= best - 0.02),
+                             key=lambda pr: cost(stage, n, *pr))
         log.warning("no search depth tried keeps recall@10 >= %.2f on %d held-out rows; using nprobe %d, rerank "
                     "%d (recall@10 %.3f)", TARGET_R10, len(q), nprobe, rerank, table[(nprobe, rerank)][1])
     r1, r10 = table[(nprobe, rerank)]

@@ -207,6 +207,12 @@ class VideoIndex:
                     self.info["first_stage"] = entry
         return self._ivf
 
+    def ivf(self) -> Any:
+        """The faiss IVF-PQ of an "ivf-pq" first stage (see :meth:`_ivf_index`)."""
+        if self.first_stage.kind != IVF_PQ:
+            raise InputError(f"index {self.root or ''} has a {self.first_stage.kind} first stage, not an IVF-PQ")
+        return self._ivf_index()
+
     def hamming_candidates(self, queries: np.ndarray, r: int) -> list[np.ndarray]:
         """Per (Q, D) query, up to ``r`` row ids nearest in Hamming distance of the sign codes.
 
