@@ -172,10 +172,10 @@ def build_world_index(root: Path, model: Path, n: int = N_CLIPS) -> Path:
     encoder = Clip4ClipEncoder.from_pretrained(model, device="cpu")
     build_index(items, out, encoder, progress=False, model_path=str(model))
     index = VideoIndex.load(out)
-    for row in index.metadata:
-        row["path"] = f"clips/test/{row['id']}.mp4"
+    rows = [{**row, "path": f"clips/test/{row['id']}.mp4"} for row in index.metadata]
     index.info.pop("media_root", None)  # the clips exist only in the app's cache
-    index.save(out, overwrite=True)
+    VideoIndex(index.fingerprint, index.embeddings, index.codes, rows, index.caption_embeddings, index.caption_video,
+               created=index.created, info=index.info).save(out, overwrite=True)
     return out
 
 

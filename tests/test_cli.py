@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from demo.cli import main
-from demo.index.store import data_files
+from demo.index.store import read_index_folder
 from demo.models.encoders import Clip4ClipEncoder
 from demo.train.loop import TrainConfig, train
 from tests.conftest import TINY_TEXT, TINY_VISION
@@ -71,7 +71,7 @@ def test_build_reports_skipped_files_and_writes_a_complete_index(built_index, ca
     manifest = json.loads((built_index / "manifest.json").read_text())
     assert manifest["count"] == 6 and manifest["pooling"] == "meanP"
     assert manifest["media_root"]
-    rows = [json.loads(line) for line in data_files(built_index)["metadata"].read_text().splitlines()]
+    rows = list(read_index_folder(built_index).metadata)
     assert {r["id"] for r in rows} >= {"red_left", "blue_right"}
 
 

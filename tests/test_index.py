@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from demo.errors import IndexFormatError, InputError, VideoDecodeError
+from demo.index import store
 from demo.index.binary import binarize, build_binary_index, hamming_search
 from demo.index.build import build_index
 from demo.index.format import FORMAT_VERSION, MANIFEST
@@ -114,7 +115,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.caption_video, index.caption_video)
     assert loaded.metadata == index.metadata and loaded.fingerprint == FP
     manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["count"] == 40 and manifest["captions"] == 80
+    assert manifest["format_version"] == FORMAT_VERSION == 3 and manifest["count"] == 40 and manifest["captions"] == 80
     assert manifest["model"] == FP.model and manifest["dim"] == DIM and manifest["pooling"] == "meanP"
     assert loaded.search(q, k=5, exact=True) == before
     # Embeddings are stored unit-length.
@@ -213,7 +214,7 @@ def test_save_is_atomic_and_guards_existing(tmp_path: Path, monkeypatch: pytest.
         index.save(tmp_path / "mine", overwrite=True)
 
     calls = {"n": 0}
-    real_save = np.save
+    real_save = store.save_npy
 
     def failing_save(*args: object, **kwargs: object) -> None:
         calls["n"] += 1
@@ -222,7 +223,7 @@ def test_save_is_atomic_and_guards_existing(tmp_path: Path, monkeypatch: pytest.
         real_save(*args, **kwargs)  # type: ignore[arg-type]
 
     before = sorted(p.name for p in (tmp_path / "idx").iterdir())
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(store, "save_npy", failing_save)
     with pytest.raises(IndexFormatError, match="disk is full"):
         index.save(tmp_path / "new")
     with pytest.raises(IndexFormatError, match="disk is full"):

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from demo.cli import main
@@ -69,7 +70,7 @@ def test_readers_never_see_a_mixed_index_while_it_is_replaced(tmp_path: Path) ->
         t.join()
     assert loads[0] > 50 and not bad, bad[:3]
     names = sorted(p.name for p in target.iterdir())
-    assert len(names) == 6 and len({n.split(".")[1] for n in names if n != MANIFEST}) == 1  # one write's files
+    assert len(names) == 7 and len({n.split(".")[1] for n in names if n != MANIFEST}) == 1  # one write's files
     assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]  # no .tmp-/.old- siblings
 
 
@@ -123,21 +124,32 @@ def test_an_old_format_folder_still_loads_and_is_upgraded_on_save(tmp_path: Path
     ("row-without-id", "no 'id'"),
     ("nan-embedding", "NaN"),
     ("zeroed-codes", "sign codes disagree"),
+    ("checksum", "does not match the checksum"),
 ])
 def test_corrupt_files_are_refused_in_one_line(tmp_path: Path, damage: str, message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "idx"
     versioned(1.0, n=40).save(target)
     files = data_files(target)
+    if damage not in ("manifest-garbage", "manifest-empty", "manifest-list", "checksum"):
+        # the checks that do not rely on the checksums (files too large for one are checked so)
+        manifest = json.loads((target / MANIFEST).read_text())
+        atomic_write(target / MANIFEST, json.dumps({**manifest, "checksums": {}}))
     if damage.startswith("manifest"):
         text = {"manifest-garbage": "{not json", "manifest-empty": "", "manifest-list": "[1, 2]"}[damage]
         (target / MANIFEST).write_text(text)
     elif damage == "embeddings-empty":
         files["embeddings"].write_bytes(b"")
     elif damage == "row-without-id":
-        rows = [json.loads(line) for line in files["metadata"].read_text().splitlines()]
-        del rows[7]["id"]
-        files["metadata"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+        table = pa.ipc.open_file(pa.memory_map(str(files["metadata"]))).read_all()
+        ids = table.column("id").to_pylist()
+        ids[7] = None
+        table = table.set_column(0, "id", pa.array(ids, pa.string()))
+        with pa.OSFile(str(files["metadata"]), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    elif damage == "checksum":
+        caption_video = np.load(files["caption_video"])
+        np.save(files["caption_video"], caption_video[::-1].copy())  # valid rows, in the wrong order
     elif damage == "nan-embedding":
         emb = np.load(files["embeddings"])
         emb[13, 2] = np.nan

@@ -18,7 +18,7 @@ from demo.evaluate.metrics import moment_metrics, temporal_iou
 from demo.index.items import VideoItem
 from demo.index.segment_build import build_segment_index
 from demo.index.segments import plan_video, row_id
-from demo.index.store import data_files
+from demo.index.store import read_index_folder
 from demo.index.video_index import VideoIndex
 from demo.models.encoders import Clip4ClipEncoder
 from demo.search.moments import MomentSearch, video_moments
@@ -318,7 +318,7 @@ def test_cli_index_build_reports_skipped_windows(tmp_path, tiny_clip4clip, long_
     out = capsys.readouterr().out
     assert "as 4 windows (--segment 2 --stride 2)" in out
     assert "broken.mp4: skipped 2 window(s) (0:04–0:06, 0:06–0:08)" in out and "the rest is indexed" in out
-    rows = [json.loads(line) for line in data_files(tmp_path / "index")["metadata"].read_text().splitlines()]
+    rows = list(read_index_folder(tmp_path / "index").metadata)
     assert {r["video_id"] for r in rows} == {"broken"}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,7 @@ class DemoService(MomentActions):
         self.xclip_error = xclip_error  # why the classifier is missing
         self.media = MediaResolver(searcher.index, config.cache_path())
         self.rerunner = Rerunner()
-        self._ids = set(searcher.index.ids)
+        self._ids = searcher.index.ids  # `in` is a lookup: no set of every id
         world = self.vocabulary()
         self.check = QueryCheck.for_index(searcher.index, None if world is None else
                                           [w for ws in world.values() for w in ws])
@@ -170,7 +170,7 @@ class DemoService(MomentActions):
 
     def corpus_choices(self, limit: int = 1000) -> list[tuple[str, str]]:
         """(label, id) of the first ``limit`` corpus videos, for a picker (a long video once, not per window)."""
-        rows = self.searcher.index.metadata
+        rows: Sequence[dict[str, Any]] = self.searcher.index.metadata
         if self.long_videos():
             rows = [r for r in rows if r.get("captions") or r.get("title")]  # a long video's first window
         return [(_short(f"{r.get('video_id', r['id'])} · {r.get('title') or (r.get('captions') or [''])[0]}", 90),

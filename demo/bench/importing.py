@@ -31,9 +31,17 @@ WORDS = ("aerial", "view", "of", "a", "city", "at", "sunset", "woman", "walking"
 
 
 def write_searchium_layout(folder: Path, rows: int, dim: int = 512, block: int = 100_000,
-                           seed: int = 0) -> dict[str, Path]:
-    """Vectors, packed codes and a metadata CSV of ``rows`` synthetic WebVid videos under ``folder``."""
+                           seed: int = 0, clusters: int = 0) -> dict[str, Path]:
+    """Vectors, packed codes and a metadata CSV of ``rows`` synthetic WebVid videos under ``folder``.
+
+    ``clusters`` 0: independent random directions; else CLIP-like rows: a mean direction every row
+    shares, plus one of ``clusters`` random centres, plus noise (cosine ~0.8 to the mean of its
+    cluster), so that rows have near neighbours as real embeddings do."""
     rng = np.random.default_rng(seed)
+    mean = rng.standard_normal(dim).astype(np.float32)
+    mean /= np.linalg.norm(mean)
+    centres = rng.standard_normal((max(clusters, 1), dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"embeddings": folder / "dataset_visual_features.npy",
              "binary": folder / "dataset_visual_features_binary_packed.npy", "metadata": folder / "dataset.csv"}
@@ -45,6 +53,8 @@ def write_searchium_layout(folder: Path, rows: int, dim: int = 512, block: int =
         for s in range(0, rows, block):
             n = min(block, rows - s)
             x = rng.standard_normal((n, dim), dtype=np.float32)
+            if clusters:
+                x = mean + centres[rng.integers(0, clusters, n)] + 0.6 * x / np.sqrt(dim)
             x /= np.linalg.norm(x, axis=1, keepdims=True)
             vectors.write(x)
             codes.write(np.packbits(x > 0, axis=1))

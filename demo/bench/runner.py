@@ -49,7 +49,7 @@ SECTION = "bench:main"  # the marked section of BENCHMARKS.md this command owns 
 # bench:engines) after a full-size run.
 IN_RUN_SECTIONS = ("scale", "engines")
 # Run only when named, on their own (minutes and gigabytes each): :func:`run_extra`, bench:<name>.
-SEPARATE_SECTIONS = ("import", "resize")
+SEPARATE_SECTIONS = ("import", "resize", "space")
 EXTRA_SECTIONS = (*IN_RUN_SECTIONS, *SEPARATE_SECTIONS)
 # The issue's targets on a 2-core CPU.
 LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0}
@@ -97,6 +97,7 @@ class BenchConfig:
     markdown: Path | None = None
     index: Path | None = None  # index replicated for the realistic set (None: the embedded preset's)
     seed: int = 0
+    rows: tuple[int, ...] | None = None  # sizes of the space section (None: its full run)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sections if s not in (*SECTIONS, *EXTRA_SECTIONS)]
@@ -157,22 +158,44 @@ def run_extra(name: str, config: BenchConfig) -> str:
     (or of ``--markdown``); returns its Markdown."""
     from demo.bench.importing import bench_import, format_import_markdown
     from demo.bench.resizing import bench_resize, format_resize_markdown
+    from demo.bench.space import FULL_ROWS, bench_space, format_space_markdown
 
     meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), **machine_info(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
     config.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".bench-{name}-", dir=config.out) as tmp:
+    started, cpu_before = time.perf_counter(), cpu_seconds()
+    # The space section's gigabytes go to the system's temp folder, never into the project.
+    where = None if name == "space" else config.out
+    with tempfile.TemporaryDirectory(prefix=f".bench-{name}-", dir=where) as tmp:
         if name == "import":
             result = bench_import(Path(tmp), rows=20_000 if config.quick else 1_500_000)
             markdown = format_import_markdown(result, meta)
+        elif name == "space":
+            rows = config.rows or ((20_000,) if config.quick else FULL_ROWS)
+            result = bench_space(Path(tmp), rows)
+            meta.update(_cpu_share(started, cpu_before, meta.get("cores")))
+            meta["command"] = "python -m demo bench space" + (
+                f" --rows {' '.join(map(str, rows))}" if config.rows else "")
+            markdown = format_space_markdown(result, meta)
         else:
             result = bench_resize(Path(tmp), repeats=1 if config.quick else 3, seconds=2.0 if config.quick else 10.0)
             markdown = format_resize_markdown(result, meta)
     atomic_write_json(config.out / f"bench-{name}.json", {"meta": meta, "result": result, "markdown": markdown})
-    target = config.markdown if config.markdown is not None else (None if config.quick else ROOT / "BENCHMARKS.md")
+    full = not config.quick and (name != "space" or not config.rows)
+    target = config.markdown if config.markdown is not None else (ROOT / "BENCHMARKS.md" if full else None)
     if target is not None:
         write_section(target, f"bench:{name}", markdown)
     return markdown
+
+
+def _cpu_share(started: float, before: tuple[float, float] | None, cores: int | None) -> dict[str, Any]:
+    """Load average now and the share of the machine's CPU time other processes took since ``started``."""
+    seconds, after = time.perf_counter() - started, cpu_seconds()
+    out: dict[str, Any] = {"load_average_after": load_average(), "seconds": round(seconds)}
+    if before and after:
+        others = (after[0] - before[0]) - (after[1] - before[1])
+        out["other_cpu_share"] = round(max(0.0, others) / (seconds * (cores or 1)), 3)
+    return out
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from demo.errors import IndexFormatError
+
 # When search() is not told how deep to rerank: RERANK_FRACTION of the index, within
 # [DEFAULT_RERANK, MAX_DEFAULT_RERANK]. On near-duplicate-heavy data the depth that keeps
 # recall@1 vs exact search >= 0.99 grows with N (see BENCHMARKS.md, "python -m demo bench").
@@ -58,15 +60,25 @@ def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 
-def exact_top_k(mat: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def check_scores(scores: np.ndarray, rows: np.ndarray, what: str) -> None:
+    """Refuse NaN/inf scores: the rows they came from are corrupt (``what`` names their file)."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise IndexFormatError(f"{what} row {int(rows[np.nonzero(bad)][0])} holds NaN/inf: the index is corrupt; "
+                               "rebuild it")
+
+
+def exact_top_k(mat: np.ndarray, q: np.ndarray, k: int, what: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k of (Q, D) unit queries over the rows of ``mat`` (N, D), block by block.
 
     Returns scores (Q, min(k, N)) float32 and rows (Q, min(k, N)) int64, sorted by score desc, then row asc.
+    A row that scores NaN/inf is refused (IndexFormatError naming ``what``).
     """
     best_s = np.full((len(q), 0), -np.inf, np.float32)
     best_i = np.zeros((len(q), 0), np.int64)
     for s in range(0, len(mat), _SCAN_ROWS):
         block = np.asarray(mat[s : s + _SCAN_ROWS], dtype=np.float32) @ q.T  # (rows, Q)
+        check_scores(block, np.broadcast_to(np.arange(s, s + len(block))[:, None], block.shape), what)
         ids = np.broadcast_to(np.arange(s, s + len(block)), (len(q), len(block)))
         best_s, best_i = _top_k(np.concatenate([best_s, block.T], 1), np.concatenate([best_i, ids], 1), k)
     return best_s, best_i
@@ -158,7 +170,7 @@ def _float32_rows(embeddings: np.ndarray, rows: np.ndarray, queries: int) -> np.
 
 
 def rerank_rows(
-    embeddings: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
+    embeddings: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int, what: str = "embedding"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-``k`` of each query among its own candidate rows.
 
@@ -168,7 +180,8 @@ def rerank_rows(
     memmap). Scores come from numpy's own loops, not BLAS: these products are small, and
     BLAS threads stall when another process holds the other cores. Returns scores
     (Q, min(k, R)) float32 and rows (Q, min(k, R)) int64 sorted by score desc then row asc;
-    missing slots are -inf / -1.
+    missing slots are -inf / -1. A candidate that scores NaN/inf is refused (IndexFormatError
+    naming ``what``).
     """
     q = np.asarray(queries, dtype=np.float32)
     cand = np.asarray(candidates, dtype=np.int64)
@@ -185,6 +198,7 @@ def rerank_rows(
             scores = np.einsum("ud,d->u", vecs, qc[0])[where.reshape(c.shape)]
         else:
             scores = np.einsum("qrd,qd->qr", vecs[where.reshape(c.shape)], qc)
+        check_scores(scores[valid], c[valid], what)
         scores[~valid] = -np.inf
         out_s[s : s + len(c)], out_i[s : s + len(c)] = _top_k(scores, c, k)
     return out_s, out_i

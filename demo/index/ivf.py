@@ -23,14 +23,19 @@ faiss is imported inside the functions that use it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from demo.errors import IndexFormatError
 from demo.index.binary import faiss_threads
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ class FirstStage:
         return cls(str(d["kind"]), *(int(d.get(k) or 0) for k in ("nlist", "m", "nprobe", "rerank")))
 
 
-def choose(n: int, dim: int, min_rows: int = IVF_MIN_ROWS) -> FirstStage:
+def choose(n: int, dim: int, min_rows: int | None = None) -> FirstStage:
     """Flat below ``min_rows`` rows (exactly today's search), else IVF-PQ with ~sqrt(n) lists.
 
     >>> choose(2500, 128).kind, choose(1_000_000, 512)
@@ -75,7 +80,7 @@ def choose(n: int, dim: int, min_rows: int = IVF_MIN_ROWS) -> FirstStage:
     >>> choose(10_000_000, 512).nlist
     4096
     """
-    if n < min_rows:
+    if n < (IVF_MIN_ROWS if min_rows is None else min_rows):
         return FirstStage()
     nlist = 2 ** round(math.log2(math.sqrt(n)))
     return FirstStage(IVF_PQ, nlist=nlist, m=dim // 8, nprobe=min(DEFAULT_NPROBE, nlist), rerank=IVF_RERANK)
@@ -122,7 +127,8 @@ def _assigner(centroids: np.ndarray) -> Any:
     return ivf
 
 
-def train_ivf(embeddings: np.ndarray, stage: FirstStage, seed: int = 0, niter: int = 10) -> Any:
+def train_ivf(embeddings: np.ndarray, stage: FirstStage, seed: int = 0, niter: int = 10, progress: bool = False
+              ) -> Any:
     """A faiss ``IndexIVFPQ`` (inner product) over the (N, D) unit rows of ``embeddings`` (a float16
     memmap is fine: it is read in blocks of 65,536 rows), ids = row numbers.
 
@@ -142,7 +148,7 @@ def train_ivf(embeddings: np.ndarray, stage: FirstStage, seed: int = 0, niter: i
     index.train(_sample(embeddings, TRAIN_PER_LIST * max(stage.nlist, 256), seed))
     trained = time.perf_counter()
     assigner = _assigner(quantizer.reconstruct_n(0, stage.nlist))
-    for s in range(0, n, _ADD_ROWS):
+    for s in tqdm(range(0, n, _ADD_ROWS), desc="IVF-PQ lists", unit="block", disable=not progress):
         x = _f32(embeddings[s : s + _ADD_ROWS])
         lists = np.ascontiguousarray(assigner.search(x, 1)[1][:, 0])
         index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(lists))
@@ -153,7 +159,7 @@ def train_ivf(embeddings: np.ndarray, stage: FirstStage, seed: int = 0, niter: i
 
 
 def ivf_to_array(index: Any) -> np.ndarray:
-    """The index serialised by faiss, as a uint8 array (saved as an ordinary ``.npy``)."""
+    """The index serialised by faiss, as a uint8 array (how version-2 folders kept it: ``ivf.<W>.npy``)."""
     import faiss
 
     return np.asarray(faiss.serialize_index(index), dtype=np.uint8)
@@ -164,6 +170,36 @@ def ivf_from_array(data: np.ndarray) -> Any:
     import faiss
 
     return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+
+
+def write_ivf(index: Any, path: Path) -> None:
+    """Write the IVF-PQ to ``path`` as ``faiss.write_index`` does, fsynced. faiss reports a failed
+    write as a RuntimeError naming the C error; one for a full disk becomes OSError(ENOSPC)."""
+    import faiss
+
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as err:
+        full = "No space left" in str(err) or "Disk quota" in str(err)
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"writing {path.name}: {str(err)[-160:]}") from err
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def read_ivf(path: Path) -> Any:
+    """The IVF-PQ at ``path``, its inverted lists memory-mapped (``IO_FLAG_MMAP``: the codes stay in
+    the page cache, shared and never counted as this process's own memory); the coarse centroids
+    and the PQ codebooks (a few MB) are read. Read-only: searching never writes to it."""
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError as err:
+        raise IndexFormatError(f"{path} is not a readable faiss index ({str(err)[-120:]}): the index is "
+                               "corrupt; rebuild it") from err
+    if not isinstance(index, faiss.IndexIVFPQ):
+        index = faiss.downcast_index(index)
+    return index
 
 
 def ivf_search(index: Any, queries: np.ndarray, nprobe: int, r: int) -> np.ndarray:

@@ -8,8 +8,8 @@ engine's driver instead keeps only the ids of each finished shard (:class:`Shard
 1. the shards, one at a time, are normalised into ``embeddings`` (float16) and ``codes`` at their
    rows (the items' order, as the local builder writes them: same ids, same order);
 2. the captions, embedded by whatever ``encode`` streams back, into ``caption_embeddings``;
-3. the first stage (:func:`demo.index.ivf.choose`): an IVF-PQ trained from the staged rows when
-   the index is large;
+3. the first stage (:func:`demo.index.tuning.build_first_stage`): an IVF-PQ trained from the staged
+   rows and its search depth tuned when the index is large;
 4. :func:`demo.index.store.write_index_folder` copies the staged files into the index folder
    (atomic, manifest last), the metadata rows streamed line by line.
 
@@ -33,8 +33,8 @@ from numpy.lib.format import open_memmap
 from demo.index.binary import binarize, l2_normalize
 from demo.index.format import make_manifest
 from demo.index.items import VideoItem
-from demo.index.ivf import IVF_PQ, choose, ivf_to_array, train_ivf
 from demo.index.store import write_index_folder
+from demo.index.tuning import build_first_stage
 from demo.index.workfolder import append_failure, open_work_folder, read_failed, write_shard
 from demo.models.fingerprint import ModelFingerprint
 
@@ -138,13 +138,11 @@ def merge_index(ledger: ShardLedger, items: list[VideoItem], out: Path, fingerpr
     staging.mkdir()
     dim = fingerprint.dim
     arrays = {**_stage_videos(ledger, kept, staging, dim), **_stage_captions(kept, encode_captions, staging, dim)}
-    stage = choose(len(kept), dim)
-    if stage.kind == IVF_PQ:
-        arrays["ivf"] = ivf_to_array(train_ivf(arrays["embeddings"], stage))
+    stage, ivf = build_first_stage(arrays["embeddings"])
     created = datetime.now(UTC).isoformat(timespec="seconds")
     manifest = make_manifest(fingerprint, len(kept), len(arrays["caption_video"]), created,
-                             {**info, "first_stage": stage.to_dict()})
-    write_index_folder(out, arrays, _rows(kept), manifest, overwrite)
-    del arrays
+                             {**info, "first_stage": stage})
+    write_index_folder(out, arrays, _rows(kept), manifest, overwrite, first_stage=ivf)
+    del arrays, ivf
     shutil.rmtree(staging, ignore_errors=True)
     return len(kept)

@@ -10,7 +10,6 @@ rows at a time, so its memory does not grow with N (BENCHMARKS.md, "Importing 1.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -169,10 +168,9 @@ def _metadata_rows(metadata: str | Path, cols: _Columns) -> Iterator[dict[str, A
 
 def _write_metadata(writer: IndexStreamWriter, rows: Iterator[dict[str, Any]], keep_captions: bool
                     ) -> tuple[int, int, list[tuple[int, str]]]:
-    """Stream rows into metadata.jsonl; returns (rows, renamed ids, (row, caption) pairs when kept)."""
+    """Stream rows into the metadata table; returns (rows, renamed ids, (row, caption) pairs when kept)."""
     seen: set[str] = set()
     renamed, n, captions = 0, 0, []
-    lines: list[str] = []
     for n, row in enumerate(rows, 1):  # noqa: B007 (n is the count after the loop)
         if row["id"] in seen:  # the loader refuses repeated ids: keep the row under a unique one
             k = 2
@@ -182,12 +180,7 @@ def _write_metadata(writer: IndexStreamWriter, rows: Iterator[dict[str, Any]], k
         seen.add(row["id"])
         if keep_captions and row["captions"]:
             captions.append((n - 1, row["captions"][0]))
-        lines.append(json.dumps(row, ensure_ascii=False))
-        if len(lines) >= 8192:
-            writer.metadata.write("\n".join(lines) + "\n")
-            lines = []
-    if lines:
-        writer.metadata.write("\n".join(lines) + "\n")
+        writer.metadata.add((row,))
     return n, renamed, captions
 
 
@@ -268,7 +261,7 @@ def import_precomputed(embeddings: str | Path, metadata: str | Path, out: str | 
         created = datetime.now(UTC).isoformat(timespec="seconds")
         extra = {"source": Path(embeddings).name, "video_to_text": "captions" if m else "nearest-videos",
                  **(info or {})}
-        path = writer.commit(make_manifest(fingerprint, n, m, created, extra))
+        path = writer.commit(make_manifest(fingerprint, n, m, created, extra), progress=progress)
     report = ImportReport(path, n, m, "given" if codes is not None else "computed", renamed,
                           time.perf_counter() - started)
     log.info("imported %d videos (%d caption embeddings, %s codes) into %s in %.0f s", n, m, report.codes, path,

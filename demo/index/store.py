@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,30 +29,27 @@ import numpy as np
 from demo.errors import IndexFormatError
 from demo.files import atomic_write
 from demo.index.format import (
+    CHECKSUM_MAX_BYTES,
+    FORMAT_VERSION,
     INFO_FIELDS,
     MANIFEST,
     OPTIONAL_ARRAYS,
     PARTIAL_SUFFIX,
     READABLE_VERSIONS,
+    ROLES,
+    current_names,
     file_names,
     new_write_id,
     optional_arrays,
     write_id_of,
 )
 from demo.index.lock import writer_lock
+from demo.index.table import MemoryRows, MetadataTable, Rows, id_order, json_default, write_table
 from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
 _READ_PATIENCE_S = 5.0  # how long a reader keeps re-reading the manifest while writers swap the index
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic | np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path | tuple | set):
-        return str(o) if isinstance(o, Path) else list(o)
-    raise TypeError(f"metadata value {o!r} ({type(o).__name__}) is not JSON-serialisable")
 
 
 def check_target(target: Path, overwrite: bool, refusal: str = "refusing to replace it") -> None:
@@ -72,21 +70,58 @@ def disk_error(err: OSError, what: str) -> IndexFormatError:
     return IndexFormatError(f"cannot write {what}: {err.strerror or err}")
 
 
-def _write_data(folder: Path, write_id: str, arrays: dict[str, np.ndarray],
-                metadata: Iterable[dict[str, Any]]) -> None:
-    names = file_names(write_id)
-    for role, array in arrays.items():
-        # Streamed into the file (an index can be larger than memory), then fsynced; nothing
-        # reads it before the manifest that names it is in place.
-        with open(folder / names[role], "wb") as f:
-            np.save(f, np.ascontiguousarray(array))
-            f.flush()
-            os.fsync(f.fileno())
-    with open(folder / names["metadata"], "w", encoding="utf-8") as f:  # row by row: rows may be a stream
-        for r in metadata:
-            f.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+_WRITE_BYTES = 8 << 20  # an array is written in pieces of this size
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` written piece by piece through Python's file writes (numpy's own writer reports a
+    short write on a full disk without its errno), then fsynced."""
+    array = np.asarray(array)
+    with open(path, "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                  "shape": array.shape}
+        np.lib.format.write_array_header_1_0(f, header)
+        flat = array.reshape(array.shape[0] if array.ndim else 1, -1) if array.size else array[:0].reshape(0, 1)
+        step = max(1, _WRITE_BYTES // max(1, flat[:1].nbytes))
+        for s in range(0, len(flat), step):  # a memmap is read a piece at a time, never copied whole
+            f.write(np.ascontiguousarray(flat[s:s + step]).tobytes())
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_metadata(folder: Path, names: dict[str, str], metadata: Iterable[dict[str, Any]] | Rows) -> None:
+    """The metadata table and its id order (refuses repeated ids)."""
+    source = metadata if isinstance(metadata, MetadataTable) else (
+        metadata.rows if isinstance(metadata, MemoryRows) else metadata)
+    write_table(folder / names["metadata"], source)
+    save_npy(folder / names["id_order"], id_order(folder / names["metadata"]))
+
+
+def checksums(folder: Path, names: dict[str, str]) -> dict[str, str]:
+    """CRC-32 (hex) of each data file of at most :data:`CHECKSUM_MAX_BYTES`, by file name."""
+    out = {}
+    for name in names.values():
+        if (folder / name).stat().st_size <= CHECKSUM_MAX_BYTES:
+            out[name] = f"{zlib.crc32((folder / name).read_bytes()):08x}"
+    return out
+
+
+def _write_data(folder: Path, write_id: str, arrays: dict[str, np.ndarray],
+                metadata: Iterable[dict[str, Any]] | Rows, first_stage: Any) -> dict[str, Any]:
+    """Every data file of one write; returns the manifest fields that name them."""
+    from demo.index.ivf import write_ivf
+
+    names = current_names(write_id, ivf=first_stage is not None)
+    for role in ("embeddings", "codes", "caption_embeddings", "caption_video"):
+        # Streamed into the file (an index can be larger than memory), then fsynced; nothing
+        # reads it before the manifest that names it is in place.
+        save_npy(folder / names[role], arrays[role])
+    write_metadata(folder, names, metadata)
+    if isinstance(first_stage, Path):  # the IVF file of the index this one was loaded from: as it is
+        shutil.copyfile(first_stage, folder / names["ivf"])
+    elif first_stage is not None:
+        write_ivf(first_stage, folder / names["ivf"])
+    return {"files": names, "checksums": checksums(folder, names)}
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -111,9 +146,11 @@ def clear_leftovers(target: Path, keep: str | None) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def write_index_folder(directory: str | Path, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]],
-                       manifest: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write an index folder; returns its path. ``arrays`` are keyed by role (``embeddings``, ...).
+def write_index_folder(directory: str | Path, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]] | Rows,
+                       manifest: dict[str, Any], overwrite: bool = False, first_stage: Any = None) -> Path:
+    """Write an index folder; returns its path. ``arrays`` are keyed by role (``embeddings``, ...);
+    ``first_stage`` is the faiss IVF-PQ of an "ivf-pq" first stage (or the path of its file), None
+    for the flat one.
 
     A reader sees no index, the old one or the new one, never a mix (module docstring). An
     existing index is replaced only with ``overwrite``; a folder that is not an index never is.
@@ -124,37 +161,37 @@ def write_index_folder(directory: str | Path, arrays: dict[str, np.ndarray], met
         check_target(target, overwrite)
         clear_leftovers(target, keep=current_write_id(target))
         write_id = new_write_id()
-        manifest = {**manifest, "write_id": write_id}
+        manifest = {**manifest, "format_version": FORMAT_VERSION, "write_id": write_id}
         try:
             if target.exists():
-                _replace(target, write_id, arrays, metadata, manifest)
+                _replace(target, write_id, arrays, metadata, manifest, first_stage)
             else:
-                _create(target, write_id, arrays, metadata, manifest)
+                _create(target, write_id, arrays, metadata, manifest, first_stage)
         except OSError as err:
             raise disk_error(err, f"the index {target}") from err
     return target
 
 
-def _create(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]],
-            manifest: dict[str, Any]) -> None:
+def _create(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]] | Rows,
+            manifest: dict[str, Any], first_stage: Any) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write_data(tmp, write_id, arrays, metadata)
-        atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        manifest.update(_write_data(tmp, write_id, arrays, metadata, first_stage))
+        atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=2, default=json_default))
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _replace(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]],
-             manifest: dict[str, Any]) -> None:
+def _replace(target: Path, write_id: str, arrays: dict[str, np.ndarray], metadata: Iterable[dict[str, Any]] | Rows,
+             manifest: dict[str, Any], first_stage: Any) -> None:
     try:
-        _write_data(target, write_id, arrays, metadata)
+        manifest.update(_write_data(target, write_id, arrays, metadata, first_stage))
         _fsync_dir(target)
-        atomic_write(target / MANIFEST, json.dumps(manifest, indent=2))  # the swap: one rename
+        atomic_write(target / MANIFEST, json.dumps(manifest, indent=2, default=json_default))  # the swap
     except BaseException:
-        for path in file_names(write_id).values():
+        for path in current_names(write_id, ivf=True).values():
             (target / path).unlink(missing_ok=True)
         raise
     clear_leftovers(target, keep=write_id)
@@ -174,13 +211,15 @@ def current_write_id(target: Path) -> str | None:
 
 @dataclass(frozen=True)
 class IndexFiles:
-    """What :func:`read_index_folder` found: the manifest, its fingerprint, arrays and rows."""
+    """What :func:`read_index_folder` found: the manifest, its fingerprint, arrays, rows, files."""
 
     root: Path
     manifest: dict[str, Any]
     fingerprint: ModelFingerprint
     arrays: dict[str, np.ndarray]  # keyed by role; read-only memmaps
-    metadata: list[dict[str, Any]]
+    metadata: Rows
+    files: dict[str, str]  # the data files by role
+    first_stage: Any = None  # the IVF-PQ, its lists memory-mapped (version 3); None: flat or older
 
     @property
     def info(self) -> dict[str, Any]:
@@ -188,7 +227,7 @@ class IndexFiles:
         return {k: self.manifest[k] for k in INFO_FIELDS if k in self.manifest}
 
 
-def _check_folder(root: Path) -> None:
+def check_folder(root: Path) -> None:
     """Refuse a work or temp folder, a missing folder, and a folder without a manifest."""
     if root.name.endswith(PARTIAL_SUFFIX) or ".tmp-" in root.name:
         raise IndexFormatError(
@@ -228,10 +267,19 @@ def _fingerprint(root: Path, manifest: dict[str, Any]) -> tuple[ModelFingerprint
 
 
 def _names(manifest: dict[str, Any]) -> dict[str, str]:
-    """The data file names a manifest's write uses (version 1: the unnamed ones)."""
-    write_id = manifest.get("write_id") if manifest.get("format_version") != 1 else None
-    if manifest.get("format_version") != 1 and not isinstance(write_id, str):
+    """The data file names a manifest's write uses (version 3: as it names them; 2: by the write id;
+    1: the unnamed ones)."""
+    version = manifest.get("format_version")
+    write_id = manifest.get("write_id") if version != 1 else None
+    if version != 1 and not isinstance(write_id, str):
         raise IndexFormatError(f"the manifest names no write_id ({write_id!r}): the index is corrupt; rebuild it")
+    if version == 3:
+        files = manifest.get("files")
+        if (not isinstance(files, dict) or any(r not in files for r in ROLES if r != "ivf")
+                or any(not isinstance(v, str) or write_id_of(v) != write_id for v in files.values())):
+            raise IndexFormatError(f"the manifest's files ({files!r}) are not this write's: the index is corrupt; "
+                                   "rebuild it")
+        return {r: str(files[r]) for r in ROLES if r in files}
     wanted = optional_arrays(manifest)
     return {role: name for role, name in file_names(write_id).items() if role not in OPTIONAL_ARRAYS or role in wanted}
 
@@ -242,23 +290,48 @@ def data_files(directory: str | Path) -> dict[str, Path]:
     return {role: root / name for role, name in _names(read_manifest(root)).items()}
 
 
-def _read_data(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """The arrays and rows the manifest names (FileNotFoundError passes through: see the caller)."""
+def _verify(root: Path, manifest: dict[str, Any]) -> None:
+    """The files whose CRC-32 the manifest records must still have it."""
+    for name, crc in (manifest.get("checksums") or {}).items():
+        try:
+            found = f"{zlib.crc32((root / name).read_bytes()):08x}"
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            raise IndexFormatError(f"{root / name} is unreadable ({err}): the index is corrupt; rebuild it") from err
+        if found != crc:
+            raise IndexFormatError(f"{root / name} does not match the checksum written with it ({found} != {crc}): "
+                                   "the file is corrupt; rebuild the index")
+
+
+def _read_rows(root: Path, names: dict[str, str]) -> Rows:
+    if names["metadata"].endswith(".arrow"):
+        return MetadataTable(root / names["metadata"], np.load(root / names["id_order"], mmap_mode="r"))
+    with open(root / names["metadata"], encoding="utf-8") as f:  # line by line: 1.5M rows are 400 MB of text
+        return MemoryRows(json.loads(line) for line in f if line.strip())
+
+
+def _read_data(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, np.ndarray], Rows, Any]:
+    """The arrays, rows and IVF the manifest names (FileNotFoundError passes through: see the caller)."""
+    from demo.index.ivf import read_ivf
+
     names = _names(manifest)
     missing = [n for n in names.values() if not (root / n).is_file()]
     if missing:
         raise FileNotFoundError(f"index {root} is incomplete: missing {', '.join(missing)}")
+    _verify(root, manifest)
     try:
-        arrays = {role: np.load(root / names[role], mmap_mode="r") for role in names if role != "metadata"}
-        with open(root / names["metadata"], encoding="utf-8") as f:  # line by line: 1.5M rows are 400 MB of text
-            rows = [json.loads(line) for line in f if line.strip()]
+        arrays = {role: np.load(root / names[role], mmap_mode="r") for role in names
+                  if names[role].endswith(".npy") and role not in ("metadata", "id_order")}
+        rows = _read_rows(root, names)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError) as err:
         raise IndexFormatError(f"index {root} has an unreadable file ({str(err)[:120]}): the index is corrupt; "
                                "rebuild it") from err
     arrays["caption_video"] = np.asarray(arrays["caption_video"])
-    return arrays, rows
+    ivf = read_ivf(root / names["ivf"]) if names.get("ivf", "").endswith(".faiss") else None
+    return arrays, rows, ivf
 
 
 def check_model(root: Path, manifest: dict[str, Any], built: ModelFingerprint, expect: ModelFingerprint) -> None:
@@ -276,7 +349,7 @@ def check_model(root: Path, manifest: dict[str, Any], built: ModelFingerprint, e
         log.warning("index %s was built with %s, the loaded model uses %s", root, built, expect)
 
 
-def _read_consistent(root: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], list[dict[str, Any]]]:
+def _read_consistent(root: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], Rows, Any]:
     """The manifest and the files it names, read again when a writer swapped them in between."""
     deadline = time.monotonic() + _READ_PATIENCE_S
     while True:
@@ -290,19 +363,19 @@ def _read_consistent(root: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
 
 
 def read_index_folder(directory: str | Path, expect: ModelFingerprint | None = None) -> IndexFiles:
-    """Open an index folder; arrays are memory-mapped read-only. Refuses (IndexFormatError) a
-    missing, unfinished or corrupt folder, and with ``expect`` an index built with an
-    incomparable model. The caller checks the arrays against the layout
+    """Open an index folder; arrays and the metadata table are memory-mapped read-only. Refuses
+    (IndexFormatError) a missing, unfinished or corrupt folder, and with ``expect`` an index built
+    with an incomparable model. The caller checks the arrays against the layout
     (:func:`demo.index.format.check_arrays`), then their contents (``check_contents``)."""
     root = Path(directory)
-    _check_folder(root)
+    check_folder(root)
     manifest = read_manifest(root)
     fingerprint, _, _ = _fingerprint(root, manifest)
     if expect is not None:
         check_model(root, manifest, fingerprint, expect)
-    manifest, arrays, rows = _read_consistent(root)
+    manifest, arrays, rows, ivf = _read_consistent(root)
     fingerprint, count, captions = _fingerprint(root, manifest)
     if len(rows) != count or len(arrays["caption_video"]) != captions:
         raise IndexFormatError(f"index {root}: manifest says {count} videos / {captions} captions, files hold "
                                f"{len(rows)} metadata rows / {len(arrays['caption_video'])} caption ids")
-    return IndexFiles(root, manifest, fingerprint, arrays, rows)
+    return IndexFiles(root, manifest, fingerprint, arrays, rows, _names(manifest), ivf)

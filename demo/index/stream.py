@@ -23,9 +23,11 @@ import numpy as np
 
 from demo.errors import IndexFormatError, InputError
 from demo.files import atomic_write
-from demo.index.format import MANIFEST, file_names, new_write_id
+from demo.index.format import FORMAT_VERSION, MANIFEST, current_names, new_write_id
+from demo.index.ivf import write_ivf
 from demo.index.lock import writer_lock
-from demo.index.store import check_target, clear_leftovers, current_write_id, disk_error
+from demo.index.store import check_target, checksums, clear_leftovers, current_write_id, disk_error, save_npy
+from demo.index.table import TableWriter, id_order, json_default
 
 
 class NpyRows:
@@ -102,20 +104,21 @@ class IndexStreamWriter:
     """An index folder written piece by piece; nothing is visible at ``directory`` until :meth:`commit`.
 
     ``open_array(role, shape, dtype)`` gives an :class:`NpyWriter` for one of the four arrays,
-    ``metadata`` is the open ``metadata.<W>.jsonl`` (one JSON row per line), and ``commit(manifest)``
-    closes everything, writes the manifest and puts the folder in place. Leaving the ``with`` block
-    without a commit removes what was written.
+    ``metadata`` is the metadata table being written (``metadata.add(rows)``), and
+    ``commit(manifest)`` closes everything, builds the first stage from the written embeddings
+    (:func:`demo.index.tuning.build_first_stage`), writes the manifest and puts the folder in
+    place. Leaving the ``with`` block without a commit removes what was written.
     """
 
     def __init__(self, directory: str | Path, overwrite: bool = False) -> None:
         self.target = Path(directory)
         self.overwrite = overwrite
         self.write_id = new_write_id()
-        self.names = file_names(self.write_id)
+        self.names = current_names(self.write_id, ivf=True)
         self.arrays: dict[str, NpyWriter] = {}
         self._lock = writer_lock(self.target)
         self.folder = self.target
-        self.metadata: IO[str]
+        self.metadata: TableWriter
 
     def __enter__(self) -> IndexStreamWriter:
         self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,7 @@ class IndexStreamWriter:
             clear_leftovers(self.target, keep=current_write_id(self.target))
             if not self.target.exists():  # a new index is written beside it, then renamed into place
                 self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
-            self.metadata = open(self.folder / self.names["metadata"], "w", encoding="utf-8")  # noqa: SIM115
+            self.metadata = TableWriter(self.folder / self.names["metadata"])
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -135,15 +138,26 @@ class IndexStreamWriter:
         self.arrays[role] = NpyWriter(self.folder / self.names[role], shape, dtype)
         return self.arrays[role]
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
-        """Close the files, write the manifest (with this write's id) and put the index in place."""
+    def commit(self, manifest: dict[str, Any], progress: bool = False) -> Path:
+        """Close the files, write the first stage, the manifest (with this write's id and files) and
+        put the index in place."""
+        from demo.index.tuning import build_first_stage
+
         try:
             for writer in self.arrays.values():
                 writer.close()
-            self.metadata.flush()
-            os.fsync(self.metadata.fileno())
             self.metadata.close()
-            atomic_write(self.folder / MANIFEST, json.dumps({**manifest, "write_id": self.write_id}, indent=2))
+            save_npy(self.folder / self.names["id_order"], id_order(self.folder / self.names["metadata"]))
+            embeddings = np.load(self.folder / self.names["embeddings"], mmap_mode="r")
+            stage, ivf = build_first_stage(embeddings, progress=progress)
+            names = dict(self.names)
+            if ivf is None:
+                del names["ivf"]
+            else:
+                write_ivf(ivf, self.folder / names["ivf"])
+            manifest = {**manifest, "format_version": FORMAT_VERSION, "first_stage": stage,
+                        "write_id": self.write_id, "files": names, "checksums": checksums(self.folder, names)}
+            atomic_write(self.folder / MANIFEST, json.dumps(manifest, indent=2, default=json_default))
             if self.folder != self.target:
                 os.rename(self.folder, self.target)
                 self.folder = self.target
@@ -159,7 +173,7 @@ class IndexStreamWriter:
             if not getattr(self, "committed", False):
                 for writer in self.arrays.values():
                     writer.file.close()
-                self.metadata.close()
+                self.metadata.discard()
                 if self.folder != self.target:
                     shutil.rmtree(self.folder, ignore_errors=True)
                 else:

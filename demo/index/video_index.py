@@ -30,8 +30,11 @@ from demo.index.binary import (
     rerank_rows,
 )
 from demo.index.format import ARRAYS, check_arrays, check_contents, make_manifest
-from demo.index.ivf import IVF_PQ, FirstStage, choose, ivf_from_array, ivf_search, ivf_to_array, train_ivf
+from demo.index.ivf import IVF_PQ, FirstStage, choose, ivf_from_array, ivf_search
 from demo.index.store import read_index_folder, write_index_folder
+from demo.index.table import IdView, MemoryRows, Rows
+from demo.index.tuning import build_first_stage
+from demo.index.upgrade import upgrade
 from demo.models.fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ class VideoIndex:
         fingerprint: ModelFingerprint,
         embeddings: np.ndarray,
         codes: np.ndarray,
-        metadata: list[dict[str, Any]],
+        metadata: Rows | Sequence[dict[str, Any]],
         caption_embeddings: np.ndarray,
         caption_video: np.ndarray,
         created: str | None = None,
@@ -83,17 +86,21 @@ class VideoIndex:
         self.info: dict[str, Any] = dict(info or {})
         self.embeddings = embeddings  # (N, D) float16, a read-only memmap when loaded
         self.codes = codes  # (N, D/8) uint8
-        self.metadata = metadata
+        # Rows as a sequence of dicts: a memory-mapped table read a row at a time when loaded
+        # (demo.index.table.MetadataTable), rows in memory otherwise.
+        self.metadata: Rows = metadata if isinstance(metadata, Rows) else MemoryRows(metadata)
         self.caption_embeddings = caption_embeddings  # (M, D) float16
         self.caption_video = caption_video  # (M,) int64 rows into metadata
         self.created = created or datetime.now(UTC).isoformat(timespec="seconds")
         self.root = root
         self._binary: Any = None  # faiss.IndexBinaryFlat, built on first binary search
         self._ivf: Any = None  # faiss.IndexIVFPQ of an "ivf-pq" first stage, read or trained on first use
-        self._ivf_data: np.ndarray | None = None  # its serialised bytes as loaded (a memmap)
+        self._ivf_data: np.ndarray | None = None  # its serialised bytes as a version-2 folder kept them
+        self._ivf_file: Path | None = None  # the file it was read from (copied as it is by save())
+        self._files: dict[str, str] = {}  # the data files by role, when loaded
         self._lock = threading.Lock()
-        self._caption_nth = check_arrays(str(root) if root else "index", fingerprint.dim, metadata, self._arrays())
-        self._row = {str(r["id"]): i for i, r in enumerate(metadata)}
+        self._caption_nth = check_arrays(str(root) if root else "index", fingerprint.dim, self.metadata,
+                                         self._arrays())
 
     def _arrays(self) -> dict[str, np.ndarray]:
         """The arrays of the folder format, keyed by role (``embeddings``, ``codes``, ...)."""
@@ -103,14 +110,20 @@ class VideoIndex:
         return len(self.metadata)
 
     @property
-    def ids(self) -> list[str]:
-        return list(self._row)
+    def ids(self) -> IdView:
+        """The row ids, read on demand (``id in index.ids`` is a lookup, not a scan)."""
+        return IdView(self.metadata)
+
+    def row_of(self, video_id: str) -> int | None:
+        """The row of ``video_id`` (None: no such id)."""
+        return self.metadata.row_of(str(video_id))
 
     def vector(self, video_id: str) -> np.ndarray:
         """(D,) float32 embedding of a corpus video (to describe a clip that is already indexed)."""
-        if video_id not in self._row:
+        row = self.row_of(video_id)
+        if row is None:
             raise InputError(f"no video with id {video_id!r} in the index ({len(self)} videos)")
-        return np.asarray(self.embeddings[self._row[video_id]], dtype=np.float32)
+        return np.asarray(self.embeddings[row], dtype=np.float32)
 
     @classmethod
     def from_arrays(
@@ -183,14 +196,22 @@ class VideoIndex:
         return choose(len(self), self.fingerprint.dim)
 
     def _ivf_index(self) -> Any:
-        """The IVF-PQ of an "ivf-pq" first stage: deserialised from the loaded file, else trained."""
+        """The IVF-PQ of an "ivf-pq" first stage: as loaded (memory-mapped), from a version-2 folder's
+        bytes, else (an index made in memory) trained and its depth tuned here, once."""
         with self._lock:
             if self._ivf is None:
                 if self._ivf_data is not None:
                     self._ivf, self._ivf_data = ivf_from_array(self._ivf_data), None  # unmaps the bytes
                 else:
-                    self._ivf = train_ivf(self.embeddings, self.first_stage)
+                    entry, self._ivf = build_first_stage(self.embeddings, self.first_stage)
+                    self.info["first_stage"] = entry
         return self._ivf
+
+    def ivf(self) -> Any:
+        """The faiss IVF-PQ of an "ivf-pq" first stage (see :meth:`_ivf_index`)."""
+        if self.first_stage.kind != IVF_PQ:
+            raise InputError(f"index {self.root or ''} has a {self.first_stage.kind} first stage, not an IVF-PQ")
+        return self._ivf_index()
 
     def hamming_candidates(self, queries: np.ndarray, r: int) -> list[np.ndarray]:
         """Per (Q, D) query, up to ``r`` row ids nearest in Hamming distance of the sign codes.
@@ -216,13 +237,18 @@ class VideoIndex:
         if k == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if exact:
-            return exact_top_k(self.embeddings, q, k)
+            return exact_top_k(self.embeddings, q, k, self._what("embeddings"))
         depth = min(max(rerank, k), len(self))
         if stage.kind == IVF_PQ:
             cand = ivf_search(self._ivf_index(), q, nprobe or stage.nprobe, depth)
         else:
             cand = hamming_search(self._binary_index(), q, depth)
-        return rerank_rows(self.embeddings, q, cand, k)
+        return rerank_rows(self.embeddings, q, cand, k, self._what("embeddings"))
+
+    def _what(self, role: str) -> str:
+        """How an error names the file of array ``role``."""
+        name = self._files.get(role)
+        return str(self.root / name) if self.root is not None and name else role.replace("_", " ")
 
     def search(
         self, queries: np.ndarray, k: int = 10, exact: bool = False, rerank: int | None = None
@@ -245,7 +271,10 @@ class VideoIndex:
 
     def caption_text(self, c: int) -> str:
         """Text of caption embedding ``c``."""
-        return str(self.metadata[int(self.caption_video[c])]["captions"][self._caption_nth[c]])
+        row = int(self.caption_video[c])
+        nth = (int(self._caption_nth[c]) if self._caption_nth is not None
+               else int(c) - int(np.searchsorted(self.caption_video, row, side="left")))
+        return str(self.metadata[row]["captions"][nth])
 
     def _hit(self, rank: int, row: int, score: float) -> Hit:
         r = self.metadata[row]
@@ -267,7 +296,7 @@ class VideoIndex:
             return []
         want = min(m, 4 * k if dedupe else k)
         while True:  # widen the candidate list until k distinct captions are found
-            scores, rows = exact_top_k(self.caption_embeddings, q, want)
+            scores, rows = exact_top_k(self.caption_embeddings, q, want, self._what("caption_embeddings"))
             out: list[CaptionHit] = []
             for s, c in zip(scores[0], rows[0], strict=True):
                 text = self.caption_text(int(c))
@@ -288,30 +317,37 @@ class VideoIndex:
         return make_manifest(self.fingerprint, len(self), len(self.caption_video), self.created, self.info)
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
-        """Write the index folder atomically (a reader never sees half of it); returns its path.
+        """Write the index folder atomically (a reader never sees half of it), its first stage with
+        it (an IVF-PQ is trained and tuned now if this index has none yet); returns its path.
 
         An existing index is replaced only with ``overwrite``; see
         :func:`demo.index.store.write_index_folder`.
         """
         stage = self.first_stage  # recorded, so a reload searches the same way
-        self.info["first_stage"] = stage.to_dict()
-        arrays = self._arrays()
+        ivf: Any = None
         if stage.kind == IVF_PQ:
-            arrays["ivf"] = self._ivf_data if self._ivf_data is not None else ivf_to_array(self._ivf_index())
-        target = write_index_folder(directory, arrays, self.metadata, self.manifest(), overwrite)
+            ivf = self._ivf_file if self._ivf_file is not None and self._ivf is not None else self._ivf_index()
+        self.info.setdefault("first_stage", stage.to_dict())
+        target = write_index_folder(directory, self._arrays(), self.metadata, self.manifest(), overwrite, ivf)
         log.info("wrote index %s (%d videos, %d captions)", target, len(self), len(self.caption_video))
         return target
 
     @classmethod
     def load(cls, directory: str | Path, expect: ModelFingerprint | None = None) -> VideoIndex:
-        """Open an index folder, arrays memory-mapped read-only; with ``expect``, refuse an index
-        built with an incomparable model, and refuse one whose files are corrupt. The checks:
-        :func:`demo.index.store.read_index_folder`, the layout's, then the contents'.
+        """Open an index folder, arrays and metadata memory-mapped read-only, the IVF-PQ (if any) read
+        with its lists mapped; with ``expect``, refuse an index built with an incomparable model, and
+        refuse one whose files are corrupt. The checks: :func:`demo.index.store.read_index_folder`,
+        the layout's, then the contents'. A large index saved before its first stage and metadata
+        table were written with it is upgraded once (:func:`demo.index.upgrade.upgrade`).
         """
+        upgrade(Path(directory), expect)
         files = read_index_folder(directory, expect)
         a = files.arrays
         index = cls(files.fingerprint, a["embeddings"], a["codes"], files.metadata, a["caption_embeddings"],
                     a["caption_video"], created=files.manifest.get("created"), root=files.root, info=files.info)
-        check_contents(str(files.root), index.embeddings, index.codes)
-        index._ivf_data = a.get("ivf")
+        check_contents(str(files.root), a, files.files)
+        index._files = files.files
+        index._ivf, index._ivf_data = files.first_stage, a.get("ivf")
+        if files.first_stage is not None:
+            index._ivf_file = files.root / files.files["ivf"]
         return index

@@ -13,12 +13,14 @@ fetched through it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from demo.index.filecheck import MEDIA_KEY, same_file
 from demo.index.video_index import VideoIndex
@@ -48,6 +50,54 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
+class RowPaths(Mapping[str, str]):
+    """id -> stored path of an index's rows, read on demand: a 10M-row index makes no dict of them.
+    Rows of long videos (windows with a ``video_id``) also answer for their video's id."""
+
+    def __init__(self, index: VideoIndex) -> None:
+        self.index = index
+        self._videos: dict[str, int] | None = None  # video_id -> its first window's row, made on first need
+
+    def _by_video(self) -> dict[str, int]:
+        if self._videos is None:
+            rows = self.index.metadata
+            windows = len(rows) > 0 and "video_id" in rows[0]
+            self._videos = {}
+            for n, r in enumerate(rows if windows else ()):
+                self._videos.setdefault(str(r["video_id"]), n)
+        return self._videos
+
+    def row(self, clip_id: str) -> dict[str, Any] | None:
+        """The metadata row of ``clip_id`` (a long video: its first window's), or None."""
+        row = self.index.row_of(clip_id)
+        if row is None:
+            row = self._by_video().get(clip_id)
+        return None if row is None else self.index.metadata[row]
+
+    def record(self, clip_id: str) -> dict[str, Any] | None:
+        """The file the build recorded for ``clip_id`` (demo.index.filecheck), or None (older indexes)."""
+        row = self.row(clip_id)
+        record = None if row is None else row.get(MEDIA_KEY)
+        return record if isinstance(record, dict) else None
+
+    def __getitem__(self, clip_id: str) -> str:
+        row = self.row(clip_id)
+        if row is None:
+            raise KeyError(clip_id)
+        return str(row["path"])
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.index.ids
+        yield from (v for v in self._by_video() if self.index.row_of(v) is None)
+
+    def __len__(self) -> int:
+        return len(self.index) + sum(1 for v in self._by_video() if self.index.row_of(v) is None)
+
+    def first(self, count: int) -> list[tuple[str, str]]:
+        """The first ``count`` rows' (id, path)."""
+        return [(str(r["id"]), str(r["path"])) for r in itertools.islice(self.index.metadata, count)]
+
+
 class MediaResolver:
     """Finds (or renders) the clip of each row of one index."""
 
@@ -57,22 +107,17 @@ class MediaResolver:
         if root and index.root is not None and not Path(root).is_absolute():
             root = str(index.root / root)  # recorded relative to the index folder
         self.media_root = Path(root).resolve() if root and Path(root).is_dir() else None
-        self._paths = {str(r["id"]): str(r["path"]) for r in index.metadata}
-        self._records = {str(r["id"]): r[MEDIA_KEY] for r in index.metadata if isinstance(r.get(MEDIA_KEY), dict)}
-        for r in index.metadata:  # an index of long videos: each video by its own id too (rows are windows)
-            if "video_id" in r:
-                self._paths.setdefault(str(r["video_id"]), str(r["path"]))
-                if isinstance(r.get(MEDIA_KEY), dict):
-                    self._records.setdefault(str(r["video_id"]), r[MEDIA_KEY])
+        self._paths = RowPaths(index)  # an index of long videos: each video by its own id too
         self._checked: dict[tuple[str, str, int, int, int], bool] = {}  # (id, file, inode, size, mtime) -> same
         self._lock = threading.Lock()
-        sample = list(self._paths.items())[:50]
+        sample = self._paths.first(50)
         self._world = bool(sample) and all(_WORLD_PATH.fullmatch(p.replace("\\", "/")) and
                                            world_path(i) == p.replace("\\", "/") for i, p in sample)
 
     def has_world_ids(self) -> bool:
         """Whether the rows are named like world clips (an index built from world files)."""
-        return bool(self._paths) and all(world_path(i) for i in list(self._paths)[:50])
+        sample = self._paths.first(50)
+        return bool(sample) and all(world_path(i) for i, _ in sample)
 
     def is_world(self) -> bool:
         """Whether the index holds clips of the embedded world (renderable from their ids)."""
@@ -115,7 +160,7 @@ class MediaResolver:
         time, or same bytes): a clip swapped for a link to a private file, or for another file,
         is not served. Indexes built before the record: the containment check alone.
         """
-        record = self._records.get(clip_id)
+        record = self._paths.record(clip_id)
         try:
             real = path.resolve()
             st = real.stat()
