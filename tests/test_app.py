@@ -166,11 +166,13 @@ def test_benchmark_reads_and_reruns(app: RunningApp, client: Any) -> None:
     assert published[1:] == ["50.74", "77.30", "85.05", "1", "14.95"]
     assert plot is not None
 
-    from demo.world import WorldConfig, synth
-
-    # The clips the rerun scores, rendered ahead so the test does not start a process pool.
-    synth(app.root / "cache", WorldConfig(), splits=("test",), limit=6, workers=1, progress=False)
+    # A fresh clone's cache after app start: the index's clips rendered (app.py's prerender), no
+    # test.jsonl, so the rerun renders the test split itself, inside its own (daemonic) process.
+    app.service.prerender()
+    cache = app.service.config.cache_path()
+    assert len(list((cache / "clips" / "test").glob("*.mp4"))) == N_CLIPS and not (cache / "test.jsonl").exists()
     table, _, status, details = client.predict(api_name="/rerun_benchmark")
+    assert "failed" not in status, status
     rows = [r for r in table["data"] if not r[0].startswith("published")]
     assert rows and all(r[1] != "–" for r in rows), table
     assert all(0 <= float(r[1]) <= 100 for r in rows)
