@@ -81,6 +81,25 @@ def test_search_video_with_upload(client: Any, clip: str) -> None:
     assert len(table["data"]) == 4 and "encode" in status
 
 
+def test_an_upload_is_a_corpus_clip_by_content_not_by_name(app: RunningApp, client: Any, clip: str,
+                                                           tmp_path: Path) -> None:
+    import shutil
+
+    from gradio_client import handle_file
+
+    corpus = app.service.media_file("test-000003")
+    assert corpus is not None
+    same = shutil.copy(corpus, tmp_path / "test-000003.mp4")
+    table, status = client.predict(handle_file(str(same)), None, 24, api_name="/search_video")
+    assert "corpus clip **test-000003**" in status and any(r[4] == "★ own" for r in table["data"])
+    # Another clip under a corpus clip's name is the person's own clip.
+    (tmp_path / "other").mkdir()
+    impostor = shutil.copy(clip, tmp_path / "other" / "test-000003.mp4")
+    table, status = client.predict(handle_file(str(impostor)), None, 24, api_name="/search_video")
+    assert "your clip" in status and "test-000003" not in status, status
+    assert all(r[4] == "" for r in table["data"])
+
+
 def test_classify_returns_top5_and_bars(client: Any, clip: str) -> None:
     from gradio_client import handle_file
 

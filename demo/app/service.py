@@ -12,6 +12,7 @@ app's ``/media/<id>`` route for a local file (a world clip is rendered on demand
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import multiprocessing
 import time
@@ -234,10 +235,23 @@ class DemoService(MomentActions):
                                   source=self.searcher.describe_source)
         path = self.check_upload(video)
         timed = friendly(path, lambda: self.searcher.describe_video_timed(path, k=clamp_k(k)))
-        stem = Path(path).stem  # an example or corpus clip uploaded under its own id
-        own = stem if stem in self._ids else None
-        return DescribeResult(self.by_video(timed.hits), own, timed.encode_ms, timed.search_ms,
+        return DescribeResult(self.by_video(timed.hits), self.corpus_copy(path), timed.encode_ms, timed.search_ms,
                               source=self.searcher.describe_source)
+
+    def corpus_copy(self, path: str) -> str | None:
+        """The id of the corpus clip that the file ``path`` is a byte-for-byte copy of, else None.
+
+        A file name proves nothing (anyone can call a clip ``test-000777.mp4``): the name only says
+        which clip to compare with, and the bytes decide."""
+        stem = Path(path).stem
+        if stem not in self._ids:
+            return None
+        corpus = self.media.local_file(stem)
+        try:
+            same = corpus is not None and filecmp.cmp(corpus, path, shallow=False)
+        except OSError:  # pragma: no cover - a file that vanished is no copy
+            same = False
+        return stem if same else None
 
     # ------------------------------------------------------------ classification
 
