@@ -36,9 +36,13 @@ def test_new_endpoints_are_named(long_client: Any) -> None:
 def test_search_returns_moments_that_play_from_their_start(long_app: RunningApp, long_client: Any) -> None:
     import httpx
 
-    part = read_parts(long_app.root / "long")[0].parts[1]
+    videos = read_parts(long_app.root / "long")
+    part = videos[0].parts[1]
     html, hits, status = long_client.predict(part.caption, 5, "exact", 1, api_name="/search_text")
     assert len(hits) == LONG_VIDEOS and len({h["id"] for h in hits}) == LONG_VIDEOS  # one per video
+    # A moment is described by a part of its video (one of the video's captions), not by the video's title.
+    parts = {v.id: {p.caption for p in v.parts} for v in videos}
+    assert all(h["caption"] in parts[h["id"]] for h in hits), hits
     assert "moments from 3 videos" in status
     for h in hits:
         assert h["end"] > h["start"] >= 0 and h["window"].startswith(h["id"] + "@")

@@ -54,9 +54,9 @@ class MomentActions:
 
     def video_hit(self, hit: Hit | Moment) -> VideoHit:
         """A search hit as the page shows it (a moment keeps its times and the video's title)."""
-        if isinstance(hit, Moment):
-            title = str(hit.metadata.get("title") or hit.caption)
-            return VideoHit(hit.rank, hit.id, hit.score, title, self.clip_src(hit.id), hit.start, hit.end, hit.row)
+        if isinstance(hit, Moment):  # its caption is the part of the video it covers
+            return VideoHit(hit.rank, hit.id, hit.score, hit.caption, self.clip_src(hit.id), hit.start, hit.end,
+                            hit.row)
         return VideoHit(hit.rank, hit.id, hit.score, hit.caption, self.clip_src(hit.id), window=hit.id)
 
     def _result(self, query: str, timed: Timed, mode: str, kind: str) -> SearchResult:
@@ -94,7 +94,8 @@ class MomentActions:
         best = timed.hits[0].score if timed.hits else 0.0
         good = [h for h in timed.hits[:MORE_LIMIT] if h.score >= best - (1 - MORE_SHARE) * abs(best)]
         hits = sorted((self.video_hit(h) for h in good), key=lambda h: h.start or 0.0)
-        title = hits[0].caption if hits else video_id
+        first = self.searcher.index.metadata[int(self._windows(video_id)[1][0])]
+        title = str(first.get("title") or video_id)
         return VideoMoments(video_id, title, self.clip_src(video_id), self.searcher.video_duration(video_id) or 0.0,
                             text, hits, timed.search_ms)
 
