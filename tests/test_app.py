@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import N_CLIPS, RunningApp, bad_files
+from conftest import N_CLIPS, RunningApp, bad_files, launch_app
 
-from demo.app.service import DemoService
+from demo.app.service import AppConfig, DemoService
 from demo.errors import InputError, VideoDecodeError
 
 
@@ -98,6 +98,29 @@ def test_an_upload_is_a_corpus_clip_by_content_not_by_name(app: RunningApp, clie
     table, status = client.predict(handle_file(str(impostor)), None, 24, api_name="/search_video")
     assert "your clip" in status and "test-000003" not in status, status
     assert all(r[4] == "" for r in table["data"])
+
+
+def test_sessions_held_stay_bounded_under_raw_api_calls(app: RunningApp, tmp_path: Path, tiny_clip4clip: Path) -> None:
+    """Every raw /gradio_api/call request is a session of its own, and Gradio keeps each session's
+    state (a copy of the page's component settings): the app holds at most ``max_sessions``."""
+    import httpx
+
+    assert AppConfig().max_sessions <= 1000
+    running = launch_app(tmp_path, tiny_clip4clip, index=app.root / "index", max_sessions=12)
+    try:
+        def call(_: int) -> str:
+            route = running.url + "gradio_api/call/search_text"
+            posted = httpx.post(route, json={"data": ["", 5, "exact", 1]})
+            with httpx.stream("GET", f"{route}/{posted.json()['event_id']}") as events:
+                return next(line for line in events.iter_lines() if line.startswith("event: "))
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(call, range(40)))
+        assert outcomes == ["event: complete"] * 40
+        held = running.demo.state_holder.session_data
+        assert 0 < len(held) <= 12, len(held)
+    finally:
+        running.demo.close()
 
 
 def test_classify_returns_top5_and_bars(client: Any, clip: str) -> None:

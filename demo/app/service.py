@@ -71,6 +71,9 @@ class AppConfig:
     cache_dir: str | None = None  # where world clips are rendered (default: $DEMO_CACHE or cache/world)
     max_upload_mb: float = 100.0
     max_duration_s: float = 600.0  # long uploads get a timeline of captions (Video -> Text)
+    # Visitors' sessions whose page state the server keeps (the oldest is dropped first): each holds
+    # a copy of the page's component settings, about 0.4 MB, so the default keeps them under 100 MB.
+    max_sessions: int = 200
     eval_limit: int | None = None  # test clips a CPU rerun of the benchmark uses (None: all)
     # Who may rerun the benchmark (52 s of CPU on the embedded suite): None lets it run when the
     # app listens on this machine only (app.py sets it from --host / --share / --allow-rerun).

@@ -59,12 +59,14 @@ def theme() -> gr.themes.Base:
 
 
 def launch_options(service: DemoService) -> dict[str, Any]:
-    """Keyword arguments for ``Blocks.launch``: theme, css and the only folders Gradio serves
-    files from (the example clips and the world-clip cache: ours alone)."""
+    """Keyword arguments for ``Blocks.launch``: theme, css, the only folders Gradio serves files
+    from (the example clips and the world-clip cache: ours alone) and how many sessions' state it
+    keeps (every API call without a session is a new one: unbounded, 14,500 calls held 2 GB)."""
     head = (HEAD + f"<style>{FRAME_CSS.read_text(encoding='utf-8')}</style>"
             f"<script>{MOMENTS_JS.read_text(encoding='utf-8')}</script>")
     return {"theme": theme(), "css_paths": [CSS], "head": head, "allowed_paths": service.media_dirs(),
-            "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"]}
+            "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"],
+            "state_session_capacity": service.config.max_sessions}
 
 
 def launch(demo: gr.Blocks, service: DemoService, **options: Any) -> None:
