@@ -72,7 +72,7 @@ class AppConfig:
     max_upload_mb: float = 100.0
     max_duration_s: float = 600.0  # long uploads get a timeline of captions (Video -> Text)
     # Visitors' sessions whose page state the server keeps (the oldest is dropped first): each holds
-    # a copy of the page's component settings, about 0.4 MB, so the default keeps them under 100 MB.
+    # a copy of the page's component settings, about 0.2 MB, so the default keeps them near 40 MB.
     max_sessions: int = 200
     eval_limit: int | None = None  # test clips a CPU rerun of the benchmark uses (None: all)
     # Who may rerun the benchmark (52 s of CPU on the embedded suite): None lets it run when the
@@ -268,14 +268,11 @@ class DemoService:
         A file name proves nothing (anyone can call a clip ``test-000777.mp4``): the name only says
         which clip to compare with, and the bytes decide."""
         stem = Path(path).stem
-        if stem not in self._ids:
-            return None
-        corpus = self.media.local_file(stem)
+        corpus = self.media.local_file(stem) if stem in self._ids else None
         try:
-            same = corpus is not None and filecmp.cmp(corpus, path, shallow=False)
+            return stem if corpus is not None and filecmp.cmp(corpus, path, shallow=False) else None
         except OSError:  # pragma: no cover - a file that vanished is no copy
-            same = False
-        return stem if same else None
+            return None
 
     # ------------------------------------------------------------ classification
 

@@ -231,10 +231,7 @@ def _video_to_text(service: DemoService) -> None:
             status = gr.Markdown("Pick or upload a clip to see the captions that match it best.",
                                  label="status", elem_classes="vs-status", elem_id="vs-describe-status")
             timeline = gr.HTML("", label="timeline", elem_id="vs-timeline")
-            table = gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
-                                 interactive=False, wrap=True, label="captions", max_height=720,
-                                 elem_classes="vs-table", elem_id="vs-captions",
-                                 column_widths=["12%", "15%", "45%", "17%", "11%"])
+            table = _caption_table()
 
     def describe(video: str | None = None, clip_id: str = "", k: float = 10) -> tuple[Any, str]:
         if not video and not (clip_id or "").strip():
@@ -277,6 +274,13 @@ def _video_to_text(service: DemoService) -> None:
     video.upload(uploaded, [video, k], targets, api_visibility="private")
     examples.load_input_event.then(uploaded, [video, k], targets, api_visibility="private").then(
         None, js=_reveal("vs-describe-status"))
+
+
+def _caption_table() -> gr.Dataframe:
+    """Video -> Text's captions; the column widths leave "0.8102" and "test-000002" whole at 390 px."""
+    return gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
+                        interactive=False, wrap=True, label="captions", max_height=720, elem_classes="vs-table",
+                        elem_id="vs-captions", column_widths=["12%", "15%", "45%", "17%", "11%"])
 
 
 def _classification(service: DemoService) -> None:
