@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import N_CLIPS, RunningApp, bad_files
+from conftest import N_CLIPS, RunningApp, bad_files, launch_app
 
-from demo.app.service import DemoService
+from demo.app.service import AppConfig, DemoService
 from demo.errors import InputError, VideoDecodeError
 
 
@@ -79,6 +79,48 @@ def test_search_video_with_upload(client: Any, clip: str) -> None:
 
     table, status = client.predict(handle_file(clip), None, 4, api_name="/search_video")
     assert len(table["data"]) == 4 and "encode" in status
+
+
+def test_an_upload_is_a_corpus_clip_by_content_not_by_name(app: RunningApp, client: Any, clip: str,
+                                                           tmp_path: Path) -> None:
+    import shutil
+
+    from gradio_client import handle_file
+
+    corpus = app.service.media_file("test-000003")
+    assert corpus is not None
+    same = shutil.copy(corpus, tmp_path / "test-000003.mp4")
+    table, status = client.predict(handle_file(str(same)), None, 24, api_name="/search_video")
+    assert "corpus clip **test-000003**" in status and any(r[4] == "★ own" for r in table["data"])
+    # Another clip under a corpus clip's name is the person's own clip.
+    (tmp_path / "other").mkdir()
+    impostor = shutil.copy(clip, tmp_path / "other" / "test-000003.mp4")
+    table, status = client.predict(handle_file(str(impostor)), None, 24, api_name="/search_video")
+    assert "your clip" in status and "test-000003" not in status, status
+    assert all(r[4] == "" for r in table["data"])
+
+
+def test_sessions_held_stay_bounded_under_raw_api_calls(app: RunningApp, tmp_path: Path, tiny_clip4clip: Path) -> None:
+    """Every raw /gradio_api/call request is a session of its own, and Gradio keeps each session's
+    state (a copy of the page's component settings): the app holds at most ``max_sessions``."""
+    import httpx
+
+    assert AppConfig().max_sessions <= 1000
+    running = launch_app(tmp_path, tiny_clip4clip, index=app.root / "index", max_sessions=12)
+    try:
+        def call(_: int) -> str:
+            route = running.url + "gradio_api/call/search_text"
+            posted = httpx.post(route, json={"data": ["", 5, "exact", 1]})
+            with httpx.stream("GET", f"{route}/{posted.json()['event_id']}") as events:
+                return next(line for line in events.iter_lines() if line.startswith("event: "))
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(call, range(40)))
+        assert outcomes == ["event: complete"] * 40
+        held = running.demo.state_holder.session_data
+        assert 0 < len(held) <= 12, len(held)
+    finally:
+        running.demo.close()
 
 
 def test_classify_returns_top5_and_bars(client: Any, clip: str) -> None:
@@ -166,11 +208,13 @@ def test_benchmark_reads_and_reruns(app: RunningApp, client: Any) -> None:
     assert published[1:] == ["50.74", "77.30", "85.05", "1", "14.95"]
     assert plot is not None
 
-    from demo.world import WorldConfig, synth
-
-    # The clips the rerun scores, rendered ahead so the test does not start a process pool.
-    synth(app.root / "cache", WorldConfig(), splits=("test",), limit=6, workers=1, progress=False)
+    # A fresh clone's cache after app start: the index's clips rendered (app.py's prerender), no
+    # test.jsonl, so the rerun renders the test split itself, inside its own (daemonic) process.
+    app.service.prerender()
+    cache = app.service.config.cache_path()
+    assert len(list((cache / "clips" / "test").glob("*.mp4"))) == N_CLIPS and not (cache / "test.jsonl").exists()
     table, _, status, details = client.predict(api_name="/rerun_benchmark")
+    assert "failed" not in status, status
     rows = [r for r in table["data"] if not r[0].startswith("published")]
     assert rows and all(r[1] != "–" for r in rows), table
     assert all(0 <= float(r[1]) <= 100 for r in rows)

@@ -36,9 +36,13 @@ def test_new_endpoints_are_named(long_client: Any) -> None:
 def test_search_returns_moments_that_play_from_their_start(long_app: RunningApp, long_client: Any) -> None:
     import httpx
 
-    part = read_parts(long_app.root / "long")[0].parts[1]
+    videos = read_parts(long_app.root / "long")
+    part = videos[0].parts[1]
     html, hits, status = long_client.predict(part.caption, 5, "exact", 1, api_name="/search_text")
     assert len(hits) == LONG_VIDEOS and len({h["id"] for h in hits}) == LONG_VIDEOS  # one per video
+    # A moment is described by a part of its video (one of the video's captions), not by the video's title.
+    parts = {v.id: {p.caption for p in v.parts} for v in videos}
+    assert all(h["caption"] in parts[h["id"]] for h in hits), hits
     assert "moments from 3 videos" in status
     for h in hits:
         assert h["end"] > h["start"] >= 0 and h["window"].startswith(h["id"] + "@")
@@ -104,3 +108,25 @@ def test_the_picker_lists_long_videos_once(long_app: RunningApp) -> None:
     assert [c[1] for c in choices] == [v.id for v in read_parts(long_app.root / "long")]
     assert all("scenes" in label for label, _ in choices)
     assert long_app.service.info()["long_videos"] == LONG_VIDEOS
+
+
+def test_the_explorer_is_a_component_with_what_it_needs(long_app: RunningApp) -> None:
+    """The moment actions live in an Explorer built from a searcher and two functions, not in a
+    mixin that expects them of the service: one built here by hand answers like the app's."""
+    from demo.app.explore import Explorer
+    from demo.errors import InputError
+
+    service = long_app.service
+    assert not isinstance(service, Explorer) and service.explorer.searcher is service.searcher
+
+    def no_uploads(video: str | None) -> str:
+        raise InputError("no uploads here")
+
+    explorer = Explorer(service.searcher, lambda clip_id: f"clips/{clip_id}", no_uploads)
+    video = read_parts(long_app.root / "long")[1]
+    mine = explorer.more_from_video(video.parts[0].caption, video.id)
+    theirs = service.more_from_video(video.parts[0].caption, video.id)
+    assert mine.src == f"clips/{video.id}" and [m.start for m in mine.moments] == [m.start for m in theirs.moments]
+    assert explorer.long_videos() and explorer.corpus_size() == LONG_VIDEOS
+    with pytest.raises(InputError, match="no uploads here"):
+        explorer.timeline("some.mp4")

@@ -3,40 +3,17 @@ screenshots (into $SCREENSHOTS_DIR, default <repo>/screenshots) to look at."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import SHOTS, browser
 from conftest import N_CLIPS, launch_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(os.environ.get("SCREENSHOTS_DIR", Path(__file__).resolve().parent.parent / "screenshots"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-
 pytestmark = pytest.mark.browser
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module's pages (Playwright's sync API runs once per thread)."""
-    if sync_playwright is None:
-        pytest.skip("playwright is not installed (pip install playwright)")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
+__all__ = ["browser"]  # the fixture, imported for pytest to find
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +62,20 @@ def test_video_to_text_marks_own_captions(page: Any) -> None:
     pick = page.get_by_label("Pick a corpus clip")
     pick.click()
     page.get_by_role("option", name=re.compile(r"^test-000002 ")).click()
-    page.wait_for_function("() => document.body.innerText.includes('★ own')", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('vs-captions').innerText.includes('★ own')",
+                           timeout=30_000)
     page.wait_for_timeout(400)
+    status = page.locator("#vs-describe-status").inner_text()
+    found = re.search(r"corpus clip test-000002 \((\d+) of its own captions", status)
+    assert found, status
+    # Each caption row: rank, score, caption, the clip it belongs to, "★ own" for the picked clip's.
+    rows = page.locator("#vs-captions").evaluate(
+        "t => [...t.querySelectorAll('.virtual-row')].map(r => [...r.querySelectorAll('.body-cell')]"
+        ".map(c => c.innerText.trim()))")
+    assert len(rows) == 10 and [r[0] for r in rows] == [str(i) for i in range(1, 11)], rows
+    own = [r for r in rows if r[3] == "test-000002"]
+    assert len(own) == int(found.group(1)) >= 1 and all(r[4] == "★ own" for r in own), rows
+    assert all(r[4] == "" for r in rows if r[3] != "test-000002"), rows
     page.screenshot(path=str(SHOTS / "2-video-to-text.png"), full_page=True)
 
 
@@ -107,8 +96,17 @@ def test_classify_an_uploaded_clip(page: Any) -> None:
 
 def test_benchmark_tab(page: Any) -> None:
     page.get_by_role("tab", name="Benchmark").click()
-    page.wait_for_function("() => document.body.innerText.includes('CLIP4Clip (150k WebVid)')", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('vs-bench-table').innerText.includes('150k WebVid')",
+                           timeout=30_000)
     page.wait_for_timeout(500)
+    table = page.locator("#vs-bench-table").inner_text()
+    # The tiny model was never evaluated: its row says so; the published rows carry the model card's numbers.
+    assert "this model: not yet evaluated" in table
+    assert "Not yet evaluated" in page.locator("#vs-bench-status").inner_text()
+    for number in ("50.74", "77.30", "85.05", "14.95"):
+        assert number in table
+    assert page.locator("#vs-recall img").count() == 1, "no recall curve"
+    assert page.locator("#vs-rerun").is_enabled()  # the app listens on 127.0.0.1 only: reruns are allowed
     page.screenshot(path=str(SHOTS / "4-benchmark.png"), full_page=True)
 
 

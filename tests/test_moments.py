@@ -137,6 +137,28 @@ def test_adjacent_windows_that_score_alike_merge_into_one_moment():
     assert all(temporal_iou(a, b) == 0 for i, a in enumerate(bounds) for b in bounds[i + 1:])
 
 
+def test_a_moment_is_captioned_by_the_part_it_covers_not_the_video():
+    """A long video of three parts, each window showing one part: a moment's caption is its part's
+    (the caption whose embedding is nearest the moment's best window), not the video's first."""
+    from demo.index.segments import window_rows
+    from demo.models.fingerprint import ModelFingerprint
+
+    parts = ["a red circle moving left", "a blue square growing", "a green star bouncing"]
+    basis = np.eye(8, dtype=np.float32)
+    rows = window_rows("long-0", "long-0.mp4", [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0)],
+                       {"captions": parts, "title": "3 scenes of the world"})
+    rows += window_rows("long-1", "long-1.mp4", [(0.0, 4.0)], {"captions": ["a white heart"]})
+    index = VideoIndex.from_arrays(ModelFingerprint("m", "meanP", 8, 32, 4, 1.0), basis[[0, 1, 2, 3]], rows,
+                                   basis[[0, 1, 2, 3]], [0, 0, 0, 3])
+    index.info["segments"] = {"segment": 4.0, "stride": 4.0}
+    search = MomentSearch(index)
+    for part, caption in enumerate(parts):
+        best = search.search(basis[part], k=1)[0]
+        assert (best.id, best.start, best.caption) == ("long-0", 4.0 * part, caption)
+        assert [m.caption for m in search.in_video(basis[part], "long-0", k=1)] == [caption]
+    assert search.search(basis[3], k=1)[0].caption == "a white heart"
+
+
 def test_moment_metrics_against_a_brute_force_count():
     rng = np.random.default_rng(0)
     truth = [(f"v{rng.integers(3)}", float(s), float(s + 4)) for s in rng.uniform(0, 20, 40)]

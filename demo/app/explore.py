@@ -1,14 +1,16 @@
 """The app's actions on long videos, and the other ways to ask: by image, and "more like this".
 
-:class:`MomentActions` is the part of :class:`demo.app.service.DemoService` that deals with
-moments (hits with a start and an end, from an index built with ``--segment``): turning search
-hits into what the page plays, "more from this video", timelines (captions along a long video),
-image queries and "more like this". It works on whole-clip indexes too, where a hit is a video.
+:class:`Explorer` deals with moments (hits with a start and an end, from an index built with
+``--segment``): turning search hits into what the page plays, "more from this video", timelines
+(captions along a long video), image queries and "more like this". It works on whole-clip indexes
+too, where a hit is a video. :class:`demo.app.service.DemoService` builds one and hands its
+actions to the page.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,21 +29,24 @@ if TYPE_CHECKING:
     from demo.index.video_index import CaptionHit, Hit
     from demo.search.searcher import Searcher, Timed
 
+ClipSource = Callable[[str], str | None]  # corpus clip id -> what a page plays (None: unavailable)
+UploadCheck = Callable[[str | None], str]  # an upload -> its path once within the limits, else DemoError
 
 MORE_SHARE = 0.6  # "more from this video" lists moments scoring at least this share of its best one
 MORE_LIMIT = 12
 
 
-class MomentActions:
-    """Moment-aware actions; the service that mixes this in provides the searcher and ``clip_src``."""
+class Explorer:
+    """Moment-aware actions over one searcher.
 
-    searcher: Searcher
+    Needs, and holds nothing else: ``searcher`` (the model and index; its ``moments`` when the index
+    holds long videos), ``clip_src`` (what a page plays for a corpus clip id, None when the clip is
+    unavailable) and ``check_upload`` (an uploaded file's path once it is within the app's limits;
+    raises a DemoError otherwise).
+    """
 
-    def clip_src(self, clip_id: str) -> str | None:  # pragma: no cover - DemoService's
-        raise NotImplementedError
-
-    def check_upload(self, video: str | None) -> str:  # pragma: no cover - DemoService's
-        raise NotImplementedError
+    def __init__(self, searcher: Searcher, clip_src: ClipSource, check_upload: UploadCheck) -> None:
+        self.searcher, self.clip_src, self.check_upload = searcher, clip_src, check_upload
 
     def long_videos(self) -> bool:
         """Whether the index holds long videos as windows (results are moments)."""
@@ -54,9 +59,9 @@ class MomentActions:
 
     def video_hit(self, hit: Hit | Moment) -> VideoHit:
         """A search hit as the page shows it (a moment keeps its times and the video's title)."""
-        if isinstance(hit, Moment):
-            title = str(hit.metadata.get("title") or hit.caption)
-            return VideoHit(hit.rank, hit.id, hit.score, title, self.clip_src(hit.id), hit.start, hit.end, hit.row)
+        if isinstance(hit, Moment):  # its caption is the part of the video it covers
+            return VideoHit(hit.rank, hit.id, hit.score, hit.caption, self.clip_src(hit.id), hit.start, hit.end,
+                            hit.row)
         return VideoHit(hit.rank, hit.id, hit.score, hit.caption, self.clip_src(hit.id), window=hit.id)
 
     def _result(self, query: str, timed: Timed, mode: str, kind: str) -> SearchResult:
@@ -94,7 +99,8 @@ class MomentActions:
         best = timed.hits[0].score if timed.hits else 0.0
         good = [h for h in timed.hits[:MORE_LIMIT] if h.score >= best - (1 - MORE_SHARE) * abs(best)]
         hits = sorted((self.video_hit(h) for h in good), key=lambda h: h.start or 0.0)
-        title = hits[0].caption if hits else video_id
+        first = self.searcher.index.metadata[int(self._windows(video_id)[1][0])]
+        title = str(first.get("title") or video_id)
         return VideoMoments(video_id, title, self.clip_src(video_id), self.searcher.video_duration(video_id) or 0.0,
                             text, hits, timed.search_ms)
 

@@ -12,6 +12,7 @@ app's ``/media/<id>`` route for a local file (a world clip is rendered on demand
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import multiprocessing
 import time
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 from demo.app.benchmark import BenchmarkView, Rerunner, read_view
 from demo.app.confidence import QueryCheck
-from demo.app.explore import MomentActions
+from demo.app.explore import Explorer
 from demo.app.messages import corpus_id, friendly
 from demo.app.results import MAX_K, MODES, DescribeResult, SearchResult, VideoHit, VideoMoments, clamp_k
 from demo.errors import DemoError, IndexFormatError, InputError, ModelLoadError, VideoDecodeError
@@ -45,6 +46,7 @@ from demo.world import vocabulary
 if TYPE_CHECKING:
     from demo.models.xclip import Classification, XClipClassifier
     from demo.search.searcher import Searcher
+    from demo.search.timeline import TimelineEntry
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ class AppConfig:
     cache_dir: str | None = None  # where world clips are rendered (default: $DEMO_CACHE or cache/world)
     max_upload_mb: float = 100.0
     max_duration_s: float = 600.0  # long uploads get a timeline of captions (Video -> Text)
+    # Visitors' sessions whose page state the server keeps (the oldest is dropped first): each holds
+    # a copy of the page's component settings, about 0.2 MB, so the default keeps them near 40 MB.
+    max_sessions: int = 200
     eval_limit: int | None = None  # test clips a CPU rerun of the benchmark uses (None: all)
     # Who may rerun the benchmark (52 s of CPU on the embedded suite): None lets it run when the
     # app listens on this machine only (app.py sets it from --host / --share / --allow-rerun).
@@ -80,9 +85,9 @@ class AppConfig:
         return default_cache(self.cache_dir)
 
 
-class DemoService(MomentActions):
-    """The loaded models and index, and one method per UI action (those on long videos, image
-    queries and "more like this" in :class:`~demo.app.explore.MomentActions`)."""
+class DemoService:
+    """The loaded models and index, and one method per UI action; those on long videos, image
+    queries and "more like this" are its :class:`~demo.app.explore.Explorer`'s (``self.explorer``)."""
 
     def __init__(self, searcher: Searcher, classifier: XClipClassifier | None, preset: Preset,
                  config: AppConfig = AppConfig(), xclip_error: str | None = None) -> None:  # noqa: B008
@@ -90,6 +95,7 @@ class DemoService(MomentActions):
         self.xclip_error = xclip_error  # why the classifier is missing
         self.media = MediaResolver(searcher.index, config.cache_path())
         self.rerunner = Rerunner()
+        self.explorer = Explorer(searcher, self.clip_src, self.check_upload)
         self._ids = searcher.index.ids  # `in` is a lookup: no set of every id
         world = self.vocabulary()
         self.check = QueryCheck.for_index(searcher.index, None if world is None else
@@ -171,7 +177,7 @@ class DemoService(MomentActions):
     def corpus_choices(self, limit: int = 1000) -> list[tuple[str, str]]:
         """(label, id) of the first ``limit`` corpus videos, for a picker (a long video once, not per window)."""
         rows: Sequence[dict[str, Any]] = self.searcher.index.metadata
-        if self.long_videos():
+        if self.explorer.long_videos():
             rows = [r for r in rows if r.get("captions") or r.get("title")]  # a long video's first window
         return [(_short(f"{r.get('video_id', r['id'])} · {r.get('title') or (r.get('captions') or [''])[0]}", 90),
                  str(r.get("video_id", r["id"]))) for r in rows[:limit]]
@@ -210,13 +216,31 @@ class DemoService(MomentActions):
         text = clean_query(query)
         exact = mode == "exact"
         timed = self.searcher.search_text_timed(text, k=clamp_k(k), exact=exact, per_video=clamp_k(per_video))
-        hits = [self.video_hit(h) for h in timed.hits]
+        hits = [self.explorer.video_hit(h) for h in timed.hits]
         notes = self.check.notes(text, hits[0].score if hits else None)
         if len(" ".join((query or "").split())) > MAX_QUERY_CHARS:
             notes.insert(0, f"Your text was cut to its first {MAX_QUERY_CHARS:,} characters (the model reads only "
                             f"the first {self.searcher.encoder.max_words - 2} tokens of those).")
         return SearchResult(text, hits, timed.encode_ms, timed.search_ms, "exact" if exact else MODES[0],
-                            self.corpus_size(), tuple(notes), moments=self.long_videos())
+                            self.explorer.corpus_size(), tuple(notes), moments=self.explorer.long_videos())
+
+    # The explorer's actions, under the names the page and the API call (see demo.app.explore).
+    def long_videos(self) -> bool:
+        return self.explorer.long_videos()
+
+    def search_image(self, image: str | None, k: float = 10, mode: str = MODES[0],
+                     per_video: float = 1) -> SearchResult:
+        return self.explorer.search_image(image, k, mode, per_video)
+
+    def more_like_this(self, result_id: str | None, k: float = 10, mode: str = MODES[0],
+                       per_video: float = 1) -> SearchResult:
+        return self.explorer.more_like_this(result_id, k, mode, per_video)
+
+    def more_from_video(self, query: str | None, video_id: str | None) -> VideoMoments:
+        return self.explorer.more_from_video(query, video_id)
+
+    def timeline(self, video: str | None, clip_id: str | None = None) -> list[TimelineEntry]:
+        return self.explorer.timeline(video, clip_id)
 
     # ------------------------------------------------------------- video -> text
 
@@ -225,8 +249,8 @@ class DemoService(MomentActions):
         windows) or else the ``video`` file. Its timeline: :meth:`timeline`."""
         index = self.searcher.index
         clip_id = corpus_id(clip_id)
-        if clip_id and self.is_long_video(clip_id):
-            return self.describe_long_video(clip_id, clamp_k(k))
+        if clip_id and self.explorer.is_long_video(clip_id):
+            return self.explorer.describe_long_video(clip_id, clamp_k(k))
         if clip_id:
             t0 = time.perf_counter()
             vec = index.vector(clip_id)
@@ -236,10 +260,21 @@ class DemoService(MomentActions):
                                   source=self.searcher.describe_source)
         path = self.check_upload(video)
         timed = friendly(path, lambda: self.searcher.describe_video_timed(path, k=clamp_k(k)))
-        stem = Path(path).stem  # an example or corpus clip uploaded under its own id
-        own = stem if stem in self._ids else None
-        return DescribeResult(self.by_video(timed.hits), own, timed.encode_ms, timed.search_ms,
+        return DescribeResult(self.explorer.by_video(timed.hits), self.corpus_copy(path), timed.encode_ms,
+                              timed.search_ms,
                               source=self.searcher.describe_source)
+
+    def corpus_copy(self, path: str) -> str | None:
+        """The id of the corpus clip that the file ``path`` is a byte-for-byte copy of, else None.
+
+        A file name proves nothing (anyone can call a clip ``test-000777.mp4``): the name only says
+        which clip to compare with, and the bytes decide."""
+        stem = Path(path).stem
+        corpus = self.media.local_file(stem) if stem in self._ids else None
+        try:
+            return stem if corpus is not None and filecmp.cmp(corpus, path, shallow=False) else None
+        except OSError:  # pragma: no cover - a file that vanished is no copy
+            return None
 
     # ------------------------------------------------------------ classification
 

@@ -20,7 +20,8 @@ from demo.app.service import MAX_K, MEDIA_ROUTE, MODES, DemoService
 from demo.errors import DemoError
 from demo.presets import ASSETS
 
-CSS = ASSETS / "app.css"
+CSS = ASSETS / "app.css"  # the app's blocks (Gradio scopes it to them)
+FRAME_CSS = ASSETS / "frame.css"  # Gradio's frame around them: served unscoped, in the page's head
 MOMENTS_JS = ASSETS / "moments.js"  # seeking players to moments; the result cards' buttons
 CUSTOM_LABELS = "custom"
 UPLOAD_LIFETIME = (600, 3600)
@@ -58,11 +59,14 @@ def theme() -> gr.themes.Base:
 
 
 def launch_options(service: DemoService) -> dict[str, Any]:
-    """Keyword arguments for ``Blocks.launch``: theme, css and the only folders Gradio serves
-    files from (the example clips and the world-clip cache: ours alone)."""
-    head = HEAD + f"<script>{MOMENTS_JS.read_text(encoding='utf-8')}</script>"
+    """Keyword arguments for ``Blocks.launch``: theme, css, the only folders Gradio serves files
+    from (the example clips and the world-clip cache: ours alone) and how many sessions' state it
+    keeps (every API call without a session is a new one: unbounded, 14,500 calls held 2 GB)."""
+    head = (HEAD + f"<style>{FRAME_CSS.read_text(encoding='utf-8')}</style>"
+            f"<script>{MOMENTS_JS.read_text(encoding='utf-8')}</script>")
     return {"theme": theme(), "css_paths": [CSS], "head": head, "allowed_paths": service.media_dirs(),
-            "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"]}
+            "max_file_size": f"{service.config.max_upload_mb:g}mb", "footer_links": ["api"],
+            "state_session_capacity": service.config.max_sessions}
 
 
 def launch(demo: gr.Blocks, service: DemoService, **options: Any) -> None:
@@ -102,7 +106,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
     with gr.Blocks(title="Video search · CLIP4Clip + X-CLIP", analytics_enabled=False,
                    delete_cache=UPLOAD_LIFETIME) as demo:
         gr.HTML(header_html(service.info(), service.vocabulary(), service.device()), elem_id="vs-header")
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab on screen, on a phone too (no "…" menu)
             with gr.Tab("Text → Video", id="t2v"):
                 _text_to_video(service)
             with gr.Tab("Video → Text", id="v2t"):
@@ -125,17 +129,17 @@ def _text_to_video(service: DemoService) -> None:
                            show_label=False, scale=5, min_width=200, autofocus=True, elem_id="vs-query")
         button = gr.Button("Search", variant="primary", scale=1, min_width=90, elem_id="vs-search")
     with gr.Row():
-        k = gr.Slider(1, MAX_K, value=10, step=1, label="k", info="results to show", scale=2, min_width=160)
-        mode = gr.Radio(list(MODES), value=MODES[0], label="mode", scale=2, min_width=160,
+        k = gr.Slider(1, MAX_K, value=10, step=1, label="Results", info="how many to show", scale=2, min_width=160)
+        mode = gr.Radio(list(MODES), value=MODES[0], label="Search mode", scale=2, min_width=160,
                         info="binary: Hamming search on sign codes, then a cosine rerank")
-        per_video = gr.Slider(1, 10, value=1, step=1, label="per_video", info="moments per long video", scale=2,
+        per_video = gr.Slider(1, 10, value=1, step=1, label="Moments per video", info="in a long video", scale=2,
                               min_width=160, visible=service.long_videos())
     with gr.Accordion("Search with an image (a photo or a frame)", open=False), gr.Row(equal_height=True):
         image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="image", height=160,
                          elem_id="vs-image", scale=3)
         image_button = gr.Button("Search with this image", scale=1, min_width=120, elem_id="vs-image-search")
-    tries = gr.Examples([[q] for q in examples], inputs=[query], label="Try one of these")
-    status = gr.Markdown(label="status", elem_classes="vs-status")
+    tries = gr.Examples([[q] for q in examples], inputs=[query], label="Try one of these", elem_id="vs-tries")
+    status = gr.Markdown(label="status", elem_classes="vs-status", elem_id="vs-search-status")
     results = gr.HTML(fmt.message_html("Results appear here: type a query or click an example."),
                       label="results", elem_id="vs-results")
     more = gr.HTML("", label="more_from_video", elem_id="vs-more")
@@ -159,11 +163,20 @@ def _text_to_video(service: DemoService) -> None:
 
     button.click(search, inputs, outputs, api_name="search_text")
     query.submit(search, inputs, outputs, api_visibility="private")
-    tries.load_input_event.then(search, inputs, outputs, api_visibility="private")
+    tries.load_input_event.then(search, inputs, outputs, api_visibility="private").then(
+        None, js=_reveal("vs-search-status"))
     image_button.click(by_image, [image, k, mode, per_video], outputs, api_name="search_image")
     like = _result_actions(service, inputs, outputs, more)
     for event in (button.click, query.submit, image_button.click, like):
         event(lambda: "", None, [more], api_visibility="private", queue=False)  # a new search closes the panel
+
+
+def _reveal(elem_id: str) -> str:
+    """Browser code that scrolls element ``elem_id`` into view unless its top is already in the upper
+    part of the screen: an example tapped on a phone runs below the fold, out of sight."""
+    return (f"() => {{ const el = document.getElementById('{elem_id}'); if (!el) return; "
+            "const top = el.getBoundingClientRect().top; "
+            "if (top < 0 || top > window.innerHeight * 0.5) el.scrollIntoView({block: 'start'}); }")
 
 
 def _shown(run: Callable[[], Any]) -> tuple[str, list[dict[str, Any]], str]:
@@ -210,16 +223,15 @@ def _video_to_text(service: DemoService) -> None:
             preview = gr.HTML(label="preview", visible=False, elem_id="vs-describe-preview")
             video = gr.Video(label="video", sources=["upload"], autoplay=True, loop=True, height=240,
                              elem_id="vs-describe-video")
-            examples = gr.Examples([[p] for p in service.examples()], inputs=[video], label="Example clips")
-            k = gr.Slider(1, MAX_K, value=10, step=1, label="k", info="captions to show")
+            examples = gr.Examples([[p] for p in service.examples()], inputs=[video], label="Example clips",
+                                   elem_id="vs-describe-examples")
+            k = gr.Slider(1, MAX_K, value=10, step=1, label="Captions", info="how many to show")
             button = gr.Button("Describe", variant="primary")
         with gr.Column(scale=3, min_width=280):
             status = gr.Markdown("Pick or upload a clip to see the captions that match it best.",
-                                 label="status", elem_classes="vs-status")
+                                 label="status", elem_classes="vs-status", elem_id="vs-describe-status")
             timeline = gr.HTML("", label="timeline", elem_id="vs-timeline")
-            table = gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
-                                 interactive=False, wrap=True, label="captions", max_height=720,
-                                 elem_classes="vs-table", column_widths=["8%", "11%", "53%", "17%", "11%"])
+            table = _caption_table()
 
     def describe(video: str | None = None, clip_id: str = "", k: float = 10) -> tuple[Any, str]:
         if not video and not (clip_id or "").strip():
@@ -260,7 +272,15 @@ def _video_to_text(service: DemoService) -> None:
         along, [video, clip_id], [timeline], api_name="timeline")
     pick.input(picked, [pick, k], [clip_id, preview, video, table, status, timeline], api_visibility="private")
     video.upload(uploaded, [video, k], targets, api_visibility="private")
-    examples.load_input_event.then(uploaded, [video, k], targets, api_visibility="private")
+    examples.load_input_event.then(uploaded, [video, k], targets, api_visibility="private").then(
+        None, js=_reveal("vs-describe-status"))
+
+
+def _caption_table() -> gr.Dataframe:
+    """Video -> Text's captions; the column widths leave "0.8102" and "test-000002" whole at 390 px."""
+    return gr.Dataframe(headers=fmt.CAPTION_HEADERS, datatype=["number", "number", "str", "str", "str"],
+                        interactive=False, wrap=True, label="captions", max_height=720, elem_classes="vs-table",
+                        elem_id="vs-captions", column_widths=["12%", "15%", "45%", "17%", "11%"])
 
 
 def _classification(service: DemoService) -> None:
@@ -269,7 +289,8 @@ def _classification(service: DemoService) -> None:
         with gr.Column(scale=2, min_width=280):
             video = gr.Video(label="video", sources=["upload"], autoplay=True, loop=True, height=240,
                              elem_id="vs-classify-video")
-            examples = gr.Examples([[p] for p in service.examples()], inputs=[video], label="Example clips")
+            examples = gr.Examples([[p] for p in service.examples()], inputs=[video], label="Example clips",
+                                   elem_id="vs-classify-examples")
             label_set = gr.Dropdown(presets, value=service.preset.labels, label="Label set",
                                     info="fills the labels box; edit it freely")
             labels = gr.Textbox(service.label_preset(service.preset.labels), lines=4, max_lines=8,
@@ -306,7 +327,8 @@ def _classification(service: DemoService) -> None:
     button.click(classify, [video, labels, template], outputs, api_name="classify")
     # Like the Video -> Text tab: a clip runs as soon as it arrives (upload or example).
     video.upload(arrived, [video, labels, template], [*outputs, video], api_visibility="private")
-    examples.load_input_event.then(classify, [video, labels, template], outputs, api_visibility="private")
+    examples.load_input_event.then(classify, [video, labels, template], outputs, api_visibility="private").then(
+        None, js=_reveal("vs-label"))
     label_set.input(fill, [label_set], [labels], api_visibility="private")
     labels.input(lambda: CUSTOM_LABELS, None, [label_set], api_visibility="private", queue=False)
 
@@ -317,18 +339,19 @@ def _benchmark(service: DemoService, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=3, min_width=300):
             table = gr.Dataframe(headers=fmt.BENCH_HEADERS, interactive=False, wrap=True, label="table",
-                                 show_label=False, elem_classes="vs-table",
-                                 column_widths=["40%", "12%", "12%", "12%", "12%", "12%"])
-            status = gr.Markdown(label="status", elem_classes="vs-status")
+                                 show_label=False, elem_classes="vs-table", elem_id="vs-bench-table",
+                                 max_height=2000,  # every row: no box that cuts the last one
+                                 column_widths=["35%", "13%", "13%", "13%", "13%", "13%"])
+            status = gr.Markdown(label="status", elem_classes="vs-status", elem_id="vs-bench-status")
             with gr.Row():
                 rerun = gr.Button("Rerun evaluation", variant="secondary", scale=0, min_width=200,
                                   interactive=service.can_rerun(), elem_id="vs-rerun")
                 gr.Markdown(fmt.rerun_note(service.can_rerun(), service.rerun_reason()))
         with gr.Column(scale=2, min_width=300):
-            curve = gr.Plot(label="recall_at_k", show_label=False, format="png")
+            curve = gr.Plot(label="recall_at_k", show_label=False, format="png", elem_id="vs-recall")
     with gr.Accordion("Every table of the stored run", open=False):
-        details = gr.Markdown(label="details")
-    moments = gr.Markdown(label="moments", elem_classes="vs-status", elem_id="vs-moment-bench")
+        details = gr.Markdown(label="details", elem_classes="vs-wide")
+    moments = gr.Markdown(label="moments", elem_classes=["vs-status", "vs-wide"], elem_id="vs-moment-bench")
     outputs = [table, curve, status, details]
 
     def show(view: Any, note: str = "") -> tuple[Any, ...]:

@@ -105,6 +105,24 @@ class MomentSearch:
                              "not moments; build one with `python -m demo index build VIDEOS --segment 8 --stride 4`")
         self.index, self.margin = index, margin
         self.table = SegmentTable(index)
+        self._captions: dict[str, np.ndarray] | None = None  # video id -> its caption numbers, on first use
+
+    def caption(self, video: str, row: int) -> str | None:
+        """The caption of ``video`` that describes its window ``row`` best (the nearest caption
+        embedding to the window's): a long video's captions name its parts, in any order and
+        without times, so the window itself says which part it shows. None: no captions."""
+        if self._captions is None:
+            owners = self.table.video_of[np.asarray(self.index.caption_video, np.int64)]
+            groups: dict[str, list[int]] = {}
+            for c, owner in enumerate(owners):
+                groups.setdefault(str(owner), []).append(c)
+            self._captions = {v: np.array(cs, np.int64) for v, cs in groups.items()}
+        numbers = self._captions.get(video)
+        if numbers is None or not len(numbers):
+            return None
+        scores = np.asarray(self.index.caption_embeddings[numbers], np.float32) @ np.asarray(
+            self.index.embeddings[row], np.float32)
+        return self.index.caption_text(int(numbers[int(np.argmax(scores))]))
 
     def _video_scores(self, video: str, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = self.table.rows[video]
@@ -160,7 +178,7 @@ class MomentSearch:
         first = self.index.metadata[int(rows[0])]
         peak = self.index.metadata[int(rows[span.peak])]
         start, end = self._bounds(rows, span)
-        caption = str((first.get("captions") or [""])[0])
+        caption = self.caption(video, int(rows[span.peak])) or str((first.get("captions") or [""])[0])
         extra = {k: v for k, v in first.items() if k not in ROW_FIELDS}
         return Moment(rank, video, span.score, caption, str(first["path"]), extra, start=start, end=end,
                       row=str(peak["id"]))

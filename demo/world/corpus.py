@@ -91,6 +91,10 @@ def _render_pool(stack: contextlib.ExitStack, workers: int) -> Pool | None:
     """A pool of ``workers`` render processes closed with ``stack`` (None: render in this process)."""
     if workers <= 1:
         return None
+    if multiprocessing.current_process().daemon:
+        # A daemonic process (the app's benchmark rerun runs in one) may not start children.
+        log.info("rendering in this process: a daemonic process cannot start %d render workers", workers)
+        return None
     # spawn: safe even when the caller runs torch's thread pools
     return stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
 
