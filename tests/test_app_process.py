@@ -34,7 +34,7 @@ def _many_world_rows(root: Path, model: Path) -> Path:
     small = VideoIndex.load(build_world_index(root, model))
     times = WORLD_ROWS // len(small)
     rows = [{**r, "id": f"test-{i:06d}", "path": f"clips/test/test-{i:06d}.mp4"}
-            for i, r in enumerate(small.metadata * times)]
+            for i, r in enumerate(list(small.metadata) * times)]
     captions = np.tile(np.asarray(small.caption_embeddings, np.float32), (times, 1))
     owners = np.concatenate([np.asarray(small.caption_video) + k * len(small) for k in range(times)])
     index = VideoIndex.from_arrays(small.fingerprint, np.tile(np.asarray(small.embeddings, np.float32), (times, 1)),
