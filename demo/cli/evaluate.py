@@ -45,11 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.write_benchmarks:
         for path in publish(result, request, args.benchmarks):
             print(f"updated {path}")
-    if args.json:
-        print_json(result.to_json())
-    else:
-        print(result.to_markdown())
-        print("wrote " + ", ".join(str(p) for p in written.values()))
+    _show(result, written, args.json)
     return 0
 
 
@@ -68,11 +64,7 @@ def evaluate_msrvtt(args: argparse.Namespace) -> int:
                  device=args.device, cache=None if args.no_cache else args.cache, batch_size=args.batch_size,
                  workers=args.workers, command=command)
     written = result.save(args.out or "results/evaluate-msrvtt")
-    if args.json:
-        print_json(result.to_json())
-    else:
-        print(result.to_markdown())
-        print("wrote " + ", ".join(str(p) for p in written.values()))
+    _show(result, written, args.json)
     return 0
 
 
@@ -120,3 +112,12 @@ def add_evaluate_command(sub: Subparsers) -> None:
     p.add_argument("--hour", action="store_true", help="moments: also index a 60-minute video (speed, peak memory)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _show(result: Any, written: dict[str, Any], as_json: bool) -> None:
+    """The result as JSON, or its Markdown and the files written."""
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print(result.to_markdown())
+        print("wrote " + ", ".join(str(p) for p in written.values()))
