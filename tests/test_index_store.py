@@ -118,7 +118,9 @@ def test_metadata_is_read_a_row_at_a_time_and_keeps_every_key(tmp_path: Path,
     assert index.row_of("v20001") == 20001 and index.row_of("v2") is None
     np.testing.assert_allclose(index.vector("v00003"), x[3], atol=2e-3)
     hits = index.search(x[77], k=1)[0]
-    assert hits[0].id == "v00077" and hits[0].metadata["media"] == {"size": 77, "mtime": 1.5, "inode": 87}
+    # the row keeps its file record; a hit leaves it out (it names the file's resolved path)
+    assert index.metadata[77]["media"] == {"size": 77, "mtime": 1.5, "inode": 87}
+    assert hits[0].id == "v00077" and "media" not in hits[0].metadata
     assert made["rows"] < 20  # a hit reads its row, nothing else
     assert list(index.metadata)[:2] == given[:2] and len(index.metadata) == len(given)
 
