@@ -32,7 +32,9 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert {r["data"] for r in results} == {"clustered", "realistic"}
     for r in results:
         assert r["n"] == 20_000 and r["dim"] == 512
-        assert {"numpy", "faiss_flat", "binary_rerank100", "binary_rerank500"} <= set(r["methods"])
+        assert {"numpy", "faiss_flat", "binary_rerank100", "binary_rerank500", "hnsw"} <= set(r["methods"])
+        hnsw, default = r["methods"]["hnsw"], r["methods"]["binary_rerank400"]  # the flat default at 20k
+        assert hnsw["target_recall10"] == default["recall@10"] and hnsw["build_s"] > 0
         for m in r["methods"].values():
             _positive_timing(m["one"])
             _positive_timing(m["batch"])
@@ -62,6 +64,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert "skipped" in out["app"]
     assert out["decode"]["load_clip_ms"] > 0
     assert all(t["holds"] in (True, False, None) for t in out["targets"])
+    assert any(t["target"].endswith("recall@10 vs exact") for t in out["targets"])
     markdown = (tmp_path / "bench.md").read_text()
     assert "### Search" in markdown and "### Targets" in markdown and "python -m demo bench --quick" in markdown
 
