@@ -313,7 +313,7 @@ def test_hnsw_method_stops_at_the_first_efsearch_reaching_the_target(tmp_path: P
 
     (ss,) = clustered_sets(tmp_path, (3000,), dim=64, clusters=20, queries=32)
     scale = SearchScale(reps=3, batch_reps=2, min_reps=2, budget_s=1.0)
-    _, exact = float_methods(ss, scale, flat=False)
+    _, exact = float_methods(ss, scale, with_flat=False)
     row = hnsw_method(ss, scale, exact, target=0.9)
     reached = [s["recall@10"] >= 0.9 for s in row["ef_sweep"]]
     assert reached[-1] and not any(reached[:-1]) and row["reached"]

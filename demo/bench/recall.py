@@ -70,7 +70,7 @@ def default_row(methods: dict[str, dict[str, Any]], n: int) -> dict[str, Any]:
 def _hnsw_search(index: Any, ef: int, k: int) -> Any:
     import faiss
 
-    params = faiss.SearchParametersHNSW(efSearch=int(ef))  # type: ignore[call-arg]  # (stubs lag)
+    params = faiss.SearchParametersHNSW(efSearch=int(ef))  # type: ignore[attr-defined]  # (stubs lag)
 
     def run(qq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores, rows = index.search(np.ascontiguousarray(qq, dtype=np.float32), k, params=params)
@@ -102,7 +102,8 @@ def hnsw_method(ss: SearchSet, scale: SearchScale, exact: tuple[np.ndarray, np.n
     ef = int(sweep[-1]["ef_search"])
     search = _hnsw_search(index, ef, scale.k)
     times = _timings(search, ss.queries, scale)
-    kept = (index.ntotal * ss.dim * 4 + index.hnsw.neighbors.size() * 4 + index.hnsw.levels.size() * 4) / 2**20
+    graph = index.hnsw.neighbors.size() + index.hnsw.levels.size()  # type: ignore[attr-defined]  # int32s
+    kept = (index.ntotal * ss.dim * 4 + graph * 4) / 2**20
     row = _method(f"faiss HNSW M={HNSW_M} efSearch {ef}", times, rss_mb() - before, kept, ef_search=ef,
                   build_s=build_s, build_rss_mb=grown, target_recall10=target,
                   reached=bool(sweep[-1]["recall@10"] >= target), ef_sweep=sweep,
@@ -137,7 +138,7 @@ def bench_search_set(ss: SearchSet, scale: SearchScale = SearchScale()) -> dict[
 def bench_recall_set(ss: SearchSet, scale: RecallScale) -> dict[str, Any]:
     """numpy brute force (the exact top 10), the default search and HNSW on one set."""
     log.info("recall: %s N=%d", ss.name, ss.n)
-    methods, exact = float_methods(ss, scale.search, flat=False)
+    methods, exact = float_methods(ss, scale.search, with_flat=False)
     gc.collect()
     stage = choose(ss.n, ss.dim, scale.min_rows)
     if stage.kind == IVF_PQ:

@@ -131,9 +131,9 @@ def ivf_method(ss: SearchSet, scale: SearchScale, exact: tuple[np.ndarray, np.nd
     return row, ivf
 
 
-def float_methods(ss: SearchSet, scale: SearchScale, flat: bool = True
+def float_methods(ss: SearchSet, scale: SearchScale, with_flat: bool = True
                   ) -> tuple[dict[str, dict[str, Any]], tuple[np.ndarray, np.ndarray]]:
-    """(a) numpy and (b) faiss IndexFlatIP (``flat``); also the exact top-k rows (Q, k) of every query."""
+    """(a) numpy and (b) faiss IndexFlatIP (``with_flat``); also the exact top-k rows (Q, k) of every query."""
     import faiss
 
     q, k = ss.queries, scale.k
@@ -146,7 +146,7 @@ def float_methods(ss: SearchSet, scale: SearchScale, flat: bool = True
 
     methods = {"numpy": _method("numpy brute force", _timings(brute, q, scale), grown, x.nbytes / 2**20)}
     exact = _chunked(brute, q)
-    if not flat:
+    if not with_flat:
         return methods, exact
 
     before = rss_mb()
