@@ -32,7 +32,9 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert {r["data"] for r in results} == {"clustered", "realistic"}
     for r in results:
         assert r["n"] == 20_000 and r["dim"] == 512
-        assert {"numpy", "faiss_flat", "binary_rerank100", "binary_rerank500"} <= set(r["methods"])
+        assert {"numpy", "faiss_flat", "binary_rerank100", "binary_rerank500", "hnsw"} <= set(r["methods"])
+        hnsw, default = r["methods"]["hnsw"], r["methods"]["binary_rerank400"]  # the flat default at 20k
+        assert hnsw["target_recall10"] == default["recall@10"] and hnsw["build_s"] > 0
         for m in r["methods"].values():
             _positive_timing(m["one"])
             _positive_timing(m["batch"])
@@ -62,6 +64,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert "skipped" in out["app"]
     assert out["decode"]["load_clip_ms"] > 0
     assert all(t["holds"] in (True, False, None) for t in out["targets"])
+    assert any(t["target"].endswith("recall@10 vs exact") for t in out["targets"])
     markdown = (tmp_path / "bench.md").read_text()
     assert "### Search" in markdown and "### Targets" in markdown and "python -m demo bench --quick" in markdown
 
@@ -251,3 +254,69 @@ def test_bench_text_names_no_absolute_path(tmp_path: Path) -> None:
     assert command.endswith("--index .../precomputed/index-world") and not absolute.search(command), command
     missing = tmp_path / "nowhere" / "index"  # the fallback's note names the missing folder the same way
     assert str(tmp_path) not in BenchConfig(index=missing).command
+
+
+@pytest.mark.slow
+def test_quick_recall_section_compares_the_tuned_default_with_hnsw(tmp_path: Path) -> None:
+    """`bench recall --quick`: the three sets at 20k rows, the IVF forced (as from 200k), numpy, the tuned
+    default and HNSW, each with recall@1 / recall@10; the targets evaluated."""
+    from demo.bench.runner import run_bench
+
+    target = tmp_path / "B.md"
+    out = run_bench(BenchConfig(sections=("recall",), quick=True, out=tmp_path / "o", markdown=target))
+    results = out["recall"]["results"]
+    assert [r["data"] for r in results] == ["clustered-mean", "realistic", "searchium"]
+    for r in results:
+        assert r["n"] == 20_000 and r["first_stage"] == "ivf-pq" and set(r["methods"]) == {"numpy", "default", "hnsw"}
+        d, h = r["methods"]["default"], r["methods"]["hnsw"]
+        assert d["tuned"]["queries"] > 0 and d["nprobe"] >= 1 and d["rerank"] >= 1  # depth from the tuning
+        assert d["label"] == f"IVF-PQ nprobe{d['nprobe']} + rerank{d['rerank']} (default, tuned)"
+        for m in (d, h):
+            assert 0.0 <= m["recall@1"] <= 1.0 and 0.0 <= m["recall@10"] <= 1.0 and m["build_s"] > 0
+            _positive_timing(m["one"])
+        sweep = [s["ef_search"] for s in h["ef_sweep"]]
+        assert sweep == sorted(sweep) and h["ef_search"] == sweep[-1] and h["target_recall10"] == d["recall@10"]
+        assert h["reached"] == (h["ef_sweep"][-1]["recall@10"] >= d["recall@10"])
+        assert h["kept_mb"] > 20_000 * 512 * 4 / 2**20  # its own float32 rows, plus the graph
+    names = [t["target"] for t in out["targets"]]
+    assert len(names) == 9 and sum("recall@10 vs exact" in n for n in names) == 3
+    assert sum("speed-up over numpy" in n for n in names) == 3
+    assert all(t["holds"] in (True, False) for t in out["targets"])
+    text = out["markdown"]
+    assert "faiss HNSW M=32 efSearch" in text and "| near-duplicates |" in text and "### Targets" in text
+    assert "faiss HNSW M=32 efSearch" in target.read_text()  # --markdown: the run goes to that file
+    short = BenchConfig(sections=("recall",), rows=(200_000,))
+    assert short.command == "python -m demo bench --only recall --rows 200000" and short.markdown_target() is None
+
+
+def test_recall_targets_say_pass_or_fail() -> None:
+    from demo.bench.recall import RECALL_LIMITS, recall_targets
+
+    def result(r10: float, r1: float, p50: float) -> dict[str, object]:
+        timing = {"p50_ms": p50, "p95_ms": p50, "reps": 5}
+        default = {"label": "IVF-PQ nprobe48 + rerank750 (default, tuned)", "one": timing, "recall@1": r1,
+                   "recall@10": r10}
+        numpy = {"one": {"p50_ms": 100.0, "p95_ms": 100.0, "reps": 5}}
+        return {"data": "searchium", "n": 1_500_000, "fallback": False, "methods": {"numpy": numpy, "default": default}}
+
+    good, bad = result(0.97, 0.995, 5.0), result(0.94, 0.98, 20.0)
+    rows = recall_targets({"results": [good, bad], "limits": RECALL_LIMITS})
+    assert [r["holds"] for r in rows] == [True, True, True, False, False, False]
+    assert rows[0]["target"] == "default search (IVF-PQ nprobe48 + rerank750), recall@10 vs exact"
+    assert rows[2]["measured"] == "20.0x: 5.00 ms vs numpy 100 ms (Searchium layout N=1,500,000)"
+
+
+def test_hnsw_method_stops_at_the_first_efsearch_reaching_the_target(tmp_path: Path) -> None:
+    from demo.bench.data import clustered_sets
+    from demo.bench.recall import hnsw_method
+    from demo.bench.search import SearchScale, float_methods
+
+    (ss,) = clustered_sets(tmp_path, (3000,), dim=64, clusters=20, queries=32)
+    scale = SearchScale(reps=3, batch_reps=2, min_reps=2, budget_s=1.0)
+    _, exact = float_methods(ss, scale, with_flat=False)
+    row = hnsw_method(ss, scale, exact, target=0.9)
+    reached = [s["recall@10"] >= 0.9 for s in row["ef_sweep"]]
+    assert reached[-1] and not any(reached[:-1]) and row["reached"]
+    assert row["label"] == f"faiss HNSW M=32 efSearch {row['ef_search']}" and row["recall@10"] >= 0.9
+    never = hnsw_method(ss, scale, exact, target=1.01)  # unreachable: the whole sweep, marked
+    assert not never["reached"] and never["ef_search"] == 2048 and len(never["ef_sweep"]) == 15

@@ -58,7 +58,7 @@ class RealBase:
     fallback: bool = False
 
 
-def _write(path: Path, n: int, dim: int, rows: Iterable[np.ndarray]) -> tuple[Path, Path]:
+def write_set(path: Path, n: int, dim: int, rows: Iterable[np.ndarray]) -> tuple[Path, Path]:
     """Stream (chunk, dim) float32 blocks from the iterator ``rows`` into float16 + codes files."""
     from numpy.lib.format import open_memmap
 
@@ -80,15 +80,18 @@ def _write(path: Path, n: int, dim: int, rows: Iterable[np.ndarray]) -> tuple[Pa
 
 def clustered_sets(workdir: Path, sizes: tuple[int, ...], dim: int = 512, clusters: int = 1000,
                    spread: float = 1.0, query_noise: float = 0.75, queries: int = 500,
-                   seed: int = 0) -> list[SearchSet]:
+                   seed: int = 0, mean: float = 0.0, name: str = "clustered") -> list[SearchSet]:
     """``clusters`` gaussian clusters on the unit sphere, one set per size (smaller sizes
     are prefixes of the largest, so they share clusters and queries).
 
-    A member is centre + noise of norm ~``spread`` (cosine ~0.7 to its centre at 1.0); a
+    A member is centre + noise of norm ~``spread`` (cosine ~0.7 to its centre at 1.0), plus
+    ``mean`` times a direction every row shares (CLIP embeddings share one: 0 leaves it out); a
     query is a member of the smallest set + noise of norm ~``query_noise`` (cosine ~0.8).
     """
     rng = np.random.default_rng(seed)
     centres = l2_normalize(rng.standard_normal((clusters, dim), dtype=np.float32))
+    direction = l2_normalize(np.random.default_rng(seed + 4).standard_normal((1, dim)))[0]
+    shift = (mean * direction).astype(np.float32)  # zeros when mean is 0: the rows are as before
     n_max = max(sizes)
 
     def rows() -> Iterator[np.ndarray]:
@@ -96,17 +99,25 @@ def clustered_sets(workdir: Path, sizes: tuple[int, ...], dim: int = 512, cluste
         for s in range(0, n_max, _CHUNK):
             m = min(_CHUNK, n_max - s)
             noise = gen.standard_normal((m, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
-            yield centres[gen.integers(0, clusters, m)] + noise
+            yield centres[gen.integers(0, clusters, m)] + noise + shift
 
-    emb_path, codes_path = _write(workdir / f"clustered_{n_max}", n_max, dim, rows())
-    members = np.load(emb_path, mmap_mode="r")
-    picked = np.sort(rng.choice(min(sizes), size=queries, replace=False))
-    noise = rng.standard_normal((queries, dim), dtype=np.float32) * np.float32(query_noise / np.sqrt(dim))
-    q = l2_normalize(np.asarray(members[picked], dtype=np.float32) + noise)
+    emb_path, codes_path = write_set(workdir / f"{name}_{n_max}", n_max, dim, rows())
+    q = member_queries(emb_path, min(sizes), queries, query_noise, rng)
+    shared = f"; every row shares a mean direction of weight {mean:g}" if mean else ""
     note = (f"{clusters} gaussian clusters on the sphere (member-centre cosine "
-            f"~{1 / np.hypot(1, spread):.2f}); queries: members + noise "
+            f"~{1 / np.hypot(1, spread):.2f}){shared}; queries: members + noise "
             f"(cosine ~{1 / np.hypot(1, query_noise):.2f} to their member)")
-    return _prefix_sets("clustered", sizes, dim, emb_path, codes_path, q, note)
+    return _prefix_sets(name, sizes, dim, emb_path, codes_path, q, note)
+
+
+def member_queries(emb_path: Path, pool: int, count: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """(count, D) unit queries near one member each: distinct rows of the first ``pool`` of the
+    float16 ``emb_path``, each + gaussian noise of norm ~``noise`` (cosine ~1/hypot(1, noise))."""
+    members = np.load(emb_path, mmap_mode="r")
+    dim = members.shape[1]
+    picked = np.sort(rng.choice(pool, size=min(count, pool), replace=False))
+    moved = rng.standard_normal((len(picked), dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
+    return l2_normalize(np.asarray(members[picked], dtype=np.float32) + moved)
 
 
 def _prefix_sets(name: str, sizes: tuple[int, ...], dim: int, emb_path: Path, codes_path: Path,
@@ -170,7 +181,7 @@ def realistic_sets(workdir: Path, base: RealBase, sizes: tuple[int, ...], querie
             block[copy] += gen.standard_normal((int(copy.sum()), native), dtype=np.float32) * scale
             yield block if lift is None else block @ lift
 
-    emb_path, codes_path = _write(workdir / f"realistic_{n_max}", n_max, dim, rows())
+    emb_path, codes_path = write_set(workdir / f"realistic_{n_max}", n_max, dim, rows())
     rng = np.random.default_rng(seed + 3)
     caps = l2_normalize(base.captions)
     caps = caps if lift is None else l2_normalize(caps @ lift)

@@ -9,6 +9,7 @@ from demo.bench.decode import format_decode_markdown
 from demo.bench.engines import format_engines_markdown
 from demo.bench.indexing import format_indexing_markdown
 from demo.bench.query import format_query_markdown
+from demo.bench.recall import format_recall_markdown, recall_targets
 from demo.bench.scale import format_scale_markdown, scale_targets
 from demo.bench.search import format_search_markdown
 
@@ -81,6 +82,8 @@ def format_markdown(out: dict[str, Any], only: str | None = None) -> str:
     targets = out.get("targets", [])
     if only == "scale":
         targets = scale_targets(out["scale"])
+    elif only == "recall":
+        targets = recall_targets(out["recall"])
     elif only is not None:
         targets = []
     lines = _header(out["meta"]) + _targets(targets)
@@ -92,6 +95,8 @@ def format_markdown(out: dict[str, Any], only: str | None = None) -> str:
         ("decode", "Decoding one clip", format_decode_markdown),
         ("scale", "Search at ten million (d = 512, top-10)", format_scale_markdown),
         ("engines", "Index engines: local and Ray on this machine", format_engines_markdown),
+        ("recall", "Recall of the default search against exact search, faiss HNSW beside it (d = 512, top-10)",
+         format_recall_markdown),
     ]
     for key, title, fmt in parts:
         if key in out and only in (None, key):

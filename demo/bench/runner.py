@@ -2,15 +2,17 @@
 
 Sections: ``search`` (latency/memory/recall at 100k and 1M), ``query`` (text -> top-10
 with a ViT-B/32-sized text tower, fp32 and int8), ``indexing`` (videos/s and the decode
-share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``. Two more run
-only when named: ``scale`` (search at 10M rows, :mod:`demo.bench.scale`) and ``engines`` (the
-local and Ray index engines, :mod:`demo.bench.engines`).
+share), ``app`` (start-up time and memory of ``python app.py``) and ``decode``. Three more run
+only when named: ``scale`` (search at 10M rows, :mod:`demo.bench.scale`), ``engines`` (the
+local and Ray index engines, :mod:`demo.bench.engines`) and ``recall`` (the default search's
+recall against exact search and faiss HNSW beside it on 1M-1.5M sets, :mod:`demo.bench.recall`;
+``--rows N`` runs it at N rows and writes no BENCHMARKS.md section).
 ``--quick`` runs small sizes and tiny models (what CI runs through the tests).
 
 The Markdown goes between ``<!-- bench:main -->`` and ``<!-- /bench:main -->`` of
-BENCHMARKS.md (after a full run, or into ``--markdown FILE``), and a full-size ``scale`` or
-``engines`` run into its own ``bench:scale`` / ``bench:engines``; nothing else in that file
-is touched. The JSON and the Markdown also land in ``--out``.
+BENCHMARKS.md (after a full run, or into ``--markdown FILE``), and a full-size ``scale``,
+``engines`` or ``recall`` run into its own ``bench:scale`` / ``bench:engines`` / ``bench:recall``;
+nothing else in that file is touched. The JSON and the Markdown also land in ``--out``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,9 @@ from demo.bench.engines import EnginesScale, bench_engines
 from demo.bench.indexing import IndexingScale, bench_indexing
 from demo.bench.markdown import format_markdown
 from demo.bench.query import QueryScale, bench_query
+from demo.bench.recall import RecallScale, bench_recall, bench_search_set, recall_targets
 from demo.bench.scale import ScaleScale, bench_scale, scale_targets
-from demo.bench.search import SearchScale, bench_search_set, search_targets
+from demo.bench.search import SearchScale, search_targets
 from demo.errors import InputError
 from demo.files import atomic_write_json, write_section
 from demo.presets import ROOT
@@ -47,12 +50,12 @@ SECTION = "bench:main"  # the marked section of BENCHMARKS.md this command owns 
 # Run only when named (each takes long): 10M-row search, and the local vs Ray index engines. They run
 # inside the main run's bookkeeping; each writes its own section of BENCHMARKS.md (bench:scale,
 # bench:engines) after a full-size run.
-IN_RUN_SECTIONS = ("scale", "engines")
+IN_RUN_SECTIONS = ("scale", "engines", "recall")
 # Run only when named, on their own (minutes and gigabytes each): :func:`run_extra`, bench:<name>.
 SEPARATE_SECTIONS = ("import", "resize", "space")
 EXTRA_SECTIONS = (*IN_RUN_SECTIONS, *SEPARATE_SECTIONS)
 # The issue's targets on a 2-core CPU.
-LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0}
+LIMITS = {"p50_ms": 15.0, "speedup": 10.0, "codes_mb": 100.0, "end_to_end_ms": 80.0, "recall@10": 0.95}
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Plan:
     app: bool = True
     scale: ScaleScale = ScaleScale()
     engines: EnginesScale = EnginesScale()
+    recall: RecallScale = RecallScale()
 
 
 def plan(quick: bool) -> Plan:
@@ -83,7 +87,9 @@ def plan(quick: bool) -> Plan:
                     scale=ScaleScale(n=50_000, queries=64, numpy_block=50_000, min_rows=0, nprobes=(4, 16),
                                      reranks=(100, 500), search=SearchScale(reps=5, batch_reps=3, budget_s=2.0,
                                                                             min_reps=3)),
-                    engines=EnginesScale(model="tiny", videos=4, batch_size=2, merge_rows=5_000))
+                    engines=EnginesScale(model="tiny", videos=4, batch_size=2, merge_rows=5_000),
+                    recall=RecallScale(rows=20_000, queries=64, clusters=100, min_rows=0,
+                                       search=SearchScale(reps=5, batch_reps=3, budget_s=2.0, min_reps=3)))
     return Plan(sizes=(100_000, 1_000_000), clusters=1000, queries=500, fallback_videos=500,
                 search=SearchScale(), query=QueryScale(), indexing=IndexingScale())
 
@@ -97,7 +103,7 @@ class BenchConfig:
     markdown: Path | None = None
     index: Path | None = None  # index replicated for the realistic set (None: the embedded preset's)
     seed: int = 0
-    rows: tuple[int, ...] | None = None  # sizes of the space section (None: its full run)
+    rows: tuple[int, ...] | None = None  # sizes of the space section (None: its full run); recall: the first
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sections if s not in (*SECTIONS, *EXTRA_SECTIONS)]
@@ -114,6 +120,8 @@ class BenchConfig:
             parts.append("--only " + " ".join(self.sections))
         if self.index is not None:
             parts.append(f"--index {recorded_path(self.index)}")
+        if self.rows:
+            parts.append("--rows " + " ".join(map(str, self.rows)))
         return " ".join(parts)
 
     def markdown_target(self) -> Path | None:
@@ -231,7 +239,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         write_section(target, SECTION, markdown)
         log.info("wrote the bench section of %s", target)
     for name in IN_RUN_SECTIONS:  # full-size runs of these replace their own sections
-        if name in out and not config.quick and config.markdown is None:
+        if name in out and not config.quick and config.markdown is None and not config.rows:
             write_section(ROOT / "BENCHMARKS.md", f"bench:{name}", format_markdown(out, only=name))
     log.info("bench finished in %.0f s; results in %s", meta["seconds"], config.out / "bench.json")
     return out
@@ -266,6 +274,9 @@ def _run_sections(config: BenchConfig, p: Plan, tmp: Path) -> dict[str, Any]:
         out["scale"] = bench_scale(tmp, p.scale, config.index, seed=config.seed)
     if "engines" in chosen:
         out["engines"] = bench_engines(tmp, p.engines)
+    if "recall" in chosen:
+        scale = replace(p.recall, rows=config.rows[0]) if config.rows else p.recall
+        out["recall"] = bench_recall(tmp, scale, config.index, seed=config.seed)
     return out
 
 
@@ -293,6 +304,8 @@ def collect_targets(out: dict[str, Any]) -> list[dict[str, Any]]:
                          "holds": p50 <= LIMITS["end_to_end_ms"]})
     if "scale" in out:
         rows += scale_targets(out["scale"])
+    if "recall" in out:
+        rows += recall_targets(out["recall"])
     indexing = out.get("indexing")
     if indexing:
         for row in indexing["rows"]:

@@ -55,11 +55,12 @@ def add_workbench_commands(sub: Subparsers) -> None:
     p = sub.add_parser("bench", help="measure search, query, indexing, app start-up and decoding")
     p.add_argument("sections", nargs="*", metavar="SECTION",
                    help="search query indexing app decode (default: all); "
-                        "scale, engines, import, resize, space: only when named")
+                        "scale, engines, recall, import, resize, space: only when named")
     p.add_argument("--only", nargs="+", metavar="SECTION", help="same as the positional sections")
     p.add_argument("--quick", action="store_true", help="N=20k, few repetitions, tiny models, no app (CI)")
     p.add_argument("--rows", type=int, nargs="+", metavar="N",
-                   help="space: index sizes to run (default 1500000 5400000; 10000000 and more: the load alone)")
+                   help="space: index sizes to run (default 1500000 5400000; 10000000 and more: the load alone); "
+                        "recall: every set at the first N (a short run: no BENCHMARKS.md section)")
     p.add_argument("--out", default="work/bench", help="folder for bench.json and bench.md")
     p.add_argument("--markdown", help="file whose bench section is replaced (default: BENCHMARKS.md "
                    "after a full run)")
