@@ -21,6 +21,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,29 +58,61 @@ def _tree_rss_mb(pid: int) -> float:
         return float("nan")
 
 
+@dataclass
+class RunningApp:
+    """``python app.py`` started by :func:`running_app`: its process, what it printed so far, the port asked for."""
+
+    proc: subprocess.Popen[str]
+    output: list[str]
+    port: int
+
+    def base(self) -> str:
+        """The app's address: the URL it printed (it may pick its own port), else the port asked for."""
+        found = [int(m) for line in self.output for m in _URL.findall(line)]
+        return f"http://127.0.0.1:{found[-1] if found else self.port}"
+
+    def serves_page(self) -> bool:
+        """Whether ``/`` and Gradio's ``/config`` both answer 200."""
+        return _status(self.base() + "/") == 200 and _status(self.base() + "/config") == 200
+
+
+@contextmanager
+def running_app(root: Path, args: tuple[str, ...] | list[str], stop_timeout: float = 10.0) -> Iterator[RunningApp]:
+    """``root/app.py ARGS`` on a free local port (no analytics, hub offline), its output collected; stopped
+    (terminated, killed after ``stop_timeout`` s) when the block ends."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(root / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args]
+    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True).start()
+    try:
+        yield RunningApp(proc, output, port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def bench_app(root: Path, args: tuple[str, ...] = (), timeout_s: float = 240.0) -> dict[str, Any]:
     """Start ``root/app.py`` (with ``args``) and time it to a usable page; ``skipped`` when
     there is no app or it does not come up."""
     app = root / "app.py"
     if not app.is_file():
         return {"skipped": f"{app} does not exist yet"}
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
-    command = [sys.executable, str(app), "--host", "127.0.0.1", "--port", str(port), *args]
-    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True).start()
     times: dict[str, float] = {}
-    try:
+    with running_app(root, args) as app_run:
+        proc, output = app_run.proc, app_run.output
         while time.perf_counter() - start < timeout_s and len(times) < 2:
             if proc.poll() is not None:
                 tail = "".join(output[-5:]).strip()
                 return {"skipped": f"app.py exited with code {proc.returncode} before serving: {tail[-300:]}"}
-            # The app may pick its own port; the URL it prints wins.
-            found = [int(m) for line in output for m in _URL.findall(line)]
-            base = f"http://127.0.0.1:{found[-1] if found else port}"
+            base = app_run.base()
             for name, path in (("page", "/"), ("config", "/config")):
                 if name not in times and _status(base + path) == 200:
                     times[name] = time.perf_counter() - start
@@ -89,13 +124,6 @@ def bench_app(root: Path, args: tuple[str, ...] = (), timeout_s: float = 240.0) 
         return {"page_s": times["page"], "config_s": times["config"], **first, "rss_mb": _tree_rss_mb(proc.pid),
                 "preset": os.environ.get("DEMO_PRESET", "embedded") + (" + --index" if "--index" in args else ""),
                 "command": "python app.py " + " ".join(args)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def first_search(base: str, query: str = "a red circle moving left", k: int = 10) -> dict[str, float]:

@@ -25,16 +25,14 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from demo.bench.app import _URL, _free_port, _status
+from demo.bench.app import running_app
 from demo.bench.importing import run_measured, write_searchium_layout
 from demo.presets import ROOT
 
@@ -88,23 +86,17 @@ def drive_app(args: list[str], timeout_s: float = 600.0, searches: int = 20) -> 
     """Start ``python app.py ARGS``, time it to a usable page, search through the API, stop it."""
     from gradio_client import Client
 
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True).start()
-    try:
+    with running_app(ROOT, args, stop_timeout=20.0) as app_run:
+        proc, output = app_run.proc, app_run.output
         ready = None
         while ready is None and time.perf_counter() - start < timeout_s and proc.poll() is None:
-            found = [int(m) for line in output for m in _URL.findall(line)]
-            base = f"http://127.0.0.1:{found[-1] if found else port}"
-            if _status(base + "/") == 200 and _status(base + "/config") == 200:
+            if app_run.serves_page():
                 ready = time.perf_counter() - start
             time.sleep(0.1)
         if ready is None:
             return {"skipped": f"no usable page ({''.join(output[-3:]).strip()[-300:]})"}
+        base = app_run.base()
         client = Client(base + "/", verbose=False)
         times = []
         for i in range(searches + 1):
@@ -117,13 +109,6 @@ def drive_app(args: list[str], timeout_s: float = 600.0, searches: int = 20) -> 
                 "first_search_ms": round(1e3 * times[0], 1),
                 "median_search_ms": round(1e3 * float(np.median(times[1:])), 1),
                 "command": "python app.py " + " ".join(args)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 _LOAD = """
