@@ -71,10 +71,8 @@ class Searcher:
     """One encoder and the index it built; both loaded once. Over an index of long videos (built
     with ``--segment``) searches return :class:`~demo.search.moments.Moment` hits, else :class:`Hit`."""
 
-    def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str,
-                 preset: Preset | None = None) -> None:
+    def __init__(self, encoder: Clip4ClipEncoder, index: VideoIndex, model_source: str) -> None:
         self.encoder, self.index, self.model_source = encoder, index, model_source
-        self.preset = preset  # the resolved preset the searcher was opened with (None: built by hand)
         self.segments: SegmentSpec | None = index_segments(index.info)
         self.moments = MomentSearch(index) if self.segments is not None else None
 
@@ -210,4 +208,4 @@ def open_searcher(preset: Preset, device: str | None = None) -> Searcher:
     encoder = bound.open_encoder(device)
     loaded = VideoIndex.load(preset.index, expect=encoder.fingerprint)
     log.info("loaded %s with %d videos, model %s", preset.index, len(loaded), encoder.name)
-    return Searcher(encoder, loaded, bound.model, bound)
+    return Searcher(encoder, loaded, bound.model)
