@@ -133,3 +133,25 @@ def test_uploads_of_a_stopped_server_are_swept(tmp_path: Path) -> None:
     ours.write_bytes(b"this server's")
     assert UploadSweeper(tmp_path, lifetime=3600, started=arrived - 10).sweep(now=arrived + 90000) == 0
     assert ours.exists()
+
+
+_PLOT_PROBE = """
+import sys
+from gradio.utils import MatplotlibBackendMananger
+if sys.argv[1] == "settled":
+    from demo.app.ui import choose_plot_backend
+    choose_plot_backend()
+with MatplotlibBackendMananger():  # what Gradio wraps every event in
+    pass
+print("pyplot" if "matplotlib.pyplot" in sys.modules else "no pyplot")
+"""
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("settled", "no pyplot"), ("as Gradio leaves it", "pyplot")])
+def test_the_first_event_does_not_import_pyplot(mode: str, expected: str) -> None:
+    """Gradio reads matplotlib's backend around every event; left on "auto", the first read imports
+    pyplot (~0.4 s of the first search). The app settles it before serving."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", _PLOT_PROBE, mode], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.strip() == expected
