@@ -82,3 +82,15 @@ def test_ivf_first_stage_finds_the_exact_top1_and_round_trips(tmp_path: Path) ->
     loaded.metadata[0]["note"] = "saved again"  # a re-save keeps the trained lists as they are
     loaded.save(tmp_path / "i", overwrite=True)
     assert np.array_equal(VideoIndex.load(tmp_path / "i").search_rows(q, 10)[1], found)
+
+
+def test_tuning_queries_reach_as_far_as_a_caption_from_its_video() -> None:
+    """The depth is tuned on queries at three distances from the row they were made from: near one member
+    (cosine ~0.8), farther (~0.5) and as far as CLIP puts a caption from its video (~0.3), a third each."""
+    from demo.index.tuning import tuning_queries
+
+    x = l2_normalize(np.random.default_rng(3).standard_normal((5000, 512)).astype(np.float32))
+    q = tuning_queries(x, count=300, seed=0)
+    cosine = (q @ x.T).max(axis=1)  # the source row: random rows are at cosine ~0 +- 0.05 from it
+    for level, target in enumerate((0.8, 0.5, 0.3)):
+        assert abs(float(np.median(cosine[level::3])) - target) < 0.03, (level, np.median(cosine[level::3]))
