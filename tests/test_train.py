@@ -546,6 +546,34 @@ def test_every_head_trains_on_one_backbone_with_the_event_centres(tiny_world, ti
     assert torch.equal(again.heads["tdb"].frame_position.weight.detach(), saved.detach())
 
 
+def test_look_centres_read_what_captions_name_and_clips_show(tiny_world, tiny_config, tmp_path, decoded):
+    from demo.train.looks import LOOKS, named
+
+    assert named("the noisy background behind a star", "colour").sum() == 0  # names no colour: left out
+    assert named("two stars cross paths", "shape").tolist() == named("two stars", "shape").tolist()  # a relation
+    with pytest.raises(InputError, match="looks"):
+        TrainConfig(train="x", out=str(tmp_path), model_config=str(tiny_config), looks="colour,texture")
+    trainer = _world_trainer(tiny_world, tiny_config, tmp_path, decoded, stage="video", pooling="meanP,tdb",
+                             head_layers=1, look_negatives=1.0, look_loss=1.0, looks="colour,shape,size", epochs=1)
+    batch = trainer.batch(np.arange(6))
+    named_terms = trainer.losses(batch)
+    assert {"contrastive", "looks"} <= set(named_terms) and float(named_terms["looks"].detach()) > 0
+    # each clip's target is its objects' colours, shapes and sizes, as its attributes say
+    for look in ("colour", "shape", "size"):
+        for row in range(6):
+            shown = {LOOKS[look][i] for i in np.flatnonzero(trainer.look_targets[look][row].numpy())}
+            assert shown == {getattr(o, look) for o in trainer.train_data.samples[row].attributes.objects}
+    named_terms["looks"].backward()  # reaches both towers, the head and every look's centres
+    assert trainer.looks is not None
+    assert all(c.centres.grad is not None for c in trainer.looks.centres.values())
+    for part in (trainer.model.text, trainer.model.vision, trainer.model.heads["tdb"]):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    trainer.optimizer.zero_grad()
+    trainer.fit()
+    state = torch.load(tmp_path / "o" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["looks"]["centres.colour.centres"].shape == (len(LOOKS["colour"]), trainer.model.dim)  # --resume
+
+
 def test_a_new_clip2video_head_starts_from_the_seqtransf_head(tiny_world, tiny_clip4clip, tmp_path, decoded):
     config = TrainConfig(train=str(tiny_world / "train.jsonl"), val=str(tiny_world / "val.jsonl"), workers=1,
                          out=str(tmp_path / "o"), init=str(tiny_clip4clip), pooling="tdb", head_layers=1)

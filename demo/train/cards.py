@@ -100,7 +100,8 @@ def _stage_lines(name: str, run_dir: Path) -> list[str]:
                "look_negatives": "colour/size-changed negative captions",
                "frame_loss": "frame-caption loss", "grouped_batches": "share of one-colour batches",
                "reversed_videos": "reversed-clip negatives", "layout_loss": "frame-layout regression",
-               "shape_loss": "frame shape classification", "event_loss": "event centres"}
+               "shape_loss": "frame shape classification", "event_loss": "event centres",
+               "look_loss": "look centres"}
     extra = _loss_weights(config, options)
     if config.get("compile"):
         pooled += ", both towers through torch.compile"

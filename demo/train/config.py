@@ -73,6 +73,11 @@ class TrainConfig:
     # one learned centre per event, shared by both towers. Without it the text tower embedded "moving up",
     # "moving down", "bouncing" and "staying still" at cosine 0.985-0.990 (docs/experiments.md).
     event_loss: float = 0.0
+    # Video stage: the same classifier for how objects look, one set of centres per look named in ``looks``
+    # (colour, shape, size; demo.train.looks): colour had fallen to 61-65% of the free-form top 5 once the
+    # event centres made both towers rank by event.
+    look_loss: float = 0.0
+    looks: str = "colour,shape"
     sample_fps: float | None = None  # None: keep the initial checkpoint's setting
     max_frames: int | None = None
     max_words: int = 32  # CLIP4Clip trains with 32 tokens
@@ -105,6 +110,9 @@ class TrainConfig:
             raise InputError(f"stage must be 'frames', 'image' or 'video', got {self.stage!r}")
         if self.stage == "frames" and self.shape_loss <= 0 and self.layout_loss <= 0:
             raise InputError("stage 'frames' trains on the frame probes alone: give shape_loss or layout_loss > 0")
+        unknown = [x for x in self.looks.split(",") if x and x not in ("colour", "shape", "size")]
+        if unknown:
+            raise InputError(f"looks are colour, shape and size (comma-separated), got {', '.join(unknown)}")
         from demo.models.temporal import POOLINGS  # here: it loads torch, and the CLI reads this module at start
 
         bad = [p for p in self.poolings if p not in POOLINGS]

@@ -56,11 +56,12 @@ def clip_targets(attributes: list[ClipAttributes | None]) -> tuple[torch.Tensor,
 
 
 class EventCentres(nn.Module):
-    """``len(CLASSES)`` unit centres in the D-wide joint space and the cross-entropy against them."""
+    """One unit centre per class (default: the events, :data:`CLASSES`) in the D-wide joint space and the
+    cross-entropy against them. :mod:`demo.train.colours` uses the same classifier with the colours."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, classes: int = len(CLASSES)) -> None:
         super().__init__()
-        self.centres = nn.Parameter(torch.randn(len(CLASSES), dim) * dim ** -0.5)
+        self.centres = nn.Parameter(torch.randn(classes, dim) * dim ** -0.5)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(N, >= D) embeddings (the first D entries are read, normalised) -> (N, C) logits."""

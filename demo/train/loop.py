@@ -49,6 +49,7 @@ from demo.train.build import build_model, build_tokenizer, compile_towers
 from demo.train.config import TrainConfig
 from demo.train.data import FrameCache, FrameCaches, epoch_order, read_samples
 from demo.train.events import EventCentres, clip_targets
+from demo.train.looks import LookCentres
 from demo.train.probes import LayoutTargets, ShapeTargets
 from demo.train.validation import pooled_metrics
 
@@ -107,9 +108,13 @@ class Trainer:
         self.events = EventCentres(dim).to(self.device) if config.event_loss > 0 and config.stage == "video" else None
         self.event_targets = {split: clip_targets([s.attributes for s in samples])
                               for split, samples in (("train", train), ("val", val))}
+        video = config.stage == "video"
+        looks = tuple(x for x in config.looks.split(",") if x)
+        self.looks = LookCentres(dim, looks) if config.look_loss > 0 and video and looks else None
+        self.look_targets = self.looks.targets([s.attributes for s in train]) if self.looks is not None else {}
         groups = param_groups(self.model, config)
         extras = [t.probe for t in (self.layout, self.shapes) if t is not None]
-        for extra in [*extras, *([self.events] if self.events is not None else [])]:
+        for extra in [*extras, *(c for c in (self.events, self.looks) if c is not None)]:
             extra.to(self.device)  # the frame probes and event centres train with the new parts
             groups.append({"params": list(extra.parameters()), "lr": config.lr, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
@@ -181,6 +186,8 @@ class Trainer:
             named = objectives.contrastive(batch, emb) if emb.text is not None else {}
             if self.events is not None and emb.text is not None:
                 named.update(objectives.events(batch, emb, self.events, self.event_targets["train"], cfg.event_loss))
+            if self.looks is not None and emb.text is not None:
+                named.update(objectives.looks(batch, emb, self.looks, self.look_targets, cfg.look_loss))
             named.update(objectives.frame_caption(batch, emb, cfg.frame_loss))
             named.update(objectives.frame_probes(batch, emb.per_frame, layout, shapes))
         if not named:  # frames without any visible object: nothing to learn, but keep the graph alive
@@ -275,6 +282,7 @@ class Trainer:
                         "layout_probe": None if self.layout is None else self.layout.probe.state_dict(),
                         "shape_probe": None if self.shapes is None else self.shapes.probe.state_dict(),
                         "events": None if self.events is None else self.events.state_dict(),
+                        "looks": None if self.looks is None else self.looks.state_dict(),
                         "config": asdict(self.config)}, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -298,6 +306,8 @@ class Trainer:
             self.shapes.probe.load_state_dict(state["shape_probe"])
         if self.events is not None and state.get("events") is not None:
             self.events.load_state_dict(state["events"])
+        if self.looks is not None and state.get("looks") is not None:
+            self.looks.load_state_dict(state["looks"])
         log.info("resumed from %s at epoch %d (step %d)", state_path.parent, self.epoch, self.step)
 
     def fit(self) -> Path:

@@ -10,6 +10,7 @@ which extra negatives and targets the batch carries (:mod:`demo.train.batches`):
   negative video of the captions that read differently backwards;
 * :func:`events` -- captions, hard negatives and each head's clips (forwards and backwards) against
   the shared event centres (:mod:`demo.train.events`);
+* :func:`looks` -- the same against colour, shape and size centres (:mod:`demo.train.looks`);
 * :func:`frame_caption` -- one frame per world clip against a caption of where its objects are;
 * :func:`frame_probes` -- the layout regression and shape classification of every frame shown
   (:mod:`demo.train.probes`).
@@ -24,6 +25,7 @@ import torch
 
 from demo.train.batches import Batch
 from demo.train.events import EventCentres
+from demo.train.looks import LookCentres
 from demo.train.losses import caption_video_infonce
 from demo.train.probes import LayoutTargets, ShapeTargets
 
@@ -69,6 +71,20 @@ def events(batch: Batch, emb: Embeddings, centres: EventCentres, targets: tuple[
     terms = [t for t in shown if t is not None]
     parts = [t for t in (text, torch.stack(terms).mean() if terms else None) if t is not None]
     return {"events": weight * sum(parts[1:], parts[0])} if parts else {}
+
+
+def looks(batch: Batch, emb: Embeddings, centres: LookCentres, targets: dict[str, torch.Tensor],
+          weight: float) -> dict[str, torch.Tensor]:
+    """``{"looks": weight x (text term + video term)}`` against the look centres: each caption and hard
+    negative with the colour, shape and size it names, each head's clip (forwards and backwards) with its
+    objects' (``targets``: per look, (N, C) of the training clips). Empty when nothing in the batch has one."""
+    assert emb.text is not None
+    text = centres.loss(emb.text, centres.text_targets([*batch.captions, *(c for _, c in batch.negatives)]))
+    clips = {look: t[torch.from_numpy(batch.indices)] for look, t in targets.items()}
+    seen = [centres.loss(v, clips) for p, v in [*emb.videos.items(), *emb.backwards.items()] if p != "meanP"]
+    terms = [t for t in seen if t is not None]
+    parts = [t for t in (text, torch.stack(terms).mean() if terms else None) if t is not None]
+    return {"looks": weight * sum(parts[1:], parts[0])} if parts else {}
 
 
 def frame_caption(batch: Batch, emb: Embeddings, weight: float) -> dict[str, torch.Tensor]:

@@ -83,7 +83,7 @@ RECIPE_STAGE = TrainConfig(
     compile=True, resume=True,
 )
 # zero in stages 0 and 1
-VIDEO_ONLY = ("hard_negatives", "look_negatives", "frame_loss", "reversed_videos", "event_loss")
+VIDEO_ONLY = ("hard_negatives", "look_negatives", "frame_loss", "reversed_videos", "event_loss", "look_loss")
 IMAGE_ONLY = ("frame_captions",)  # zero in stage 0 and the video stages
 # The TrainConfig fields a recipe takes from the command line (`train --preset embedded --batch-size 32`).
 SHARED_FIELDS = ("batch_size", "seed", *IMAGE_ONLY, *VIDEO_ONLY, "layout_loss", "angle_weight", "shape_loss",
