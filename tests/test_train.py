@@ -612,6 +612,9 @@ def test_the_recipe_builds_every_stage_on_one_train_config():
     assert frames.frame_captions == video.frame_captions == 0
     assert {c.angle_weight for c in (frames, image, video)} == {RECIPE_STAGE.angle_weight}
     assert set(SHARED_FIELDS) <= {f.name for f in fields(TrainConfig)}
+    looks = EmbeddedRecipe.from_flags(look_loss=0.3, looks="colour")  # `train --preset embedded --look-loss 0.3 ...`
+    assert looks.stage_config("video", train="t", out="o").look_loss == 0.3
+    assert looks.stage_config("image", train="t", out="o").look_loss == 0 and looks.shared.looks == "colour"
 
 
 def test_look_negatives_add_colour_or_size_changed_captions(tiny_world, tiny_config, tmp_path, decoded):

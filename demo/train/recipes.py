@@ -86,8 +86,8 @@ RECIPE_STAGE = TrainConfig(
 VIDEO_ONLY = ("hard_negatives", "look_negatives", "frame_loss", "reversed_videos", "event_loss", "look_loss")
 IMAGE_ONLY = ("frame_captions",)  # zero in stage 0 and the video stages
 # The TrainConfig fields a recipe takes from the command line (`train --preset embedded --batch-size 32`).
-SHARED_FIELDS = ("batch_size", "seed", *IMAGE_ONLY, *VIDEO_ONLY, "layout_loss", "angle_weight", "shape_loss",
-                 "compile")
+SHARED_FIELDS = ("batch_size", "seed", *IMAGE_ONLY, *VIDEO_ONLY, "looks", "layout_loss", "angle_weight",
+                 "shape_loss", "compile")
 
 
 @dataclass(frozen=True)
