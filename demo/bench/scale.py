@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,8 @@ def bench_scale_set(ss: SearchSet, scale: ScaleScale) -> dict[str, Any]:
     methods["flat"] = _flat_method(ss, scale, exact)
     gc.collect()
     stage = choose(ss.n, ss.dim, scale.min_rows)
-    methods["default"], ivf = ivf_method(ss, scale.search, exact, stage)
+    methods["default"], ivf = ivf_method(ss, scale.search, exact, stage, tuned=True)  # as an index is written
+    stage = replace(stage, nprobe=methods["default"]["nprobe"], rerank=methods["default"]["rerank"])
     sweep = _sweep(ivf, ss.queries, exact[1][:, 0], scale)
     del ivf
     gc.collect()
