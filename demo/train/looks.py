@@ -49,8 +49,9 @@ def shown(attributes: ClipAttributes | None, look: str) -> np.ndarray:
     """(len(LOOKS[look]),) the values of ``look`` of a clip's objects, shared evenly (all zero without any)."""
     values = LOOKS[look]
     out = np.zeros(len(values), dtype=np.float32)
-    for obj in attributes.objects if attributes is not None else ():
-        out[values.index(getattr(obj, look))] += 1.0 / len(attributes.objects)
+    objects = attributes.objects if attributes is not None else ()
+    for obj in objects:
+        out[values.index(getattr(obj, look))] += 1.0 / len(objects)
     return out
 
 
@@ -60,15 +61,21 @@ class LookCentres(nn.Module):
     def __init__(self, dim: int, looks: tuple[str, ...]) -> None:
         super().__init__()
         self.centres = nn.ModuleDict({look: EventCentres(dim, len(LOOKS[look])) for look in looks})
+        self.looks = looks
 
     def targets(self, attributes: list[ClipAttributes | None]) -> dict[str, torch.Tensor]:
         """Per look, the (N, C) targets of clips with these attributes (played backwards: the same)."""
-        return {look: torch.from_numpy(np.stack([shown(a, look) for a in attributes])) for look in self.centres}
+        return {look: torch.from_numpy(np.stack([shown(a, look) for a in attributes])) for look in self.looks}
 
     def text_targets(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return {look: torch.from_numpy(np.stack([named(t, look) for t in texts])) for look in self.centres}
+        return {look: torch.from_numpy(np.stack([named(t, look) for t in texts])) for look in self.looks}
 
     def loss(self, embeddings: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Mean over the looks of the cross-entropy of the rows with a target (None: no row has any)."""
-        terms = [t for look, c in self.centres.items() if (t := c.loss(embeddings, targets[look])) is not None]
+        terms = []
+        for look in self.looks:
+            centres = self.centres[look]
+            assert isinstance(centres, EventCentres)
+            if (term := centres.loss(embeddings, targets[look])) is not None:
+                terms.append(term)
         return torch.stack(terms).mean() if terms else None
