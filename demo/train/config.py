@@ -105,12 +105,17 @@ class TrainConfig:
         """The trained temporal heads (video stage only; the first is the checkpoint's own pooling)."""
         return [p for p in self.poolings if p != "meanP"] if self.stage == "video" else []
 
+    @property
+    def look_names(self) -> tuple[str, ...]:
+        """The looks given centres (``looks``, comma-separated) in order."""
+        return tuple(x for x in self.looks.split(",") if x)
+
     def __post_init__(self) -> None:
         if self.stage not in ("frames", "image", "video"):
             raise InputError(f"stage must be 'frames', 'image' or 'video', got {self.stage!r}")
         if self.stage == "frames" and self.shape_loss <= 0 and self.layout_loss <= 0:
             raise InputError("stage 'frames' trains on the frame probes alone: give shape_loss or layout_loss > 0")
-        unknown = [x for x in self.looks.split(",") if x and x not in ("colour", "shape", "size")]
+        unknown = [x for x in self.look_names if x not in ("colour", "shape", "size")]
         if unknown:
             raise InputError(f"looks are colour, shape and size (comma-separated), got {', '.join(unknown)}")
         from demo.models.temporal import POOLINGS  # here: it loads torch, and the CLI reads this module at start

@@ -57,7 +57,7 @@ def clip_targets(attributes: list[ClipAttributes | None]) -> tuple[torch.Tensor,
 
 class EventCentres(nn.Module):
     """One unit centre per class (default: the events, :data:`CLASSES`) in the D-wide joint space and the
-    cross-entropy against them. :mod:`demo.train.colours` uses the same classifier with the colours."""
+    cross-entropy against them. :mod:`demo.train.looks` uses the same classifier for colour, shape and size."""
 
     def __init__(self, dim: int, classes: int = len(CLASSES)) -> None:
         super().__init__()

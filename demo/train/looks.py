@@ -61,7 +61,10 @@ class LookCentres(nn.Module):
     def __init__(self, dim: int, looks: tuple[str, ...]) -> None:
         super().__init__()
         self.centres = nn.ModuleDict({look: EventCentres(dim, len(LOOKS[look])) for look in looks})
-        self.looks = looks
+
+    @property
+    def looks(self) -> tuple[str, ...]:
+        return tuple(self.centres.keys())
 
     def targets(self, attributes: list[ClipAttributes | None]) -> dict[str, torch.Tensor]:
         """Per look, the (N, C) targets of clips with these attributes (played backwards: the same)."""

@@ -109,7 +109,7 @@ class Trainer:
         self.event_targets = {split: clip_targets([s.attributes for s in samples])
                               for split, samples in (("train", train), ("val", val))}
         video = config.stage == "video"
-        looks = tuple(x for x in config.looks.split(",") if x)
+        looks = config.look_names
         self.looks = LookCentres(dim, looks) if config.look_loss > 0 and video and looks else None
         self.look_targets = self.looks.targets([s.attributes for s in train]) if self.looks is not None else {}
         groups = param_groups(self.model, config)

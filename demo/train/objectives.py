@@ -68,9 +68,7 @@ def events(batch: Batch, emb: Embeddings, centres: EventCentres, targets: tuple[
     text = centres.loss(emb.text, said)
     shown = [centres.loss(v, forwards) for p, v in emb.videos.items() if p != "meanP"]
     shown += [centres.loss(v, backwards) for v in emb.backwards.values()]
-    terms = [t for t in shown if t is not None]
-    parts = [t for t in (text, torch.stack(terms).mean() if terms else None) if t is not None]
-    return {"events": weight * sum(parts[1:], parts[0])} if parts else {}
+    return _text_and_clips("events", text, shown, weight)
 
 
 def looks(batch: Batch, emb: Embeddings, centres: LookCentres, targets: dict[str, torch.Tensor],
@@ -82,9 +80,16 @@ def looks(batch: Batch, emb: Embeddings, centres: LookCentres, targets: dict[str
     text = centres.loss(emb.text, centres.text_targets([*batch.captions, *(c for _, c in batch.negatives)]))
     clips = {look: t[torch.from_numpy(batch.indices)] for look, t in targets.items()}
     seen = [centres.loss(v, clips) for p, v in [*emb.videos.items(), *emb.backwards.items()] if p != "meanP"]
-    terms = [t for t in seen if t is not None]
+    return _text_and_clips("looks", text, seen, weight)
+
+
+def _text_and_clips(name: str, text: torch.Tensor | None, clips: list[torch.Tensor | None],
+                    weight: float) -> dict[str, torch.Tensor]:
+    """``{name: weight x (text term + mean of the clip terms)}`` of a centres classifier; a term that is None
+    (no row with a target) is left out, and with none at all the result is empty."""
+    terms = [t for t in clips if t is not None]
     parts = [t for t in (text, torch.stack(terms).mean() if terms else None) if t is not None]
-    return {"looks": weight * sum(parts[1:], parts[0])} if parts else {}
+    return {name: weight * sum(parts[1:], parts[0])} if parts else {}
 
 
 def frame_caption(batch: Batch, emb: Embeddings, weight: float) -> dict[str, torch.Tensor]:
